@@ -1,0 +1,178 @@
+"""Event-camera datasets laid out as tonic stores them under ``save_to/<ClassName>/``.
+
+The files are found in tonic's layout and read with tonic's own readers, dtypes and sensor sizes,
+then binned with tonic's ``ToFrame`` (after tonic's ``Downsample`` when a smaller sensor is asked
+for). We never construct tonic's dataset classes directly: they start a download whenever their
+file-count check fails, and a run here must never try a silent download. A missing folder is a
+clear error that names the expected layout instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from direct2event.data.containers import LabelledArrays, RawData
+from direct2event.data.static import DataError
+
+
+def _read_nmnist(path: Path) -> np.ndarray:
+    from tonic.datasets import NMNIST
+    from tonic.io import read_mnist_file
+
+    return read_mnist_file(str(path), dtype=NMNIST.dtype)
+
+
+def _read_dvs_gesture(path: Path) -> np.ndarray:
+    from numpy.lib import recfunctions
+    from tonic.datasets import DVSGesture
+
+    raw = np.load(path).astype(np.float64)
+    raw[:, 3] *= 1000  # tonic: ms to us
+    return recfunctions.unstructured_to_structured(raw, DVSGesture.dtype)
+
+
+def _read_cifar10_dvs(path: Path) -> np.ndarray:
+    from tonic.io import read_aedat4
+
+    events = read_aedat4(str(path))
+    events.dtype.names = ["t", "x", "y", "p"]
+    return events
+
+
+@dataclass(frozen=True)
+class TonicLayout:
+    """Where tonic keeps one dataset's files and how to read them."""
+
+    class_name: str
+    parts: dict[str, str]  # split -> sub-folder ("" when the dataset has no split)
+    suffix: str
+    reader: Callable[[Path], np.ndarray]
+    label: Callable[[Path], int]
+    sensor_size: tuple[int, int, int]
+    classes: int
+    archive_hint: str
+
+
+def _cifar10_dvs_label(path: Path) -> int:
+    from tonic.datasets import CIFAR10DVS
+
+    name = path.parent.name
+    if name not in CIFAR10DVS.classes:
+        raise DataError(f"{path}: folder '{name}' is not a CIFAR10-DVS class.")
+    return int(CIFAR10DVS.classes[name])
+
+
+TONIC_LAYOUTS: dict[str, TonicLayout] = {
+    "nmnist": TonicLayout(
+        "NMNIST",
+        {"train": "Train", "test": "Test"},
+        ".bin",
+        _read_nmnist,
+        lambda p: int(p.parent.name),
+        (34, 34, 2),
+        10,
+        "train.zip and test.zip extracted to Train/<digit>/*.bin and Test/<digit>/*.bin",
+    ),
+    "dvs_gesture": TonicLayout(
+        "DVSGesture",
+        {"train": "ibmGestureTrain", "test": "ibmGestureTest"},
+        ".npy",
+        _read_dvs_gesture,
+        lambda p: int(p.stem),
+        (128, 128, 2),
+        11,
+        "ibmGestureTrain.tar.gz / ibmGestureTest.tar.gz extracted to "
+        "ibmGestureTrain/<userNN_lighting>/<label>.npy",
+    ),
+    "cifar10_dvs": TonicLayout(
+        "CIFAR10DVS",
+        {"all": ""},
+        ".aedat4",
+        _read_cifar10_dvs,
+        _cifar10_dvs_label,
+        (128, 128, 2),
+        10,
+        "CIFAR10DVS.zip and its per-class zips extracted to <class>/*.aedat4",
+    ),
+}
+
+
+def _list_files(root: Path, layout: TonicLayout, part: str) -> list[Path]:
+    folder = root / layout.class_name / layout.parts[part]
+    files = sorted(folder.rglob(f"*{layout.suffix}")) if folder.is_dir() else []
+    if not files:
+        raise DataError(
+            f"No {layout.suffix} files under {folder}. Place the dataset as tonic stores it: "
+            f"{root}/{layout.class_name}/ with {layout.archive_hint}. Nothing is downloaded "
+            "automatically."
+        )
+    return files
+
+
+def events_to_frames(
+    events: np.ndarray,
+    sensor_size: tuple[int, int, int],
+    timesteps: int,
+    target_size: int | None = None,
+) -> np.ndarray:
+    """Bin one recording to ``[T, 2, H, W]`` with tonic (``Downsample`` first when asked)."""
+    from tonic.transforms import Downsample, ToFrame
+
+    if target_size is not None and target_size != sensor_size[0]:
+        factor = target_size / sensor_size[0]
+        events = Downsample(spatial_factor=factor)(events)
+        sensor_size = (target_size, int(round(sensor_size[1] * factor)), sensor_size[2])
+    out = np.zeros((timesteps, 2, sensor_size[1], sensor_size[0]), dtype=np.uint8)
+    if len(events) == 0:
+        return out
+    frames = ToFrame(sensor_size=sensor_size, n_time_bins=timesteps)(events)
+    out[: len(frames)] = np.clip(frames, 0, 255)
+    return out
+
+
+def load_tonic(
+    key: str,
+    root: Path,
+    timesteps: int,
+    target_size: int | None = None,
+    limit: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    progress: bool = True,
+) -> RawData:
+    """Read an event dataset from tonic's layout under ``root`` and bin it into frames.
+
+    ``limit`` caps the number of recordings read per part (quick runs). Datasets without an
+    official test part (CIFAR10-DVS) get a fixed-seed ``test_fraction`` held out.
+    """
+    if key not in TONIC_LAYOUTS:
+        raise DataError(f"Unknown event dataset '{key}'; known: {sorted(TONIC_LAYOUTS)}.")
+    layout = TONIC_LAYOUTS[key]
+    parts: dict[str, LabelledArrays] = {}
+    for part in layout.parts:
+        files = _list_files(Path(root), layout, part)
+        if limit is not None:
+            files = list(np.random.default_rng(seed).permutation(files))[:limit]  # type: ignore[arg-type]
+        xs, ys = [], []
+        for path in tqdm(files, desc=f"binning {key} {part}", disable=not progress):
+            try:
+                events = layout.reader(path)
+            except (OSError, ValueError) as err:
+                raise DataError(f"Cannot read event file {path}: {err}") from err
+            xs.append(events_to_frames(events, layout.sensor_size, timesteps, target_size))
+            ys.append(layout.label(path))
+        parts[part] = LabelledArrays(np.stack(xs), np.asarray(ys, dtype=np.int64))
+    if "all" in parts:
+        whole = parts.pop("all")
+        order = np.random.default_rng(seed).permutation(len(whole))
+        n_test = max(1, int(round(test_fraction * len(whole))))
+        parts["test"] = LabelledArrays(whole.x[order[:n_test]], whole.y[order[:n_test]])
+        parts["train"] = LabelledArrays(whole.x[order[n_test:]], whole.y[order[n_test:]])
+    return RawData(
+        key, "events", layout.classes, parts["train"], parts["test"], info={"root": str(root)}
+    )

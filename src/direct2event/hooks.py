@@ -1,0 +1,88 @@
+"""Project hooks: validate parameters before anything runs, tag the MLflow run, time each node."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+from kedro.io import AbstractVersionedDataset, DataCatalog
+from kedro.pipeline import Node, Pipeline
+from mlflow.entities import RunStatus
+
+from direct2event.params import validate_params
+from direct2event.snn.training import resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+def pipeline_namespaces(pipeline: Pipeline) -> list[str]:
+    """Dataset keys (top-level namespaces) present in ``pipeline``."""
+    return sorted({n.namespace.split(".")[0] for n in pipeline.nodes if n.namespace})
+
+
+class ProjectHooks:
+    """Checks and bookkeeping around every ``kedro run``."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self._catalog: DataCatalog | None = None
+        self.node_seconds: dict[str, float] = {}
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog
+    ) -> None:
+        """Validate every dataset's parameters before the first node; fail the MLflow run if bad."""
+        keys = pipeline_namespaces(pipeline)
+        try:
+            for key in keys:
+                params = validate_params(key, catalog.load(f"params:{key}"))
+                resolve_device(params.training.device)
+        except Exception:
+            if mlflow.active_run() is not None:
+                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+            raise
+        if mlflow.active_run() is not None and keys:
+            mlflow.set_tag("dataset", ",".join(keys))
+        self.node_seconds = {}
+
+    @hook_impl
+    def after_catalog_created(self, catalog: DataCatalog) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str) -> None:
+        """Log a saved versioned file to MLflow when its catalog metadata asks for it."""
+        if mlflow.active_run() is None or self._catalog is None:
+            return
+        dataset = self._catalog.get(dataset_name)
+        artifact_path = (getattr(dataset, "metadata", None) or {}).get("mlflow_artifact_path")
+        if artifact_path and isinstance(dataset, AbstractVersionedDataset):
+            path = dataset._get_versioned_path(dataset.resolve_save_version())  # noqa: SLF001
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    @hook_impl
+    def before_node_run(self, node: Node) -> None:
+        self._started[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_node_run(self, node: Node) -> None:
+        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
+        self.node_seconds[node.name] = seconds
+        logger.info("node %s took %.1f s", node.name, seconds)
+        if mlflow.active_run() is not None:
+            mlflow.log_metric(f"node_seconds.{node.name}", seconds)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        total = sum(self.node_seconds.values())
+        logger.info(
+            "node times (s): %s; total %.1f s",
+            {k: round(v, 1) for k, v in self.node_seconds.items()},
+            total,
+        )
+        if mlflow.active_run() is not None:
+            mlflow.log_metric("node_seconds.total", total)

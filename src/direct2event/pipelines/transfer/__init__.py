@@ -1,0 +1,1 @@
+"""The per-dataset transfer pipeline."""

@@ -1,0 +1,16 @@
+"""Project settings: hooks and the configuration loader."""
+
+from __future__ import annotations
+
+from kedro.config import OmegaConfigLoader
+
+from direct2event.hooks import ProjectHooks
+
+HOOKS = (ProjectHooks(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
+}

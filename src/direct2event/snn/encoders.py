@@ -1,0 +1,73 @@
+"""Input encoders: turn a batch into the ``[T, B, ...]`` input of a multi-step network.
+
+- ``direct``: the analog tensor itself at every step (direct coding, network D; for E this is
+  the hybrid option whose first layer does multiply-accumulates).
+- ``rate``: Bernoulli spikes with probability equal to the intensity in [0, 1].
+- ``ttfs``: time-to-first-spike; thresholds ``linspace(1, 1/T, T)``, a value spikes once, at the
+  first step whose threshold it reaches (brighter is earlier); values below ``1/T`` stay silent.
+- ``frames``: event frames already binned to ``[B, T, ...]`` (event datasets), moved to time-first.
+
+Every encoder also says whether its output is events (counted as accumulates) or analog values
+(counted as multiply-accumulates); see :mod:`direct2event.snn.ops`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Encoding = Literal["direct", "rate", "ttfs", "frames"]
+ENCODINGS: tuple[str, ...] = ("direct", "rate", "ttfs", "frames")
+
+
+def encodes_events(encoding: Encoding) -> bool:
+    """True when the encoder emits events (spike counts), False for analog input."""
+    return encoding != "direct"
+
+
+def direct(x: Tensor, timesteps: int) -> Tensor:
+    """Direct (analog) coding: the same tensor at each of ``timesteps`` steps."""
+    return x.unsqueeze(0).expand(timesteps, *x.shape)
+
+
+def rate(x: Tensor, timesteps: int, generator: torch.Generator | None = None) -> Tensor:
+    """Rate coding: independent Bernoulli spikes with ``P(spike) = x`` at each step."""
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError("Rate coding needs intensities in [0, 1]; normalise the input first.")
+    probs = x.unsqueeze(0).expand(timesteps, *x.shape)
+    return torch.bernoulli(probs, generator=generator)
+
+
+def ttfs(x: Tensor, timesteps: int) -> Tensor:
+    """Time-to-first-spike coding with thresholds ``linspace(1, 1/T, T)``: one spike at most."""
+    thresholds = torch.linspace(1.0, 1.0 / timesteps, timesteps, device=x.device, dtype=x.dtype)
+    reached = x.unsqueeze(0) >= thresholds.view(-1, *([1] * x.dim()))
+    first = reached & (reached.to(torch.int8).cumsum(0) == 1)
+    return first.to(x.dtype)
+
+
+def frames(x: Tensor, timesteps: int) -> Tensor:
+    """Event frames ``[B, T, ...]`` to ``[T, B, ...]``; ``T`` must equal ``timesteps``."""
+    if x.shape[1] != timesteps:
+        raise ValueError(
+            f"Event frames carry {x.shape[1]} time bins but the network runs {timesteps} steps; "
+            "set the dataset's timesteps and the model's timesteps to the same value."
+        )
+    return x.transpose(0, 1)
+
+
+def encode(
+    x: Tensor, encoding: Encoding, timesteps: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Dispatch to the named encoder."""
+    if encoding == "direct":
+        return direct(x, timesteps)
+    if encoding == "rate":
+        return rate(x, timesteps, generator)
+    if encoding == "ttfs":
+        return ttfs(x, timesteps)
+    if encoding == "frames":
+        return frames(x, timesteps)
+    raise ValueError(f"Unknown input encoding '{encoding}'; use one of {ENCODINGS}.")

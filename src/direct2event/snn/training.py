@@ -1,0 +1,239 @@
+"""Surrogate-gradient BPTT training and evaluation loops (pure PyTorch).
+
+One loop (:func:`fit`) serves both direct-coded training of D and event-driven fine-tuning of E:
+the encoder and the extra loss term are arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from direct2event.snn.activity import record_activity
+from direct2event.snn.encoders import Encoding, encode
+from direct2event.snn.models import SpikingNet
+
+ActivityLoss = Callable[[Tensor, Tensor, list[Tensor]], Tensor]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs and integer labels of one data split (inputs stay on the CPU)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"Split has {len(self.x)} inputs but {len(self.y)} labels.")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def head(self, n: int) -> Split:
+        """The first ``n`` samples."""
+        return Split(self.x[:n], self.y[:n])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; other names are passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' was requested but CUDA is not available; use 'auto'.")
+    return torch.device(name)
+
+
+def as_float(x: Tensor) -> Tensor:
+    """Stored inputs (uint8 event counts or float images) as float32."""
+    return x.float() if x.dtype != torch.float32 else x
+
+
+def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Translate each image of ``[B, ..., H, W]`` by up to ``max_shift`` px (zero fill)."""
+    if max_shift <= 0:
+        return x
+    batch = x.shape[0]
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (batch,), generator=generator)
+    dx = torch.randint(0, 2 * max_shift + 1, (batch,), generator=generator)
+    rows = (dy.view(-1, 1) + torch.arange(h)).view(batch, *([1] * (x.dim() - 3)), h, 1)
+    cols = (dx.view(-1, 1) + torch.arange(w)).view(batch, *([1] * (x.dim() - 3)), 1, w)
+    index = torch.arange(batch).view(batch, *([1] * (x.dim() - 1)))
+    if x.dim() == 4:
+        chan = torch.arange(x.shape[1]).view(1, -1, 1, 1)
+        return padded[index, chan, rows, cols]
+    time = torch.arange(x.shape[1]).view(1, -1, 1, 1, 1)
+    chan = torch.arange(x.shape[2]).view(1, 1, -1, 1, 1)
+    return padded[index, time, chan, rows, cols]
+
+
+def batches(
+    n: int, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[Tensor]:
+    """Index batches over ``n`` samples, shuffled when a generator is given."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Settings of one BPTT run (validated upstream by the pipeline's parameter models)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    timesteps: int
+    encoding: Encoding
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    schedule: str = "onecycle"
+    shift_augment: int = 0
+    val_encoding: Encoding | None = None
+    seed: int = 0
+
+
+def _optimizer(model: SpikingNet, cfg: FitConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"Unknown optimizer '{cfg.optimizer}'; use 'adam' or 'sgd'.")
+
+
+def _scheduler(
+    opt: torch.optim.Optimizer, cfg: FitConfig, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    if cfg.schedule == "constant":
+        return None
+    raise ValueError(f"Unknown schedule '{cfg.schedule}'; use onecycle, cosine or constant.")
+
+
+def fit(
+    model: SpikingNet,
+    train: Split,
+    val: Split | None,
+    cfg: FitConfig,
+    device: torch.device,
+    extra_loss: ActivityLoss | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[dict[str, float]]:
+    """Train ``model`` with BPTT; returns one record per epoch.
+
+    The loss is cross-entropy on the time-averaged logits plus ``extra_loss(logits, y, activity)``
+    when given (``activity`` is every LIF layer's output, recorded with its graph).
+    Each record holds ``train_loss``, ``train_accuracy``, ``val_accuracy`` (when ``val``),
+    ``mean_rate`` (mean LIF output per neuron and step) and ``lr``.
+    """
+    if len(train) == 0:
+        raise ValueError("The training split is empty.")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.to(device)
+    opt = _optimizer(model, cfg)
+    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    sched = _scheduler(opt, cfg, max(steps, 1))
+    history: list[dict[str, float]] = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        loss_sum = correct = seen = 0.0
+        rate_sum = 0.0
+        bar = tqdm(
+            list(batches(len(train), cfg.batch_size, gen)),
+            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for idx in bar:
+            xb = random_shift(as_float(train.x[idx]), cfg.shift_augment, gen).to(device)
+            yb = train.y[idx].to(device)
+            inputs = encode(xb, cfg.encoding, cfg.timesteps, gen if device.type == "cpu" else None)
+            with record_activity(model) as acts:
+                logits = model(inputs)
+            loss = F.cross_entropy(logits, yb)
+            if extra_loss is not None:
+                loss = loss + extra_loss(logits, yb, acts)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            n = len(yb)
+            loss_sum += loss.item() * n
+            correct += (logits.argmax(1) == yb).sum().item()
+            rate_sum += mean_rate(acts).item() * n
+            seen += n
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        record = {
+            "epoch": float(epoch + 1),
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "mean_rate": rate_sum / seen,
+            "lr": opt.param_groups[0]["lr"],
+        }
+        if val is not None and len(val):
+            record["val_accuracy"] = evaluate(
+                model, val, cfg.val_encoding or cfg.encoding, cfg.timesteps, device, seed=cfg.seed
+            )
+        history.append(record)
+    return history
+
+
+def mean_rate(activity: list[Tensor]) -> Tensor:
+    """Mean output per neuron per step over all recorded LIF layers (all neurons weigh the same)."""
+    if not activity:
+        return torch.zeros(())
+    total = sum(a.sum() for a in activity)
+    count = sum(a.numel() for a in activity)
+    return total / count
+
+
+@torch.no_grad()
+def predict(
+    model: SpikingNet,
+    data: Split,
+    encoding: Encoding,
+    timesteps: int,
+    device: torch.device,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> Tensor:
+    """Predicted class per sample (the model is put in eval mode)."""
+    model.to(device).eval()
+    gen = torch.Generator().manual_seed(seed)
+    preds = []
+    for idx in batches(len(data), batch_size):
+        xb = as_float(data.x[idx]).to(device)
+        inputs = encode(xb, encoding, timesteps, gen if device.type == "cpu" else None)
+        preds.append(model(inputs).argmax(1).cpu())
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+
+
+def evaluate(
+    model: SpikingNet,
+    data: Split,
+    encoding: Encoding,
+    timesteps: int,
+    device: torch.device,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> float:
+    """Accuracy (0-1) of ``model`` on ``data``."""
+    preds = predict(model, data, encoding, timesteps, device, batch_size, seed)
+    return float((preds == data.y).float().mean()) if len(data) else float("nan")
