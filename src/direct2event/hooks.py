@@ -12,7 +12,7 @@ from kedro.io import AbstractVersionedDataset, DataCatalog
 from kedro.pipeline import Node, Pipeline
 from mlflow.entities import RunStatus
 
-from direct2event.params import validate_params
+from direct2event.params import validate_energy_profiles, validate_params
 from direct2event.snn.training import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class ProjectHooks:
             for key in keys:
                 params = validate_params(key, catalog.load(f"params:{key}"))
                 resolve_device(params.training.device)
+                validate_energy_profiles(
+                    catalog.load("params:energy_profiles"), params.transfer.energy_model, key
+                )
         except Exception:
             if mlflow.active_run() is not None:
                 mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))

@@ -71,6 +71,56 @@ class TrainingParams(_Strict):
         return self
 
 
+class CalibrationParams(_Strict):
+    """Surrogate-to-spike calibration on the calibration split."""
+
+    max_samples: int = Field(1024, ge=16)
+    max_points: int = Field(200_000, ge=1000)
+
+
+class ThresholdParams(_Strict):
+    """Adaptive threshold scaling (``isotonic``) or the robust-normalisation baseline."""
+
+    method: Literal["isotonic", "percentile"] = "isotonic"
+    percentile: float = Field(99.9, gt=0, le=100)
+    iterations: int = Field(14, ge=1, le=60)
+
+
+class FinetuneParams(_Strict):
+    """Regularised event-driven fine-tuning: ``CE + rate_lambda * mean spike rate``."""
+
+    epochs: int = Field(1, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    rate_lambda: float = Field(5.0, ge=0, description="regularisation strength lambda")
+    distill: bool = False
+    alpha: float = Field(0.4, ge=0, le=1)
+    temperature: float = Field(2.0, gt=0)
+    max_train: int | None = Field(None, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class AblationParams(_Strict):
+    """Which ablation rows to run besides the four main ones."""
+
+    enabled: bool = True
+    ttfs_rows: bool = False
+
+
+class TransferParams(_Strict):
+    """Everything from network D to network E."""
+
+    input_encoding: Literal["rate", "ttfs", "direct", "frames"] = "rate"
+    timesteps: int = Field(4, ge=1, le=256)
+    energy_model: str = "per_event"
+    calibration: CalibrationParams = CalibrationParams()
+    thresholds: ThresholdParams = ThresholdParams()
+    finetune: FinetuneParams = FinetuneParams()
+    ablation: AblationParams = AblationParams()
+
+
 class PipelineParams(_Strict):
     """Everything under one dataset key in the parameters."""
 
@@ -78,6 +128,26 @@ class PipelineParams(_Strict):
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     training: TrainingParams = TrainingParams()
+    transfer: TransferParams = TransferParams()
+
+    @model_validator(mode="after")
+    def _encoding_fits_data(self) -> PipelineParams:
+        events = self.dataset in EVENT_DATASETS
+        if events and self.transfer.input_encoding != "frames":
+            raise ValueError(
+                f"transfer.input_encoding must be 'frames' for the event dataset {self.dataset}"
+            )
+        if not events and self.transfer.input_encoding == "frames":
+            raise ValueError(
+                f"transfer.input_encoding 'frames' needs an event dataset; {self.dataset} is "
+                "static: use rate, ttfs or direct"
+            )
+        if events and self.transfer.timesteps != self.model.timesteps:
+            raise ValueError(
+                "transfer.timesteps must equal model.timesteps for event datasets (the frames are "
+                f"binned once): got {self.transfer.timesteps} and {self.model.timesteps}"
+            )
+        return self
 
     @property
     def is_event_dataset(self) -> bool:
@@ -86,6 +156,22 @@ class PipelineParams(_Strict):
 
 class ParameterError(ValueError):
     """Parameters that fail validation; the message lists each bad key and what is allowed."""
+
+
+def validate_energy_profiles(raw: dict[str, Any], energy_model: str, namespace: str) -> None:
+    """The profiles must load and the chosen ``energy_model`` must be one of them."""
+    from direct2event.snn.energy import load_profiles
+
+    try:
+        profiles = load_profiles(raw)
+    except (TypeError, ValueError) as err:
+        raise ParameterError(f"Invalid energy_profiles (conf/base/parameters_energy.yml): {err}") from None
+    if energy_model not in profiles:
+        raise ParameterError(
+            f"{namespace}.transfer.energy_model is '{energy_model}', which is not a profile in "
+            f"energy_profiles; choose one of {sorted(profiles)} or add it to "
+            "conf/base/parameters_energy.yml."
+        )
 
 
 def validate_params(namespace: str, raw: dict[str, Any]) -> PipelineParams:

@@ -11,6 +11,9 @@ from direct2event.pipelines.transfer.pipeline import create_pipeline
 def register_pipelines() -> dict[str, Pipeline]:
     """``kedro run --pipelines <key>`` runs one dataset; ``kedro run`` alone runs ``mnist``."""
     template = create_pipeline()
-    pipelines = {key: Pipeline(template, namespace=key) for key in DATASET_KEYS}
+    pipelines = {
+        key: Pipeline(template, namespace=key, parameters={"params:energy_profiles"})
+        for key in DATASET_KEYS
+    }
     pipelines["__default__"] = pipelines["mnist"]
     return pipelines

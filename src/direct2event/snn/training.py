@@ -19,7 +19,7 @@ from direct2event.snn.activity import record_activity
 from direct2event.snn.encoders import Encoding, encode
 from direct2event.snn.models import SpikingNet
 
-ActivityLoss = Callable[[Tensor, Tensor, list[Tensor]], Tensor]
+ActivityLoss = Callable[[Tensor, Tensor, list[Tensor], Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,9 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train ``model`` with BPTT; returns one record per epoch.
 
-    The loss is cross-entropy on the time-averaged logits plus ``extra_loss(logits, y, activity)``
-    when given (``activity`` is every LIF layer's output, recorded with its graph).
+    The loss is cross-entropy on the time-averaged logits plus ``extra_loss(logits, y, activity, x)``
+    when given (``activity`` is every LIF layer's output, recorded with its graph; ``x`` the
+    batch before encoding).
     Each record holds ``train_loss``, ``train_accuracy``, ``val_accuracy`` (when ``val``),
     ``mean_rate`` (mean LIF output per neuron and step) and ``lr``.
     """
@@ -168,7 +169,7 @@ def fit(
                 logits = model(inputs)
             loss = F.cross_entropy(logits, yb)
             if extra_loss is not None:
-                loss = loss + extra_loss(logits, yb, acts)
+                loss = loss + extra_loss(logits, yb, acts, xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -16,10 +16,30 @@ from matplotlib.figure import Figure  # noqa: E402
 from direct2event.data.containers import RawData  # noqa: E402
 from direct2event.data.kedro_datasets import EventSource  # noqa: E402
 from direct2event.data.splits import DataSplits, make_splits  # noqa: E402
-from direct2event.params import DataParams, ModelParams, TrainingParams  # noqa: E402
-from direct2event.snn.models import SpikingNet, build_model, model_from_config  # noqa: E402
+from direct2event.params import (  # noqa: E402
+    DataParams,
+    ModelParams,
+    TrainingParams,
+    TransferParams,
+)
+from direct2event.snn.calibration import CalibrationMap, LayerStatistics  # noqa: E402
+from direct2event.snn.energy import EnergyProfile, load_profiles  # noqa: E402
+from direct2event.snn.evaluation import evaluate_with_counts  # noqa: E402
+from direct2event.snn.models import (  # noqa: E402
+    SpikingNet,
+    build_model,
+    fuse_batchnorm,
+    model_from_config,
+    to_event_network,
+)
 from direct2event.snn.neurons import LIFParameters  # noqa: E402
-from direct2event.snn.training import FitConfig, evaluate, fit, resolve_device  # noqa: E402
+from direct2event.snn.thresholds import ThresholdReport  # noqa: E402
+from direct2event.snn.training import FitConfig, Split, fit, resolve_device  # noqa: E402
+from direct2event.snn.transfer import (  # noqa: E402
+    build_event_network,
+    calibrate,
+    finetune_event_network,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +84,19 @@ def _fit_config(training: TrainingParams, model: ModelParams, encoding: str) -> 
 
 
 def checkpoint(model: SpikingNet) -> dict[str, Any]:
-    """What is saved of a network: its architecture config and weights (CPU tensors)."""
+    """What is saved of a network: architecture config, mode and weights (CPU tensors)."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {"config": model.config, "state_dict": state, "mode": model.mode}
+    fused = not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return {"config": model.config, "state_dict": state, "mode": model.mode, "fused": fused}
 
 
 def restore(saved: dict[str, Any]) -> SpikingNet:
     """Rebuild a network from :func:`checkpoint`'s output."""
     net = model_from_config(saved["config"])
-    if saved.get("event", False):
-        from direct2event.snn.models import fuse_batchnorm
-
-        fuse_batchnorm(net)
+    if saved.get("fused", False):
+        fuse_batchnorm(net.eval())
     net.load_state_dict(saved["state_dict"])
-    return net.set_mode(saved.get("mode", "graded"))
+    return net.set_mode(saved.get("mode", "graded")).eval()
 
 
 def training_curve(history: list[dict[str, float]], title: str) -> Figure:
@@ -142,29 +161,418 @@ def train_direct_model(
     )
 
 
-def evaluate_direct_model(
-    direct_model: dict[str, Any], splits: DataSplits, model: dict[str, Any], training: dict[str, Any]
-) -> dict[str, float]:
-    """Test accuracy of network D with direct input."""
-    model_p, train_p = ModelParams(**model), TrainingParams(**training)
-    net = restore(direct_model)
-    acc = evaluate(
-        net, splits.test, direct_encoding(splits), model_p.timesteps, resolve_device(train_p.device)
+def event_encoding(splits: DataSplits, transfer: TransferParams) -> str:
+    """How network E sees the data: native event frames, or the configured static encoding."""
+    return "frames" if splits.kind == "events" else transfer.input_encoding
+
+
+def _setting(
+    model: dict[str, Any], transfer: dict[str, Any], training: dict[str, Any]
+) -> tuple[ModelParams, TransferParams, TrainingParams, torch.device]:
+    model_p, transfer_p, train_p = ModelParams(**model), TransferParams(**transfer), TrainingParams(**training)
+    return model_p, transfer_p, train_p, resolve_device(train_p.device)
+
+
+def calibrate_surrogate(
+    direct_model: dict[str, Any],
+    splits: DataSplits,
+    model: dict[str, Any],
+    transfer: dict[str, Any],
+    training: dict[str, Any],
+) -> tuple[dict[str, Any], Figure, dict[str, dict]]:
+    """Step 3: fit the monotonic map g: D's activation -> E's spikes per step, per layer."""
+    model_p, transfer_p, train_p, device = _setting(model, transfer, training)
+    cal = splits.calibration.head(transfer_p.calibration.max_samples)
+    maps, stats = calibrate(
+        restore(direct_model),
+        cal,
+        direct_encoding(splits),  # type: ignore[arg-type]
+        model_p.timesteps,
+        event_encoding(splits, transfer_p),  # type: ignore[arg-type]
+        transfer_p.timesteps,
+        device,
+        transfer_p.calibration.max_points,
+        train_p.seed,
     )
-    logger.info("Network D test accuracy on %s: %.4f", splits.name, acc)
-    return {"accuracy": acc}
+    for m in maps:
+        logger.info("calibration %s: rmse %.4f, R2 %.3f (%d points)", m.layer, m.rmse, m.r2, m.points)
+    metrics = {}
+    for m in maps:
+        metrics[f"calibration.{m.layer}.rmse"] = {"value": m.rmse, "step": 0}
+        if math.isfinite(m.r2):
+            metrics[f"calibration.{m.layer}.r2"] = {"value": m.r2, "step": 0}
+    return {"maps": maps, "stats": stats, "samples": len(cal)}, calibration_plot(maps, stats), metrics
+
+
+def calibration_plot(maps: list[CalibrationMap], stats: list[LayerStatistics]) -> Figure:
+    """Each layer's fitted map g, with D's mean activation per channel against E's rate."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 3.4), squeeze=False)
+    for ax, m, s in zip(axes[0], maps, stats, strict=True):
+        ax.scatter(s.direct_mean, s.event_rate, s=8, alpha=0.6, label="channel means")
+        ax.plot(m.knots_a, m.knots_r, "r-", lw=2, label="g (isotonic)")
+        ax.set_title(f"{m.layer}\nrmse {m.rmse:.3f}, R² {m.r2:.2f}", fontsize=9)
+        ax.set_xlabel("D activation per step")
+        ax.set_ylabel("E spikes per step (θ = 1)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def scale_event_thresholds(
+    direct_model: dict[str, Any],
+    calibration: dict[str, Any],
+    splits: DataSplits,
+    model: dict[str, Any],
+    transfer: dict[str, Any],
+    training: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], Figure, dict[str, dict]]:
+    """Step 4: per-channel thresholds of E so its rates match D's activations (calibration split)."""
+    _, transfer_p, train_p, device = _setting(model, transfer, training)
+    cal = splits.calibration.head(transfer_p.calibration.max_samples)
+    stats: list[LayerStatistics] = calibration["stats"]
+    event_model, reports = build_event_network(
+        restore(direct_model),
+        stats,
+        cal,
+        event_encoding(splits, transfer_p),  # type: ignore[arg-type]
+        transfer_p.timesteps,
+        device,
+        transfer_p.thresholds.method,
+        transfer_p.thresholds.percentile,
+        transfer_p.thresholds.iterations,
+        train_p.seed,
+    )
+    report: dict[str, Any] = {"method": transfer_p.thresholds.method, "layers": []}
+    metrics: dict[str, dict] = {}
+    for r, s in zip(reports, stats, strict=True):
+        before = ThresholdReport.mismatch(s.event_rate, s.direct_mean)
+        after = ThresholdReport.mismatch(r.rate_after, s.direct_mean)
+        report["layers"].append(
+            {
+                "layer": r.layer,
+                "rate_mismatch_before": before,
+                "rate_mismatch_after": after,
+                "threshold_mean": float(r.thresholds.mean()),
+                "threshold_min": float(r.thresholds.min()),
+                "threshold_max": float(r.thresholds.max()),
+            }
+        )
+        metrics[f"thresholds.{r.layer}.rate_mismatch_before"] = {"value": before, "step": 0}
+        metrics[f"thresholds.{r.layer}.rate_mismatch_after"] = {"value": after, "step": 0}
+        logger.info("thresholds %s: rate mismatch %.3f -> %.3f", r.layer, before, after)
+    return checkpoint(event_model), report, threshold_plot(reports, stats), metrics
+
+
+def threshold_plot(reports: list[ThresholdReport], stats: list[LayerStatistics]) -> Figure:
+    """Per channel: target rate (D) against E's rate before (θ = 1) and after scaling."""
+    fig, axes = plt.subplots(1, len(reports), figsize=(3.6 * len(reports), 3.4), squeeze=False)
+    for ax, r, s in zip(axes[0], reports, stats, strict=True):
+        top = float(max(s.direct_mean.max(), s.event_rate.max(), r.rate_after.max(), 1e-3))
+        ax.plot([0, top], [0, top], "k:", lw=1)
+        ax.scatter(s.direct_mean, s.event_rate, s=8, alpha=0.5, label="θ = 1 (naive)")
+        ax.scatter(s.direct_mean, r.rate_after, s=8, alpha=0.8, label="scaled θ")
+        ax.set_title(r.layer, fontsize=9)
+        ax.set_xlabel("D mean activation per step")
+        ax.set_ylabel("E spikes per step")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _finetune(
+    scaled: SpikingNet,
+    direct: SpikingNet,
+    splits: DataSplits,
+    model_p: ModelParams,
+    transfer_p: TransferParams,
+    train_p: TrainingParams,
+    device: torch.device,
+    rate_lambda: float,
+) -> tuple[SpikingNet, list[dict[str, float]]]:
+    ft = transfer_p.finetune
+    if ft.epochs == 0:
+        return scaled, []
+    train = splits.train
+    if ft.max_train is not None and ft.max_train < len(train):
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(train_p.seed))
+        idx = pick[: ft.max_train].sort().values
+        train = Split(train.x[idx], train.y[idx])
+    cfg = FitConfig(
+        epochs=ft.epochs,
+        lr=ft.lr,
+        batch_size=ft.batch_size,
+        timesteps=transfer_p.timesteps,
+        encoding=event_encoding(splits, transfer_p),  # type: ignore[arg-type]
+        weight_decay=ft.weight_decay,
+        optimizer=ft.optimizer,
+        schedule=ft.schedule,
+        shift_augment=0,
+        seed=train_p.seed,
+    )
+    return finetune_event_network(
+        scaled,
+        direct,
+        train,
+        splits.validation,
+        cfg,
+        device,
+        rate_lambda,
+        ft.distill,
+        direct_encoding(splits),  # type: ignore[arg-type]
+        model_p.timesteps,
+        ft.alpha,
+        ft.temperature,
+        progress=train_p.progress,
+    )
+
+
+def finetune_event_model(
+    scaled_model: dict[str, Any],
+    direct_model: dict[str, Any],
+    splits: DataSplits,
+    model: dict[str, Any],
+    transfer: dict[str, Any],
+    training: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, list[dict]], Figure]:
+    """Step 5: event-driven fine-tuning of E with ``CE + lambda * mean spike rate``."""
+    model_p, transfer_p, train_p, device = _setting(model, transfer, training)
+    net, history = _finetune(
+        restore(scaled_model),
+        restore(direct_model),
+        splits,
+        model_p,
+        transfer_p,
+        train_p,
+        device,
+        transfer_p.finetune.rate_lambda,
+    )
+    title = f"Network E fine-tuning on {splits.name} (λ = {transfer_p.finetune.rate_lambda})"
+    curve = training_curve(history, title) if history else plt.figure()
+    return checkpoint(net.cpu()), history_metrics(history, "finetune"), curve
+
+
+def measure(
+    net: SpikingNet,
+    split: Split,
+    encoding: str,
+    timesteps: int,
+    device: torch.device,
+    profiles: dict[str, EnergyProfile],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy, counted events and synops, firing rates and energy of one network."""
+    accuracy, counts = evaluate_with_counts(net, split, encoding, timesteps, device, seed=seed)  # type: ignore[arg-type]
+    return {
+        "accuracy": accuracy,
+        **counts.summary(),
+        "energy_uJ_by_model": {k: p.energy_uj_per_sample(counts) for k, p in profiles.items()},
+        "layer_energy_uJ": {k: p.layer_energy_uj_per_sample(counts) for k, p in profiles.items()},
+        "firing_rates": counts.firing_rates(),
+        "synops_by_layer": {
+            k: {"op": c.op, "per_sample": counts.per_sample(c.synops)} for k, c in counts.layers.items()
+        },
+    }
+
+
+def evaluate_transfer(
+    direct_model: dict[str, Any],
+    event_model: dict[str, Any],
+    splits: DataSplits,
+    model: dict[str, Any],
+    transfer: dict[str, Any],
+    training: dict[str, Any],
+    energy_profiles: dict[str, Any],
+) -> tuple[dict[str, Any], Figure]:
+    """Steps 6-7: test accuracy, counted activity and energy of D and E on the same samples."""
+    model_p, transfer_p, train_p, device = _setting(model, transfer, training)
+    profiles = load_profiles(energy_profiles)
+    direct = measure(
+        restore(direct_model), splits.test, direct_encoding(splits), model_p.timesteps, device, profiles
+    )
+    event = measure(
+        restore(event_model),
+        splits.test,
+        event_encoding(splits, transfer_p),
+        transfer_p.timesteps,
+        device,
+        profiles,
+        train_p.seed,
+    )
+    for name, res in (("D", direct), ("E", event)):
+        logger.info(
+            "%s on %s test: accuracy %.4f, %.0f events/sample, energy %s uJ",
+            name,
+            splits.name,
+            res["accuracy"],
+            res["events_per_sample"],
+            {k: round(v, 4) for k, v in res["energy_uJ_by_model"].items()},
+        )
+    return {"direct": direct, "event": event}, energy_plot(direct, event, list(profiles))
+
+
+def energy_plot(direct: dict[str, Any], event: dict[str, Any], models: list[str]) -> Figure:
+    """Energy per sample of each layer, D beside E, one panel per energy model."""
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], models, strict=True):
+        d, e = direct["layer_energy_uJ"][name], event["layer_energy_uJ"][name]
+        layers = list(dict.fromkeys([*d, *e]))
+        xs = range(len(layers))
+        ax.bar([x - 0.2 for x in xs], [d.get(k, 0.0) for k in layers], 0.4, label="D (direct)")
+        ax.bar([x + 0.2 for x in xs], [e.get(k, 0.0) for k in layers], 0.4, label="E (event)")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("µJ per sample")
+        ax.set_title(
+            f"{name}: D {direct['energy_uJ_by_model'][name]:.3f} µJ, "
+            f"E {event['energy_uJ_by_model'][name]:.3f} µJ",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+ABLATION_VARIANTS = ("naive", "thresholds", "finetune_lambda0", "finetune_lambda")
+
+
+def run_ablation(
+    direct_model: dict[str, Any],
+    scaled_model: dict[str, Any],
+    evaluation: dict[str, Any],
+    splits: DataSplits,
+    model: dict[str, Any],
+    transfer: dict[str, Any],
+    training: dict[str, Any],
+    energy_profiles: dict[str, Any],
+) -> tuple[list[dict[str, Any]], Figure]:
+    """Step 8: naive transfer, + thresholds, + fine-tuning with lambda = 0, + the configured lambda."""
+    model_p, transfer_p, train_p, device = _setting(model, transfer, training)
+    profiles = load_profiles(energy_profiles)
+    energy_model = transfer_p.energy_model
+    enc = event_encoding(splits, transfer_p)
+    direct = restore(direct_model)
+    scaled = restore(scaled_model)
+    rows: list[dict[str, Any]] = []
+    if transfer_p.ablation.enabled:
+        candidates = {
+            "naive": lambda: to_event_network(direct),
+            "thresholds": lambda: scaled,
+            "finetune_lambda0": lambda: _finetune(
+                scaled, direct, splits, model_p, transfer_p, train_p, device, 0.0
+            )[0],
+        }
+        for variant, make in candidates.items():
+            res = measure(make(), splits.test, enc, transfer_p.timesteps, device, profiles, train_p.seed)
+            rows.append(_ablation_row(variant, res, energy_model))
+    rows.append(_ablation_row("finetune_lambda", evaluation["event"], energy_model))
+    direct_energy = evaluation["direct"]["energy_uJ_by_model"][energy_model]
+    final_saving = direct_energy - rows[-1]["energy_uJ"]
+    for row in rows:
+        saved = direct_energy - row["energy_uJ"]
+        row["energy_gain_fraction"] = saved / final_saving if final_saving > 0 else float("nan")
+        row["energy_reduction"] = direct_energy / row["energy_uJ"] if row["energy_uJ"] > 0 else float("inf")
+    for row in rows:
+        logger.info("ablation %s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+    return rows, ablation_plot(rows, evaluation["direct"], energy_model, splits.name)
+
+
+def _ablation_row(variant: str, res: dict[str, Any], energy_model: str) -> dict[str, Any]:
+    return {
+        "variant": variant,
+        "accuracy": res["accuracy"],
+        "energy_uJ": res["energy_uJ_by_model"][energy_model],
+        "events_per_sample": res["events_per_sample"],
+    }
+
+
+SEED_GAIN_CLAIM = {"thresholds": 0.6, "finetune_lambda": 0.8}
+
+
+def ablation_plot(
+    rows: list[dict[str, Any]], direct: dict[str, Any], energy_model: str, dataset: str
+) -> Figure:
+    """Accuracy and energy of each ablation variant, D as reference, the seed's claim marked."""
+    fig, (ax_acc, ax_e) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = ["direct (D)"] + [r["variant"] for r in rows]
+    accs = [direct["accuracy"]] + [r["accuracy"] for r in rows]
+    energies = [direct["energy_uJ_by_model"][energy_model]] + [r["energy_uJ"] for r in rows]
+    ax_acc.bar(names, [100 * a for a in accs], color=["grey"] + ["C0"] * len(rows))
+    ax_acc.set_ylim(max(0.0, 100 * min(accs) - 5), 100)
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_e.bar(names, energies, color=["grey"] + ["C1"] * len(rows))
+    ax_e.set_ylabel(f"µJ per sample ({energy_model})")
+    for i, r in enumerate(rows, start=1):
+        text = f"{100 * r['energy_gain_fraction']:.0f}% of gain"
+        claim = SEED_GAIN_CLAIM.get(r["variant"])
+        if claim is not None:
+            text += f"\n(seed: {'~' if claim < 0.7 else '>'}{100 * claim:.0f}%)"
+        ax_e.annotate(text, (i, r["energy_uJ"]), ha="center", va="bottom", fontsize=7)
+    for ax in (ax_acc, ax_e):
+        ax.tick_params(axis="x", labelrotation=25, labelsize=8)
+    fig.suptitle(f"Ablation on {dataset}")
+    fig.tight_layout()
+    return fig
 
 
 def build_summary(
-    dataset: str, splits: DataSplits, model: dict[str, Any], direct_evaluation: dict[str, float]
+    dataset: str,
+    splits: DataSplits,
+    model: dict[str, Any],
+    transfer: dict[str, Any],
+    evaluation: dict[str, Any],
+    ablation: list[dict[str, Any]],
 ) -> tuple[dict[str, Any], dict[str, dict]]:
     """The run's report (``summary.json``), built in this one place, and its MLflow metrics."""
+    transfer_p = TransferParams(**transfer)
+    energy_model = transfer_p.energy_model
+
+    def network(res: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "accuracy": float(res["accuracy"]),
+            "energy_uJ": float(res["energy_uJ_by_model"][energy_model]),
+            "energy_uJ_by_model": {k: float(v) for k, v in res["energy_uJ_by_model"].items()},
+            "events_per_sample": float(res["events_per_sample"]),
+            "synops_per_sample": float(res["synops_per_sample"]),
+            "ac_per_sample": float(res["ac_per_sample"]),
+            "mac_per_sample": float(res["mac_per_sample"]),
+            "firing_rates": {k: float(v) for k, v in res["firing_rates"].items()},
+        }
+
+    direct, event = network(evaluation["direct"]), network(evaluation["event"])
     summary: dict[str, Any] = {
         "dataset": dataset,
         "simulated": bool(splits.simulated),
         "timesteps": int(ModelParams(**model).timesteps),
+        "event_timesteps": int(transfer_p.timesteps),
+        "input_encoding": event_encoding(splits, transfer_p),
+        "energy_model": energy_model,
         "splits": splits.sizes(),
-        "direct": {"accuracy": float(direct_evaluation["accuracy"])},
+        "direct": direct,
+        "event": event,
+        "energy_reduction": direct["energy_uJ"] / event["energy_uJ"] if event["energy_uJ"] > 0 else None,
+        "energy_reduction_by_model": {
+            k: direct["energy_uJ_by_model"][k] / v if v > 0 else None
+            for k, v in event["energy_uJ_by_model"].items()
+        },
+        "accuracy_retention": event["accuracy"] / direct["accuracy"] if direct["accuracy"] > 0 else None,
+        "rate_lambda": transfer_p.finetune.rate_lambda,
+        "ablation": [
+            {k: row[k] for k in ("variant", "accuracy", "energy_uJ", "events_per_sample", "energy_gain_fraction")}
+            for row in ablation
+        ],
     }
-    metrics = {"direct.test_accuracy": {"value": summary["direct"]["accuracy"], "step": 0}}
-    return summary, metrics
+    metrics = {
+        "direct.test_accuracy": direct["accuracy"],
+        "event.test_accuracy": event["accuracy"],
+        "direct.energy_uJ": direct["energy_uJ"],
+        "event.energy_uJ": event["energy_uJ"],
+        "direct.events_per_sample": direct["events_per_sample"],
+        "event.events_per_sample": event["events_per_sample"],
+        "energy_reduction": summary["energy_reduction"],
+        "accuracy_retention": summary["accuracy_retention"],
+    }
+    for row in ablation:
+        metrics[f"ablation.{row['variant']}.accuracy"] = row["accuracy"]
+        metrics[f"ablation.{row['variant']}.energy_uJ"] = row["energy_uJ"]
+    clean = {k: {"value": float(v), "step": 0} for k, v in metrics.items() if v is not None and math.isfinite(v)}
+    return summary, clean

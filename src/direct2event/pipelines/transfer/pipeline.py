@@ -6,14 +6,20 @@ from kedro.pipeline import Node, Pipeline
 
 from direct2event.pipelines.transfer.nodes import (
     build_summary,
-    evaluate_direct_model,
+    calibrate_surrogate,
+    evaluate_transfer,
+    finetune_event_model,
     prepare_data,
+    run_ablation,
+    scale_event_thresholds,
     train_direct_model,
 )
 
+SETTINGS = ["params:model", "params:transfer", "params:training"]
+
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """prep -> direct-coded training -> evaluation -> summary."""
+    """prep -> D training -> calibration -> thresholds -> fine-tuning -> evaluation -> ablation."""
     return Pipeline(
         [
             Node(
@@ -29,14 +35,52 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 name="train_direct_model",
             ),
             Node(
-                evaluate_direct_model,
-                inputs=["direct_model", "splits", "params:model", "params:training"],
-                outputs="direct_evaluation",
-                name="evaluate_direct_model",
+                calibrate_surrogate,
+                inputs=["direct_model", "splits", *SETTINGS],
+                outputs=["calibration", "calibration_curves", "calibration_metrics"],
+                name="calibrate_surrogate",
+            ),
+            Node(
+                scale_event_thresholds,
+                inputs=["direct_model", "calibration", "splits", *SETTINGS],
+                outputs=["scaled_model", "threshold_report", "threshold_plot", "threshold_metrics"],
+                name="scale_event_thresholds",
+            ),
+            Node(
+                finetune_event_model,
+                inputs=["scaled_model", "direct_model", "splits", *SETTINGS],
+                outputs=["event_model", "finetune_history", "finetune_curve"],
+                name="finetune_event_model",
+            ),
+            Node(
+                evaluate_transfer,
+                inputs=["direct_model", "event_model", "splits", *SETTINGS, "params:energy_profiles"],
+                outputs=["evaluation", "energy_plot"],
+                name="evaluate_transfer",
+            ),
+            Node(
+                run_ablation,
+                inputs=[
+                    "direct_model",
+                    "scaled_model",
+                    "evaluation",
+                    "splits",
+                    *SETTINGS,
+                    "params:energy_profiles",
+                ],
+                outputs=["ablation", "ablation_plot"],
+                name="run_ablation",
             ),
             Node(
                 build_summary,
-                inputs=["params:dataset", "splits", "params:model", "direct_evaluation"],
+                inputs=[
+                    "params:dataset",
+                    "splits",
+                    "params:model",
+                    "params:transfer",
+                    "evaluation",
+                    "ablation",
+                ],
                 outputs=["summary", "summary_metrics"],
                 name="build_summary",
             ),
