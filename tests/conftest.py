@@ -1,0 +1,35 @@
+"""Shared fixtures: small real data (scikit-learn digits) and a deterministic torch setup."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest
+import torch
+
+from direct2event.data.splits import DataSplits, make_splits
+from direct2event.data.static import load_digits
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def digits_splits() -> DataSplits:
+    """scikit-learn digits split with a fixed seed (1222 train / 72 cal / 144 val / 359 test)."""
+    return make_splits(load_digits(), 0.05, 0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_direct_model(digits_splits: DataSplits):
+    """A small network D trained on digits (a few seconds); tests must not modify it."""
+    from direct2event.snn.models import build_model
+    from direct2event.snn.training import FitConfig, fit
+
+    torch.manual_seed(0)
+    net = build_model("convnet", digits_splits.input_shape, 10, channels=(8, 16))
+    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, timesteps=4, encoding="direct", seed=0)
+    fit(net, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
+    return net.eval()

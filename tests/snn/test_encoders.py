@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from direct2event.snn.encoders import encode, encodes_events, rate, ttfs
+
+
+def test_rate_coded_mean_equals_intensity() -> None:
+    x = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    spikes = rate(x.expand(2000, 5), timesteps=50, generator=torch.Generator().manual_seed(0))
+    mean = spikes.mean(dim=(0, 1))
+    # 100k Bernoulli draws per value: standard error <= 0.0016
+    assert torch.allclose(mean, x, atol=0.006)
+    assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_rate_rejects_values_outside_unit_interval() -> None:
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        rate(torch.tensor([1.5]), 4)
+
+
+def test_ttfs_one_spike_at_the_right_step() -> None:
+    # T = 4: thresholds 1, 0.75, 0.5, 0.25
+    x = torch.tensor([1.0, 0.8, 0.75, 0.6, 0.3, 0.2, 0.0])
+    s = ttfs(x, 4)
+    assert s.sum(0).tolist() == [1, 1, 1, 1, 1, 0, 0]
+    first = s.argmax(0)[:5].tolist()
+    assert first == [0, 1, 1, 2, 3]
+
+
+def test_frames_must_match_timesteps_and_are_time_first() -> None:
+    x = torch.rand(3, 5, 2, 4, 4)
+    out = encode(x, "frames", 5)
+    assert out.shape == (5, 3, 2, 4, 4)
+    assert torch.equal(out[2, 1], x[1, 2])
+    with pytest.raises(ValueError, match="time bins"):
+        encode(x, "frames", 4)
+
+
+def test_direct_repeats_and_event_flags() -> None:
+    x = torch.rand(2, 3)
+    out = encode(x, "direct", 3)
+    assert out.shape == (3, 2, 3) and torch.equal(out[1], x)
+    assert not encodes_events("direct")
+    assert encodes_events("rate") and encodes_events("ttfs") and encodes_events("frames")
+    with pytest.raises(ValueError, match="Unknown input encoding"):
+        encode(x, "phase", 3)  # type: ignore[arg-type]

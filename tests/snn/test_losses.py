@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from direct2event.snn.evaluation import evaluate_with_counts
+from direct2event.snn.losses import TransferLoss
+from direct2event.snn.models import to_event_network
+from direct2event.snn.training import FitConfig
+from direct2event.snn.transfer import finetune_event_network
+
+CPU = torch.device("cpu")
+
+
+def test_rate_penalty_gives_fewer_spikes_than_no_penalty(digits_splits, digits_direct_model) -> None:
+    event = to_event_network(digits_direct_model)
+    cfg = FitConfig(epochs=2, lr=2e-3, batch_size=64, timesteps=4, encoding="rate", seed=3)
+    events = {}
+    for lam in (0.0, 10.0):
+        tuned, _ = finetune_event_network(
+            event, digits_direct_model, digits_splits.train, None, cfg, CPU, lam, progress=False
+        )
+        _, counts = evaluate_with_counts(tuned, digits_splits.test, "rate", 4, CPU)
+        events[lam] = counts.per_sample(sum(counts.neuron_events.values()))
+    assert events[10.0] < 0.8 * events[0.0]
+
+
+def test_distillation_loss_runs_and_teacher_is_frozen(digits_splits, digits_direct_model) -> None:
+    teacher = copy.deepcopy(digits_direct_model)
+    loss = TransferLoss(rate_lambda=1.0, teacher=teacher, teacher_encoding="direct", alpha=0.4)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    event = to_event_network(digits_direct_model).train()
+    x = digits_splits.train.x[:16]
+    logits = event(torch.bernoulli(x.unsqueeze(0).expand(4, *x.shape)))
+    value = loss(logits, digits_splits.train.y[:16], [torch.ones(3)], x)
+    assert torch.isfinite(value)
+    assert value.requires_grad
+    # a student equal to its teacher has KL = 0: the loss is then rate - (1 - alpha) * CE
+    # (fit() adds the full CE once more, giving alpha * CE + rate in total)
+    mirror = TransferLoss(rate_lambda=1.0, teacher=copy.deepcopy(digits_direct_model), alpha=0.4)
+    d_logits = digits_direct_model(x.unsqueeze(0).expand(4, *x.shape))
+    y = digits_splits.train.y[:16]
+    expected = 1.0 - 0.6 * torch.nn.functional.cross_entropy(d_logits, y)
+    assert mirror(d_logits, y, [torch.ones(3)], x).item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_negative_lambda_and_bad_alpha_are_refused() -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        TransferLoss(rate_lambda=-0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        TransferLoss(alpha=1.5)
