@@ -49,7 +49,7 @@ class ProjectHooks:
                 mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
             raise
         if mlflow.active_run() is not None and keys:
-            mlflow.set_tag("dataset", ",".join(keys))
+            mlflow.set_tags({"dataset": ",".join(keys), "mlflow.runName": ",".join(keys)})
         self.node_seconds = {}
 
     @hook_impl

@@ -85,7 +85,13 @@ def bisect_thresholds(
         too_many = rates > targets  # firing too much: raise the threshold
         lo = torch.where(too_many, mid, lo)
         hi = torch.where(too_many, hi, mid)
-    theta = torch.exp((lo + hi) / 2)
+    # The rate is a step function of theta (inputs are discrete, e.g. every background pixel
+    # drives a channel with the same current), so the bracket can close on a jump: take the end
+    # of the bracket whose rate is closer to the target.
+    theta_lo, theta_hi = torch.exp(lo), torch.exp(hi)
+    err_lo = (channel_rates(layer, currents, theta_lo) - targets).abs()
+    err_hi = (channel_rates(layer, currents, theta_hi) - targets).abs()
+    theta = torch.where(err_lo < err_hi, theta_lo, theta_hi)
     silent = targets <= 0  # D never activates this channel: keep E silent too
     return torch.where(silent, torch.full_like(theta, THRESHOLD_MAX), theta)
 

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from direct2event.data.events import events_to_frames, load_tonic
+from direct2event.data.static import DataError
+
+
+def write_nmnist_bin(path: Path, x, y, t, p) -> None:
+    """N-MNIST's on-disk format: 40-bit events, x, y, polarity bit + 23-bit timestamp (us)."""
+    t = np.asarray(t, dtype=np.uint32)
+    raw = np.zeros((len(t), 5), dtype=np.uint8)
+    raw[:, 0], raw[:, 1] = x, y
+    raw[:, 2] = (np.asarray(p, dtype=np.uint32) << 7) | ((t >> 16) & 0x7F)
+    raw[:, 3], raw[:, 4] = (t >> 8) & 0xFF, t & 0xFF
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw.tobytes())
+
+
+def test_nmnist_files_in_tonic_layout_are_binned(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    for part in ("Train", "Test"):
+        for digit in (3, 7):
+            # 4 events: two early at (1, 2) ON, one late at (5, 6) OFF, one at the end
+            write_nmnist_bin(
+                root / "NMNIST" / part / str(digit) / f"{digit:05d}.bin",
+                x=[1, 1, 5, 9], y=[2, 2, 6, 9], t=[0, 100, 250_000, 300_000], p=[1, 1, 0, 1],
+            )
+    raw = load_tonic("nmnist", root, timesteps=3, progress=False)
+    assert raw.train.x.shape == (2, 3, 2, 34, 34) and raw.train.x.dtype == np.uint8
+    assert sorted(raw.train.y.tolist()) == [3, 7] and raw.classes == 10
+    frames = raw.test.x[0]
+    # window = 300000 // 3 = 100000 us: t = 0 -> bin 0, 100 -> 0, 250000 -> 2, 300000 dropped
+    assert frames[0, 1, 2, 1] == 2  # [time, polarity, y, x]
+    assert frames[2, 0, 6, 5] == 1
+    assert frames.sum() == 3
+
+
+def test_dvs_gesture_npy_with_downsampling(tmp_path: Path) -> None:
+    folder = tmp_path / "DVSGesture"
+    for part in ("ibmGestureTrain", "ibmGestureTest"):
+        for label in (0, 4):
+            # columns x, y, p, t (ms), as tonic's preprocessed DVSGesture files
+            events = np.array([[0, 0, 1, 0], [127, 127, 0, 10], [64, 64, 1, 20]], dtype=np.float64)
+            path = folder / part / "user01_fluorescent" / f"{label}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, events)
+    raw = load_tonic("dvs_gesture", tmp_path, timesteps=2, target_size=32, progress=False)
+    assert raw.train.x.shape == (2, 2, 2, 32, 32)
+    assert sorted(raw.test.y.tolist()) == [0, 4]
+    # window 20000 // 2 = 10000 us: t = 0 -> bin 0, 10 ms -> bin 1, 20 ms dropped
+    f = raw.train.x[0]
+    assert f[0, 1, 0, 0] == 1 and f[1, 0, 31, 31] == 1 and f.sum() == 2
+
+
+@pytest.mark.parametrize(("key", "folder"), [("nmnist", "NMNIST"), ("dvs_gesture", "DVSGesture"), ("cifar10_dvs", "CIFAR10DVS")])
+def test_missing_event_data_names_layout_and_never_downloads(tmp_path: Path, key: str, folder: str) -> None:
+    with pytest.raises(DataError, match=f"{folder}.*Nothing is downloaded"):
+        load_tonic(key, tmp_path, timesteps=4, progress=False)
+    assert not (tmp_path / folder).exists() or not any((tmp_path / folder).rglob("*.zip"))
+
+
+def test_unknown_event_dataset() -> None:
+    with pytest.raises(DataError, match="Unknown event dataset"):
+        load_tonic("ncaltech", Path("."), 4)
+
+
+def test_empty_recording_gives_empty_frames() -> None:
+    empty = np.zeros(0, dtype=[("x", int), ("y", int), ("t", int), ("p", int)])
+    assert events_to_frames(empty, (34, 34, 2), 4).sum() == 0
