@@ -40,7 +40,9 @@ def test_every_shipped_parameter_file_is_valid(key: str) -> None:
         (("transfer", "input_encoding"), "frames", "needs an event dataset"),
     ],
 )
-def test_bad_parameters_name_key_and_allowed_values(path: tuple, value: object, message: str) -> None:
+def test_bad_parameters_name_key_and_allowed_values(
+    path: tuple, value: object, message: str
+) -> None:
     raw = copy.deepcopy(shipped("mnist"))
     node = raw
     for key in path[:-1]:

@@ -64,7 +64,7 @@ class ProjectHooks:
         dataset = self._catalog.get(dataset_name)
         artifact_path = (getattr(dataset, "metadata", None) or {}).get("mlflow_artifact_path")
         if artifact_path and isinstance(dataset, AbstractVersionedDataset):
-            path = dataset._get_versioned_path(dataset.resolve_save_version())  # noqa: SLF001
+            path = dataset._get_versioned_path(dataset.resolve_save_version())
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     @hook_impl

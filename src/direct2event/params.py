@@ -67,7 +67,9 @@ class TrainingParams(_Strict):
     @model_validator(mode="after")
     def _device_known(self) -> TrainingParams:
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
         return self
 
 
@@ -165,7 +167,9 @@ def validate_energy_profiles(raw: dict[str, Any], energy_model: str, namespace: 
     try:
         profiles = load_profiles(raw)
     except (TypeError, ValueError) as err:
-        raise ParameterError(f"Invalid energy_profiles (conf/base/parameters_energy.yml): {err}") from None
+        raise ParameterError(
+            f"Invalid energy_profiles (conf/base/parameters_energy.yml): {err}"
+        ) from None
     if energy_model not in profiles:
         raise ParameterError(
             f"{namespace}.transfer.energy_model is '{energy_model}', which is not a profile in "
@@ -181,7 +185,11 @@ def validate_params(namespace: str, raw: dict[str, Any]) -> PipelineParams:
     except ValidationError as err:
         lines = [
             f"  {namespace}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else "")
+            + (
+                f" (got {e['input']!r})"
+                if "input" in e and not isinstance(e["input"], dict)
+                else ""
+            )
             for e in err.errors()
         ]
         raise ParameterError(

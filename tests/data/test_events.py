@@ -27,7 +27,10 @@ def test_nmnist_files_in_tonic_layout_are_binned(tmp_path: Path) -> None:
             # 4 events: two early at (1, 2) ON, one late at (5, 6) OFF, one at the end
             write_nmnist_bin(
                 root / "NMNIST" / part / str(digit) / f"{digit:05d}.bin",
-                x=[1, 1, 5, 9], y=[2, 2, 6, 9], t=[0, 100, 250_000, 300_000], p=[1, 1, 0, 1],
+                x=[1, 1, 5, 9],
+                y=[2, 2, 6, 9],
+                t=[0, 100, 250_000, 300_000],
+                p=[1, 1, 0, 1],
             )
     raw = load_tonic("nmnist", root, timesteps=3, progress=False)
     assert raw.train.x.shape == (2, 3, 2, 34, 34) and raw.train.x.dtype == np.uint8
@@ -56,8 +59,13 @@ def test_dvs_gesture_npy_with_downsampling(tmp_path: Path) -> None:
     assert f[0, 1, 0, 0] == 1 and f[1, 0, 31, 31] == 1 and f.sum() == 2
 
 
-@pytest.mark.parametrize(("key", "folder"), [("nmnist", "NMNIST"), ("dvs_gesture", "DVSGesture"), ("cifar10_dvs", "CIFAR10DVS")])
-def test_missing_event_data_names_layout_and_never_downloads(tmp_path: Path, key: str, folder: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "folder"),
+    [("nmnist", "NMNIST"), ("dvs_gesture", "DVSGesture"), ("cifar10_dvs", "CIFAR10DVS")],
+)
+def test_missing_event_data_names_layout_and_never_downloads(
+    tmp_path: Path, key: str, folder: str
+) -> None:
     with pytest.raises(DataError, match=f"{folder}.*Nothing is downloaded"):
         load_tonic(key, tmp_path, timesteps=4, progress=False)
     assert not (tmp_path / folder).exists() or not any((tmp_path / folder).rglob("*.zip"))

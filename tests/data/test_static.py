@@ -108,7 +108,9 @@ def test_image_folder_tree(tmp_path: Path) -> None:
     raw = load_image_folder(tmp_path, size=16)
     assert raw.train.x.shape == (4, 3, 16, 16) and raw.classes == 2
     assert raw.train.y.tolist() == [0, 0, 1, 1]
-    assert raw.train.x[0, 0].mean() == pytest.approx(1.0) and raw.train.x[2, 2].mean() == pytest.approx(1.0)
+    assert raw.train.x[0, 0].mean() == pytest.approx(1.0) and raw.train.x[
+        2, 2
+    ].mean() == pytest.approx(1.0)
     (tmp_path / "val" / "bird").mkdir()
     with pytest.raises(DataError, match="Class folders differ"):
         load_image_folder(tmp_path)

@@ -14,7 +14,9 @@ from direct2event.snn.transfer import finetune_event_network
 CPU = torch.device("cpu")
 
 
-def test_rate_penalty_gives_fewer_spikes_than_no_penalty(digits_splits, digits_direct_model) -> None:
+def test_rate_penalty_gives_fewer_spikes_than_no_penalty(
+    digits_splits, digits_direct_model
+) -> None:
     event = to_event_network(digits_direct_model)
     cfg = FitConfig(epochs=2, lr=2e-3, batch_size=64, timesteps=4, encoding="rate", seed=3)
     events = {}
@@ -43,7 +45,9 @@ def test_distillation_loss_runs_and_teacher_is_frozen(digits_splits, digits_dire
     d_logits = digits_direct_model(x.unsqueeze(0).expand(4, *x.shape))
     y = digits_splits.train.y[:16]
     expected = 1.0 - 0.6 * torch.nn.functional.cross_entropy(d_logits, y)
-    assert mirror(d_logits, y, [torch.ones(3)], x).item() == pytest.approx(expected.item(), abs=1e-5)
+    assert mirror(d_logits, y, [torch.ones(3)], x).item() == pytest.approx(
+        expected.item(), abs=1e-5
+    )
 
 
 def test_negative_lambda_and_bad_alpha_are_refused() -> None:

@@ -15,7 +15,9 @@ def calibrated(digits_splits, digits_direct_model):
     return calibrate(digits_direct_model, digits_splits.calibration, "direct", 4, "rate", 4, CPU)
 
 
-def test_isotonic_scaling_matches_target_rates(digits_splits, digits_direct_model, calibrated) -> None:
+def test_isotonic_scaling_matches_target_rates(
+    digits_splits, digits_direct_model, calibrated
+) -> None:
     _, stats = calibrated
     event, reports = build_event_network(
         digits_direct_model, stats, digits_splits.calibration, "rate", 4, CPU, "isotonic"

@@ -126,7 +126,7 @@ def events_to_frames(
     if target_size is not None and target_size != sensor_size[0]:
         factor = target_size / sensor_size[0]
         events = Downsample(spatial_factor=factor)(events)
-        sensor_size = (target_size, int(round(sensor_size[1] * factor)), sensor_size[2])
+        sensor_size = (target_size, round(sensor_size[1] * factor), sensor_size[2])
     out = np.zeros((timesteps, 2, sensor_size[1], sensor_size[0]), dtype=np.uint8)
     if len(events) == 0:
         return out
@@ -170,7 +170,7 @@ def load_tonic(
     if "all" in parts:
         whole = parts.pop("all")
         order = np.random.default_rng(seed).permutation(len(whole))
-        n_test = max(1, int(round(test_fraction * len(whole))))
+        n_test = max(1, round(test_fraction * len(whole)))
         parts["test"] = LabelledArrays(whole.x[order[:n_test]], whole.y[order[:n_test]])
         parts["train"] = LabelledArrays(whole.x[order[n_test:]], whole.y[order[n_test:]])
     return RawData(

@@ -239,8 +239,6 @@ class TonicEventDataset(_ReadOnlyDataset):
         }
 
         def build(timesteps: int) -> RawData:
-            return load_tonic(
-                self.key, Path(self.save_to), timesteps, self.target_size, self.limit
-            )
+            return load_tonic(self.key, Path(self.save_to), timesteps, self.target_size, self.limit)
 
         return EventSource(self.key, self.cache_dir, settings, build)

@@ -52,12 +52,12 @@ def make_splits(
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(raw.train))
-    n_cal = max(1, int(round(calibration_fraction * len(order))))
+    n_cal = max(1, round(calibration_fraction * len(order)))
     cal_idx, rest = order[:n_cal], order[n_cal:]
     if raw.val is not None:
         val_part, val_idx = raw.val, rng.permutation(len(raw.val))
     else:
-        n_val = max(1, int(round(validation_fraction * len(order))))
+        n_val = max(1, round(validation_fraction * len(order)))
         val_part, val_idx, rest = raw.train, rest[:n_val], rest[n_val:]
     if max_validation is not None:
         val_idx = val_idx[:max_validation]

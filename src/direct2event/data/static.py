@@ -144,7 +144,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> RawData:
     x = (bunch.images / 16.0).astype(np.float32)[:, None]
     y = bunch.target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(y))
-    n_test = int(round(test_fraction * len(y)))
+    n_test = round(test_fraction * len(y))
     test, train = order[:n_test], order[n_test:]
     return RawData(
         "digits", "image", 10, LabelledArrays(x[train], y[train]), LabelledArrays(x[test], y[test])
@@ -198,8 +198,8 @@ def _read_image_tree(folder: Path, classes: list[str], size: int) -> LabelledArr
         for path in files:
             try:
                 with Image.open(path) as img:
-                    img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-                    xs.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+                    rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+                    xs.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
             except OSError as err:
                 raise DataError(f"Cannot read image {path}: {err}") from err
             ys.append(label)

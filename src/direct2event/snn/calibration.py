@@ -145,7 +145,9 @@ def fit_calibration(
         a = a_t.reshape(-1).numpy()
         r = r_t.reshape(-1).numpy()
         if not (np.isfinite(a).all() and np.isfinite(r).all()):
-            raise CalibrationError(f"Layer {name}: non-finite activations on the calibration split.")
+            raise CalibrationError(
+                f"Layer {name}: non-finite activations on the calibration split."
+            )
         pick = rng.choice(len(a), size=min(max_points, len(a)), replace=False)
         knots_a, knots_r = pav(a[pick], r[pick])
         pred = np.interp(a[pick], knots_a, knots_r)
@@ -156,5 +158,7 @@ def fit_calibration(
         cmap = CalibrationMap(name, knots_a, knots_r, rmse, r2, len(pick))
         maps.append(cmap)
         mapped = torch.from_numpy(cmap(a_t.numpy()).astype(np.float32)).view_as(a_t)
-        stats.append(LayerStatistics(name, _channel_mean(a_t), _channel_mean(r_t), _channel_mean(mapped)))
+        stats.append(
+            LayerStatistics(name, _channel_mean(a_t), _channel_mean(r_t), _channel_mean(mapped))
+        )
     return maps, stats

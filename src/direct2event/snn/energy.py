@@ -43,7 +43,9 @@ class EnergyProfile:
         if self.kind == "per_event" and self.e_event_pj <= 0:
             raise ValueError(f"Energy profile '{self.name}' (per_event) needs e_event_pj > 0.")
         if self.kind == "synops" and (self.e_ac_pj <= 0 or self.e_mac_pj <= 0):
-            raise ValueError(f"Energy profile '{self.name}' (synops) needs e_ac_pj and e_mac_pj > 0.")
+            raise ValueError(
+                f"Energy profile '{self.name}' (synops) needs e_ac_pj and e_mac_pj > 0."
+            )
 
     def energy_pj(self, counts: OpCounts) -> float:
         """Total energy of everything in ``counts``, in pJ."""

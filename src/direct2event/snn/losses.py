@@ -35,7 +35,9 @@ class TransferLoss:
 
     def __post_init__(self) -> None:
         if self.rate_lambda < 0:
-            raise ValueError(f"The rate regularisation strength must be >= 0, got {self.rate_lambda}.")
+            raise ValueError(
+                f"The rate regularisation strength must be >= 0, got {self.rate_lambda}."
+            )
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}.")
         if self.temperature <= 0:

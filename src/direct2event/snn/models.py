@@ -176,7 +176,10 @@ def build_model(
         c_in = widths[0]
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            features += [ResidualBlock(c_in, width, stride, params), ResidualBlock(width, width, 1, params)]
+            features += [
+                ResidualBlock(c_in, width, stride, params),
+                ResidualBlock(width, width, 1, params),
+            ]
             c_in = width
         features.append(nn.MaxPool2d(2))
     else:

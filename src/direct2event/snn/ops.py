@@ -138,7 +138,9 @@ def count_operations(
                 synops = float((per_position * conv_fanout(module, *x.shape[-2:])).sum())
             else:
                 synops = float(weight.sum()) * module.out_features
-            entry = counts.layers.setdefault(name, LayerCount(name, op="AC" if is_events else "MAC"))
+            entry = counts.layers.setdefault(
+                name, LayerCount(name, op="AC" if is_events else "MAC")
+            )
             entry.synops += synops
 
         return hook

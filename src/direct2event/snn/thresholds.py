@@ -62,7 +62,9 @@ def channel_rates(layer: LIF, currents: Tensor, threshold: Tensor, chunk: int = 
     total = torch.zeros(currents.shape[2], dtype=torch.float64)
     shape = (-1, *([1] * (currents.dim() - 3)))
     for start in range(0, currents.shape[1], chunk):
-        out = lif_multistep(currents[:, start : start + chunk], threshold.view(shape), layer.params, "binary")
+        out = lif_multistep(
+            currents[:, start : start + chunk], threshold.view(shape), layer.params, "binary"
+        )
         total += out.transpose(0, 2).reshape(out.shape[2], -1).sum(1).double()
     per_channel = currents[0, 0, 0].numel() * currents.shape[0] * currents.shape[1]
     return (total / per_channel).float()
@@ -101,7 +103,10 @@ def percentile_thresholds(currents: Tensor, percentile: float) -> Tensor:
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}.")
     per_channel = currents.clamp(min=0).transpose(0, 2).reshape(currents.shape[2], -1)
-    sample = per_channel[:, torch.randperm(per_channel.shape[1], generator=torch.Generator().manual_seed(0))[:200_000]]
+    sample = per_channel[
+        :,
+        torch.randperm(per_channel.shape[1], generator=torch.Generator().manual_seed(0))[:200_000],
+    ]
     theta = torch.quantile(sample, percentile / 100.0, dim=1)
     return torch.where(theta > 0, theta, torch.ones_like(theta))  # never-driven: never fires
 

@@ -75,9 +75,7 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     return padded[index, time, chan, rows, cols]
 
 
-def batches(
-    n: int, batch_size: int, generator: torch.Generator | None = None
-) -> Iterator[Tensor]:
+def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensor]:
     """Index batches over ``n`` samples, shuffled when a generator is given."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):

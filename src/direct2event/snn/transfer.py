@@ -16,7 +16,12 @@ from direct2event.snn.calibration import (
 from direct2event.snn.encoders import Encoding
 from direct2event.snn.losses import TransferLoss
 from direct2event.snn.models import SpikingNet, to_event_network
-from direct2event.snn.thresholds import THRESHOLD_MAX, THRESHOLD_MIN, ThresholdReport, scale_thresholds
+from direct2event.snn.thresholds import (
+    THRESHOLD_MAX,
+    THRESHOLD_MIN,
+    ThresholdReport,
+    scale_thresholds,
+)
 from direct2event.snn.training import FitConfig, Split, fit
 
 
@@ -38,7 +43,9 @@ def calibrate(
 ) -> tuple[list[CalibrationMap], list[LayerStatistics]]:
     """Fit ``g`` per layer from D (direct input) and naive E (unit thresholds, event input)."""
     naive = to_event_network(direct_model)
-    direct_means = layer_time_means(direct_model, data, direct_encoding, direct_timesteps, device, seed=seed)
+    direct_means = layer_time_means(
+        direct_model, data, direct_encoding, direct_timesteps, device, seed=seed
+    )
     event_means = layer_time_means(naive, data, event_encoding, event_timesteps, device, seed=seed)
     return fit_calibration(direct_means, event_means, lif_layer_names(naive), max_points, seed)
 
@@ -111,5 +118,7 @@ def finetune_event_network(
         alpha=alpha,
         temperature=temperature,
     )
-    history = fit(model, train, val, cfg, device, extra_loss=loss, progress=progress, desc="fine-tune")
+    history = fit(
+        model, train, val, cfg, device, extra_loss=loss, progress=progress, desc="fine-tune"
+    )
     return model, history

@@ -9,33 +9,33 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
 
-from direct2event.data.containers import RawData  # noqa: E402
-from direct2event.data.kedro_datasets import EventSource  # noqa: E402
-from direct2event.data.splits import DataSplits, make_splits  # noqa: E402
-from direct2event.params import (  # noqa: E402
+from direct2event.data.containers import RawData
+from direct2event.data.kedro_datasets import EventSource
+from direct2event.data.splits import DataSplits, make_splits
+from direct2event.params import (
     DataParams,
     ModelParams,
     TrainingParams,
     TransferParams,
 )
-from direct2event.snn.calibration import CalibrationMap, LayerStatistics  # noqa: E402
-from direct2event.snn.energy import EnergyProfile, load_profiles  # noqa: E402
-from direct2event.snn.evaluation import evaluate_with_counts  # noqa: E402
-from direct2event.snn.models import (  # noqa: E402
+from direct2event.snn.calibration import CalibrationMap, LayerStatistics
+from direct2event.snn.energy import EnergyProfile, load_profiles
+from direct2event.snn.evaluation import evaluate_with_counts
+from direct2event.snn.models import (
     SpikingNet,
     build_model,
     fuse_batchnorm,
     model_from_config,
     to_event_network,
 )
-from direct2event.snn.neurons import LIFParameters  # noqa: E402
-from direct2event.snn.thresholds import ThresholdReport  # noqa: E402
-from direct2event.snn.training import FitConfig, Split, fit, resolve_device  # noqa: E402
-from direct2event.snn.transfer import (  # noqa: E402
+from direct2event.snn.neurons import LIFParameters
+from direct2event.snn.thresholds import ThresholdReport
+from direct2event.snn.training import FitConfig, Split, fit, resolve_device
+from direct2event.snn.transfer import (
     build_event_network,
     calibrate,
     finetune_event_network,
@@ -169,7 +169,11 @@ def event_encoding(splits: DataSplits, transfer: TransferParams) -> str:
 def _setting(
     model: dict[str, Any], transfer: dict[str, Any], training: dict[str, Any]
 ) -> tuple[ModelParams, TransferParams, TrainingParams, torch.device]:
-    model_p, transfer_p, train_p = ModelParams(**model), TransferParams(**transfer), TrainingParams(**training)
+    model_p, transfer_p, train_p = (
+        ModelParams(**model),
+        TransferParams(**transfer),
+        TrainingParams(**training),
+    )
     return model_p, transfer_p, train_p, resolve_device(train_p.device)
 
 
@@ -195,13 +199,19 @@ def calibrate_surrogate(
         train_p.seed,
     )
     for m in maps:
-        logger.info("calibration %s: rmse %.4f, R2 %.3f (%d points)", m.layer, m.rmse, m.r2, m.points)
+        logger.info(
+            "calibration %s: rmse %.4f, R2 %.3f (%d points)", m.layer, m.rmse, m.r2, m.points
+        )
     metrics = {}
     for m in maps:
         metrics[f"calibration.{m.layer}.rmse"] = {"value": m.rmse, "step": 0}
         if math.isfinite(m.r2):
             metrics[f"calibration.{m.layer}.r2"] = {"value": m.r2, "step": 0}
-    return {"maps": maps, "stats": stats, "samples": len(cal)}, calibration_plot(maps, stats), metrics
+    return (
+        {"maps": maps, "stats": stats, "samples": len(cal)},
+        calibration_plot(maps, stats),
+        metrics,
+    )
 
 
 def calibration_plot(maps: list[CalibrationMap], stats: list[LayerStatistics]) -> Figure:
@@ -369,7 +379,8 @@ def measure(
         "layer_energy_uJ": {k: p.layer_energy_uj_per_sample(counts) for k, p in profiles.items()},
         "firing_rates": counts.firing_rates(),
         "synops_by_layer": {
-            k: {"op": c.op, "per_sample": counts.per_sample(c.synops)} for k, c in counts.layers.items()
+            k: {"op": c.op, "per_sample": counts.per_sample(c.synops)}
+            for k, c in counts.layers.items()
         },
     }
 
@@ -387,7 +398,12 @@ def evaluate_transfer(
     model_p, transfer_p, train_p, device = _setting(model, transfer, training)
     profiles = load_profiles(energy_profiles)
     direct = measure(
-        restore(direct_model), splits.test, direct_encoding(splits), model_p.timesteps, device, profiles
+        restore(direct_model),
+        splits.test,
+        direct_encoding(splits),
+        model_p.timesteps,
+        device,
+        profiles,
     )
     event = measure(
         restore(event_model),
@@ -462,7 +478,9 @@ def run_ablation(
             )[0],
         }
         for variant, make in candidates.items():
-            res = measure(make(), splits.test, enc, transfer_p.timesteps, device, profiles, train_p.seed)
+            res = measure(
+                make(), splits.test, enc, transfer_p.timesteps, device, profiles, train_p.seed
+            )
             rows.append(_ablation_row(variant, res, energy_model))
     rows.append(_ablation_row("finetune_lambda", evaluation["event"], energy_model))
     direct_energy = evaluation["direct"]["energy_uJ_by_model"][energy_model]
@@ -470,9 +488,13 @@ def run_ablation(
     for row in rows:
         saved = direct_energy - row["energy_uJ"]
         row["energy_gain_fraction"] = saved / final_saving if final_saving > 0 else float("nan")
-        row["energy_reduction"] = direct_energy / row["energy_uJ"] if row["energy_uJ"] > 0 else float("inf")
+        row["energy_reduction"] = (
+            direct_energy / row["energy_uJ"] if row["energy_uJ"] > 0 else float("inf")
+        )
     for row in rows:
-        logger.info("ablation %s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+        logger.info(
+            "ablation %s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+        )
     return rows, ablation_plot(rows, evaluation["direct"], energy_model, splits.name)
 
 
@@ -549,15 +571,28 @@ def build_summary(
         "splits": splits.sizes(),
         "direct": direct,
         "event": event,
-        "energy_reduction": direct["energy_uJ"] / event["energy_uJ"] if event["energy_uJ"] > 0 else None,
+        "energy_reduction": direct["energy_uJ"] / event["energy_uJ"]
+        if event["energy_uJ"] > 0
+        else None,
         "energy_reduction_by_model": {
             k: direct["energy_uJ_by_model"][k] / v if v > 0 else None
             for k, v in event["energy_uJ_by_model"].items()
         },
-        "accuracy_retention": event["accuracy"] / direct["accuracy"] if direct["accuracy"] > 0 else None,
+        "accuracy_retention": event["accuracy"] / direct["accuracy"]
+        if direct["accuracy"] > 0
+        else None,
         "rate_lambda": transfer_p.finetune.rate_lambda,
         "ablation": [
-            {k: row[k] for k in ("variant", "accuracy", "energy_uJ", "events_per_sample", "energy_gain_fraction")}
+            {
+                k: row[k]
+                for k in (
+                    "variant",
+                    "accuracy",
+                    "energy_uJ",
+                    "events_per_sample",
+                    "energy_gain_fraction",
+                )
+            }
             for row in ablation
         ],
     }
@@ -574,5 +609,9 @@ def build_summary(
     for row in ablation:
         metrics[f"ablation.{row['variant']}.accuracy"] = row["accuracy"]
         metrics[f"ablation.{row['variant']}.energy_uJ"] = row["energy_uJ"]
-    clean = {k: {"value": float(v), "step": 0} for k, v in metrics.items() if v is not None and math.isfinite(v)}
+    clean = {
+        k: {"value": float(v), "step": 0}
+        for k, v in metrics.items()
+        if v is not None and math.isfinite(v)
+    }
     return summary, clean

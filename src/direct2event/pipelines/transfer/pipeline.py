@@ -54,7 +54,13 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             Node(
                 evaluate_transfer,
-                inputs=["direct_model", "event_model", "splits", *SETTINGS, "params:energy_profiles"],
+                inputs=[
+                    "direct_model",
+                    "event_model",
+                    "splits",
+                    *SETTINGS,
+                    "params:energy_profiles",
+                ],
                 outputs=["evaluation", "energy_plot"],
                 name="evaluate_transfer",
             ),
