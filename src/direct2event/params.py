@@ -144,6 +144,11 @@ class PipelineParams(_Strict):
                 f"transfer.input_encoding 'frames' needs an event dataset; {self.dataset} is "
                 "static: use rate, ttfs or direct"
             )
+        if events and self.transfer.ablation.ttfs_rows:
+            raise ValueError(
+                "transfer.ablation.ttfs_rows needs a static-image dataset (TTFS encodes images); "
+                f"{self.dataset} is an event dataset"
+            )
         if events and self.transfer.timesteps != self.model.timesteps:
             raise ValueError(
                 "transfer.timesteps must equal model.timesteps for event datasets (the frames are "

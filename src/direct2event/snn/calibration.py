@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from direct2event.snn.activity import record_activity
-from direct2event.snn.encoders import Encoding, encode
+from direct2event.snn.encoders import Encoding
 from direct2event.snn.models import SpikingNet
-from direct2event.snn.training import Split, as_float, batches
+from direct2event.snn.training import Split, encoded_batches
 
 MIN_CALIBRATION_SAMPLES = 16
 
@@ -113,10 +113,8 @@ def layer_time_means(
 ) -> list[Tensor]:
     """Mean output per step of every LIF neuron for every sample: one ``[N, ...]`` per layer."""
     model.to(device).eval()
-    gen = torch.Generator().manual_seed(seed)
     per_layer: list[list[Tensor]] = []
-    for idx in batches(len(data), batch_size):
-        inputs = encode(as_float(data.x[idx]).to(device), encoding, timesteps, gen)
+    for _, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed):
         with record_activity(model, detach=True) as acts:
             model(inputs)
         if not per_layer:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from direct2event.snn.encoders import Encoding, encode, encodes_events
+from direct2event.snn.encoders import Encoding, encodes_events
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.ops import OpCounts, count_operations, input_event_count
-from direct2event.snn.training import Split, as_float, batches
+from direct2event.snn.training import Split, encoded_batches
 
 
 @torch.no_grad()
@@ -22,12 +22,10 @@ def evaluate_with_counts(
 ) -> tuple[float, OpCounts]:
     """Test accuracy plus events and synaptic operations counted on the same forward passes."""
     model.to(device).eval()
-    gen = torch.Generator().manual_seed(seed)
     events_in = encodes_events(encoding)
     correct = 0
     with count_operations(model, input_events=events_in) as counts:
-        for idx in batches(len(data), batch_size):
-            inputs = encode(as_float(data.x[idx]).to(device), encoding, timesteps, gen)
+        for idx, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed):
             counts.input_events += input_event_count(inputs, events_in)
             counts.samples += len(idx)
             correct += int((model(inputs).argmax(1).cpu() == data.y[idx]).sum())

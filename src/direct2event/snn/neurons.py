@@ -104,13 +104,18 @@ class _LIFSubtractFunction(torch.autograd.Function):
         if is_graded:  # the graded activation's own derivative is the box: the pwl surrogate
             surrogate = "pwl"
         half = 0.5 * width
+        track = ctx.needs_input_grad[0]  # inference keeps nothing for a backward pass
         for t in range(x.shape[0]):
-            h = torch.add(x[t], u, alpha=beta) if beta != 1.0 else x[t] + u
-            z = h - threshold
-            a = graded(z, width) if is_graded else (z >= 0).to(x.dtype)
-            out[t] = a
-            u = h - threshold * a
-            keep.append(z.abs() < half if surrogate == "pwl" else z)
+            z = torch.add(x[t], u, alpha=beta).sub_(threshold)  # h - theta
+            if track:
+                keep.append(z.abs() < half if surrogate == "pwl" else z.clone())
+            if is_graded:
+                torch.clamp(z.mul(1.0 / width).add_(0.5), 0.0, 1.0, out=out[t])
+            else:
+                out[t].copy_(z >= 0)
+            u = torch.addcmul(z.add_(threshold), threshold, out[t], value=-1.0)  # h - theta * a
+        if not track:
+            return out
         ctx.save_for_backward(threshold, torch.stack(keep))
         ctx.consts = (beta, width, surrogate, detach_reset)
         return out

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from direct2event.snn.encoders import Encoding, encode
+from direct2event.snn.encoders import Encoding
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.neurons import LIF, lif_multistep
-from direct2event.snn.training import Split, as_float, batches
+from direct2event.snn.training import Split, encoded_batches
 
 THRESHOLD_MIN = 1e-3
 THRESHOLD_MAX = 1e3
@@ -46,17 +46,17 @@ def capture_currents(
 ) -> Tensor:
     """Input currents ``[T, N, C, ...]`` of ``layer`` over ``data`` (on the CPU)."""
     model.to(device).eval()
-    gen = torch.Generator().manual_seed(seed)
     chunks: list[Tensor] = []
     handle = layer.register_forward_pre_hook(lambda _m, inp: chunks.append(inp[0].detach().cpu()))
     try:
-        for idx in batches(len(data), batch_size):
-            model(encode(as_float(data.x[idx]).to(device), encoding, timesteps, gen))
+        for _, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed):
+            model(inputs)
     finally:
         handle.remove()
     return torch.cat(chunks, dim=1)
 
 
+@torch.no_grad()
 def channel_rates(layer: LIF, currents: Tensor, threshold: Tensor, chunk: int = 256) -> Tensor:
     """Mean spikes per step of each channel of ``layer`` driven by ``currents`` at ``threshold``."""
     total = torch.zeros(currents.shape[2], dtype=torch.float64)

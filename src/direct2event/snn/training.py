@@ -82,6 +82,21 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -
         yield order[start : start + batch_size]
 
 
+def encoded_batches(
+    data: Split,
+    encoding: Encoding,
+    timesteps: int,
+    device: torch.device,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(indices, encoded inputs [T, B, ...])`` over ``data`` in order, random codes seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    for idx in batches(len(data), batch_size):
+        xb = as_float(data.x[idx]).to(device)
+        yield idx, encode(xb, encoding, timesteps, gen if device.type == "cpu" else None)
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Settings of one BPTT run (validated upstream by the pipeline's parameter models)."""
@@ -215,12 +230,10 @@ def predict(
 ) -> Tensor:
     """Predicted class per sample (the model is put in eval mode)."""
     model.to(device).eval()
-    gen = torch.Generator().manual_seed(seed)
-    preds = []
-    for idx in batches(len(data), batch_size):
-        xb = as_float(data.x[idx]).to(device)
-        inputs = encode(xb, encoding, timesteps, gen if device.type == "cpu" else None)
-        preds.append(model(inputs).argmax(1).cpu())
+    preds = [
+        model(inputs).argmax(1).cpu()
+        for _, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed)
+    ]
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 

@@ -41,6 +41,7 @@ def tiny_params() -> dict:
             else:
                 params[section][key] = value
     params["model"]["channels"] = [8, 16]
+    params["transfer"]["ablation"]["ttfs_rows"] = True
     return params
 
 
@@ -62,7 +63,17 @@ def test_template_pipeline_with_sequential_runner() -> None:
     assert summary["timesteps"] == 4 and summary["input_encoding"] == "rate"
     assert summary["direct"]["accuracy"] > 0.85
     assert summary["event"]["accuracy"] > 0.75
-    assert [row["variant"] for row in summary["ablation"]] == list(ABLATION_VARIANTS)
+    assert [row["variant"] for row in summary["ablation"]] == [
+        *ABLATION_VARIANTS,
+        "ttfs_naive",
+        "ttfs_finetune_ce",
+        "ttfs_skd",
+        "ttfs_pipeline",
+        "ttfs_pipeline_skd",
+    ]
+    rows = {row["variant"]: row for row in summary["ablation"]}
+    # fine-tuning on TTFS input repairs the naive TTFS transfer
+    assert rows["ttfs_finetune_ce"]["accuracy"] > rows["ttfs_naive"]["accuracy"]
     for net in ("direct", "event"):
         entry = summary[net]
         assert set(entry["energy_uJ_by_model"]) == {"per_event", "synops_45nm"}
@@ -168,3 +179,13 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     assert runs(project)[-1].info.status == "FAILED"
     assert len(list(model_versions.iterdir())) == 2
     assert summary_path.read_text() == before
+
+
+def test_unknown_dataset_key_is_refused_with_a_suggestion(project: Path) -> None:
+    cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", "mnsit"]
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+    done = subprocess.run(cmd, check=False, cwd=project, capture_output=True, text=True, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Failed to find the pipeline named 'mnsit'" in out and "mnist" in out
+    assert not (project / "data").exists()  # nothing ran

@@ -298,7 +298,10 @@ def _finetune(
     train_p: TrainingParams,
     device: torch.device,
     rate_lambda: float,
+    encoding: str | None = None,
+    distill: bool | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
+    """Fine-tune E as configured; ``encoding`` and ``distill`` override the configuration."""
     ft = transfer_p.finetune
     if ft.epochs == 0:
         return scaled, []
@@ -312,7 +315,7 @@ def _finetune(
         lr=ft.lr,
         batch_size=ft.batch_size,
         timesteps=transfer_p.timesteps,
-        encoding=event_encoding(splits, transfer_p),  # type: ignore[arg-type]
+        encoding=(encoding or event_encoding(splits, transfer_p)),  # type: ignore[arg-type]
         weight_decay=ft.weight_decay,
         optimizer=ft.optimizer,
         schedule=ft.schedule,
@@ -327,7 +330,7 @@ def _finetune(
         cfg,
         device,
         rate_lambda,
-        ft.distill,
+        ft.distill if distill is None else distill,
         direct_encoding(splits),  # type: ignore[arg-type]
         model_p.timesteps,
         ft.alpha,
@@ -483,6 +486,13 @@ def run_ablation(
             )
             rows.append(_ablation_row(variant, res, energy_model))
     rows.append(_ablation_row("finetune_lambda", evaluation["event"], energy_model))
+    if transfer_p.ablation.ttfs_rows:
+        ttfs = _ttfs_variants(direct, splits, model_p, transfer_p, train_p, device)
+        for variant, net in ttfs.items():
+            res = measure(
+                net, splits.test, "ttfs", transfer_p.timesteps, device, profiles, train_p.seed
+            )
+            rows.append(_ablation_row(variant, res, energy_model))
     direct_energy = evaluation["direct"]["energy_uJ_by_model"][energy_model]
     final_saving = direct_energy - rows[-1]["energy_uJ"]
     for row in rows:
@@ -496,6 +506,52 @@ def run_ablation(
             "ablation %s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
         )
     return rows, ablation_plot(rows, evaluation["direct"], energy_model, splits.name)
+
+
+def _ttfs_variants(
+    direct: SpikingNet,
+    splits: DataSplits,
+    model_p: ModelParams,
+    transfer_p: TransferParams,
+    train_p: TrainingParams,
+    device: torch.device,
+) -> dict[str, SpikingNet]:
+    """The distillation reading's rows, all with TTFS input: naive, CE-only fine-tuning, SKD
+    (distillation, no thresholds), and this pipeline (thresholds + lambda) without / with SKD."""
+    lam = transfer_p.finetune.rate_lambda
+    naive = to_event_network(direct)
+    cal = splits.calibration.head(transfer_p.calibration.max_samples)
+    _, stats = calibrate(
+        direct,
+        cal,
+        direct_encoding(splits),  # type: ignore[arg-type]
+        model_p.timesteps,
+        "ttfs",
+        transfer_p.timesteps,
+        device,
+        transfer_p.calibration.max_points,
+        train_p.seed,
+    )
+    scaled, _ = build_event_network(
+        direct,
+        stats,
+        cal,
+        "ttfs",
+        transfer_p.timesteps,
+        device,
+        transfer_p.thresholds.method,
+        transfer_p.thresholds.percentile,
+        transfer_p.thresholds.iterations,
+        train_p.seed,
+    )
+    args = (direct, splits, model_p, transfer_p, train_p, device)
+    return {
+        "ttfs_naive": naive,
+        "ttfs_finetune_ce": _finetune(naive, *args, 0.0, "ttfs", False)[0],
+        "ttfs_skd": _finetune(naive, *args, 0.0, "ttfs", True)[0],
+        "ttfs_pipeline": _finetune(scaled, *args, lam, "ttfs", False)[0],
+        "ttfs_pipeline_skd": _finetune(scaled, *args, lam, "ttfs", True)[0],
+    }
 
 
 def _ablation_row(variant: str, res: dict[str, Any], energy_model: str) -> dict[str, Any]:
