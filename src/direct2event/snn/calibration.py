@@ -108,7 +108,7 @@ def layer_time_means(
     encoding: Encoding,
     timesteps: int,
     device: torch.device,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     seed: int = 0,
 ) -> list[Tensor]:
     """Mean output per step of every LIF neuron for every sample: one ``[N, ...]`` per layer."""

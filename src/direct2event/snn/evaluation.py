@@ -17,7 +17,7 @@ def evaluate_with_counts(
     encoding: Encoding,
     timesteps: int,
     device: torch.device,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     seed: int = 0,
 ) -> tuple[float, OpCounts]:
     """Test accuracy plus events and synaptic operations counted on the same forward passes."""

@@ -23,7 +23,7 @@ from torch import Tensor
 from direct2event.snn.encoders import Encoding
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.neurons import LIF, lif_multistep
-from direct2event.snn.training import Split, encoded_batches
+from direct2event.snn.training import INFERENCE_FOLDED_BATCH, Split, encoded_batches
 
 THRESHOLD_MIN = 1e-3
 THRESHOLD_MAX = 1e3
@@ -41,7 +41,7 @@ def capture_currents(
     encoding: Encoding,
     timesteps: int,
     device: torch.device,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     seed: int = 0,
 ) -> Tensor:
     """Input currents ``[T, N, C, ...]`` of ``layer`` over ``data`` (on the CPU)."""
@@ -57,10 +57,13 @@ def capture_currents(
 
 
 @torch.no_grad()
-def channel_rates(layer: LIF, currents: Tensor, threshold: Tensor, chunk: int = 256) -> Tensor:
+def channel_rates(
+    layer: LIF, currents: Tensor, threshold: Tensor, chunk: int | None = None
+) -> Tensor:
     """Mean spikes per step of each channel of ``layer`` driven by ``currents`` at ``threshold``."""
     total = torch.zeros(currents.shape[2], dtype=torch.float64)
     shape = (-1, *([1] * (currents.dim() - 3)))
+    chunk = chunk or max(8, INFERENCE_FOLDED_BATCH // currents.shape[0])
     for start in range(0, currents.shape[1], chunk):
         out = lif_multistep(
             currents[:, start : start + chunk], threshold.view(shape), layer.params, "binary"

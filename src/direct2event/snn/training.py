@@ -82,17 +82,25 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -
         yield order[start : start + batch_size]
 
 
+INFERENCE_FOLDED_BATCH = 1024
+
+
 def encoded_batches(
     data: Split,
     encoding: Encoding,
     timesteps: int,
     device: torch.device,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     seed: int = 0,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(indices, encoded inputs [T, B, ...])`` over ``data`` in order, random codes seeded."""
+    """``(indices, encoded inputs [T, B, ...])`` over ``data`` in order, random codes seeded.
+
+    The default batch keeps ``T * B`` near 1024 images: larger folded batches overflow the CPU
+    caches and run up to 3x slower per sample (measured on the MNIST net at T = 8).
+    """
     gen = torch.Generator().manual_seed(seed)
-    for idx in batches(len(data), batch_size):
+    size = batch_size or max(8, INFERENCE_FOLDED_BATCH // timesteps)
+    for idx in batches(len(data), size):
         xb = as_float(data.x[idx]).to(device)
         yield idx, encode(xb, encoding, timesteps, gen if device.type == "cpu" else None)
 
@@ -225,7 +233,7 @@ def predict(
     encoding: Encoding,
     timesteps: int,
     device: torch.device,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     seed: int = 0,
 ) -> Tensor:
     """Predicted class per sample (the model is put in eval mode)."""
@@ -243,7 +251,7 @@ def evaluate(
     encoding: Encoding,
     timesteps: int,
     device: torch.device,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     seed: int = 0,
 ) -> float:
     """Accuracy (0-1) of ``model`` on ``data``."""
