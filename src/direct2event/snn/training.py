@@ -13,11 +13,27 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from direct2event.snn.activity import record_activity
 from direct2event.snn.encoders import Encoding, encode
 from direct2event.snn.models import SpikingNet
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # this library must run where only torch and numpy are installed
+
+    class tqdm:  # type: ignore[no-redef]
+        """Stand-in without a bar: iterates and ignores the bar's settings."""
+
+        def __init__(self, iterable: list, **_kwargs: object) -> None:
+            self.iterable = iterable
+
+        def __iter__(self) -> Iterator:
+            return iter(self.iterable)
+
+        def set_postfix(self, **_kwargs: object) -> None:
+            """Nothing to show."""
+
 
 ActivityLoss = Callable[[Tensor, Tensor, list[Tensor], Tensor], Tensor]
 
