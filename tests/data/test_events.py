@@ -79,3 +79,26 @@ def test_unknown_event_dataset() -> None:
 def test_empty_recording_gives_empty_frames() -> None:
     empty = np.zeros(0, dtype=[("x", int), ("y", int), ("t", int), ("p", int)])
     assert events_to_frames(empty, (34, 34, 2), 4).sum() == 0
+
+
+def test_cifar10_dvs_aedat4_files_in_tonic_layout(tmp_path: Path) -> None:
+    dv = pytest.importorskip("dv_processing")  # dev extra: writes real AEDAT4 files
+    for cls in ("airplane", "dog"):
+        for i in range(2):
+            store = dv.EventStore()
+            # t in us, x, y, polarity: 10 ms apart
+            for t, x, y, p in [(0, 0, 0, True), (10_000, 127, 127, False), (20_000, 64, 64, True)]:
+                store.push_back(1_000_000 + t, x, y, p)
+            folder = tmp_path / "CIFAR10DVS" / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            config = dv.io.MonoCameraWriter.EventOnlyConfig("DVS128", (128, 128))
+            writer = dv.io.MonoCameraWriter(str(folder / f"cifar10_{cls}_{i}.aedat4"), config)
+            writer.writeEvents(store)
+            del writer  # closes the file
+    raw = load_tonic("cifar10_dvs", tmp_path, timesteps=2, target_size=32, progress=False)
+    assert len(raw.train) + len(raw.test) == 4 and len(raw.test) == 1
+    assert sorted([*raw.train.y.tolist(), *raw.test.y.tolist()]) == [0, 0, 5, 5]
+    frames = raw.train.x[0]
+    assert frames.shape == (2, 2, 32, 32)
+    # window 20000 // 2 us: bin 0 holds t = 0 (ON at 0, 0), bin 1 the OFF event at (31, 31)
+    assert frames[0, 1, 0, 0] == 1 and frames[1, 0, 31, 31] == 1 and frames.sum() == 2
