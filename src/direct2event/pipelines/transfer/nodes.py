@@ -214,18 +214,28 @@ def calibrate_surrogate(
     )
 
 
+def _layer_panels(n: int) -> tuple[Figure, list]:
+    """One small panel per LIF layer, side by side."""
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _finish(fig: Figure, axes: list) -> Figure:
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def calibration_plot(maps: list[CalibrationMap], stats: list[LayerStatistics]) -> Figure:
     """Each layer's fitted map g, with D's mean activation per channel against E's rate."""
-    fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 3.4), squeeze=False)
-    for ax, m, s in zip(axes[0], maps, stats, strict=True):
+    fig, axes = _layer_panels(len(maps))
+    for ax, m, s in zip(axes, maps, stats, strict=True):
         ax.scatter(s.direct_mean, s.event_rate, s=8, alpha=0.6, label="channel means")
         ax.plot(m.knots_a, m.knots_r, "r-", lw=2, label="g (isotonic)")
         ax.set_title(f"{m.layer}\nrmse {m.rmse:.3f}, R² {m.r2:.2f}", fontsize=9)
         ax.set_xlabel("D activation per step")
         ax.set_ylabel("E spikes per step (θ = 1)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes)
 
 
 def scale_event_thresholds(
@@ -275,8 +285,8 @@ def scale_event_thresholds(
 
 def threshold_plot(reports: list[ThresholdReport], stats: list[LayerStatistics]) -> Figure:
     """Per channel: target rate (D) against E's rate before (θ = 1) and after scaling."""
-    fig, axes = plt.subplots(1, len(reports), figsize=(3.6 * len(reports), 3.4), squeeze=False)
-    for ax, r, s in zip(axes[0], reports, stats, strict=True):
+    fig, axes = _layer_panels(len(reports))
+    for ax, r, s in zip(axes, reports, stats, strict=True):
         top = float(max(s.direct_mean.max(), s.event_rate.max(), r.rate_after.max(), 1e-3))
         ax.plot([0, top], [0, top], "k:", lw=1)
         ax.scatter(s.direct_mean, s.event_rate, s=8, alpha=0.5, label="θ = 1 (naive)")
@@ -284,9 +294,7 @@ def threshold_plot(reports: list[ThresholdReport], stats: list[LayerStatistics])
         ax.set_title(r.layer, fontsize=9)
         ax.set_xlabel("D mean activation per step")
         ax.set_ylabel("E spikes per step")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes)
 
 
 def _finetune(
