@@ -121,7 +121,9 @@ def _write_cache(path: Path, raw: RawData, settings: dict[str, Any]) -> None:
         "settings": settings,
     }
     tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, meta=np.asarray(json.dumps(meta)), **arrays)  # sparse frames: 13x smaller
+    np.savez_compressed(
+        tmp, meta=np.asarray(json.dumps(meta)), **arrays
+    )  # sparse frames: 13x smaller
     os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache
 
 

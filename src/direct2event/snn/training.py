@@ -243,24 +243,6 @@ def mean_rate(activity: list[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def predict(
-    model: SpikingNet,
-    data: Split,
-    encoding: Encoding,
-    timesteps: int,
-    device: torch.device,
-    batch_size: int | None = None,
-    seed: int = 0,
-) -> Tensor:
-    """Predicted class per sample (the model is put in eval mode)."""
-    model.to(device).eval()
-    preds = [
-        model(inputs).argmax(1).cpu()
-        for _, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed)
-    ]
-    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
-
-
 def evaluate(
     model: SpikingNet,
     data: Split,
@@ -270,6 +252,12 @@ def evaluate(
     batch_size: int | None = None,
     seed: int = 0,
 ) -> float:
-    """Accuracy (0-1) of ``model`` on ``data``."""
-    preds = predict(model, data, encoding, timesteps, device, batch_size, seed)
-    return float((preds == data.y).float().mean()) if len(data) else float("nan")
+    """Accuracy (0-1) of ``model`` on ``data`` (the model is put in eval mode)."""
+    if not len(data):
+        return float("nan")
+    model.to(device).eval()
+    correct = sum(
+        int((model(inputs).argmax(1).cpu() == data.y[idx]).sum())
+        for idx, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed)
+    )
+    return correct / len(data)
