@@ -12,7 +12,7 @@ from kedro.io import AbstractVersionedDataset, DataCatalog
 from kedro.pipeline import Node, Pipeline
 from mlflow.entities import RunStatus
 
-from direct2event.params import validate_energy_profiles, validate_params
+from direct2event.params import PipelineParams, validate_energy_profiles, validate_params
 from direct2event.snn.training import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,30 @@ logger = logging.getLogger(__name__)
 def pipeline_namespaces(pipeline: Pipeline) -> list[str]:
     """Dataset keys (top-level namespaces) present in ``pipeline``."""
     return sorted({n.namespace.split(".")[0] for n in pipeline.nodes if n.namespace})
+
+
+def check_reuse_and_sweep(key: str, params: PipelineParams) -> None:
+    """Before any training: the source model exists and fits; the Optuna storage opens and a
+    stored study has the configured search space."""
+    from direct2event import registry, tuning
+    from direct2event.pipelines.transfer.nodes import setup_fingerprint
+
+    if params.source_model is not None:
+        registry.check_source(params.source_model, key, params.model)
+    if params.tuning.enabled:
+        name = params.tuning.study_name or tuning.study_name(
+            key,
+            setup_fingerprint(
+                params.data.model_dump(),
+                params.model.model_dump(),
+                params.training.model_dump(),
+                params.transfer.model_dump(),
+                params.source_model,
+            ),
+        )
+        space = tuning.lambda_distribution(params.tuning.lambda_min, params.tuning.lambda_max)
+        done = tuning.check_study(params.tuning.storage, name, space)
+        logger.info("%s: Optuna study %s holds %d complete trials", key, name, done)
 
 
 class ProjectHooks:
@@ -44,6 +68,7 @@ class ProjectHooks:
                 validate_energy_profiles(
                     catalog.load("params:energy_profiles"), params.transfer.energy_model, key
                 )
+                check_reuse_and_sweep(key, params)
         except Exception:
             if mlflow.active_run() is not None:
                 mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))

@@ -111,6 +111,30 @@ class AblationParams(_Strict):
     ttfs_rows: bool = False
 
 
+class TuningParams(_Strict):
+    """The Optuna sweep of lambda: validation accuracy of E (max) against energy (min)."""
+
+    enabled: bool = True
+    n_trials: int = Field(2, ge=0, description="complete trials the study should hold")
+    timeout_s: float | None = Field(None, gt=0, description="time budget of this run's trials")
+    lambda_min: float = Field(0.5, gt=0)
+    lambda_max: float = Field(50.0, gt=0)
+    retention_floor: float = Field(0.995, gt=0, le=1)
+    storage: str = "sqlite:///data/07_model_output/optuna.db"
+    study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
+    max_validation: int | None = Field(2000, ge=1, description="validation samples per trial")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _range(self) -> TuningParams:
+        if self.lambda_min >= self.lambda_max:
+            raise ValueError(
+                f"tuning.lambda_min ({self.lambda_min}) must be below tuning.lambda_max "
+                f"({self.lambda_max})"
+            )
+        return self
+
+
 class TransferParams(_Strict):
     """Everything from network D to network E."""
 
@@ -131,6 +155,13 @@ class PipelineParams(_Strict):
     model: ModelParams = ModelParams()
     training: TrainingParams = TrainingParams()
     transfer: TransferParams = TransferParams()
+    tuning: TuningParams = TuningParams()
+    source_model: str | None = Field(
+        None,
+        description="start from a registered network D (models:/<key>-direct/<version>, "
+        "models:/<key>-direct/latest or latest) instead of training one",
+    )
+    register_models: bool = True
 
     @model_validator(mode="after")
     def _encoding_fits_data(self) -> PipelineParams:

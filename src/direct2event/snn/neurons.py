@@ -84,8 +84,26 @@ def lif_multistep_reference(
     return torch.stack(out)
 
 
+def _store_box(z: Tensor, width: float, box: Tensor) -> None:
+    """``box = |z| < w/2`` (the pwl surrogate's support), overwriting ``z``; compared in float
+    and then copied, since a comparison straight into bool is several times slower on CPUs."""
+    box.copy_(torch.lt(z.abs_(), 0.5 * width, out=z))
+
+
 class _LIFSubtractFunction(torch.autograd.Function):
-    """Multi-step LIF with reset by subtraction and a hand-written BPTT backward."""
+    """Multi-step LIF with reset by subtraction and a hand-written BPTT backward.
+
+    A LIF layer's cost is memory traffic, so both passes walk the time steps and do a few
+    in-place operations on one step's slice while it is still in cache; nothing is stacked or
+    copied afterwards. With ``z_t = h_t - theta`` the forward recursion is
+
+        z_t = beta * z_{t-1} + x_t - theta + beta * theta * (1 - a_{t-1})
+
+    (the constant part is subtracted from all steps at once), and the backward one is
+    ``delta_t = s'(z_t) * (g_t - beta * theta * delta_{t+1}) + beta * delta_{t+1}``, where ``g``
+    is the incoming gradient and ``delta = dL/dx``. The pwl surrogate keeps one byte per
+    neuron-step (the box ``|z| < w/2``); atan keeps ``z``.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -98,25 +116,28 @@ class _LIFSubtractFunction(torch.autograd.Function):
         surrogate: str,
         detach_reset: bool,
     ) -> Tensor:
-        out = torch.empty_like(x)
-        u = torch.zeros_like(x[0])
-        keep = []
         if is_graded:  # the graded activation's own derivative is the box: the pwl surrogate
             surrogate = "pwl"
-        half = 0.5 * width
         track = ctx.needs_input_grad[0]  # inference keeps nothing for a backward pass
+        z = torch.sub(x, threshold, alpha=1.0 - beta)
+        z[0].sub_(threshold, alpha=beta)
+        out = torch.empty_like(x)
+        keep_box = track and surrogate == "pwl"
+        box = torch.empty(x.shape, dtype=torch.bool, device=x.device) if keep_box else None
         for t in range(x.shape[0]):
-            z = torch.add(x[t], u, alpha=beta).sub_(threshold)  # h - theta
-            if track:
-                keep.append(z.abs() < half if surrogate == "pwl" else z.clone())
+            if t > 0:
+                z[t].add_(z[t - 1], alpha=beta).addcmul_(out[t - 1], threshold, value=-beta)
             if is_graded:
-                torch.clamp(z.mul(1.0 / width).add_(0.5), 0.0, 1.0, out=out[t])
+                torch.mul(z[t], 1.0 / width, out=out[t]).add_(0.5).clamp_(0.0, 1.0)
             else:
-                out[t].copy_(z >= 0)
-            u = torch.addcmul(z.add_(threshold), threshold, out[t], value=-1.0)  # h - theta * a
+                torch.ge(z[t], 0.0, out=out[t])  # a float result: far faster than bool on CPUs
+            if box is not None and t > 0:
+                _store_box(z[t - 1], width, box[t - 1])
         if not track:
             return out
-        ctx.save_for_backward(threshold, torch.stack(keep))
+        if box is not None:
+            _store_box(z[-1], width, box[-1])
+        ctx.save_for_backward(threshold, box if surrogate == "pwl" else z)
         ctx.consts = (beta, width, surrogate, detach_reset)
         return out
 
@@ -125,17 +146,18 @@ class _LIFSubtractFunction(torch.autograd.Function):
         threshold, kept = ctx.saved_tensors
         beta, width, surrogate, detach_reset = ctx.consts
         grad_x = torch.empty_like(grad_out)
-        eps = None  # dL/du_t arriving from step t+1
         for t in range(grad_out.shape[0] - 1, -1, -1):
-            if surrogate == "pwl":
-                fp = kept[t].to(grad_out.dtype) / width
+            if surrogate == "pwl":  # via uint8: bool -> float copies are slow on CPUs
+                fp = torch.empty_like(grad_out[t]).copy_(kept[t].view(torch.uint8)).mul_(1 / width)
             else:
                 fp = surrogate_grad(kept[t], width, "atan")
-            delta = grad_out[t] * fp
-            if eps is not None:
-                delta = delta + (eps if detach_reset else eps * (1.0 - threshold * fp))
-            grad_x[t] = delta
-            eps = beta * delta
+            if t == grad_out.shape[0] - 1:
+                torch.mul(grad_out[t], fp, out=grad_x[t])
+            elif detach_reset:
+                torch.add(grad_out[t] * fp, grad_x[t + 1], alpha=beta, out=grad_x[t])
+            else:
+                inner = torch.addcmul(grad_out[t], threshold, grad_x[t + 1], value=-beta)
+                torch.addcmul(grad_x[t + 1].mul(beta), fp, inner, out=grad_x[t])
         return grad_x, None, None, None, None, None, None
 
 

@@ -32,8 +32,10 @@ def surrogate_grad(z: Tensor, width: float = 1.0, name: SurrogateName = "pwl") -
     if name == "pwl":
         return (z.abs() < 0.5 * width).to(z.dtype) / width
     if name == "atan":
-        alpha = 2.0 / width
-        return (alpha / 2.0) / (1.0 + (math.pi / 2.0 * alpha * z) ** 2)
+        alpha = 2.0 / width  # (alpha / 2) / (1 + (pi / 2 * alpha * z)^2), three passes
+        kz = z.mul(math.pi / 2.0 * alpha)
+        grad = torch.addcmul(torch.ones((), dtype=z.dtype, device=z.device), kz, kz).reciprocal_()
+        return grad if alpha == 2.0 else grad.mul_(alpha / 2.0)
     raise ValueError(f"Unknown surrogate '{name}'; choose one of {SURROGATES}.")
 
 

@@ -32,8 +32,9 @@ TINY = {
 }
 
 
-def tiny_params() -> dict:
+def tiny_params(storage: Path) -> dict:
     params = yaml.safe_load((ROOT / "conf/base/parameters_digits.yml").read_text())["digits"]
+    params["tuning"]["storage"] = f"sqlite:///{storage}"
     for section, values in TINY.items():
         for key, value in values.items():
             if isinstance(value, dict):
@@ -45,8 +46,8 @@ def tiny_params() -> dict:
     return params
 
 
-def test_template_pipeline_with_sequential_runner() -> None:
-    params = tiny_params()
+def test_template_pipeline_with_sequential_runner(tmp_path: Path) -> None:
+    params = tiny_params(tmp_path / "optuna.db")
     energy = yaml.safe_load((ROOT / "conf/base/parameters_energy.yml").read_text())[
         "energy_profiles"
     ]
@@ -86,6 +87,12 @@ def test_template_pipeline_with_sequential_runner() -> None:
         summary["direct"]["energy_uJ"] / summary["event"]["energy_uJ"]
     )
     assert summary["energy_reduction"] > 1.5  # thresholds plus the rate penalty cut events
+    tuning = summary["tuning"]
+    assert tuning["n_trials"] == 2 and 0.5 <= tuning["best_lambda"] <= 50.0
+    assert summary["rate_lambda"] == tuning["best_lambda"]  # the final fine-tuning used it
+    assert tuning["pareto"] and set(tuning["pareto"][0]) == {"lambda", "val_accuracy", "energy_uJ"}
+    energies = [p["energy_uJ"] for p in tuning["pareto"]]
+    assert energies == sorted(energies)
     report = catalog.load("threshold_report")
     for layer in report["layers"]:
         assert layer["rate_mismatch_after"] < layer["rate_mismatch_before"]

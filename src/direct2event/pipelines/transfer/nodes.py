@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from direct2event import registry, tuning
 from direct2event.data.containers import RawData
 from direct2event.data.kedro_datasets import EventSource
 from direct2event.data.splits import DataSplits, make_splits
@@ -21,6 +22,7 @@ from direct2event.params import (
     ModelParams,
     TrainingParams,
     TransferParams,
+    TuningParams,
 )
 from direct2event.snn.calibration import CalibrationMap, LayerStatistics
 from direct2event.snn.energy import EnergyProfile, load_profiles
@@ -128,10 +130,27 @@ def history_metrics(history: list[dict[str, float]], prefix: str) -> dict[str, l
 
 
 def train_direct_model(
-    splits: DataSplits, model: dict[str, Any], training: dict[str, Any]
+    splits: DataSplits,
+    model: dict[str, Any],
+    training: dict[str, Any],
+    dataset: str,
+    source_model: str | None,
 ) -> tuple[dict[str, Any], dict[str, list[dict]], Figure]:
-    """Surrogate-gradient BPTT of network D on direct (analog) input."""
+    """Surrogate-gradient BPTT of network D on direct (analog) input, or, with
+    ``source_model``, network D loaded from the model registry (no training)."""
     model_p, train_p = ModelParams(**model), TrainingParams(**training)
+    if source_model is not None:
+        uri = registry.check_source(source_model, dataset, model_p)
+        net = registry.load(uri)
+        expected = (list(splits.input_shape), splits.classes)
+        found = (net.config["input_shape"], net.config["classes"])
+        if list(found[0]) != expected[0] or found[1] != expected[1]:
+            raise registry.RegistryError(
+                f"{uri} takes input {found[0]} with {found[1]} classes; {splits.name} has "
+                f"input {expected[0]} with {expected[1]} classes."
+            )
+        logger.info("Network D loaded from %s; training skipped", uri)
+        return checkpoint(net), {}, _empty_figure(f"Network D loaded from {uri} (not trained)")
     device = resolve_device(train_p.device)
     torch.manual_seed(train_p.seed)
     net = build_model(
@@ -347,6 +366,185 @@ def _finetune(
     )
 
 
+def setup_fingerprint(
+    data: dict[str, Any],
+    model: dict[str, Any],
+    training: dict[str, Any],
+    transfer: dict[str, Any],
+    source_model: str | None,
+) -> dict[str, Any]:
+    """What changes a sweep trial's result: the study name is derived from it."""
+    train = TrainingParams(**training).model_dump(exclude={"progress", "device"})
+    return {
+        "data": DataParams(**data).model_dump(),
+        "model": ModelParams(**model).model_dump(),
+        "training": train,
+        "transfer": TransferParams(**transfer).model_dump(exclude={"ablation"}),
+        "source_model": source_model,
+    }
+
+
+def trial_evaluator(
+    scaled: SpikingNet,
+    direct: SpikingNet,
+    splits: DataSplits,
+    model_p: ModelParams,
+    transfer_p: TransferParams,
+    train_p: TrainingParams,
+    device: torch.device,
+    profiles: dict[str, EnergyProfile],
+    max_validation: int | None,
+) -> tuple[tuning.Evaluate, float]:
+    """One sweep trial as a function of lambda (fine-tune E, measure it on the validation
+    split), and D's validation accuracy on the same samples (the retention reference)."""
+    val = splits.validation.head(max_validation or len(splits.validation))
+    enc = event_encoding(splits, transfer_p)
+    energy_model = transfer_p.energy_model
+    direct_acc = measure(
+        direct, val, direct_encoding(splits), model_p.timesteps, device, profiles
+    )["accuracy"]
+
+    def evaluate(lam: float) -> dict[str, float]:
+        net, _ = _finetune(scaled, direct, splits, model_p, transfer_p, train_p, device, lam)
+        res = measure(net, val, enc, transfer_p.timesteps, device, profiles, train_p.seed)
+        logger.info(
+            "trial λ = %.4g: val accuracy %.4f, %.0f events/sample",
+            lam,
+            res["accuracy"],
+            res["events_per_sample"],
+        )
+        return {
+            "val_accuracy": res["accuracy"],
+            "energy_uJ": res["energy_uJ_by_model"][energy_model],
+            "events_per_sample": res["events_per_sample"],
+            "accuracy_retention": res["accuracy"] / direct_acc if direct_acc > 0 else 0.0,
+        }
+
+    return evaluate, direct_acc
+
+
+def tune_rate_lambda(
+    scaled_model: dict[str, Any],
+    direct_model: dict[str, Any],
+    splits: DataSplits,
+    dataset: str,
+    data: dict[str, Any],
+    model: dict[str, Any],
+    transfer: dict[str, Any],
+    training: dict[str, Any],
+    tuning_params: dict[str, Any],
+    source_model: str | None,
+    energy_profiles: dict[str, Any],
+) -> tuple[dict[str, Any], Figure, dict[str, dict]]:
+    """Optuna sweep of lambda (validation accuracy of E vs energy); picks the lowest-energy
+    trial whose accuracy retention reaches ``tuning.retention_floor``."""
+    model_p, transfer_p, train_p, device = _setting(model, transfer, training)
+    tune_p = TuningParams(**tuning_params)
+    configured = transfer_p.finetune.rate_lambda
+    if not tune_p.enabled:
+        return (
+            {"best_lambda": configured, "n_trials": 0, "pareto": [], "enabled": False},
+            _empty_figure("tuning disabled: λ from transfer.finetune.rate_lambda"),
+            {},
+        )
+    energy_model = transfer_p.energy_model
+    evaluate, direct_acc = trial_evaluator(
+        restore(scaled_model),
+        restore(direct_model),
+        splits,
+        model_p,
+        transfer_p,
+        train_p,
+        device,
+        load_profiles(energy_profiles),
+        tune_p.max_validation,
+    )
+    name = tune_p.study_name or tuning.study_name(
+        dataset, setup_fingerprint(data, model, training, transfer, source_model)
+    )
+    space = tuning.lambda_distribution(tune_p.lambda_min, tune_p.lambda_max)
+    study = tuning.run_study(
+        tune_p.storage,
+        name,
+        space,
+        evaluate,
+        tune_p.n_trials,
+        tune_p.timeout_s,
+        tune_p.seed,
+        tuning.mlflow_trial_logger(dataset, name),
+    )
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state == tuning.TrialState.COMPLETE for t in trials):
+        logger.warning("No complete trial in study %s: λ from the configuration", name)
+        return (
+            {"best_lambda": configured, "n_trials": 0, "pareto": [], "enabled": True,
+             "study_name": name, "storage": tune_p.storage},
+            _empty_figure("no complete trial"),
+            {},
+        )
+    chosen, floor_met = tuning.select_trial(trials, direct_acc, tune_p.retention_floor)
+    if not floor_met:
+        logger.warning(
+            "No trial reaches accuracy retention %.3f on validation; chose the most accurate "
+            "(λ = %.4g)", tune_p.retention_floor, chosen.params[tuning.PARAM]
+        )
+    front = tuning.pareto_front(trials)
+    complete = [t for t in trials if t.state == tuning.TrialState.COMPLETE]
+    report = {
+        "enabled": True,
+        "best_lambda": float(chosen.params[tuning.PARAM]),
+        "n_trials": len(complete),
+        "pareto": [tuning.trial_record(t) for t in front],
+        "trials": [tuning.trial_record(t) | {"number": t.number} for t in complete],
+        "chosen_trial": chosen.number,
+        "floor_met": floor_met,
+        "retention_floor": tune_p.retention_floor,
+        "direct_val_accuracy": direct_acc,
+        "energy_model": energy_model,
+        "study_name": name,
+        "storage": tune_p.storage,
+    }
+    metrics = {
+        "tuning.best_lambda": {"value": report["best_lambda"], "step": 0},
+        "tuning.n_trials": {"value": float(len(complete)), "step": 0},
+        "tuning.chosen_val_accuracy": {"value": float(chosen.values[0]), "step": 0},
+        "tuning.chosen_energy_uJ": {"value": float(chosen.values[1]), "step": 0},
+    }
+    return report, pareto_plot(report, splits.name), metrics
+
+
+def _empty_figure(text: str) -> Figure:
+    fig = plt.figure(figsize=(5, 1.5))
+    fig.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
+def pareto_plot(report: dict[str, Any], dataset: str) -> Figure:
+    """Every trial (energy vs validation accuracy), the Pareto front and the chosen trial."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    trials, front = report["trials"], report["pareto"]
+    ax.scatter([t["energy_uJ"] for t in trials], [100 * t["val_accuracy"] for t in trials],
+               c="grey", alpha=0.6, label="trials")
+    ax.plot([t["energy_uJ"] for t in front], [100 * t["val_accuracy"] for t in front], "o-",
+            color="C0", label="Pareto front")
+    chosen = next(t for t in trials if t["number"] == report["chosen_trial"])
+    ax.scatter([chosen["energy_uJ"]], [100 * chosen["val_accuracy"]], marker="*", s=260,
+               color="C3", zorder=5, label=f"chosen: λ = {chosen['lambda']:.3g}")
+    floor = 100 * report["retention_floor"] * report["direct_val_accuracy"]
+    ax.axhline(floor, color="C3", ls=":", lw=1,
+               label=f"retention floor {report['retention_floor']} × D")
+    for t in trials:
+        ax.annotate(f"{t['lambda']:.2g}", (t["energy_uJ"], 100 * t["val_accuracy"]),
+                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"energy per sample (µJ, {report['energy_model']})")
+    ax.set_ylabel("validation accuracy of E (%)")
+    ax.set_title(f"λ sweep on {dataset}: {report['n_trials']} trials ({report['study_name']})",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def finetune_event_model(
     scaled_model: dict[str, Any],
     direct_model: dict[str, Any],
@@ -354,9 +552,12 @@ def finetune_event_model(
     model: dict[str, Any],
     transfer: dict[str, Any],
     training: dict[str, Any],
+    tuning_report: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, list[dict]], Figure]:
-    """Step 5: event-driven fine-tuning of E with ``CE + lambda * mean spike rate``."""
+    """Step 5: event-driven fine-tuning of E with ``CE + lambda * mean spike rate``, lambda
+    chosen by the sweep (or ``transfer.finetune.rate_lambda`` when the sweep is off)."""
     model_p, transfer_p, train_p, device = _setting(model, transfer, training)
+    rate_lambda = float(tuning_report["best_lambda"])
     net, history = _finetune(
         restore(scaled_model),
         restore(direct_model),
@@ -365,10 +566,10 @@ def finetune_event_model(
         transfer_p,
         train_p,
         device,
-        transfer_p.finetune.rate_lambda,
+        rate_lambda,
     )
-    title = f"Network E fine-tuning on {splits.name} (λ = {transfer_p.finetune.rate_lambda})"
-    curve = training_curve(history, title) if history else plt.figure()
+    title = f"Network E fine-tuning on {splits.name} (λ = {rate_lambda:.3g})"
+    curve = training_curve(history, title) if history else _empty_figure("no fine-tuning epochs")
     return checkpoint(net.cpu()), history_metrics(history, "finetune"), curve
 
 
@@ -607,6 +808,7 @@ def build_summary(
     transfer: dict[str, Any],
     evaluation: dict[str, Any],
     ablation: list[dict[str, Any]],
+    tuning_report: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, dict]]:
     """The run's report (``summary.json``), built in this one place, and its MLflow metrics."""
     transfer_p = TransferParams(**transfer)
@@ -645,7 +847,12 @@ def build_summary(
         "accuracy_retention": event["accuracy"] / direct["accuracy"]
         if direct["accuracy"] > 0
         else None,
-        "rate_lambda": transfer_p.finetune.rate_lambda,
+        "rate_lambda": float(tuning_report["best_lambda"]),
+        "tuning": {
+            "best_lambda": float(tuning_report["best_lambda"]),
+            "n_trials": int(tuning_report["n_trials"]),
+            "pareto": tuning_report["pareto"],
+        },
         "ablation": [
             {
                 k: row[k]
@@ -679,3 +886,44 @@ def build_summary(
         if v is not None and math.isfinite(v)
     }
     return summary, clean
+
+
+def register_networks(
+    direct_model: dict[str, Any],
+    event_model: dict[str, Any],
+    summary: dict[str, Any],
+    dataset: str,
+    model: dict[str, Any],
+    source_model: str | None,
+    register_models: bool,
+) -> dict[str, Any]:
+    """Register D (unless it came from the registry) and E as ``<key>-direct`` / ``<key>-event``
+    in the MLflow Model Registry, tagged with accuracy, energy, timesteps, lambda, code version."""
+    import mlflow
+
+    if not register_models or mlflow.active_run() is None:
+        logger.info("Models not registered (register_models is off or no MLflow run is active)")
+        return {"registered": False}
+    common = {
+        **registry.architecture_tags(ModelParams(**model)),
+        "dataset": dataset,
+        "energy_model": summary["energy_model"],
+        "code_version": registry.code_version(),
+        "run_id": mlflow.active_run().info.run_id,
+    }
+    uris: dict[str, Any] = {"registered": True}
+    for kind, saved in (("direct", direct_model), ("event", event_model)):
+        if kind == "direct" and source_model is not None:
+            uris[kind] = source_model
+            continue
+        tags = {
+            **common,
+            "accuracy": summary[kind]["accuracy"],
+            "energy_uJ": summary[kind]["energy_uJ"],
+            "events_per_sample": summary[kind]["events_per_sample"],
+            "input_encoding": "direct" if kind == "direct" else summary["input_encoding"],
+        }
+        if kind == "event":
+            tags |= {"rate_lambda": summary["rate_lambda"], "timesteps": summary["event_timesteps"]}
+        uris[kind] = registry.register(restore(saved), dataset, kind, tags)
+    return uris

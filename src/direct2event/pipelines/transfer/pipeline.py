@@ -11,15 +11,18 @@ from direct2event.pipelines.transfer.nodes import (
     finetune_event_model,
     prepare_data,
     run_ablation,
+    register_networks,
     scale_event_thresholds,
     train_direct_model,
+    tune_rate_lambda,
 )
 
 SETTINGS = ["params:model", "params:transfer", "params:training"]
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """prep -> D training -> calibration -> thresholds -> fine-tuning -> evaluation -> ablation."""
+    """prep -> D training -> calibration -> thresholds -> lambda sweep -> fine-tuning ->
+    evaluation -> ablation -> summary -> model registry."""
     return Pipeline(
         [
             Node(
@@ -30,7 +33,13 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             Node(
                 train_direct_model,
-                inputs=["splits", "params:model", "params:training"],
+                inputs=[
+                    "splits",
+                    "params:model",
+                    "params:training",
+                    "params:dataset",
+                    "params:source_model",
+                ],
                 outputs=["direct_model", "direct_training_history", "direct_training_curve"],
                 name="train_direct_model",
             ),
@@ -47,8 +56,24 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 name="scale_event_thresholds",
             ),
             Node(
+                tune_rate_lambda,
+                inputs=[
+                    "scaled_model",
+                    "direct_model",
+                    "splits",
+                    "params:dataset",
+                    "params:data",
+                    *SETTINGS,
+                    "params:tuning",
+                    "params:source_model",
+                    "params:energy_profiles",
+                ],
+                outputs=["tuning_report", "tuning_plot", "tuning_metrics"],
+                name="tune_rate_lambda",
+            ),
+            Node(
                 finetune_event_model,
-                inputs=["scaled_model", "direct_model", "splits", *SETTINGS],
+                inputs=["scaled_model", "direct_model", "splits", *SETTINGS, "tuning_report"],
                 outputs=["event_model", "finetune_history", "finetune_curve"],
                 name="finetune_event_model",
             ),
@@ -86,9 +111,24 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "params:transfer",
                     "evaluation",
                     "ablation",
+                    "tuning_report",
                 ],
                 outputs=["summary", "summary_metrics"],
                 name="build_summary",
+            ),
+            Node(
+                register_networks,
+                inputs=[
+                    "direct_model",
+                    "event_model",
+                    "summary",
+                    "params:dataset",
+                    "params:model",
+                    "params:source_model",
+                    "params:register_models",
+                ],
+                outputs="registry_report",
+                name="register_networks",
             ),
         ]
     )

@@ -1,0 +1,171 @@
+"""The pretrained-SNN database: networks D and E in the MLflow Model Registry.
+
+Each dataset's run registers ``<key>-direct`` (network D) and ``<key>-event`` (network E) as
+``mlflow.pytorch`` models, tagged with what a user picks a model by (accuracy, energy, timesteps,
+lambda, architecture, code version). A run can start from a registered network D
+(``source_model``) and then skips training.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from direct2event.params import ModelParams
+from direct2event.snn.models import SpikingNet
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURE_TAGS = ("arch", "channels", "hidden", "beta", "surrogate_width", "reset")
+
+
+class RegistryError(ValueError):
+    """A registered model that does not exist or does not fit the configured network."""
+
+
+def model_name(dataset: str, kind: str) -> str:
+    """``<key>-direct`` or ``<key>-event``."""
+    return f"{dataset}-{kind}"
+
+
+def code_version() -> str:
+    """The git commit of the project (``+dirty`` when it has local changes), else the version."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+            check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from direct2event import __version__
+
+        return __version__
+
+
+def architecture_tags(model: ModelParams) -> dict[str, str]:
+    """The configured architecture as registry tags (compared when a model is reused)."""
+    return {
+        "arch": model.arch,
+        "channels": str(list(model.channels) if model.channels is not None else None),
+        "hidden": str(model.hidden),
+        "beta": str(model.beta),
+        "surrogate_width": str(model.surrogate_width),
+        "reset": model.reset,
+        "timesteps": str(model.timesteps),
+    }
+
+
+def _latest(client: MlflowClient, name: str) -> str:
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise RegistryError(
+            f"No registered model '{name}'. Run the pipeline once to register it, or list the "
+            "database with: python -m direct2event.registry"
+        )
+    return str(max(int(v.version) for v in versions))
+
+
+def resolve(source: str, dataset: str) -> tuple[str, str]:
+    """``(name, version)`` of ``models:/<name>/<version>``, ``models:/<name>/latest`` or
+    ``latest`` (the newest ``<dataset>-direct``)."""
+    client = MlflowClient()
+    if source == "latest":
+        name = model_name(dataset, "direct")
+        return name, _latest(client, name)
+    match = re.fullmatch(r"models:/([^/]+)/(\d+|latest)", source)
+    if match is None:
+        raise RegistryError(
+            f"source_model '{source}' is not a registry URI; use models:/{dataset}-direct/<version>, "
+            f"models:/{dataset}-direct/latest or latest."
+        )
+    name, version = match.groups()
+    return name, _latest(client, name) if version == "latest" else version
+
+
+def check_source(source: str, dataset: str, model: ModelParams) -> str:
+    """The resolved ``models:/<name>/<version>`` of ``source``, after checking that it exists
+    and was registered with the configured architecture (before any training starts)."""
+    name, version = resolve(source, dataset)
+    try:
+        registered = MlflowClient().get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(
+            f"Registered model '{name}' has no version {version}. List the database with: "
+            "python -m direct2event.registry"
+        ) from None
+    wanted = architecture_tags(model)
+    differ = {
+        k: (registered.tags.get(k), wanted[k])
+        for k in (*ARCHITECTURE_TAGS, "timesteps")
+        if registered.tags.get(k) != wanted[k]
+    }
+    if differ:
+        detail = ", ".join(f"{k}: registered {a}, configured {b}" for k, (a, b) in differ.items())
+        raise RegistryError(
+            f"models:/{name}/{version} has another architecture than {dataset}.model ({detail}). "
+            "Configure the same model or pick another version."
+        )
+    return f"models:/{name}/{version}"
+
+
+def register(net: SpikingNet, dataset: str, kind: str, tags: dict[str, Any]) -> str:
+    """Log ``net`` to the active run and register it as ``<dataset>-<kind>``; returns its URI."""
+    name = model_name(dataset, kind)
+    info = mlflow.pytorch.log_model(
+        net.cpu().eval(),
+        name=f"{dataset}_{kind}_network",
+        registered_model_name=name,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+        await_registration_for=60,
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    logger.info("Registered %s version %s", name, version)
+    return f"models:/{name}/{version}"
+
+
+def load(uri: str) -> SpikingNet:
+    """A registered network, on the CPU."""
+    net = mlflow.pytorch.load_model(uri, map_location="cpu")
+    if not isinstance(net, SpikingNet):
+        raise RegistryError(f"{uri} holds a {type(net).__name__}, not a direct2event SpikingNet.")
+    return net.eval()
+
+
+def listing() -> list[dict[str, Any]]:
+    """Every registered version with its tags, newest first."""
+    rows = []
+    for version in MlflowClient().search_model_versions():
+        rows.append({"name": version.name, "version": int(version.version), **version.tags})
+    return sorted(rows, key=lambda r: (r["name"], -r["version"]))
+
+
+def main() -> None:
+    """``python -m direct2event.registry``: print the database (tracking URI from MLflow's env)."""
+    import os
+
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    keys = ("accuracy", "energy_uJ", "energy_model", "timesteps", "rate_lambda", "code_version")
+    for row in listing():
+        fields = " ".join(f"{k}={row[k]}" for k in keys if k in row)
+        print(f"models:/{row['name']}/{row['version']}  {fields}")
+
+
+if __name__ == "__main__":
+    main()

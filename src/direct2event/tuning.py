@@ -1,0 +1,226 @@
+"""Optuna sweep of the rate-penalty strength lambda (tracking side: Optuna and MLflow, no torch).
+
+The study has two objectives, validation accuracy of network E (maximise) and its energy per
+sample (minimise); lambda is drawn log-uniformly. It lives in an Optuna storage given by URL, so
+a run that is started again continues the same study (the trial count only grows), and several
+processes or machines can add trials to one study through a shared database. The study's
+default name carries a fingerprint of everything that changes what a trial measures (data,
+model, training, transfer settings, source model), so a changed setup starts a new study
+instead of mixing incomparable trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.study import MaxTrialsCallback, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+logger = logging.getLogger(__name__)
+
+PARAM = "rate_lambda"
+DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)
+OBJECTIVES = ("val_accuracy", "energy_uJ")
+
+
+class TuningError(ValueError):
+    """A storage that cannot be opened, or a stored study that does not fit the configuration."""
+
+
+def lambda_distribution(lambda_min: float, lambda_max: float) -> FloatDistribution:
+    """The search space: lambda log-uniform in ``[lambda_min, lambda_max]``."""
+    return FloatDistribution(lambda_min, lambda_max, log=True)
+
+
+def study_name(dataset: str, setup: dict[str, Any]) -> str:
+    """``<dataset>-<8 hex digits>``: the same setup gives the same study, a changed one a new."""
+    digest = hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{dataset}-{digest[:8]}"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna RDB storage (SQLite, PostgreSQL, MySQL URL); fails early with a clear message.
+
+    A heartbeat marks trials of killed workers as failed, so they are neither lost silently nor
+    counted as finished.
+    """
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_absolute():  # inside the project (data/...): create it like Kedro does
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():
+            raise TuningError(
+                f"Cannot open the Optuna storage '{url}': the folder '{path.parent}' does not "
+                "exist. Create it or set tuning.storage to another URL."
+            )
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 120}  # several local workers share one file
+    try:
+        with warnings.catch_warnings():  # the heartbeat is marked experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=90
+            )
+    except Exception as err:  # driver missing, host unreachable, bad credentials, bad URL
+        raise TuningError(
+            f"Cannot open the Optuna storage '{url}': {type(err).__name__}: {err}. Check "
+            "tuning.storage (e.g. sqlite:///data/07_model_output/optuna.db, or "
+            "postgresql+psycopg2://user:password@host:5432/optuna with psycopg2 installed)."
+        ) from None
+
+
+def check_study(url: str, name: str, space: FloatDistribution) -> int:
+    """Open the storage and, when the study exists, check its space and objectives.
+
+    Returns the number of complete trials the study already holds (0 for a new study).
+    """
+    storage = open_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    directions = tuple(storage.get_study_directions(study_id))
+    if directions != DIRECTIONS:
+        raise TuningError(
+            f"Study '{name}' in {url} optimises {[d.name for d in directions]}, not "
+            f"{[d.name for d in DIRECTIONS]} (validation accuracy, energy). Set tuning.study_name "
+            "to a new name."
+        )
+    complete = 0
+    for trial in storage.get_all_trials(study_id, deepcopy=False):
+        stored = dict(trial.distributions)
+        if stored and stored != {PARAM: space}:
+            raise TuningError(
+                f"Study '{name}' in {url} was run over {stored}, but the configuration asks for "
+                f"{{'{PARAM}': {space}}} (tuning.lambda_min / lambda_max). Restore the range, or "
+                "set tuning.study_name to a new name to start another study."
+            )
+        complete += trial.state == TrialState.COMPLETE
+    return complete
+
+
+def select_trial(
+    trials: list[FrozenTrial], direct_accuracy: float, retention_floor: float
+) -> tuple[FrozenTrial, bool]:
+    """The chosen trial: the lowest energy among those whose validation accuracy retention
+    (E / D) reaches the floor; when none does, the most accurate trial. Also returns whether the
+    floor was met."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+    if not complete:
+        raise TuningError("The study has no complete trial to choose lambda from.")
+    passing = [t for t in complete if t.values[0] >= retention_floor * direct_accuracy]
+    if passing:
+        return min(passing, key=lambda t: (t.values[1], -t.values[0], t.number)), True
+    return max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number)), False
+
+
+def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Complete trials no other trial beats on both objectives, by increasing energy."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+
+    def dominated(t: FrozenTrial) -> bool:
+        acc, energy = t.values
+        return any(
+            o.values[0] >= acc and o.values[1] <= energy and tuple(o.values) != tuple(t.values)
+            for o in complete
+        )
+
+    return sorted((t for t in complete if not dominated(t)), key=lambda t: t.values[1])
+
+
+Evaluate = Callable[[float], dict[str, float]]
+TrialLogger = Callable[[FrozenTrial], None]
+
+
+def run_study(
+    url: str,
+    name: str,
+    space: FloatDistribution,
+    evaluate: Evaluate,
+    n_trials: int,
+    timeout_s: float | None = None,
+    seed: int = 0,
+    on_trial: TrialLogger | None = None,
+) -> optuna.Study:
+    """Add trials until the study holds ``n_trials`` complete ones (or ``timeout_s`` passes).
+
+    ``evaluate(lambda)`` fine-tunes and measures network E and returns at least
+    ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes.
+    Other workers may add trials to the same study at the same time.
+    """
+    storage = open_storage(url)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=[d.name.lower() for d in DIRECTIONS],
+        load_if_exists=True,
+        # reseeded by the study's size so a resumed run or a second worker draws new values
+        sampler=optuna.samplers.TPESampler(seed=seed + len(study_trials(storage, name))),
+    )
+    done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    if done >= n_trials:
+        logger.info("Study %s already holds %d complete trials (n_trials %d)", name, done, n_trials)
+        return study
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        lam = trial.suggest_float(PARAM, space.low, space.high, log=True)
+        result = evaluate(lam)
+        for key, value in result.items():
+            trial.set_user_attr(key, float(value))
+        return float(result["val_accuracy"]), float(result["energy_uJ"])
+
+    callbacks: list[Callable] = [MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,))]
+    if on_trial is not None:
+        callbacks.append(lambda _study, trial: on_trial(trial))
+    study.optimize(
+        objective, n_trials=n_trials - done, timeout=timeout_s, callbacks=callbacks,
+        catch=(), gc_after_trial=True,
+    )
+    return study
+
+
+def study_trials(storage: optuna.storages.BaseStorage, name: str) -> list[FrozenTrial]:
+    """All trials of a stored study (none when it does not exist yet)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return []
+    return storage.get_all_trials(study_id, deepcopy=False)
+
+
+def trial_record(trial: FrozenTrial) -> dict[str, float]:
+    """``{"lambda", "val_accuracy", "energy_uJ"}`` of a complete trial."""
+    return {
+        "lambda": float(trial.params[PARAM]),
+        "val_accuracy": float(trial.values[0]),
+        "energy_uJ": float(trial.values[1]),
+    }
+
+
+def mlflow_trial_logger(dataset: str, name: str) -> TrialLogger | None:
+    """Log each finished trial as a nested MLflow run under the active (pipeline) run."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return None
+
+    def log(trial: FrozenTrial) -> None:
+        tags = {"dataset": dataset, "study": name, "kind": "tuning_trial"}
+        with mlflow.start_run(run_name=f"{dataset}-trial-{trial.number}", nested=True, tags=tags):
+            mlflow.log_params({PARAM: trial.params.get(PARAM), "trial_number": trial.number})
+            metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, int | float)}
+            if trial.duration is not None:
+                metrics["trial_seconds"] = trial.duration.total_seconds()
+            mlflow.log_metrics(metrics)
+            mlflow.set_tag("state", trial.state.name)
+
+    return log
