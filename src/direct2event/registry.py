@@ -131,6 +131,7 @@ def register(net: SpikingNet, dataset: str, kind: str, tags: dict[str, Any]) -> 
         registered_model_name=name,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
         await_registration_for=60,
+        serialization_format="pickle",  # the LIF autograd.Function does not trace to pt2
     )
     version = str(info.registered_model_version)
     client = MlflowClient()

@@ -128,11 +128,13 @@ def run(project: Path, params: str = "") -> subprocess.CompletedProcess:
     )
 
 
-def runs(project: Path) -> list:
+def runs(project: Path, trials: bool = False) -> list:
+    """Pipeline runs (or, with ``trials``, the sweep's nested trial runs), oldest first."""
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    return mlflow.search_runs(
+    found = mlflow.search_runs(
         experiment_names=["direct2event"], output_format="list", order_by=["start_time ASC"]
     )
+    return [r for r in found if ("mlflow.parentRunId" in r.data.tags) == trials]
 
 
 def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(project: Path) -> None:
@@ -168,13 +170,75 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     model_versions = project / "data/06_models/digits/direct_model.pkl"
     assert len(list(model_versions.iterdir())) == 1
 
+    # the sweep: nested MLflow runs, one per trial, and the chosen lambda in the summary
+    trials = [
+        r for r in runs(project, trials=True) if r.data.tags["mlflow.parentRunId"] == first.info.run_id
+    ]
+    assert len(trials) == summary["tuning"]["n_trials"] == 2
+    assert {float(t.data.params["rate_lambda"]) for t in trials} >= {summary["tuning"]["best_lambda"]}
+    assert all("val_accuracy" in t.data.metrics and "energy_uJ" in t.data.metrics for t in trials)
+    assert "digits/plots/tuning.png" in artifacts  # the Pareto-front plot
+    assert first.data.metrics["tuning.best_lambda"] == summary["rate_lambda"]
+
+    # the pretrained-SNN database: D and E registered with their figures as tags
+    direct_v = client.get_model_version("digits-direct", "1")
+    event_v = client.get_model_version("digits-event", "1")
+    assert float(direct_v.tags["accuracy"]) == pytest.approx(summary["direct"]["accuracy"])
+    assert float(event_v.tags["energy_uJ"]) == pytest.approx(summary["event"]["energy_uJ"])
+    assert float(event_v.tags["rate_lambda"]) == summary["rate_lambda"]
+    assert direct_v.tags["timesteps"] == "4" and direct_v.tags["code_version"]
+
+    # started from the registered D: no training, the same evaluation numbers
+    reused = run(project, "digits.source_model=models:/digits-direct/1")
+    assert reused.returncode == 0, reused.stdout[-3000:] + reused.stderr[-3000:]
+    assert "training skipped" in reused.stdout + reused.stderr
+    again = json.loads(summary_path.read_text())
+    for net in ("direct", "event"):
+        for key in ("accuracy", "energy_uJ", "events_per_sample"):
+            assert again[net][key] == summary[net][key], (net, key)
+    assert "direct.train_loss" not in runs(project)[-1].data.metrics
+    assert len(client.search_model_versions("name = 'digits-direct'")) == 1  # not registered again
+    assert len(client.search_model_versions("name = 'digits-event'")) == 2
+
+    # the comparison notebook runs top to bottom against these runs
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(ROOT / "notebooks/compare_runs.ipynb", as_version=4)
+    (project / "notebooks").mkdir()
+    env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        NotebookClient(
+            notebook, timeout=300, resources={"metadata": {"path": str(project / "notebooks")}}
+        ).execute()
+    finally:
+        if env_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_uri
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "2 finished pipeline runs, 4 sweep trials" in text  # the reuse run is a new study
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "digits-event" in html and "digits-direct" in html
+
+    # bad input stops before any node: a registry version that does not exist, a changed space
+    for params, message in (
+        ("digits.source_model=models:/digits-direct/9", "has no version 9"),
+        ("digits.tuning.lambda_max=20.0", "lambda_min / lambda_max"),
+        ("digits.tuning.storage=sqlite:////nonexistent-folder/optuna.db", "does not exist"),
+    ):
+        bad = run(project, params)
+        out = bad.stdout + bad.stderr
+        assert bad.returncode != 0 and message in out, out[-3000:]
+        assert "Running node" not in out
+
     # a run that fails after training (a calibration split of 3 samples) keeps the old summary
     before = summary_path.read_text()
     failed = run(project, "digits.data.calibration_fraction=0.002")
     assert failed.returncode != 0
     assert "at least 16" in failed.stdout + failed.stderr
     assert summary_path.read_text() == before
-    assert len(list(model_versions.iterdir())) == 2  # a new version; the old one is kept
+    assert len(list(model_versions.iterdir())) == 3  # a new version; the old ones are kept
     assert runs(project)[-1].info.status == "FAILED"
 
     # invalid parameters stop the run before any node; the MLflow run is marked FAILED
@@ -184,7 +248,7 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     assert "digits.training.lr" in out and "greater than 0" in out
     assert "Running node" not in out
     assert runs(project)[-1].info.status == "FAILED"
-    assert len(list(model_versions.iterdir())) == 2
+    assert len(list(model_versions.iterdir())) == 3
     assert summary_path.read_text() == before
 
 

@@ -1,0 +1,64 @@
+"""The pretrained-SNN database in the MLflow Model Registry."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from direct2event import registry
+from direct2event.params import ModelParams
+
+DIGITS_MODEL = ModelParams(channels=[8, 16])
+
+
+@pytest.fixture
+def tracking(tmp_path: Path):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.create_experiment("registry-test", artifact_location=str(tmp_path / "art"))
+    with mlflow.start_run(experiment_id=experiment):
+        yield
+    mlflow.set_tracking_uri(previous)
+
+
+def test_register_and_load_round_trip_weights_exactly(tracking, digits_direct_model) -> None:
+    net = copy.deepcopy(digits_direct_model)
+    tags = {**registry.architecture_tags(DIGITS_MODEL), "accuracy": 0.93, "energy_uJ": 0.01}
+    uri = registry.register(net, "digits", "direct", tags)
+    assert uri == "models:/digits-direct/1"
+    loaded = registry.load(uri)
+    original = digits_direct_model.state_dict()
+    assert loaded.state_dict().keys() == original.keys()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, original[key]), key
+    x = torch.rand(4, 3, 1, 8, 8)
+    assert torch.equal(loaded(x), digits_direct_model(x))
+    version = mlflow.MlflowClient().get_model_version("digits-direct", "1")
+    assert version.tags["accuracy"] == "0.93" and version.tags["channels"] == "[8, 16]"
+    assert version.tags["timesteps"] == "4"
+
+    assert registry.check_source("latest", "digits", DIGITS_MODEL) == uri
+    assert registry.check_source("models:/digits-direct/latest", "digits", DIGITS_MODEL) == uri
+    assert registry.register(net, "digits", "direct", tags) == "models:/digits-direct/2"
+    assert registry.check_source("latest", "digits", DIGITS_MODEL) == "models:/digits-direct/2"
+    assert [r["version"] for r in registry.listing()] == [2, 1]
+
+
+def test_missing_or_mismatched_models_are_refused(tracking, digits_direct_model) -> None:
+    with pytest.raises(registry.RegistryError, match="No registered model 'digits-direct'"):
+        registry.check_source("latest", "digits", DIGITS_MODEL)
+    registry.register(
+        copy.deepcopy(digits_direct_model), "digits", "direct",
+        registry.architecture_tags(DIGITS_MODEL),
+    )
+    with pytest.raises(registry.RegistryError, match="has no version 7"):
+        registry.check_source("models:/digits-direct/7", "digits", DIGITS_MODEL)
+    wider = ModelParams(channels=[16, 32], timesteps=8)
+    with pytest.raises(registry.RegistryError, match=r"another architecture.*channels.*timesteps"):
+        registry.check_source("models:/digits-direct/1", "digits", wider)
+    with pytest.raises(registry.RegistryError, match="not a registry URI"):
+        registry.check_source("runs:/abc/model", "digits", DIGITS_MODEL)
