@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export KEDRO_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: run test install install-dev viz mlflow-ui clean
+.PHONY: run test bench install install-dev viz mlflow-ui optuna-dashboard clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,12 +30,23 @@ run: install
 test: install-dev
 	$(PY) -m pytest -q
 
+# Speed benchmark against SpikingJelly and snnTorch (installed without their deps, which would
+# replace the CPU torch with a CUDA build); writes benchmarks/results/<device>.{json,md}.
+bench: install
+	$(PIP) install -q --no-deps spikingjelly==2.0.0 snntorch==1.0.0
+	$(PIP) install -q loguru
+	$(PY) benchmarks/speed.py $(BENCH_ARGS)
+
 viz: install
 	$(PIP) install -q -e ".[viz]"
 	$(VENV)/bin/kedro viz build
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+optuna-dashboard: install
+	$(PIP) install -q optuna-dashboard==0.21.0
+	$(VENV)/bin/optuna-dashboard sqlite:///data/07_model_output/optuna.db --host 127.0.0.1 --port 8080
 
 clean:
 	rm -rf $(VENV)

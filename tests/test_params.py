@@ -38,6 +38,10 @@ def test_every_shipped_parameter_file_is_valid(key: str) -> None:
         (("training", "device"), "tpu", "device must be 'auto'"),
         (("training", "epoch"), 3, "training.epoch: Extra inputs are not permitted"),
         (("transfer", "input_encoding"), "frames", "needs an event dataset"),
+        (("tuning", "lambda_min"), 60.0, "must be below tuning.lambda_max"),
+        (("tuning", "first_lambdas"), [0.1, 5.0], "[0.1] lie outside"),
+        (("tuning", "retention_floor"), 1.2, "tuning.retention_floor"),
+        (("tuning", "n_trials"), -1, "tuning.n_trials"),
     ],
 )
 def test_bad_parameters_name_key_and_allowed_values(

@@ -119,6 +119,9 @@ class TuningParams(_Strict):
     timeout_s: float | None = Field(None, gt=0, description="time budget of this run's trials")
     lambda_min: float = Field(0.5, gt=0)
     lambda_max: float = Field(50.0, gt=0)
+    first_lambdas: list[float] = Field(
+        default_factory=list, description="tried first when the study is new, in this order"
+    )
     retention_floor: float = Field(0.995, gt=0, le=1)
     storage: str = "sqlite:///data/07_model_output/optuna.db"
     study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
@@ -131,6 +134,12 @@ class TuningParams(_Strict):
             raise ValueError(
                 f"tuning.lambda_min ({self.lambda_min}) must be below tuning.lambda_max "
                 f"({self.lambda_max})"
+            )
+        outside = [v for v in self.first_lambdas if not self.lambda_min <= v <= self.lambda_max]
+        if outside:
+            raise ValueError(
+                f"tuning.first_lambdas {outside} lie outside [lambda_min, lambda_max] = "
+                f"[{self.lambda_min}, {self.lambda_max}]"
             )
         return self
 

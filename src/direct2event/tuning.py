@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +150,14 @@ def run_study(
     timeout_s: float | None = None,
     seed: int = 0,
     on_trial: TrialLogger | None = None,
+    first: Sequence[float] = (),
 ) -> optuna.Study:
     """Add trials until the study holds ``n_trials`` complete ones (or ``timeout_s`` passes).
 
     ``evaluate(lambda)`` fine-tunes and measures network E and returns at least
     ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes.
-    Other workers may add trials to the same study at the same time.
+    Other workers may add trials to the same study at the same time. ``first`` lambdas are
+    queued when the study is new, so a short default sweep measures informative values.
     """
     storage = open_storage(url)
     study = optuna.create_study(
@@ -166,6 +168,9 @@ def run_study(
         # reseeded by the study's size so a resumed run or a second worker draws new values
         sampler=optuna.samplers.TPESampler(seed=seed + len(study_trials(storage, name))),
     )
+    if not study.get_trials(deepcopy=False):
+        for lam in first:
+            study.enqueue_trial({PARAM: float(lam)}, skip_if_exists=True)
     done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
     if done >= n_trials:
         logger.info("Study %s already holds %d complete trials (n_trials %d)", name, done, n_trials)

@@ -88,7 +88,7 @@ def test_template_pipeline_with_sequential_runner(tmp_path: Path) -> None:
     )
     assert summary["energy_reduction"] > 1.5  # thresholds plus the rate penalty cut events
     tuning = summary["tuning"]
-    assert tuning["n_trials"] == 2 and 0.5 <= tuning["best_lambda"] <= 50.0
+    assert tuning["n_trials"] == 2 and tuning["best_lambda"] in (1.5, 5.0)  # first_lambdas
     assert summary["rate_lambda"] == tuning["best_lambda"]  # the final fine-tuning used it
     assert tuning["pareto"] and set(tuning["pareto"][0]) == {"lambda", "val_accuracy", "energy_uJ"}
     energies = [p["energy_uJ"] for p in tuning["pareto"]]

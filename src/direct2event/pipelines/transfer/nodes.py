@@ -472,6 +472,7 @@ def tune_rate_lambda(
         tune_p.timeout_s,
         tune_p.seed,
         tuning.mlflow_trial_logger(dataset, name),
+        tune_p.first_lambdas,
     )
     trials = study.get_trials(deepcopy=False)
     if not any(t.state == tuning.TrialState.COMPLETE for t in trials):
