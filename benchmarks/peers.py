@@ -40,7 +40,7 @@ def ours(case: str, beta: float, detach_reset: bool = False) -> SpikingNet:
     return net.set_mode("binary")
 
 
-def _features(spec: Spec, c_in: int, neuron: Callable[[], nn.Module], m) -> list[nn.Module]:  # noqa: ANN001
+def _features(spec: Spec, c_in: int, neuron: Callable[[], nn.Module], m) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for entry in spec:
         if entry == "M":
@@ -120,7 +120,9 @@ class SnnTorchNet(nn.Module):
 
         def lif() -> nn.Module:
             return snn.Leaky(
-                beta=beta, threshold=1.0, spike_grad=surrogate.atan(alpha=2.0),
+                beta=beta,
+                threshold=1.0,
+                spike_grad=surrogate.atan(alpha=2.0),
                 reset_mechanism="subtract",
             )
 

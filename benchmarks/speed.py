@@ -35,11 +35,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import CASES, CONTESTANTS, build, copy_weights, ours  # noqa: E402
+from peers import CASES, CONTESTANTS, build, copy_weights, ours
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEER_MODULES = {"spikingjelly": "spikingjelly", "snntorch": "snntorch"}
-DEFAULT_BATCH = {"cpu": {"mnist_convnet": 64, "vgg_cifar": 16}, "cuda": {"mnist_convnet": 256, "vgg_cifar": 128}}
+DEFAULT_BATCH = {
+    "cpu": {"mnist_convnet": 64, "vgg_cifar": 16},
+    "cuda": {"mnist_convnet": 256, "vgg_cifar": 128},
+}
 
 
 def available(contestant: str) -> bool:
@@ -65,7 +68,9 @@ def inputs(case: str, batch: int, timesteps: int, device: torch.device) -> tuple
     return x.to(device), y.to(device)
 
 
-def networks(case: str, beta: float, device: torch.device, names: list[str]) -> dict[str, nn.Module]:
+def networks(
+    case: str, beta: float, device: torch.device, names: list[str]
+) -> dict[str, nn.Module]:
     """Every contestant with our weights (seeded), on ``device``."""
     torch.manual_seed(0)
     nets = {"ours": build("ours", case, beta)}
@@ -177,7 +182,9 @@ def _hwm_bytes() -> int:
     raise RuntimeError("VmHWM not found in /proc/self/status")
 
 
-def probe_memory(case: str, contestant: str, batch: int, timesteps: int, device: torch.device, bf16: bool) -> float:
+def probe_memory(
+    case: str, contestant: str, batch: int, timesteps: int, device: torch.device, bf16: bool
+) -> float:
     """Peak MB of one training step above what was held before it (run in a fresh process)."""
     net = networks(case, 0.5, device, [contestant])[contestant]
     x, y = inputs(case, batch, timesteps, device)
@@ -198,10 +205,21 @@ def probe_memory(case: str, contestant: str, batch: int, timesteps: int, device:
     return (_hwm_bytes() - before) / 2**20
 
 
-def memory_in_fresh_process(case: str, contestant: str, args: argparse.Namespace, batch: int) -> float:
+def memory_in_fresh_process(
+    case: str, contestant: str, args: argparse.Namespace, batch: int
+) -> float:
     cmd = [
-        sys.executable, __file__, "--probe", case, contestant, "--batch", str(batch),
-        "--timesteps", str(args.timesteps), "--device", args.device,
+        sys.executable,
+        __file__,
+        "--probe",
+        case,
+        contestant,
+        "--batch",
+        str(batch),
+        "--timesteps",
+        str(args.timesteps),
+        "--device",
+        args.device,
     ] + (["--bf16"] if args.bf16 else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return round(float(out.strip().splitlines()[-1]), 1)
@@ -215,8 +233,8 @@ def transfer_timing(device: torch.device) -> dict[str, float] | None:
         return None
     import pickle
 
-    from direct2event.pipelines.transfer.nodes import restore  # project installed: make bench
     from direct2event.data.static import load_mnist
+    from direct2event.pipelines.transfer.nodes import restore  # project installed: make bench
     from direct2event.snn.training import Split
     from direct2event.snn.transfer import build_event_network, calibrate
 
@@ -228,8 +246,11 @@ def transfer_timing(device: torch.device) -> dict[str, float] | None:
     mid = time.perf_counter()
     build_event_network(direct, stats, cal, "rate", 4, device)
     end = time.perf_counter()
-    return {"calibration_s": round(mid - start, 2), "threshold_scaling_s": round(end - mid, 2),
-            "total_s": round(end - start, 2)}
+    return {
+        "calibration_s": round(mid - start, 2),
+        "threshold_scaling_s": round(end - mid, 2),
+        "total_s": round(end - start, 2),
+    }
 
 
 def pipeline_node_seconds() -> dict[str, float] | None:
@@ -256,9 +277,14 @@ def pipeline_node_seconds() -> dict[str, float] | None:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Device: `{result['device']}`, torch {result['torch']}, {result['threads']} threads"
-             + (", bf16 autocast" if result["bf16"] else ""), ""]
-    lines.append("| case | batch | T | metric | ours | SpikingJelly | snnTorch | dense floor | ours / best peer | ours / floor |")
+    lines = [
+        f"Device: `{result['device']}`, torch {result['torch']}, {result['threads']} threads"
+        + (", bf16 autocast" if result["bf16"] else ""),
+        "",
+    ]
+    lines.append(
+        "| case | batch | T | metric | ours | SpikingJelly | snnTorch | dense floor | ours / best peer | ours / floor |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for case in result["cases"]:
         for metric, unit in (("train_step_ms", "ms"), ("infer_ms", "ms"), ("peak_mem_mb", "MB")):
@@ -270,17 +296,23 @@ def markdown(result: dict) -> str:
             ratio_floor = f"{v['ours'] / v['dense_floor']:.2f}" if v.get("dense_floor") else "n/a"
             lines.append(
                 f"| {case['name']} | {case['batch']} | {case['timesteps']} | {metric} ({unit}) | "
-                + " | ".join(cells) + f" | {ratio_peer} | {ratio_floor} |"
+                + " | ".join(cells)
+                + f" | {ratio_peer} | {ratio_floor} |"
             )
     if result.get("transfer_seconds"):
-        lines += ["", f"Calibration + threshold scaling (MNIST, 1024 images): {result['transfer_seconds']}"]
+        lines += [
+            "",
+            f"Calibration + threshold scaling (MNIST, 1024 images): {result['transfer_seconds']}",
+        ]
     if result.get("pipeline_node_seconds"):
         lines += ["", f"Default `make run` node by node (s): {result['pipeline_node_seconds']}"]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--batch", type=int, default=None, help="override every case's batch")
@@ -317,9 +349,17 @@ def main() -> None:
         nets = networks(case, 0.5, device, names)
         x, y = inputs(case, batch, args.timesteps, device)
         steps = {k: step_functions(v, x, y, device, args.bf16) for k, v in nets.items()}
-        train_ms = time_alternating({k: s[0] for k, s in steps.items()}, device, args.repeats, args.warmup)
-        infer_ms = time_alternating({k: s[1] for k, s in steps.items()}, device, args.repeats, args.warmup)
-        mem = {} if args.no_memory else {k: memory_in_fresh_process(case, k, args, batch) for k in names}
+        train_ms = time_alternating(
+            {k: s[0] for k, s in steps.items()}, device, args.repeats, args.warmup
+        )
+        infer_ms = time_alternating(
+            {k: s[1] for k, s in steps.items()}, device, args.repeats, args.warmup
+        )
+        mem = (
+            {}
+            if args.no_memory
+            else {k: memory_in_fresh_process(case, k, args, batch) for k in names}
+        )
         entry = {
             "name": case,
             "batch": batch,

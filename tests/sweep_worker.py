@@ -26,8 +26,12 @@ def main() -> None:
     folder, url, name, n_trials = sys.argv[1:5]
     torch.set_num_threads(1)
     splits = make_splits(load_digits(), 0.05, 0.1, seed=0)
-    saved = {k: pickle.loads((Path(folder) / f"{k}.pkl").read_bytes()) for k in ("scaled", "direct")}
-    transfer = TransferParams(finetune={"epochs": 1, "lr": 2e-3, "batch_size": 64, "max_train": 400})
+    saved = {
+        k: pickle.loads((Path(folder) / f"{k}.pkl").read_bytes()) for k in ("scaled", "direct")
+    }
+    transfer = TransferParams(
+        finetune={"epochs": 1, "lr": 2e-3, "batch_size": 64, "max_train": 400}
+    )
     evaluate, _ = trial_evaluator(
         restore(saved["scaled"]),
         restore(saved["direct"]),

@@ -52,7 +52,9 @@ def test_missing_or_mismatched_models_are_refused(tracking, digits_direct_model)
     with pytest.raises(registry.RegistryError, match="No registered model 'digits-direct'"):
         registry.check_source("latest", "digits", DIGITS_MODEL)
     registry.register(
-        copy.deepcopy(digits_direct_model), "digits", "direct",
+        copy.deepcopy(digits_direct_model),
+        "digits",
+        "direct",
         registry.architecture_tags(DIGITS_MODEL),
     )
     with pytest.raises(registry.RegistryError, match="has no version 7"):

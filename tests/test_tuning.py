@@ -56,7 +56,11 @@ def test_selection_takes_lowest_energy_above_the_retention_floor() -> None:
 def test_pareto_front_drops_dominated_trials_and_sorts_by_energy() -> None:
     front = tuning.pareto_front(HAND_MADE)
     assert [t.number for t in front] == [3, 2, 1, 0]
-    assert tuning.trial_record(front[0]) == {"lambda": 10.0, "val_accuracy": 0.97, "energy_uJ": 0.008}
+    assert tuning.trial_record(front[0]) == {
+        "lambda": 10.0,
+        "val_accuracy": 0.97,
+        "energy_uJ": 0.008,
+    }
 
 
 def test_unreachable_storage_and_changed_space_are_refused(tmp_path: Path) -> None:
@@ -87,7 +91,9 @@ def test_study_names_follow_the_setup() -> None:
 def saved_networks(tmp_path_factory: pytest.TempPathFactory, digits_direct_model) -> Path:
     folder = tmp_path_factory.mktemp("networks")
     (folder / "direct.pkl").write_bytes(pickle.dumps(checkpoint(digits_direct_model)))
-    (folder / "scaled.pkl").write_bytes(pickle.dumps(checkpoint(to_event_network(digits_direct_model))))
+    (folder / "scaled.pkl").write_bytes(
+        pickle.dumps(checkpoint(to_event_network(digits_direct_model)))
+    )
     return folder
 
 

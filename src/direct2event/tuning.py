@@ -42,7 +42,7 @@ def lambda_distribution(lambda_min: float, lambda_max: float) -> FloatDistributi
 
 def study_name(dataset: str, setup: dict[str, Any]) -> str:
     """``<dataset>-<8 hex digits>``: the same setup gives the same study, a changed one a new."""
-    digest = hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()
     return f"{dataset}-{digest[:8]}"
 
 
@@ -187,8 +187,12 @@ def run_study(
     if on_trial is not None:
         callbacks.append(lambda _study, trial: on_trial(trial))
     study.optimize(
-        objective, n_trials=n_trials - done, timeout=timeout_s, callbacks=callbacks,
-        catch=(), gc_after_trial=True,
+        objective,
+        n_trials=n_trials - done,
+        timeout=timeout_s,
+        callbacks=callbacks,
+        catch=(),
+        gc_after_trial=True,
     )
     return study
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
 
 from direct2event.data.static import load_digits
 from direct2event.pipelines.transfer.nodes import ABLATION_VARIANTS
@@ -56,9 +57,15 @@ def test_template_pipeline_with_sequential_runner(tmp_path: Path) -> None:
             "raw_data": MemoryDataset(load_digits()),
             **{f"params:{k}": MemoryDataset(v) for k, v in params.items()},
             "params:energy_profiles": MemoryDataset(energy),
+            # reports on disk in their real format (memory datasets are released after use)
+            **{
+                name: JSONDataset(filepath=str(tmp_path / f"{name}.json"))
+                for name in ("summary", "threshold_report", "registry_report")
+            },
         }
     )
     SequentialRunner().run(create_pipeline(), catalog)
+    assert catalog.load("registry_report") == {"registered": False}  # no MLflow run here
     summary = catalog.load("summary")
     assert summary["dataset"] == "digits" and summary["simulated"] is False
     assert summary["timesteps"] == 4 and summary["input_encoding"] == "rate"
@@ -172,10 +179,14 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
 
     # the sweep: nested MLflow runs, one per trial, and the chosen lambda in the summary
     trials = [
-        r for r in runs(project, trials=True) if r.data.tags["mlflow.parentRunId"] == first.info.run_id
+        r
+        for r in runs(project, trials=True)
+        if r.data.tags["mlflow.parentRunId"] == first.info.run_id
     ]
     assert len(trials) == summary["tuning"]["n_trials"] == 2
-    assert {float(t.data.params["rate_lambda"]) for t in trials} >= {summary["tuning"]["best_lambda"]}
+    assert {float(t.data.params["rate_lambda"]) for t in trials} >= {
+        summary["tuning"]["best_lambda"]
+    }
     assert all("val_accuracy" in t.data.metrics and "energy_uJ" in t.data.metrics for t in trials)
     assert "digits/plots/tuning.png" in artifacts  # the Pareto-front plot
     assert first.data.metrics["tuning.best_lambda"] == summary["rate_lambda"]

@@ -400,9 +400,9 @@ def trial_evaluator(
     val = splits.validation.head(max_validation or len(splits.validation))
     enc = event_encoding(splits, transfer_p)
     energy_model = transfer_p.energy_model
-    direct_acc = measure(
-        direct, val, direct_encoding(splits), model_p.timesteps, device, profiles
-    )["accuracy"]
+    direct_acc = measure(direct, val, direct_encoding(splits), model_p.timesteps, device, profiles)[
+        "accuracy"
+    ]
 
     def evaluate(lam: float) -> dict[str, float]:
         net, _ = _finetune(scaled, direct, splits, model_p, transfer_p, train_p, device, lam)
@@ -478,8 +478,14 @@ def tune_rate_lambda(
     if not any(t.state == tuning.TrialState.COMPLETE for t in trials):
         logger.warning("No complete trial in study %s: λ from the configuration", name)
         return (
-            {"best_lambda": configured, "n_trials": 0, "pareto": [], "enabled": True,
-             "study_name": name, "storage": tune_p.storage},
+            {
+                "best_lambda": configured,
+                "n_trials": 0,
+                "pareto": [],
+                "enabled": True,
+                "study_name": name,
+                "storage": tune_p.storage,
+            },
             _empty_figure("no complete trial"),
             {},
         )
@@ -487,7 +493,9 @@ def tune_rate_lambda(
     if not floor_met:
         logger.warning(
             "No trial reaches accuracy retention %.3f on validation; chose the most accurate "
-            "(λ = %.4g)", tune_p.retention_floor, chosen.params[tuning.PARAM]
+            "(λ = %.4g)",
+            tune_p.retention_floor,
+            chosen.params[tuning.PARAM],
         )
     front = tuning.pareto_front(trials)
     complete = [t for t in trials if t.state == tuning.TrialState.COMPLETE]
@@ -524,23 +532,47 @@ def pareto_plot(report: dict[str, Any], dataset: str) -> Figure:
     """Every trial (energy vs validation accuracy), the Pareto front and the chosen trial."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     trials, front = report["trials"], report["pareto"]
-    ax.scatter([t["energy_uJ"] for t in trials], [100 * t["val_accuracy"] for t in trials],
-               c="grey", alpha=0.6, label="trials")
-    ax.plot([t["energy_uJ"] for t in front], [100 * t["val_accuracy"] for t in front], "o-",
-            color="C0", label="Pareto front")
+    ax.scatter(
+        [t["energy_uJ"] for t in trials],
+        [100 * t["val_accuracy"] for t in trials],
+        c="grey",
+        alpha=0.6,
+        label="trials",
+    )
+    ax.plot(
+        [t["energy_uJ"] for t in front],
+        [100 * t["val_accuracy"] for t in front],
+        "o-",
+        color="C0",
+        label="Pareto front",
+    )
     chosen = next(t for t in trials if t["number"] == report["chosen_trial"])
-    ax.scatter([chosen["energy_uJ"]], [100 * chosen["val_accuracy"]], marker="*", s=260,
-               color="C3", zorder=5, label=f"chosen: λ = {chosen['lambda']:.3g}")
+    ax.scatter(
+        [chosen["energy_uJ"]],
+        [100 * chosen["val_accuracy"]],
+        marker="*",
+        s=260,
+        color="C3",
+        zorder=5,
+        label=f"chosen: λ = {chosen['lambda']:.3g}",
+    )
     floor = 100 * report["retention_floor"] * report["direct_val_accuracy"]
-    ax.axhline(floor, color="C3", ls=":", lw=1,
-               label=f"retention floor {report['retention_floor']} × D")
+    ax.axhline(
+        floor, color="C3", ls=":", lw=1, label=f"retention floor {report['retention_floor']} x D"
+    )
     for t in trials:
-        ax.annotate(f"{t['lambda']:.2g}", (t["energy_uJ"], 100 * t["val_accuracy"]),
-                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(
+            f"{t['lambda']:.2g}",
+            (t["energy_uJ"], 100 * t["val_accuracy"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     ax.set_xlabel(f"energy per sample (µJ, {report['energy_model']})")
     ax.set_ylabel("validation accuracy of E (%)")
-    ax.set_title(f"λ sweep on {dataset}: {report['n_trials']} trials ({report['study_name']})",
-                 fontsize=9)
+    ax.set_title(
+        f"λ sweep on {dataset}: {report['n_trials']} trials ({report['study_name']})", fontsize=9
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
