@@ -16,8 +16,9 @@ from direct2event import tuning
 from direct2event.data.splits import make_splits
 from direct2event.data.static import load_digits
 from direct2event.params import ModelParams, TrainingParams, TransferParams
-from direct2event.pipelines.transfer.nodes import restore, trial_evaluator
+from direct2event.pipelines.transfer.nodes import trial_evaluator
 from direct2event.snn.energy import load_profiles
+from direct2event.snn.models import restore
 
 PROFILES = {"per_event": {"kind": "per_event", "e_event_pj": 1.0}}
 

@@ -16,8 +16,7 @@ import torch
 from optuna.trial import TrialState, create_trial
 
 from direct2event import tuning
-from direct2event.pipelines.transfer.nodes import checkpoint
-from direct2event.snn.models import to_event_network
+from direct2event.snn.models import checkpoint, to_event_network
 
 SPACE = tuning.lambda_distribution(0.5, 50.0)
 WORKER = Path(__file__).with_name("sweep_worker.py")

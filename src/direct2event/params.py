@@ -62,6 +62,7 @@ class TrainingParams(_Strict):
     shift_augment: int = Field(1, ge=0, le=8)
     seed: int = 0
     device: str = "auto"
+    bf16: bool = Field(False, description="bf16 autocast in training and fine-tuning (GPU)")
     progress: bool = True
 
     @model_validator(mode="after")

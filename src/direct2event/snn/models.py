@@ -245,3 +245,19 @@ def to_event_network(direct_model: SpikingNet) -> SpikingNet:
     for lif in event_model.lif_layers():
         lif.threshold.fill_(1.0)
     return event_model.set_mode("binary")
+
+
+def checkpoint(model: SpikingNet) -> dict[str, Any]:
+    """What is saved of a network: architecture config, mode and weights (CPU tensors)."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    fused = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return {"config": model.config, "state_dict": state, "mode": model.mode, "fused": fused}
+
+
+def restore(saved: dict[str, Any]) -> SpikingNet:
+    """Rebuild a network from :func:`checkpoint`'s output."""
+    net = model_from_config(saved["config"])
+    if saved.get("fused", False):
+        fuse_batchnorm(net.eval())
+    net.load_state_dict(saved["state_dict"])
+    return net.set_mode(saved.get("mode", "graded")).eval()

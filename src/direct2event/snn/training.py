@@ -136,6 +136,7 @@ class FitConfig:
     shift_augment: int = 0
     val_encoding: Encoding | None = None
     seed: int = 0
+    bf16: bool = False  # bf16 autocast of the forward pass (for GPUs with bf16 units)
 
 
 def _optimizer(model: SpikingNet, cfg: FitConfig) -> torch.optim.Optimizer:
@@ -202,11 +203,14 @@ def fit(
             xb = random_shift(as_float(train.x[idx]), cfg.shift_augment, gen).to(device)
             yb = train.y[idx].to(device)
             inputs = encode(xb, cfg.encoding, cfg.timesteps, gen if device.type == "cpu" else None)
-            with record_activity(model) as acts:
+            with (
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
+                record_activity(model) as acts,
+            ):
                 logits = model(inputs)
-            loss = F.cross_entropy(logits, yb)
-            if extra_loss is not None:
-                loss = loss + extra_loss(logits, yb, acts, xb)
+                loss = F.cross_entropy(logits.float(), yb)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(logits.float(), yb, acts, xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

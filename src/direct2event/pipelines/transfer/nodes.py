@@ -30,8 +30,8 @@ from direct2event.snn.evaluation import evaluate_with_counts
 from direct2event.snn.models import (
     SpikingNet,
     build_model,
-    fuse_batchnorm,
-    model_from_config,
+    checkpoint,
+    restore,
     to_event_network,
 )
 from direct2event.snn.neurons import LIFParameters
@@ -82,23 +82,8 @@ def _fit_config(training: TrainingParams, model: ModelParams, encoding: str) -> 
         schedule=training.schedule,
         shift_augment=training.shift_augment,
         seed=training.seed,
+        bf16=training.bf16,
     )
-
-
-def checkpoint(model: SpikingNet) -> dict[str, Any]:
-    """What is saved of a network: architecture config, mode and weights (CPU tensors)."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    fused = not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    return {"config": model.config, "state_dict": state, "mode": model.mode, "fused": fused}
-
-
-def restore(saved: dict[str, Any]) -> SpikingNet:
-    """Rebuild a network from :func:`checkpoint`'s output."""
-    net = model_from_config(saved["config"])
-    if saved.get("fused", False):
-        fuse_batchnorm(net.eval())
-    net.load_state_dict(saved["state_dict"])
-    return net.set_mode(saved.get("mode", "graded")).eval()
 
 
 def training_curve(history: list[dict[str, float]], title: str) -> Figure:
@@ -348,6 +333,7 @@ def _finetune(
         schedule=ft.schedule,
         shift_augment=0,
         seed=train_p.seed,
+        bf16=train_p.bf16,
     )
     return finetune_event_network(
         scaled,
