@@ -28,3 +28,29 @@ def test_checkpoint_restore_round_trip(digits_direct_model) -> None:
         assert again.mode == net.mode
         x = torch.rand(4, 5, 1, 8, 8)
         assert torch.equal(again(x), net(x))
+
+
+def test_finetuning_is_deterministic_so_a_sweep_trial_can_stand_in(
+    digits_splits, digits_direct_model
+) -> None:
+    from direct2event.snn.transfer import finetune_event_network
+
+    cfg = FitConfig(epochs=1, lr=2e-3, batch_size=64, timesteps=4, encoding="rate", seed=3)
+    event = to_event_network(digits_direct_model)
+    nets = [
+        finetune_event_network(
+            event,
+            digits_direct_model,
+            digits_splits.train,
+            None,
+            cfg,
+            torch.device("cpu"),
+            5.0,
+            progress=False,
+        )[0]
+        for _ in range(2)
+    ]
+    for (key, a), b in zip(
+        nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), key

@@ -151,6 +151,7 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     summary = json.loads(summary_path.read_text())
     assert summary["dataset"] == "digits" and 0.5 < summary["direct"]["accuracy"] <= 1
     assert [r["variant"] for r in summary["ablation"]] == ["finetune_lambda"]
+    assert "taken from the sweep's trial" in done.stdout + done.stderr  # not trained twice
 
     (first,) = runs(project)
     assert first.info.status == "FINISHED"

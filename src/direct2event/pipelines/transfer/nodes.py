@@ -380,9 +380,11 @@ def trial_evaluator(
     device: torch.device,
     profiles: dict[str, EnergyProfile],
     max_validation: int | None,
+    trained: dict[float, tuple[dict[str, Any], list[dict[str, float]]]] | None = None,
 ) -> tuple[tuning.Evaluate, float]:
     """One sweep trial as a function of lambda (fine-tune E, measure it on the validation
-    split), and D's validation accuracy on the same samples (the retention reference)."""
+    split), and D's validation accuracy on the same samples (the retention reference).
+    ``trained`` collects each trial's network and history by lambda."""
     val = splits.validation.head(max_validation or len(splits.validation))
     enc = event_encoding(splits, transfer_p)
     energy_model = transfer_p.energy_model
@@ -391,7 +393,9 @@ def trial_evaluator(
     ]
 
     def evaluate(lam: float) -> dict[str, float]:
-        net, _ = _finetune(scaled, direct, splits, model_p, transfer_p, train_p, device, lam)
+        net, history = _finetune(scaled, direct, splits, model_p, transfer_p, train_p, device, lam)
+        if trained is not None:
+            trained[lam] = (checkpoint(net.cpu()), history)
         res = measure(net, val, enc, transfer_p.timesteps, device, profiles, train_p.seed)
         logger.info(
             "trial λ = %.4g: val accuracy %.4f, %.0f events/sample",
@@ -421,9 +425,12 @@ def tune_rate_lambda(
     tuning_params: dict[str, Any],
     source_model: str | None,
     energy_profiles: dict[str, Any],
-) -> tuple[dict[str, Any], Figure, dict[str, dict]]:
+) -> tuple[dict[str, Any], Figure, dict[str, dict], dict[str, Any]]:
     """Optuna sweep of lambda (validation accuracy of E vs energy); picks the lowest-energy
-    trial whose accuracy retention reaches ``tuning.retention_floor``."""
+    trial whose accuracy retention reaches ``tuning.retention_floor``.
+
+    Also returns the chosen trial's network when this run trained it (``{}`` otherwise): a trial
+    fine-tunes exactly as the final fine-tuning does, so that node can reuse it."""
     model_p, transfer_p, train_p, device = _setting(model, transfer, training)
     tune_p = TuningParams(**tuning_params)
     configured = transfer_p.finetune.rate_lambda
@@ -432,8 +439,10 @@ def tune_rate_lambda(
             {"best_lambda": configured, "n_trials": 0, "pareto": [], "enabled": False},
             _empty_figure("tuning disabled: λ from transfer.finetune.rate_lambda"),
             {},
+            {},
         )
     energy_model = transfer_p.energy_model
+    trained: dict[float, tuple[dict[str, Any], list[dict[str, float]]]] = {}
     evaluate, direct_acc = trial_evaluator(
         restore(scaled_model),
         restore(direct_model),
@@ -444,6 +453,7 @@ def tune_rate_lambda(
         device,
         load_profiles(energy_profiles),
         tune_p.max_validation,
+        trained,
     )
     name = tune_p.study_name or tuning.study_name(
         dataset, setup_fingerprint(data, model, training, transfer, source_model)
@@ -473,6 +483,7 @@ def tune_rate_lambda(
                 "storage": tune_p.storage,
             },
             _empty_figure("no complete trial"),
+            {},
             {},
         )
     chosen, floor_met = tuning.select_trial(trials, direct_acc, tune_p.retention_floor)
@@ -505,7 +516,11 @@ def tune_rate_lambda(
         "tuning.chosen_val_accuracy": {"value": float(chosen.values[0]), "step": 0},
         "tuning.chosen_energy_uJ": {"value": float(chosen.values[1]), "step": 0},
     }
-    return report, pareto_plot(report, splits.name), metrics
+    best = trained.get(report["best_lambda"])
+    reuse = (
+        {"rate_lambda": report["best_lambda"], "model": best[0], "history": best[1]} if best else {}
+    )
+    return report, pareto_plot(report, splits.name), metrics, reuse
 
 
 def _empty_figure(text: str) -> Figure:
@@ -572,21 +587,30 @@ def finetune_event_model(
     transfer: dict[str, Any],
     training: dict[str, Any],
     tuning_report: dict[str, Any],
+    tuned_event_model: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, list[dict]], Figure]:
     """Step 5: event-driven fine-tuning of E with ``CE + lambda * mean spike rate``, lambda
-    chosen by the sweep (or ``transfer.finetune.rate_lambda`` when the sweep is off)."""
+    chosen by the sweep (or ``transfer.finetune.rate_lambda`` when the sweep is off). When the
+    sweep trained that very network in this run (same lambda, same settings and seed), it is
+    taken as it is instead of being trained a second time."""
     model_p, transfer_p, train_p, device = _setting(model, transfer, training)
     rate_lambda = float(tuning_report["best_lambda"])
-    net, history = _finetune(
-        restore(scaled_model),
-        restore(direct_model),
-        splits,
-        model_p,
-        transfer_p,
-        train_p,
-        device,
-        rate_lambda,
-    )
+    if tuned_event_model and tuned_event_model["rate_lambda"] == rate_lambda:
+        logger.info(
+            "Network E for λ = %.4g taken from the sweep's trial (not trained twice)", rate_lambda
+        )
+        net, history = restore(tuned_event_model["model"]), tuned_event_model["history"]
+    else:
+        net, history = _finetune(
+            restore(scaled_model),
+            restore(direct_model),
+            splits,
+            model_p,
+            transfer_p,
+            train_p,
+            device,
+            rate_lambda,
+        )
     title = f"Network E fine-tuning on {splits.name} (λ = {rate_lambda:.3g})"
     curve = training_curve(history, title) if history else _empty_figure("no fine-tuning epochs")
     return checkpoint(net.cpu()), history_metrics(history, "finetune"), curve
