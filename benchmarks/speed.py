@@ -272,8 +272,10 @@ def pipeline_node_seconds() -> dict[str, float] | None:
         experiment_names=["direct2event"],
         filter_string="tags.dataset = 'mnist' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
-        max_results=1,
+        max_results=100,
     )
+    if "tags.mlflow.parentRunId" in runs:  # nested runs are sweep trials, not pipeline runs
+        runs = runs[runs["tags.mlflow.parentRunId"].isna()]
     if runs.empty:
         return None
     row = runs.iloc[0]
