@@ -37,27 +37,23 @@ def model_name(dataset: str, kind: str) -> str:
     return f"{dataset}-{kind}"
 
 
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(  # noqa: S603 (only the fixed git calls below)
+        ["git", *args],  # noqa: S607 (git from PATH)
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.strip()
+
+
 def code_version() -> str:
     """The git commit of the project (``+dirty`` when it has local changes), else the version."""
-    root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 (git from PATH, fixed args)
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        return _git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         from direct2event import __version__
 
