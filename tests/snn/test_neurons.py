@@ -71,3 +71,15 @@ def test_bad_parameters_are_rejected() -> None:
         LIFParameters(width=0)
     with pytest.raises(ValueError, match="mode"):
         lif_multistep(torch.zeros(1, 1), torch.ones(1), LIFParameters(), "analog")  # type: ignore[arg-type]
+
+
+def test_atan_backward_reuses_its_buffer_and_refuses_a_second_pass() -> None:
+    # the atan backward writes the gradient into the saved membrane buffer; autograd's version
+    # check must then refuse a second backward through a retained graph rather than misread it
+    x = torch.randn(3, 2, 4, requires_grad=True)
+    out = lif_multistep(x * 1.0, torch.ones(1), LIFParameters(surrogate="atan"), "binary")
+    loss = (out * torch.randn_like(out)).sum()
+    loss.backward(retain_graph=True)
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

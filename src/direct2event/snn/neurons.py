@@ -145,7 +145,10 @@ class _LIFSubtractFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         threshold, kept = ctx.saved_tensors
         beta, width, surrogate, detach_reset = ctx.consts
-        grad_x = torch.empty_like(grad_out)
+        # atan keeps z, this function's own buffer: step t's gradient overwrites z_t once z_t has
+        # been read, which spares a fresh allocation (a second backward through a retained graph
+        # is refused by autograd's version check instead of reading overwritten values)
+        grad_x = torch.empty_like(grad_out) if surrogate == "pwl" else kept
         for t in range(grad_out.shape[0] - 1, -1, -1):
             if surrogate == "pwl":  # via uint8: bool -> float copies are slow on CPUs
                 fp = torch.empty_like(grad_out[t]).copy_(kept[t].view(torch.uint8)).mul_(1 / width)
