@@ -276,6 +276,8 @@ def pipeline_node_seconds() -> dict[str, float] | None:
     )
     if "tags.mlflow.parentRunId" in runs:  # nested runs are sweep trials, not pipeline runs
         runs = runs[runs["tags.mlflow.parentRunId"].isna()]
+    full = "metrics.node_seconds.mnist.train_direct_model"  # a whole run, not a --nodes subset
+    runs = runs[runs[full].notna()] if full in runs else runs.iloc[0:0]
     if runs.empty:
         return None
     row = runs.iloc[0]
