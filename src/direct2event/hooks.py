@@ -27,20 +27,19 @@ def check_reuse_and_sweep(key: str, params: PipelineParams) -> None:
     """Before any training: the source model exists and fits; the Optuna storage opens and a
     stored study has the configured search space."""
     from direct2event import registry, tuning
-    from direct2event.pipelines.transfer.nodes import setup_fingerprint
+    from direct2event.pipelines.transfer.nodes import study_name_for
 
     if params.source_model is not None:
         registry.check_source(params.source_model, key, params.model)
     if params.tuning.enabled:
-        name = params.tuning.study_name or tuning.study_name(
+        name = study_name_for(
             key,
-            setup_fingerprint(
-                params.data.model_dump(),
-                params.model.model_dump(),
-                params.training.model_dump(),
-                params.transfer.model_dump(),
-                params.source_model,
-            ),
+            params.tuning,
+            params.data.model_dump(),
+            params.model.model_dump(),
+            params.training.model_dump(),
+            params.transfer.model_dump(),
+            params.source_model,
         )
         space = tuning.lambda_distribution(params.tuning.lambda_min, params.tuning.lambda_max)
         done = tuning.check_study(params.tuning.storage, name, space)

@@ -207,10 +207,10 @@ def fit(
                 torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
                 record_activity(model) as acts,
             ):
-                logits = model(inputs)
-                loss = F.cross_entropy(logits.float(), yb)
+                logits = model(inputs).float()  # the loss in fp32 also under bf16 autocast
+                loss = F.cross_entropy(logits, yb)
                 if extra_loss is not None:
-                    loss = loss + extra_loss(logits.float(), yb, acts, xb)
+                    loss = loss + extra_loss(logits, yb, acts, xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -370,6 +370,34 @@ def setup_fingerprint(
     }
 
 
+TrainedTrial = tuple[dict[str, Any], list[dict[str, float]], tuple[float, float]]
+
+
+def study_name_for(
+    dataset: str,
+    tune_p: TuningParams,
+    data: dict[str, Any],
+    model: dict[str, Any],
+    training: dict[str, Any],
+    transfer: dict[str, Any],
+    source_model: str | None,
+) -> str:
+    """``tuning.study_name``, or ``<key>-<fingerprint>`` of the setup (used by the node and by
+    the check before the run, so both name the same study)."""
+    return tune_p.study_name or tuning.study_name(
+        dataset, setup_fingerprint(data, model, training, transfer, source_model)
+    )
+
+
+def _drop_dominated(trained: dict[float, TrainedTrial]) -> None:
+    """Forget networks of trials another trial beats on validation accuracy and energy (only a
+    Pareto-optimal trial can be chosen), so a long sweep holds few networks in memory."""
+    scores = {lam: entry[2] for lam, entry in trained.items()}
+    for lam, (acc, energy) in scores.items():
+        if any(a >= acc and e <= energy and (a, e) != (acc, energy) for a, e in scores.values()):
+            del trained[lam]
+
+
 def trial_evaluator(
     scaled: SpikingNet,
     direct: SpikingNet,
@@ -380,11 +408,12 @@ def trial_evaluator(
     device: torch.device,
     profiles: dict[str, EnergyProfile],
     max_validation: int | None,
-    trained: dict[float, tuple[dict[str, Any], list[dict[str, float]]]] | None = None,
+    trained: dict[float, TrainedTrial] | None = None,
 ) -> tuple[tuning.Evaluate, float]:
     """One sweep trial as a function of lambda (fine-tune E, measure it on the validation
     split), and D's validation accuracy on the same samples (the retention reference).
-    ``trained`` collects each trial's network and history by lambda."""
+    ``trained`` keeps, by lambda, the network and history of this run's trials that no other
+    trial beats on both accuracy and energy: the chosen trial is always one of them."""
     val = splits.validation.head(max_validation or len(splits.validation))
     enc = event_encoding(splits, transfer_p)
     energy_model = transfer_p.energy_model
@@ -394,9 +423,11 @@ def trial_evaluator(
 
     def evaluate(lam: float) -> dict[str, float]:
         net, history = _finetune(scaled, direct, splits, model_p, transfer_p, train_p, device, lam)
-        if trained is not None:
-            trained[lam] = (checkpoint(net.cpu()), history)
         res = measure(net, val, enc, transfer_p.timesteps, device, profiles, train_p.seed)
+        if trained is not None:
+            score = (res["accuracy"], res["energy_uJ_by_model"][energy_model])
+            trained[lam] = (checkpoint(net), history, score)
+            _drop_dominated(trained)
         logger.info(
             "trial λ = %.4g: val accuracy %.4f, %.0f events/sample",
             lam,
@@ -442,7 +473,7 @@ def tune_rate_lambda(
             {},
         )
     energy_model = transfer_p.energy_model
-    trained: dict[float, tuple[dict[str, Any], list[dict[str, float]]]] = {}
+    trained: dict[float, TrainedTrial] = {}
     evaluate, direct_acc = trial_evaluator(
         restore(scaled_model),
         restore(direct_model),
@@ -455,9 +486,7 @@ def tune_rate_lambda(
         tune_p.max_validation,
         trained,
     )
-    name = tune_p.study_name or tuning.study_name(
-        dataset, setup_fingerprint(data, model, training, transfer, source_model)
-    )
+    name = study_name_for(dataset, tune_p, data, model, training, transfer, source_model)
     space = tuning.lambda_distribution(tune_p.lambda_min, tune_p.lambda_max)
     study = tuning.run_study(
         tune_p.storage,
