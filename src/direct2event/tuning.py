@@ -123,18 +123,22 @@ def select_trial(
     return max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number)), False
 
 
+def non_dominated(scores: dict[Any, tuple[float, float]]) -> set[Any]:
+    """Keys whose ``(accuracy, energy)`` no other entry beats on both (ties are kept)."""
+    return {
+        key
+        for key, (acc, energy) in scores.items()
+        if not any(a >= acc and e <= energy and (a, e) != (acc, energy) for a, e in scores.values())
+    }
+
+
 def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Complete trials no other trial beats on both objectives, by increasing energy."""
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
-
-    def dominated(t: FrozenTrial) -> bool:
-        acc, energy = t.values
-        return any(
-            o.values[0] >= acc and o.values[1] <= energy and tuple(o.values) != tuple(t.values)
-            for o in complete
-        )
-
-    return sorted((t for t in complete if not dominated(t)), key=lambda t: t.values[1])
+    complete = {
+        t.number: t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
+    }
+    front = non_dominated({n: (t.values[0], t.values[1]) for n, t in complete.items()})
+    return sorted((complete[n] for n in front), key=lambda t: t.values[1])
 
 
 Evaluate = Callable[[float], dict[str, float]]

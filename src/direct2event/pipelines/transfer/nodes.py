@@ -392,10 +392,9 @@ def study_name_for(
 def _drop_dominated(trained: dict[float, TrainedTrial]) -> None:
     """Forget networks of trials another trial beats on validation accuracy and energy (only a
     Pareto-optimal trial can be chosen), so a long sweep holds few networks in memory."""
-    scores = {lam: entry[2] for lam, entry in trained.items()}
-    for lam, (acc, energy) in scores.items():
-        if any(a >= acc and e <= energy and (a, e) != (acc, energy) for a, e in scores.values()):
-            del trained[lam]
+    keep = tuning.non_dominated({lam: entry[2] for lam, entry in trained.items()})
+    for lam in set(trained) - keep:
+        del trained[lam]
 
 
 def trial_evaluator(
