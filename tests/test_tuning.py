@@ -107,6 +107,36 @@ def complete(url: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
 
 
+OPEN_AT = """
+import sys, time
+from direct2event import tuning
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+storage = tuning.open_storage(sys.argv[1])
+print(len(storage.get_all_studies()))
+"""
+
+
+def test_workers_opening_a_new_database_together_all_succeed(tmp_path: Path) -> None:
+    """Optuna's schema creation races; every worker must still get the storage."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    start = str(time.time() + 3)  # after the interpreters have imported optuna
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT, url, start],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(outs)[-2000:]
+    assert [o.split()[-1] for o in outs] == ["0"] * 4
+    storage = tuning.open_storage(url)
+    assert storage.get_all_studies() == []
+
+
 def test_two_workers_share_one_study(saved_networks: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     procs = [worker(saved_networks, url, 6) for _ in range(2)]

@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.distributions import FloatDistribution
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 PARAM = "rate_lambda"
 DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)
 OBJECTIVES = ("val_accuracy", "energy_uJ")
+_SCHEMA_ATTEMPTS = 5
 
 
 class TuningError(ValueError):
@@ -64,18 +67,31 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 120}  # several local workers share one file
-    try:
-        with warnings.catch_warnings():  # the heartbeat is marked experimental in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=90
-            )
-    except Exception as err:  # driver missing, host unreachable, bad credentials, bad URL
-        raise TuningError(
-            f"Cannot open the Optuna storage '{url}': {type(err).__name__}: {err}. Check "
-            "tuning.storage (e.g. sqlite:///data/07_model_output/optuna.db, or "
-            "postgresql+psycopg2://user:password@host:5432/optuna with psycopg2 installed)."
-        ) from None
+    # Workers started together against a new database all create its schema; Optuna does not
+    # guard that, so the losers fail ("table ... already exists", a duplicate alembic version
+    # row). The schema exists by then, so opening again succeeds.
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is marked experimental in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=90
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise _storage_error(url, err) from None
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as err:  # driver missing, host unreachable, bad credentials, bad URL
+            raise _storage_error(url, err) from None
+    raise AssertionError("unreachable")
+
+
+def _storage_error(url: str, err: Exception) -> TuningError:
+    return TuningError(
+        f"Cannot open the Optuna storage '{url}': {type(err).__name__}: {err}. Check "
+        "tuning.storage (e.g. sqlite:///data/07_model_output/optuna.db, or "
+        "postgresql+psycopg2://user:password@host:5432/optuna with psycopg2 installed)."
+    )
 
 
 def check_study(url: str, name: str, space: FloatDistribution) -> int:
