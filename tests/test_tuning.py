@@ -103,7 +103,7 @@ def worker(folder: Path, url: str, n_trials: int) -> subprocess.Popen:
 
 
 def complete(url: str) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name="study", storage=url)
+    study = optuna.load_study(study_name="study", storage=tuning.open_storage(url))
     return [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
 
 
