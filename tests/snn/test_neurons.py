@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
+from direct2event.snn import kernels
 from direct2event.snn.neurons import (
     LIF,
     LIFParameters,
@@ -11,7 +14,18 @@ from direct2event.snn.neurons import (
 )
 
 
-def test_binary_membrane_trace_matches_hand_computation() -> None:
+@pytest.fixture(params=["kernel", "eager"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through the compiled CPU kernel and through the eager PyTorch version."""
+    if request.param == "eager":
+        monkeypatch.setenv("DIRECT2EVENT_LIF_KERNEL", "0")
+    elif shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the LIF kernel cannot be built here")
+    assert kernels.usable(torch.zeros(1)) == (request.param == "kernel")
+    return request.param
+
+
+def test_binary_membrane_trace_matches_hand_computation(backend: str) -> None:
     # beta 0.5, theta 1, reset by subtraction, constant input 0.6:
     # h1 = 0.6 -> no spike, u1 = 0.6; h2 = 0.3 + 0.6 = 0.9 -> no spike;
     # h3 = 0.45 + 0.6 = 1.05 -> spike, u3 = 0.05; h4 = 0.025 + 0.6 = 0.625 -> no spike
@@ -20,7 +34,7 @@ def test_binary_membrane_trace_matches_hand_computation() -> None:
     assert out.flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
 
 
-def test_graded_activation_trace_matches_hand_computation() -> None:
+def test_graded_activation_trace_matches_hand_computation(backend: str) -> None:
     # a = clamp(h - theta + 0.5, 0, 1) (w = 1), u = h - theta * a
     # h1 = 0.8 -> a1 = 0.3, u1 = 0.5; h2 = 0.25 + 0.8 = 1.05 -> a2 = 0.55, u2 = 0.5
     x = torch.full((2, 1), 0.8)
@@ -28,7 +42,7 @@ def test_graded_activation_trace_matches_hand_computation() -> None:
     assert out.flatten().tolist() == pytest.approx([0.3, 0.55])
 
 
-def test_zero_reset_and_per_channel_threshold() -> None:
+def test_zero_reset_and_per_channel_threshold(backend: str) -> None:
     # two channels, thresholds 1 and 2, input 1.2 at each step, beta 1 (no leak), reset to zero
     x = torch.full((3, 1, 2), 1.2)
     params = LIFParameters(beta=1.0, reset="zero")
@@ -41,21 +55,80 @@ def test_zero_reset_and_per_channel_threshold() -> None:
 @pytest.mark.parametrize("mode", ["graded", "binary"])
 @pytest.mark.parametrize("surrogate", ["pwl", "atan"])
 @pytest.mark.parametrize("detach_reset", [False, True])
-def test_fused_backward_equals_autograd(mode: str, surrogate: str, detach_reset: bool) -> None:
+@pytest.mark.parametrize(
+    ("shape", "theta_shape"),
+    [((6, 3, 4, 5, 5), (4, 1, 1)), ((6, 3, 7), (7,)), ((6, 3, 4, 5, 5), ())],
+    ids=["conv", "linear", "scalar"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_backward_equals_autograd(
+    backend: str,
+    mode: str,
+    surrogate: str,
+    detach_reset: bool,
+    shape: tuple[int, ...],
+    theta_shape: tuple[int, ...],
+    dtype: torch.dtype,
+) -> None:
     torch.manual_seed(0)
     params = LIFParameters(beta=0.7, width=0.8, surrogate=surrogate, detach_reset=detach_reset)
-    x = (torch.randn(6, 3, 4, 5, 5) * 1.5).requires_grad_()
-    theta = (torch.rand(4) + 0.5).view(4, 1, 1)
-    weights = torch.randn(6, 3, 4, 5, 5)
-    (lif_multistep(x, theta, params, mode) * weights).sum().backward()
+    x = (torch.randn(shape, dtype=dtype) * 1.5).requires_grad_()
+    theta = (torch.rand(theta_shape, dtype=dtype) + 0.5).reshape(theta_shape)
+    weights = torch.randn(shape, dtype=dtype)
+    out = lif_multistep(x, theta, params, mode)
+    (out * weights).sum().backward()
     fused = x.grad.clone()
     x.grad = None
-    (lif_multistep_reference(x, theta, params, mode) * weights).sum().backward()
-    assert torch.allclose(fused, x.grad, atol=1e-5)
+    reference = lif_multistep_reference(x, theta, params, mode)
+    (reference * weights).sum().backward()
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(out, reference, atol=tol)
+    with torch.no_grad():  # inference keeps nothing and gives the same outputs
+        assert torch.equal(lif_multistep(x, theta, params, mode), out)
+    assert torch.allclose(fused, x.grad, atol=tol)
     assert fused.abs().sum() > 0
 
 
-def test_lif_module_broadcasts_channel_thresholds() -> None:
+def test_kernel_threads_split_neurons_without_changing_values() -> None:
+    """A layer large enough to be split over threads gives the eager version's numbers."""
+    if not kernels.usable(torch.zeros(1)):
+        pytest.skip("no C compiler: the LIF kernel cannot be built here")
+    torch.manual_seed(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = (torch.randn(4, 8, 16, 28, 28) * 1.5).requires_grad_()
+        theta = (torch.rand(16) + 0.5).view(16, 1, 1)
+        assert kernels._threads(x[0].numel()) == 2
+        params = LIFParameters(beta=0.5, surrogate="atan")
+        grad = torch.randn_like(x)
+        outs = []
+        for flag in ("1", "0"):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("DIRECT2EVENT_LIF_KERNEL", flag)
+                x.grad = None
+                out = lif_multistep(x, theta, params, "binary")
+                out.backward(grad)
+                outs.append((out.detach(), x.grad.clone()))
+    finally:
+        torch.set_num_threads(threads)
+    (k_out, k_grad), (e_out, e_grad) = outs
+    assert (k_out != e_out).float().mean() < 1e-5  # a rounding tie at the threshold at most
+    assert torch.allclose(k_grad, e_grad, atol=1e-4)
+    assert 0.1 < k_out.mean() < 0.9
+
+
+def test_channel_layout_maps_each_neuron_to_its_threshold() -> None:
+    x = torch.zeros(4, 2, 3, 5, 6)
+    assert kernels.channel_layout(x, torch.ones(3, 1, 1)) == (3, 30)
+    assert kernels.channel_layout(x, torch.ones(())) == (1, 180)
+    assert kernels.channel_layout(torch.zeros(4, 2, 7), torch.ones(7)) == (7, 1)
+    assert kernels.channel_layout(x, torch.ones(6)) == (6, 1)  # last dim as channels
+    assert kernels.channel_layout(x, torch.ones(3, 5, 1)) is None  # eager broadcasting instead
+    assert kernels.channel_layout(x, torch.ones(4, 1, 1)) is None
+
+
+def test_lif_module_broadcasts_channel_thresholds(backend: str) -> None:
     lif = LIF(3, LIFParameters(beta=1.0), mode="binary")
     lif.threshold.copy_(torch.tensor([0.5, 1.0, 10.0]))
     out = lif(torch.full((2, 1, 3, 2, 2), 0.6))
@@ -73,7 +146,7 @@ def test_bad_parameters_are_rejected() -> None:
         lif_multistep(torch.zeros(1, 1), torch.ones(1), LIFParameters(), "analog")  # type: ignore[arg-type]
 
 
-def test_atan_backward_reuses_its_buffer_and_refuses_a_second_pass() -> None:
+def test_atan_backward_reuses_its_buffer_and_refuses_a_second_pass(backend: str) -> None:
     # the atan backward writes the gradient into the saved membrane buffer; autograd's version
     # check must then refuse a second backward through a retained graph rather than misread it
     x = torch.randn(3, 2, 4, requires_grad=True)

@@ -11,9 +11,11 @@ spirit of Norse; :class:`LIF` is a thin ``nn.Module`` that holds the per-channel
 the mode. No state survives between calls, so nothing has to be reset by the caller.
 
 For the default (reset by subtraction) the backward pass is written by hand
-(:class:`_LIFSubtractFunction`): it keeps one boolean mask per step for the piecewise-linear
-surrogate instead of the several float tensors autograd would keep, which saves memory and time;
-``tests/snn/test_neurons.py`` checks it against the autograd reference.
+(:class:`_LIFSubtractFunction`): it keeps one byte per neuron-step for the piecewise-linear
+surrogate instead of the several float tensors autograd would keep, which saves memory and time.
+On the CPU it runs the C kernel of :mod:`direct2event.snn.kernels` (every tensor read or written
+once per pass); elsewhere (CUDA, bf16) the eager PyTorch loop below. ``tests/snn/test_neurons.py``
+checks both against the autograd reference.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from direct2event.snn import kernels
 from direct2event.snn.surrogate import SURROGATES, SurrogateName, graded, spike, surrogate_grad
 
 Mode = Literal["graded", "binary"]
@@ -119,6 +122,15 @@ class _LIFSubtractFunction(torch.autograd.Function):
         if is_graded:  # the graded activation's own derivative is the box: the pwl surrogate
             surrogate = "pwl"
         track = ctx.needs_input_grad[0]  # inference keeps nothing for a backward pass
+        ctx.consts = (beta, width, surrogate, detach_reset)
+        layout = kernels.channel_layout(x, threshold) if kernels.usable(x) else None
+        ctx.layout = layout
+        if layout is not None:
+            keep = None if not track else ("box" if surrogate == "pwl" else "z")
+            out, kept = kernels.lif_forward(x, threshold, layout, beta, width, is_graded, keep)
+            if track:
+                ctx.save_for_backward(threshold, kept)
+            return out
         z = torch.sub(x, threshold, alpha=1.0 - beta)
         z[0].sub_(threshold, alpha=beta)
         out = torch.empty_like(x)
@@ -138,13 +150,17 @@ class _LIFSubtractFunction(torch.autograd.Function):
         if box is not None:
             _store_box(z[-1], width, box[-1])
         ctx.save_for_backward(threshold, box if surrogate == "pwl" else z)
-        ctx.consts = (beta, width, surrogate, detach_reset)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         threshold, kept = ctx.saved_tensors
         beta, width, surrogate, detach_reset = ctx.consts
+        if ctx.layout is not None:
+            grad_x = kernels.lif_backward(
+                grad_out, kept, threshold, ctx.layout, beta, width, detach_reset
+            )
+            return grad_x, None, None, None, None, None, None
         # atan keeps z, this function's own buffer: step t's gradient overwrites z_t once z_t has
         # been read, which spares a fresh allocation (a second backward through a retained graph
         # is refused by autograd's version check instead of reading overwritten values)

@@ -1,0 +1,123 @@
+/* Multi-step LIF neurons with reset by subtraction: forward and BPTT backward on the CPU.
+ *
+ * Compiled on first use by direct2event.snn.kernels (twice: -DREAL=float and -DREAL=double) and
+ * called through ctypes on contiguous [T, N] buffers. Each neuron's time loop runs in L1 over a
+ * block of BLK neurons, so every tensor is read or written exactly once per pass: the eager
+ * PyTorch version needs several passes per step over tensors that do not fit in cache. Blocks
+ * are shared out with OpenMP; inside a PyTorch process the loader binds this library to the
+ * libgomp that PyTorch already loaded, so the kernel runs on PyTorch's own worker threads
+ * (a second pool would compete with PyTorch's spinning workers for the cores).
+ *
+ * Channel of neuron i: (i / inner) % channels; thr holds one threshold per channel.
+ * Definitions (z_t = h_t - theta, a_t the output, delta = dL/dx) as in neurons.py:
+ *   h_t = beta * u_{t-1} + x_t,  u_t = h_t - theta * a_t
+ *   delta_t = s'(z_t) * (g_t - beta * theta * delta_{t+1}) + beta * delta_{t+1}
+ *   (the theta term is dropped when the reset is detached).
+ * Build with -fno-trapping-math, without which GCC does not vectorise the comparisons. */
+#include <stdint.h>
+
+#ifndef REAL
+#define REAL float
+#endif
+typedef REAL real;
+#define BLK 512
+
+/* First channel and position inside the channel of neuron b0, then one threshold per neuron. */
+static long fill_thresholds(real *th, const real *thr, real scale, long b0, long m,
+                            long channels, long inner) {
+    long pos = b0 % inner, c = (b0 / inner) % channels;
+    for (long j = 0; j < m; j++) {
+        th[j] = scale * thr[c];
+        if (++pos == inner) {
+            pos = 0;
+            if (++c == channels) c = 0;
+        }
+    }
+    return m;
+}
+
+/* out[t] = a_t; keeps z_t in z_keep (atan surrogate) or the box |z_t| < w/2 in box_keep (pwl
+ * surrogate, and the graded activation's own derivative); both NULL for inference. */
+void lif_forward(const real *restrict x_, real *restrict out_, real *restrict z_keep,
+                 uint8_t *restrict box_keep, const real *restrict thr, long steps, long n,
+                 long channels, long inner, double beta_, double width_, int graded,
+                 int threads) {
+    const real beta = (real)beta_, inv_w = (real)(1.0 / width_), half_w = (real)(0.5 * width_);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long b0 = 0; b0 < n; b0 += BLK) {
+        real u[BLK], th[BLK], zb[BLK];
+        const long m = fill_thresholds(th, thr, 1, b0, n - b0 < BLK ? n - b0 : BLK, channels,
+                                       inner);
+        for (long j = 0; j < m; j++) u[j] = 0;
+        for (long t = 0; t < steps; t++) {
+            const real *restrict x = x_ + t * n + b0;
+            real *restrict out = out_ + t * n + b0;
+            real *restrict zk = z_keep ? z_keep + t * n + b0 : 0;
+            uint8_t *restrict box = box_keep ? box_keep + t * n + b0 : 0;
+            /* one loop per case keeps each loop branch-free, so that it vectorises */
+            if (graded) {
+                for (long j = 0; j < m; j++) {
+                    real h = beta * u[j] + x[j], z = h - th[j];
+                    real a = z * inv_w + (real)0.5;
+                    zb[j] = z;
+                    a = a < (real)0 ? (real)0 : a;
+                    a = a > (real)1 ? (real)1 : a;
+                    out[j] = a;
+                    u[j] = h - th[j] * a;
+                }
+            } else {
+                for (long j = 0; j < m; j++) {
+                    real h = beta * u[j] + x[j], z = h - th[j];
+                    real a = (real)(z >= (real)0);
+                    zb[j] = z;
+                    out[j] = a;
+                    u[j] = h - th[j] * a;
+                }
+            }
+            /* what the backward pass needs, from z_t still in L1 */
+            if (zk)
+                for (long j = 0; j < m; j++) zk[j] = zb[j];
+            if (box)
+                for (long j = 0; j < m; j++) box[j] = (uint8_t)((zb[j] < half_w) & (zb[j] > -half_w));
+        }
+    }
+}
+
+/* grad_x from grad_out and what the forward kept (exactly one of z_keep, box_keep). grad_x may
+ * be the z_keep buffer itself: each z_t is read before grad_x[t] overwrites it. */
+void lif_backward(const real *restrict g_, real *grad_x, const real *z_keep,
+                  const uint8_t *restrict box_keep, const real *restrict thr, long steps, long n,
+                  long channels, long inner, double beta_, double width_, int detach_reset,
+                  int threads) {
+    const real beta = (real)beta_, inv_w = (real)(1.0 / width_);
+    const real k = (real)(3.14159265358979323846 / width_); /* atan: pi/2 * alpha, alpha = 2/w */
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long b0 = 0; b0 < n; b0 += BLK) {
+        real d[BLK], bth[BLK];
+        const long m = fill_thresholds(bth, thr, detach_reset ? (real)0 : beta, b0,
+                                       n - b0 < BLK ? n - b0 : BLK, channels, inner);
+        for (long j = 0; j < m; j++) d[j] = 0;
+        for (long t = steps - 1; t >= 0; t--) {
+            const real *restrict g = g_ + t * n + b0;
+            real *gx = grad_x + t * n + b0;
+            if (box_keep) {
+                const uint8_t *restrict box = box_keep + t * n + b0;
+                for (long j = 0; j < m; j++) {
+                    real fp = (real)box[j] * inv_w;
+                    real v = fp * (g[j] - bth[j] * d[j]) + beta * d[j];
+                    gx[j] = v;
+                    d[j] = v;
+                }
+            } else {
+                const real *zk = z_keep + t * n + b0;
+                for (long j = 0; j < m; j++) {
+                    real kz = k * zk[j];
+                    real fp = inv_w / ((real)1 + kz * kz);
+                    real v = fp * (g[j] - bth[j] * d[j]) + beta * d[j];
+                    gx[j] = v;
+                    d[j] = v;
+                }
+            }
+        }
+    }
+}
