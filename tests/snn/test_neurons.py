@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +160,39 @@ def test_atan_backward_reuses_its_buffer_and_refuses_a_second_pass(backend: str)
     assert x.grad is not None and x.grad.abs().sum() > 0
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_without_a_compiler_the_eager_version_runs(tmp_path: Path) -> None:
+    """No C compiler: one warning, then the eager loop, with the autograd reference's numbers."""
+    script = """
+import torch
+from direct2event.snn import kernels
+from direct2event.snn.neurons import LIFParameters, lif_multistep, lif_multistep_reference
+x = torch.randn(4, 2, 3, 5, requires_grad=True)
+theta = torch.ones(3, 1)
+p = LIFParameters(surrogate="atan")
+out = lif_multistep(x, theta, p, "binary")
+out.sum().backward()
+g = x.grad.clone(); x.grad = None
+lif_multistep_reference(x, theta, p, "binary").sum().backward()
+assert not kernels.usable(x)
+assert torch.allclose(g, x.grad, atol=1e-6)
+print("eager ok")
+"""
+    env = {
+        **os.environ,
+        "CC": str(tmp_path / "no-such-compiler"),
+        "DIRECT2EVENT_CACHE": str(tmp_path / "cache"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "eager ok" in result.stdout
+    assert "LIF CPU kernel unavailable" in result.stderr
+    assert not list((tmp_path / "cache").glob("*.so"))
