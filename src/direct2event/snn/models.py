@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from direct2event.snn.neurons import LIF, LIFParameters, Mode
+from direct2event.snn.pooling import MaxPool2d
 
 ARCHITECTURES: tuple[str, ...] = ("convnet", "vgg", "resnet")
 VGG_DEFAULT: tuple[int | str, ...] = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, "M")
@@ -160,12 +161,12 @@ def build_model(
     if arch == "convnet":
         widths = list(channels or (16, 32))
         for width in widths:
-            features += [*_conv_block(c_in, int(width), params), nn.MaxPool2d(2)]
+            features += [*_conv_block(c_in, int(width), params), MaxPool2d(2)]
             c_in = int(width)
     elif arch == "vgg":
         for entry in channels or VGG_DEFAULT:
             if entry == "M":
-                features.append(nn.MaxPool2d(2))
+                features.append(MaxPool2d(2))
             else:
                 features += _conv_block(c_in, int(entry), params)
                 c_in = int(entry)
@@ -181,7 +182,7 @@ def build_model(
                 ResidualBlock(width, width, 1, params),
             ]
             c_in = width
-        features.append(nn.MaxPool2d(2))
+        features.append(MaxPool2d(2))
     else:
         raise ValueError(f"Unknown architecture '{arch}'; use one of {ARCHITECTURES}.")
     layers = features + _readout(features, input_shape, classes, hidden, params)

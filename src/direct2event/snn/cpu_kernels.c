@@ -1,4 +1,5 @@
-/* Multi-step LIF neurons with reset by subtraction: forward and BPTT backward on the CPU.
+/* CPU kernels of direct2event.snn: the multi-step LIF neuron with reset by subtraction (forward
+ * and BPTT backward) and 2x2 max-pooling with stride 2 (forward and backward).
  *
  * Compiled on first use by direct2event.snn.kernels (twice: -DREAL=float and -DREAL=double) and
  * called through ctypes on contiguous [T, N] buffers. Each neuron's time loop runs in L1 over a
@@ -119,5 +120,69 @@ void lif_backward(const real *restrict g_, real *grad_x, const real *z_keep,
                 }
             }
         }
+    }
+}
+
+/* 2x2 max-pooling, stride 2, no padding, floor mode, over planes of h x w (N*C planes). The
+ * winner of each window is kept as one byte (0..3, row-major in the window) instead of
+ * PyTorch's int64 index; ties and NaN resolve as in PyTorch's CPU kernel (the first maximum
+ * in scan order wins; a NaN replaces the maximum), so gradients match it exactly. */
+void maxpool2_forward(const real *restrict x, real *restrict out, uint8_t *restrict idx,
+                      long planes, long h, long w, int threads) {
+    const long oh = h / 2, ow = w / 2;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long p = 0; p < planes; p++) {
+        uint8_t scratch[BLK];
+        for (long i = 0; i < oh; i++) {
+            const real *restrict r0 = x + (p * h + 2 * i) * w;
+            const real *restrict r1 = r0 + w;
+            real *restrict o = out + (p * oh + i) * ow;
+            for (long j0 = 0; j0 < ow; j0 += BLK) {
+                const long m = ow - j0 < BLK ? ow - j0 : BLK;
+                uint8_t *restrict k = idx ? idx + (p * oh + i) * ow + j0 : scratch;
+                for (long j = 0; j < m; j++) {
+                    const long c = 2 * (j0 + j);
+                    real best = r0[c], v = r0[c + 1];
+                    int win = 0, take = (v > best) | (v != v);
+                    best = take ? v : best;
+                    win = take ? 1 : win;
+                    v = r1[c];
+                    take = (v > best) | (v != v);
+                    best = take ? v : best;
+                    win = take ? 2 : win;
+                    v = r1[c + 1];
+                    take = (v > best) | (v != v);
+                    best = take ? v : best;
+                    win = take ? 3 : win;
+                    o[j0 + j] = best;
+                    k[j] = (uint8_t)win;
+                }
+            }
+        }
+    }
+}
+
+/* Gradient of the pooling: each input gets its window's gradient if it won, else 0 (the
+ * windows do not overlap, so every input is written once and no zero-fill pass is needed). */
+void maxpool2_backward(const real *restrict g, const uint8_t *restrict idx, real *restrict gx,
+                       long planes, long h, long w, int threads) {
+    const long oh = h / 2, ow = w / 2;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long p = 0; p < planes; p++) {
+        for (long i = 0; i < oh; i++) {
+            real *r0 = gx + (p * h + 2 * i) * w, *r1 = r0 + w;
+            const real *gi = g + (p * oh + i) * ow;
+            const uint8_t *k = idx + (p * oh + i) * ow;
+            for (long j = 0; j < ow; j++) {
+                const real v = gi[j];
+                r0[2 * j] = k[j] == 0 ? v : (real)0;
+                r0[2 * j + 1] = k[j] == 1 ? v : (real)0;
+                r1[2 * j] = k[j] == 2 ? v : (real)0;
+                r1[2 * j + 1] = k[j] == 3 ? v : (real)0;
+            }
+            if (w & 1) r0[w - 1] = r1[w - 1] = 0;
+        }
+        if (h & 1)
+            for (long j = 0; j < w; j++) gx[(p * h + h - 1) * w + j] = 0;
     }
 }
