@@ -65,7 +65,7 @@ def test_other_pooling_settings_use_pytorch(monkeypatch: pytest.MonkeyPatch) -> 
         assert not pool._kernel_case(x)
         params = {k: getattr(pool, k) for k in ("kernel_size", "stride", "padding", "ceil_mode")}
         assert torch.equal(pool(x), nn.MaxPool2d(**params)(x))
-    monkeypatch.setenv("DIRECT2EVENT_LIF_KERNEL", "0")
+    monkeypatch.setenv("DIRECT2EVENT_CPU_KERNELS", "0")
     assert not MaxPool2d(2)._kernel_case(x)
     assert not MaxPool2d(2)._kernel_case(x.to(torch.bfloat16))
     assert kernels.usable(x) is False

@@ -14,7 +14,7 @@ threads (``torch.get_num_threads()``), so it does not fight PyTorch's workers fo
 
 When no compiler is found, or the tensor is not a float32/float64 CPU tensor (CUDA, bf16), the
 callers use PyTorch; both paths are checked against PyTorch/autograd in the tests. Set
-``DIRECT2EVENT_LIF_KERNEL=0`` to force PyTorch everywhere.
+``DIRECT2EVENT_CPU_KERNELS=0`` to force PyTorch everywhere.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ _failed: list[str] = []
 
 
 def enabled() -> bool:
-    """Whether the kernel may be used (``DIRECT2EVENT_LIF_KERNEL=0`` turns it off)."""
-    return os.environ.get("DIRECT2EVENT_LIF_KERNEL", "1") not in ("0", "false", "no")
+    """Whether the kernels may be used (``DIRECT2EVENT_CPU_KERNELS=0`` turns them off)."""
+    return os.environ.get("DIRECT2EVENT_CPU_KERNELS", "1") not in ("0", "false", "no")
 
 
 def cache_dir() -> Path:
@@ -100,7 +100,7 @@ def _load(dtype: torch.dtype) -> ctypes.CDLL | None:
             lib = ctypes.CDLL(str(_build(TYPES[dtype])))
         except (OSError, RuntimeError) as err:
             _failed.append(str(err))
-            logger.warning("LIF CPU kernel unavailable (%s); using the eager PyTorch version", err)
+            logger.warning("CPU kernels unavailable (%s); using the PyTorch versions", err)
             return None
         p, n, d, i = ctypes.c_void_p, ctypes.c_long, ctypes.c_double, ctypes.c_int
         for fn in (lib.lif_forward, lib.lif_backward):
