@@ -196,3 +196,18 @@ print("eager ok")
     assert "eager ok" in result.stdout
     assert "CPU kernels unavailable" in result.stderr
     assert not list((tmp_path / "cache").glob("*.so"))
+
+
+def test_an_unwritable_cache_folder_falls_back_to_the_temporary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the CPU kernels cannot be built here")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DIRECT2EVENT_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    built = kernels._build("float")
+    assert built.parent == tmp_path / "tmp" / f"direct2event-{os.getuid()}"
+    assert built.exists()

@@ -72,10 +72,19 @@ def _build(real: str) -> Path:
         SOURCE.read_bytes()
         + " ".join((cc, version.stdout, platform.machine(), real, *FLAGS, OPENMP)).encode()
     ).hexdigest()[:16]
-    target = cache_dir() / f"lif-{real}-{key}.so"
+    target = cache_dir() / f"cpu-kernels-{real}-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        writable = os.access(target.parent, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:  # a read-only home: build into the temporary folder instead
+        target = Path(tempfile.gettempdir()) / f"direct2event-{os.getuid()}" / target.name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
     # several processes may build at once: each writes its own file and renames it into place
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
