@@ -148,7 +148,7 @@ class TuningParams(_Strict):
 class TransferParams(_Strict):
     """Everything from network D to network E."""
 
-    input_encoding: Literal["rate", "ttfs", "direct", "frames"] = "rate"
+    input_encoding: Literal["rate", "regular", "ttfs", "direct", "frames"] = "rate"
     timesteps: int = Field(4, ge=1, le=256)
     energy_model: str = "per_event"
     calibration: CalibrationParams = CalibrationParams()
@@ -183,7 +183,7 @@ class PipelineParams(_Strict):
         if not events and self.transfer.input_encoding == "frames":
             raise ValueError(
                 f"transfer.input_encoding 'frames' needs an event dataset; {self.dataset} is "
-                "static: use rate, ttfs or direct"
+                "static: use rate, regular, ttfs or direct"
             )
         if events and self.transfer.ablation.ttfs_rows:
             raise ValueError(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from direct2event.snn.encoders import encode, encodes_events, rate, ttfs
+from direct2event.snn.encoders import encode, encodes_events, rate, regular, ttfs
 
 
 def test_rate_coded_mean_equals_intensity() -> None:
@@ -18,6 +18,39 @@ def test_rate_coded_mean_equals_intensity() -> None:
 def test_rate_rejects_values_outside_unit_interval() -> None:
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         rate(torch.tensor([1.5]), 4)
+
+
+def test_regular_rate_steps_are_hand_computed() -> None:
+    # T = 4: step t spikes when floor(t x + 1/2) grows
+    x = torch.tensor([0.0, 0.125, 0.25, 0.5, 0.75, 1.0])
+    s = regular(x, 4)
+    assert s.T.tolist() == [
+        [0, 0, 0, 0],
+        [0, 0, 0, 1],
+        [0, 1, 0, 0],
+        [1, 0, 1, 0],
+        [1, 1, 0, 1],
+        [1, 1, 1, 1],
+    ]
+
+
+def test_regular_rate_counts_round_and_spread_evenly_without_randomness() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(500)
+    for timesteps in (1, 3, 8, 50):
+        s = encode(x, "regular", timesteps)
+        assert set(s.unique().tolist()) <= {0.0, 1.0}
+        assert torch.equal(s.sum(0), torch.floor(timesteps * x + 0.5))
+        assert (s.sum(0) / timesteps - x).abs().max() <= 0.5 / timesteps + 1e-6
+        assert torch.equal(s, encode(x, "regular", timesteps))
+    # evenly spaced: the gaps between one value's spikes differ by at most one step
+    s = regular(x, 50)
+    for column in s.T:
+        gaps = torch.diff(column.nonzero().flatten())
+        if len(gaps) > 1:
+            assert int(gaps.max() - gaps.min()) <= 1
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        regular(torch.tensor([-0.2]), 4)
 
 
 def test_ttfs_one_spike_at_the_right_step() -> None:
@@ -44,5 +77,6 @@ def test_direct_repeats_and_event_flags() -> None:
     assert out.shape == (3, 2, 3) and torch.equal(out[1], x)
     assert not encodes_events("direct")
     assert encodes_events("rate") and encodes_events("ttfs") and encodes_events("frames")
+    assert encodes_events("regular")
     with pytest.raises(ValueError, match="Unknown input encoding"):
         encode(x, "phase", 3)  # type: ignore[arg-type]

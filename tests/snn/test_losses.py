@@ -8,7 +8,7 @@ import torch
 from direct2event.snn.evaluation import evaluate_with_counts
 from direct2event.snn.losses import TransferLoss
 from direct2event.snn.models import to_event_network
-from direct2event.snn.training import FitConfig
+from direct2event.snn.training import FitConfig, predict_logits
 from direct2event.snn.transfer import finetune_event_network
 
 CPU = torch.device("cpu")
@@ -48,6 +48,27 @@ def test_distillation_loss_runs_and_teacher_is_frozen(digits_splits, digits_dire
     assert mirror(d_logits, y, [torch.ones(3)], x).item() == pytest.approx(
         expected.item(), abs=1e-5
     )
+
+
+def test_precomputed_teacher_logits_give_the_loss_of_the_running_teacher(
+    digits_splits, digits_direct_model
+) -> None:
+    train = digits_splits.train
+    table = predict_logits(digits_direct_model, train, "direct", 4, CPU)
+    assert table.shape == (len(train), 10)
+    idx = torch.tensor([5, 0, 17, 3, 40])
+    x, y = train.x[idx], train.y[idx]
+    student = to_event_network(digits_direct_model).eval()
+    logits = student(torch.bernoulli(x.unsqueeze(0).expand(4, *x.shape)))
+    acts = [torch.full((3,), 0.25)]
+    running = TransferLoss(rate_lambda=0.5, teacher=copy.deepcopy(digits_direct_model))
+    looked_up = TransferLoss(rate_lambda=0.5, teacher_logits=table)
+    expected = running(logits, y, acts, x, idx).item()
+    assert looked_up(logits, y, acts, x, idx).item() == pytest.approx(expected, abs=1e-5)
+    # the KL term is really there: a wrong table row changes the loss
+    assert looked_up(logits, y, acts, x, idx.flip(0)).item() != pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ValueError, match="indices"):
+        looked_up(logits, y, acts, x)
 
 
 def test_negative_lambda_and_bad_alpha_are_refused() -> None:

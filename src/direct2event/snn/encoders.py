@@ -3,6 +3,11 @@
 - ``direct``: the analog tensor itself at every step (direct coding, network D; for E this is
   the hybrid option whose first layer does multiply-accumulates).
 - ``rate``: Bernoulli spikes with probability equal to the intensity in [0, 1].
+- ``regular``: regular-rate coding: the spike count rate coding gives on average, ``round(T x)``,
+  spaced evenly and without randomness (an integrate-and-fire encoder with reset by subtraction,
+  started at half its threshold: sigma-delta modulation of the intensity). Same events on
+  average as ``rate`` but none of its Bernoulli noise, which E otherwise has to average out
+  with extra spikes in every layer.
 - ``ttfs``: time-to-first-spike; thresholds ``linspace(1, 1/T, T)``, a value spikes once, at the
   first step whose threshold it reaches (brighter is earlier); values below ``1/T`` stay silent.
 - ``frames``: event frames already binned to ``[B, T, ...]`` (event datasets), moved to time-first.
@@ -18,8 +23,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Encoding = Literal["direct", "rate", "ttfs", "frames"]
-ENCODINGS: tuple[str, ...] = ("direct", "rate", "ttfs", "frames")
+Encoding = Literal["direct", "rate", "regular", "ttfs", "frames"]
+ENCODINGS: tuple[str, ...] = ("direct", "rate", "regular", "ttfs", "frames")
 
 
 def encodes_events(encoding: Encoding) -> bool:
@@ -34,10 +39,28 @@ def direct(x: Tensor, timesteps: int) -> Tensor:
 
 def rate(x: Tensor, timesteps: int, generator: torch.Generator | None = None) -> Tensor:
     """Rate coding: independent Bernoulli spikes with ``P(spike) = x`` at each step."""
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError("Rate coding needs intensities in [0, 1]; normalise the input first.")
+    _check_unit_range(x, "Rate")
     probs = x.unsqueeze(0).expand(timesteps, *x.shape)
     return torch.bernoulli(probs, generator=generator)
+
+
+def _check_unit_range(x: Tensor, encoding: str) -> None:
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"{encoding} coding needs intensities in [0, 1]; normalise the input first."
+        )
+
+
+def regular(x: Tensor, timesteps: int) -> Tensor:
+    """Regular-rate coding: ``round(T x)`` evenly spaced spikes per value, no randomness.
+
+    Step ``t`` (1-based) spikes when ``floor(t x + 1/2)`` grows, so the spikes of a value are
+    spread over the window the way an integrate-and-fire unit driven by ``x`` would emit them.
+    """
+    _check_unit_range(x, "Regular-rate")
+    steps = torch.arange(1, timesteps + 1, device=x.device, dtype=x.dtype)
+    counts = torch.floor(steps.view(-1, *([1] * x.dim())) * x.unsqueeze(0) + 0.5)
+    return torch.diff(counts, dim=0, prepend=torch.zeros_like(counts[:1]))
 
 
 def ttfs(x: Tensor, timesteps: int) -> Tensor:
@@ -66,6 +89,8 @@ def encode(
         return direct(x, timesteps)
     if encoding == "rate":
         return rate(x, timesteps, generator)
+    if encoding == "regular":
+        return regular(x, timesteps)
     if encoding == "ttfs":
         return ttfs(x, timesteps)
     if encoding == "frames":

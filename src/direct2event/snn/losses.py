@@ -4,6 +4,9 @@
   (an L1 penalty on spike counts, normalised so that lambda does not depend on network size).
 - Self-knowledge distillation: ``alpha * CE + (1 - alpha) * tau^2 * KL(D || E)`` on
   temperature-scaled logits, with the frozen direct-coded network D as teacher on direct input.
+  D's logits can be computed once for the whole training split (``teacher_logits``): D is frozen
+  and its direct input has no randomness, so they do not change between epochs, and running D
+  at every step cost a third of a fine-tuning step on the MNIST net.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from direct2event.snn.training import mean_rate
 class TransferLoss:
     """Extra loss of fine-tuning, added to ``CE`` (or replacing part of it when distilling).
 
-    Called as ``loss(logits, y, activity, x)`` by :func:`direct2event.snn.training.fit`.
+    Called as ``loss(logits, y, activity, x, idx)`` by :func:`direct2event.snn.training.fit`
+    (``idx``: the batch's sample indices in the training split). With ``teacher_logits`` (D's
+    logits for every training sample, in order) the teacher is looked up instead of run.
     """
 
     rate_lambda: float = 0.0
@@ -32,6 +37,7 @@ class TransferLoss:
     teacher_timesteps: int = 4
     alpha: float = 0.4
     temperature: float = 2.0
+    teacher_logits: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.rate_lambda < 0:
@@ -47,12 +53,26 @@ class TransferLoss:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
 
-    def __call__(self, logits: Tensor, y: Tensor, activity: list[Tensor], x: Tensor) -> Tensor:
+    def __call__(
+        self,
+        logits: Tensor,
+        y: Tensor,
+        activity: list[Tensor],
+        x: Tensor,
+        idx: Tensor | None = None,
+    ) -> Tensor:
         loss = self.rate_lambda * mean_rate(activity) if self.rate_lambda else logits.new_zeros(())
-        if self.teacher is None:
+        if self.teacher is None and self.teacher_logits is None:
             return loss
-        with torch.no_grad():
-            teacher_logits = self.teacher(encode(x, self.teacher_encoding, self.teacher_timesteps))
+        if self.teacher_logits is not None and idx is not None:
+            teacher_logits = self.teacher_logits[idx].to(logits.device)
+        elif self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(
+                    encode(x, self.teacher_encoding, self.teacher_timesteps)
+                )
+        else:
+            raise ValueError("Precomputed teacher logits need the batch's sample indices.")
         kl = F.kl_div(
             F.log_softmax(logits / self.temperature, dim=1),
             F.log_softmax(teacher_logits / self.temperature, dim=1),

@@ -35,7 +35,7 @@ except ImportError:  # this library must run where only torch and numpy are inst
             """Nothing to show."""
 
 
-ActivityLoss = Callable[[Tensor, Tensor, list[Tensor], Tensor], Tensor]
+ActivityLoss = Callable[[Tensor, Tensor, list[Tensor], Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -
         yield order[start : start + batch_size]
 
 
-INFERENCE_FOLDED_BATCH = 1024
+INFERENCE_FOLDED_BATCH = 256
 
 
 def encoded_batches(
@@ -111,8 +111,10 @@ def encoded_batches(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """``(indices, encoded inputs [T, B, ...])`` over ``data`` in order, random codes seeded.
 
-    The default batch keeps ``T * B`` near 1024 images: larger folded batches overflow the CPU
-    caches and run up to 3x slower per sample (measured on the MNIST net at T = 8).
+    The default batch keeps ``T * B`` near 256 images: with the C kernels, larger folded batches
+    overflow the CPU caches and run slower per sample (MNIST net, 2 cores: network E at T = 3
+    0.30 ms per sample at 256, 0.45 at 512, 0.55 at 1024; network D at T = 4 0.41 at 256 and
+    0.43 at 1024).
     """
     gen = torch.Generator().manual_seed(seed)
     size = batch_size or max(8, INFERENCE_FOLDED_BATCH // timesteps)
@@ -174,9 +176,10 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train ``model`` with BPTT; returns one record per epoch.
 
-    The loss is cross-entropy on the time-averaged logits plus ``extra_loss(logits, y, activity, x)``
-    when given (``activity`` is every LIF layer's output, recorded with its graph; ``x`` the
-    batch before encoding).
+    The loss is cross-entropy on the time-averaged logits plus
+    ``extra_loss(logits, y, activity, x, idx)`` when given (``activity`` is every LIF layer's
+    output, recorded with its graph; ``x`` the batch before encoding; ``idx`` its sample indices
+    in ``train``).
     Each record holds ``train_loss``, ``train_accuracy``, ``val_accuracy`` (when ``val``),
     ``mean_rate`` (mean LIF output per neuron and step) and ``lr``.
     """
@@ -210,7 +213,7 @@ def fit(
                 logits = model(inputs).float()  # the loss in fp32 also under bf16 autocast
                 loss = F.cross_entropy(logits, yb)
                 if extra_loss is not None:
-                    loss = loss + extra_loss(logits, yb, acts, xb)
+                    loss = loss + extra_loss(logits, yb, acts, xb, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -259,9 +262,26 @@ def evaluate(
     """Accuracy (0-1) of ``model`` on ``data`` (the model is put in eval mode)."""
     if not len(data):
         return float("nan")
+    predicted = predict_logits(model, data, encoding, timesteps, device, batch_size, seed)
+    return int((predicted.argmax(1) == data.y).sum()) / len(data)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: SpikingNet,
+    data: Split,
+    encoding: Encoding,
+    timesteps: int,
+    device: torch.device,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> Tensor:
+    """Time-averaged logits ``[N, classes]`` of ``model`` for every sample of ``data``, in order
+    (on the CPU; the model is put in eval mode)."""
     model.to(device).eval()
-    correct = sum(
-        int((model(inputs).argmax(1).cpu() == data.y[idx]).sum())
-        for idx, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed)
+    return torch.cat(
+        [
+            model(inputs).float().cpu()
+            for _, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed)
+        ]
     )
-    return correct / len(data)

@@ -22,7 +22,7 @@ from direct2event.snn.thresholds import (
     ThresholdReport,
     scale_thresholds,
 )
-from direct2event.snn.training import FitConfig, Split, fit
+from direct2event.snn.training import FitConfig, Split, fit, predict_logits
 
 
 def lif_layer_names(model: SpikingNet) -> list[str]:
@@ -108,15 +108,24 @@ def finetune_event_network(
     temperature: float = 2.0,
     progress: bool = True,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
-    """BPTT of E (binary forward, surrogate backward) with the rate penalty (and distillation)."""
+    """BPTT of E (binary forward, surrogate backward) with the rate penalty (and distillation).
+
+    When distilling without shift augmentation, D's logits are computed once for ``train`` and
+    looked up per batch (D is frozen and its input deterministic, so they are the same values).
+    """
     model = copy.deepcopy(event_model)
+    teacher = copy.deepcopy(direct_model).to(device) if distill else None
+    teacher_logits = None
+    if teacher is not None and cfg.shift_augment == 0:
+        teacher_logits = predict_logits(teacher, train, direct_encoding, direct_timesteps, device)
     loss = TransferLoss(
         rate_lambda=rate_lambda,
-        teacher=copy.deepcopy(direct_model).to(device) if distill else None,
+        teacher=teacher,
         teacher_encoding=direct_encoding,
         teacher_timesteps=direct_timesteps,
         alpha=alpha,
         temperature=temperature,
+        teacher_logits=teacher_logits,
     )
     history = fit(
         model, train, val, cfg, device, extra_loss=loss, progress=progress, desc="fine-tune"
