@@ -71,6 +71,25 @@ def test_precomputed_teacher_logits_give_the_loss_of_the_running_teacher(
         looked_up(logits, y, acts, x)
 
 
+def test_shared_teacher_logits_give_the_same_fine_tuning(
+    digits_splits, digits_direct_model
+) -> None:
+    event = to_event_network(digits_direct_model)
+    cfg = FitConfig(epochs=1, lr=2e-3, batch_size=64, timesteps=4, encoding="regular", seed=1)
+    train = digits_splits.train
+    args = (event, digits_direct_model, train, None, cfg, CPU, 1.0)
+    own, _ = finetune_event_network(*args, distill=True, progress=False)
+    table = predict_logits(digits_direct_model, train, "direct", 4, CPU)
+    shared, _ = finetune_event_network(*args, distill=True, progress=False, teacher_logits=table)
+    for name, value in own.state_dict().items():
+        assert torch.equal(value, shared.state_dict()[name]), name
+    # the penalty and the teacher did act: the weights moved away from E's start
+    moved = own.state_dict()["layers.0.weight"] - event.state_dict()["layers.0.weight"]
+    assert moved.abs().max() > 0
+    with pytest.raises(ValueError, match="rows"):
+        finetune_event_network(*args, distill=True, progress=False, teacher_logits=table[:-1])
+
+
 def test_negative_lambda_and_bad_alpha_are_refused() -> None:
     with pytest.raises(ValueError, match=">= 0"):
         TransferLoss(rate_lambda=-0.1)

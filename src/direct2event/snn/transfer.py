@@ -107,17 +107,25 @@ def finetune_event_network(
     alpha: float = 0.4,
     temperature: float = 2.0,
     progress: bool = True,
+    teacher_logits: Tensor | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """BPTT of E (binary forward, surrogate backward) with the rate penalty (and distillation).
 
-    When distilling without shift augmentation, D's logits are computed once for ``train`` and
-    looked up per batch (D is frozen and its input deterministic, so they are the same values).
+    When distilling without shift augmentation, D's logits for ``train`` (``teacher_logits``,
+    from :func:`direct2event.snn.training.predict_logits`; computed here when not given) are
+    looked up per batch: D is frozen and its input deterministic, so they are the same values.
     """
     model = copy.deepcopy(event_model)
     teacher = copy.deepcopy(direct_model).to(device) if distill else None
-    teacher_logits = None
-    if teacher is not None and cfg.shift_augment == 0:
+    if teacher is None or cfg.shift_augment != 0:
+        teacher_logits = None
+    elif teacher_logits is None:
         teacher_logits = predict_logits(teacher, train, direct_encoding, direct_timesteps, device)
+    elif len(teacher_logits) != len(train):
+        raise ValueError(
+            f"teacher_logits has {len(teacher_logits)} rows for {len(train)} training samples; "
+            "compute them with predict_logits on the same training split."
+        )
     loss = TransferLoss(
         rate_lambda=rate_lambda,
         teacher=teacher,

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from direct2event import registry, tuning
 from direct2event.data.containers import RawData
@@ -36,7 +37,7 @@ from direct2event.snn.models import (
 )
 from direct2event.snn.neurons import LIFParameters
 from direct2event.snn.thresholds import ThresholdReport
-from direct2event.snn.training import FitConfig, Split, fit, resolve_device
+from direct2event.snn.training import FitConfig, Split, fit, predict_logits, resolve_device
 from direct2event.snn.transfer import (
     build_event_network,
     calibrate,
@@ -301,6 +302,31 @@ def threshold_plot(reports: list[ThresholdReport], stats: list[LayerStatistics])
     return _finish(fig, axes)
 
 
+def _finetune_train(
+    splits: DataSplits, transfer_p: TransferParams, train_p: TrainingParams
+) -> Split:
+    """The training samples of one fine-tuning run (a seeded subset when ``max_train`` is set)."""
+    ft, train = transfer_p.finetune, splits.train
+    if ft.max_train is not None and ft.max_train < len(train):
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(train_p.seed))
+        idx = pick[: ft.max_train].sort().values
+        train = Split(train.x[idx], train.y[idx])
+    return train
+
+
+def _teacher_logits(
+    direct: SpikingNet,
+    splits: DataSplits,
+    model_p: ModelParams,
+    transfer_p: TransferParams,
+    train_p: TrainingParams,
+    device: torch.device,
+) -> Tensor:
+    """D's logits on the fine-tuning samples, for runs that distil from D and share them."""
+    train = _finetune_train(splits, transfer_p, train_p)
+    return predict_logits(direct, train, direct_encoding(splits), model_p.timesteps, device)  # type: ignore[arg-type]
+
+
 def _finetune(
     scaled: SpikingNet,
     direct: SpikingNet,
@@ -312,16 +338,13 @@ def _finetune(
     rate_lambda: float,
     encoding: str | None = None,
     distill: bool | None = None,
+    teacher_logits: Tensor | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
-    """Fine-tune E as configured; ``encoding`` and ``distill`` override the configuration."""
+    """Fine-tune E as configured; ``encoding`` and ``distill`` override the configuration;
+    ``teacher_logits`` (from :func:`_teacher_logits`) saves recomputing D's logits."""
     ft = transfer_p.finetune
     if ft.epochs == 0:
         return scaled, []
-    train = splits.train
-    if ft.max_train is not None and ft.max_train < len(train):
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(train_p.seed))
-        idx = pick[: ft.max_train].sort().values
-        train = Split(train.x[idx], train.y[idx])
     cfg = FitConfig(
         epochs=ft.epochs,
         lr=ft.lr,
@@ -338,7 +361,7 @@ def _finetune(
     return finetune_event_network(
         scaled,
         direct,
-        train,
+        _finetune_train(splits, transfer_p, train_p),
         splits.validation,
         cfg,
         device,
@@ -349,6 +372,7 @@ def _finetune(
         ft.alpha,
         ft.temperature,
         progress=train_p.progress,
+        teacher_logits=teacher_logits,
     )
 
 
@@ -419,9 +443,22 @@ def trial_evaluator(
     direct_acc = measure(direct, val, direct_encoding(splits), model_p.timesteps, device, profiles)[
         "accuracy"
     ]
+    shared: list[Tensor] = []  # D's logits for distillation, computed by the first trial only
 
     def evaluate(lam: float) -> dict[str, float]:
-        net, history = _finetune(scaled, direct, splits, model_p, transfer_p, train_p, device, lam)
+        if transfer_p.finetune.distill and transfer_p.finetune.epochs and not shared:
+            shared.append(_teacher_logits(direct, splits, model_p, transfer_p, train_p, device))
+        net, history = _finetune(
+            scaled,
+            direct,
+            splits,
+            model_p,
+            transfer_p,
+            train_p,
+            device,
+            lam,
+            teacher_logits=shared[0] if shared else None,
+        )
         res = measure(net, val, enc, transfer_p.timesteps, device, profiles, train_p.seed)
         if trained is not None:
             score = (res["accuracy"], res["energy_uJ_by_model"][energy_model])
