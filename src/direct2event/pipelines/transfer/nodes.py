@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any
@@ -443,11 +444,14 @@ def trial_evaluator(
     direct_acc = measure(direct, val, direct_encoding(splits), model_p.timesteps, device, profiles)[
         "accuracy"
     ]
-    shared: list[Tensor] = []  # D's logits for distillation, computed by the first trial only
+    distill = transfer_p.finetune.distill and transfer_p.finetune.epochs > 0
+
+    @functools.cache
+    def teacher_logits() -> Tensor:
+        """D's logits for distillation: computed by the first trial, shared by the others."""
+        return _teacher_logits(direct, splits, model_p, transfer_p, train_p, device)
 
     def evaluate(lam: float) -> dict[str, float]:
-        if transfer_p.finetune.distill and transfer_p.finetune.epochs and not shared:
-            shared.append(_teacher_logits(direct, splits, model_p, transfer_p, train_p, device))
         net, history = _finetune(
             scaled,
             direct,
@@ -457,7 +461,7 @@ def trial_evaluator(
             train_p,
             device,
             lam,
-            teacher_logits=shared[0] if shared else None,
+            teacher_logits=teacher_logits() if distill else None,
         )
         res = measure(net, val, enc, transfer_p.timesteps, device, profiles, train_p.seed)
         if trained is not None:
