@@ -57,15 +57,17 @@ def test_bad_parameters_name_key_and_allowed_values(
     assert message in str(err.value)
 
 
-def test_event_dataset_needs_frames_and_matching_timesteps() -> None:
+def test_event_dataset_needs_frames_and_dividing_timesteps() -> None:
     raw = copy.deepcopy(shipped("nmnist_sim"))
     raw["transfer"]["input_encoding"] = "rate"
     with pytest.raises(ParameterError, match="must be 'frames'"):
         validate_params("nmnist_sim", raw)
     raw = copy.deepcopy(shipped("nmnist_sim"))
-    raw["transfer"]["timesteps"] = 4
-    with pytest.raises(ParameterError, match="must equal model.timesteps"):
+    raw["model"]["timesteps"], raw["transfer"]["timesteps"] = 8, 3
+    with pytest.raises(ParameterError, match="must divide model.timesteps"):
         validate_params("nmnist_sim", raw)
+    raw["transfer"]["timesteps"] = 4  # E's steps each sum two of the eight bins
+    assert validate_params("nmnist_sim", raw).transfer.timesteps == 4
 
 
 def test_unknown_energy_model_or_bad_profile() -> None:

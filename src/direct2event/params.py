@@ -190,10 +190,11 @@ class PipelineParams(_Strict):
                 "transfer.ablation.ttfs_rows needs a static-image dataset (TTFS encodes images); "
                 f"{self.dataset} is an event dataset"
             )
-        if events and self.transfer.timesteps != self.model.timesteps:
+        if events and self.model.timesteps % self.transfer.timesteps:
             raise ValueError(
-                "transfer.timesteps must equal model.timesteps for event datasets (the frames are "
-                f"binned once): got {self.transfer.timesteps} and {self.model.timesteps}"
+                "transfer.timesteps must divide model.timesteps for event datasets (the frames "
+                "are binned once, to model.timesteps bins; E's steps each sum adjacent bins): "
+                f"got {self.transfer.timesteps} and {self.model.timesteps}"
             )
         return self
 

@@ -67,8 +67,18 @@ def test_frames_must_match_timesteps_and_are_time_first() -> None:
     out = encode(x, "frames", 5)
     assert out.shape == (5, 3, 2, 4, 4)
     assert torch.equal(out[2, 1], x[1, 2])
-    with pytest.raises(ValueError, match="time bins"):
+    with pytest.raises(ValueError, match="must divide the bins"):
         encode(x, "frames", 4)
+
+
+def test_fewer_steps_sum_adjacent_bins_and_keep_every_event() -> None:
+    counts = torch.randint(0, 4, (2, 8, 2, 3, 3)).float()
+    coarse = encode(counts, "frames", 4)
+    assert coarse.shape == (4, 2, 2, 3, 3)
+    assert torch.equal(coarse[1, 0], counts[0, 2] + counts[0, 3])  # step 1 = bins 2 and 3
+    assert torch.equal(coarse[3, 1], counts[1, 6] + counts[1, 7])
+    assert torch.equal(encode(counts, "frames", 1)[0], counts.sum(1))
+    assert float(coarse.sum()) == float(counts.sum())
 
 
 def test_direct_repeats_and_event_flags() -> None:

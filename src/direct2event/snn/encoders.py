@@ -10,7 +10,9 @@
   with extra spikes in every layer.
 - ``ttfs``: time-to-first-spike; thresholds ``linspace(1, 1/T, T)``, a value spikes once, at the
   first step whose threshold it reaches (brighter is earlier); values below ``1/T`` stay silent.
-- ``frames``: event frames already binned to ``[B, T, ...]`` (event datasets), moved to time-first.
+- ``frames``: event frames already binned to ``[B, T_bins, ...]`` (event datasets), moved to
+  time-first. A network with fewer steps (``T_bins`` a multiple of them) gets coarser bins: each
+  step sums ``T_bins / T`` adjacent bins, so the same events arrive, only in wider time bins.
 
 Every encoder also says whether its output is events (counted as accumulates) or analog values
 (counted as multiply-accumulates); see :mod:`direct2event.snn.ops`.
@@ -72,13 +74,19 @@ def ttfs(x: Tensor, timesteps: int) -> Tensor:
 
 
 def frames(x: Tensor, timesteps: int) -> Tensor:
-    """Event frames ``[B, T, ...]`` to ``[T, B, ...]``; ``T`` must equal ``timesteps``."""
-    if x.shape[1] != timesteps:
+    """Event frames ``[B, T_bins, ...]`` to ``[T, B, ...]``, summing ``T_bins / T`` adjacent bins
+    per step (equal-width bins stay equal-width; every event is kept)."""
+    bins = x.shape[1]
+    if timesteps <= 0 or bins % timesteps:
         raise ValueError(
-            f"Event frames carry {x.shape[1]} time bins but the network runs {timesteps} steps; "
-            "set the dataset's timesteps and the model's timesteps to the same value."
+            f"Event frames carry {bins} time bins but the network runs {timesteps} steps; "
+            "the steps must divide the bins (set transfer.timesteps to a divisor of "
+            "model.timesteps)."
         )
-    return x.transpose(0, 1)
+    x = x.transpose(0, 1)
+    if bins == timesteps:
+        return x
+    return x.unflatten(0, (timesteps, bins // timesteps)).sum(1, dtype=x.dtype)
 
 
 def encode(

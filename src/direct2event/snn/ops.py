@@ -85,17 +85,21 @@ class OpCounts:
 _FANOUT_CACHE: dict[tuple, Tensor] = {}
 
 
-def conv_fanout(conv: nn.Conv2d, height: int, width: int) -> Tensor:
-    """Targets reached by one message at each input position ``[H, W]`` of ``conv`` (exact).
+def conv_fanout(
+    conv: nn.Conv2d, height: int, width: int, device: torch.device | str = "cpu"
+) -> Tensor:
+    """Targets reached by one message at each input position ``[H, W]`` of ``conv`` (exact),
+    on ``device`` (the device of the activity it multiplies).
 
     The coverage count is the gradient of the summed output of an all-ones convolution with
     respect to an all-ones input: the number of output positions that read each input position.
     """
-    key = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, height, width)
+    device = torch.device(device)
+    key = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, height, width, device)
     if key not in _FANOUT_CACHE:
         with torch.enable_grad():
-            x = torch.ones(1, 1, height, width, requires_grad=True)
-            w = torch.ones(1, 1, *conv.kernel_size)
+            x = torch.ones(1, 1, height, width, requires_grad=True, device=device)
+            w = torch.ones(1, 1, *conv.kernel_size, device=device)
             out = F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation)
             (grad,) = torch.autograd.grad(out.sum(), x)
         _FANOUT_CACHE[key] = grad[0, 0].detach()
@@ -135,7 +139,8 @@ def count_operations(
             weight = _message_weight(x, is_events)
             if isinstance(module, nn.Conv2d):
                 per_position = weight.sum(dim=(0, 1))
-                synops = float((per_position * conv_fanout(module, *x.shape[-2:])).sum())
+                fanout = conv_fanout(module, *x.shape[-2:], device=x.device)
+                synops = float((per_position * fanout).sum())
             else:
                 synops = float(weight.sum()) * module.out_features
             entry = counts.layers.setdefault(
