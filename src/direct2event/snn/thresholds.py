@@ -61,7 +61,7 @@ def channel_rates(
     layer: LIF, currents: Tensor, threshold: Tensor, chunk: int | None = None
 ) -> Tensor:
     """Mean spikes per step of each channel of ``layer`` driven by ``currents`` at ``threshold``."""
-    total = torch.zeros(currents.shape[2], dtype=torch.float64, device=currents.device)
+    total = torch.zeros(currents.shape[2], dtype=torch.float64)
     shape = (-1, *([1] * (currents.dim() - 3)))
     chunk = chunk or max(8, INFERENCE_FOLDED_BATCH // currents.shape[0])
     for start in range(0, currents.shape[1], chunk):
@@ -70,7 +70,7 @@ def channel_rates(
         )
         total += out.transpose(0, 2).reshape(out.shape[2], -1).sum(1).double()
     per_channel = currents[0, 0, 0].numel() * currents.shape[0] * currents.shape[1]
-    return (total / per_channel).float().cpu()
+    return (total / per_channel).float()
 
 
 def bisect_thresholds(
