@@ -92,7 +92,7 @@ def equivalence(
     t_d, t_e, enc = model_p["timesteps"], transfer_p["timesteps"], transfer_p["input_encoding"]
     out: dict[str, Any] = {}
     for name, net, encoding, steps in (
-        ("direct", direct, "direct", t_d),
+        ("direct", direct, "analog", t_d),
         ("event", event, enc, t_e),
     ):
         logits = {
@@ -140,7 +140,7 @@ def transfer_run(
         lr=train_p["lr"],
         batch_size=train_p["batch_size"],
         timesteps=t_d,
-        encoding="direct",
+        encoding="analog",
         weight_decay=train_p["weight_decay"],
         optimizer=train_p["optimizer"],
         schedule=train_p["schedule"],
@@ -154,7 +154,7 @@ def transfer_run(
     direct = direct.cpu().eval()
     cal = splits.calibration.head(cal_p["max_samples"])
     (_maps, stats), t_cal = timed(
-        device, calibrate, direct, cal, "direct", t_d, enc, t_e, device, cal_p["max_points"]
+        device, calibrate, direct, cal, "analog", t_d, enc, t_e, device, cal_p["max_points"]
     )
     (scaled, _), t_thr = timed(
         device, build_event_network, direct, stats, cal, enc, t_e, device,
@@ -162,13 +162,13 @@ def transfer_run(
     )  # fmt: skip
     times["calibration_s"], times["thresholds_s"] = t_cal, t_thr
     teacher, times["teacher_logits_s"] = timed(
-        device, predict_logits, direct, train, "direct", t_d, device
+        device, predict_logits, direct, train, "analog", t_d, device
     )
     results: dict[str, Any] = {"times": times, "train_samples": len(train)}
     profiles = load_profiles(
         yaml.safe_load((CONF / "parameters_energy.yml").read_text())["energy_profiles"]
     )
-    acc_d, counts_d = evaluate_with_counts(direct, splits.test, "direct", t_d, device)
+    acc_d, counts_d = evaluate_with_counts(direct, splits.test, "analog", t_d, device)
     e_d = profiles["per_event"].energy_uj_per_sample(counts_d)
     results["direct"] = {
         "accuracy": acc_d,
@@ -190,7 +190,7 @@ def transfer_run(
         )
         (event, _), t_ft = timed(
             device, finetune_event_network, scaled, direct, train, None, ft_cfg, device,
-            rate_lambda, ft_p["distill"], "direct", t_d, ft_p["alpha"], ft_p["temperature"],
+            rate_lambda, ft_p["distill"], "analog", t_d, ft_p["alpha"], ft_p["temperature"],
             progress=False, teacher_logits=teacher,
         )  # fmt: skip
         tuned[label] = event

@@ -250,7 +250,7 @@ def transfer_timing(device: torch.device) -> dict[str, float] | None:
     direct = restore(pickle.loads(models[-1].read_bytes()))
     cal = Split(torch.from_numpy(raw.train.x[:1024]), torch.from_numpy(raw.train.y[:1024]))
     start = time.perf_counter()
-    _, stats = calibrate(direct, cal, "direct", 4, "rate", 4, device)
+    _, stats = calibrate(direct, cal, "analog", 4, "rate", 4, device)
     mid = time.perf_counter()
     build_event_network(direct, stats, cal, "rate", 4, device)
     end = time.perf_counter()

@@ -30,6 +30,6 @@ def digits_direct_model(digits_splits: DataSplits):
 
     torch.manual_seed(0)
     net = build_model("convnet", digits_splits.input_shape, 10, channels=(8, 16))
-    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, timesteps=4, encoding="direct", seed=0)
+    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, timesteps=4, encoding="analog", seed=0)
     fit(net, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
     return net.eval()

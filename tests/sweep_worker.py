@@ -15,9 +15,8 @@ import torch
 from direct2event import tuning
 from direct2event.data.splits import make_splits
 from direct2event.data.static import load_digits
-from direct2event.params import ModelParams, TrainingParams, TransferParams
-from direct2event.pipelines.transfer.nodes import trial_evaluator
-from direct2event.snn.energy import load_profiles
+from direct2event.params import load_settings
+from direct2event.pipelines.finetuning.nodes import trial_evaluator
 from direct2event.snn.models import restore
 
 PROFILES = {"per_event": {"kind": "per_event", "e_event_pj": 1.0}}
@@ -30,19 +29,28 @@ def main() -> None:
     saved = {
         k: pickle.loads((Path(folder) / f"{k}.pkl").read_bytes()) for k in ("scaled", "direct")
     }
-    transfer = TransferParams(
-        finetune={"epochs": 1, "lr": 2e-3, "batch_size": 64, "max_train": 400}
+    settings = load_settings(
+        "digits",
+        {
+            "model": {"channels": [8, 16], "hidden": 0},
+            "training": {"progress": False, "device": "cpu"},
+            "transfer": {
+                "input_encoding": "rate",
+                "timesteps": 4,
+                "finetune": {
+                    "epochs": 1,
+                    "lr": 2e-3,
+                    "batch_size": 64,
+                    "max_train": 400,
+                    "distill": False,
+                },
+            },
+            "tuning": {"max_validation": None},
+        },
+        PROFILES,
     )
     evaluate, _ = trial_evaluator(
-        restore(saved["scaled"]),
-        restore(saved["direct"]),
-        splits,
-        ModelParams(channels=[8, 16]),
-        transfer,
-        TrainingParams(progress=False),
-        torch.device("cpu"),
-        load_profiles(PROFILES),
-        None,
+        restore(saved["scaled"]), restore(saved["direct"]), splits, settings
     )
     space = tuning.lambda_distribution(0.5, 50.0)
     tuning.run_study(url, name, space, evaluate, int(n_trials))

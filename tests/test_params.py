@@ -9,23 +9,73 @@ import yaml
 from direct2event.params import (
     DATASET_KEYS,
     ParameterError,
-    validate_energy_profiles,
-    validate_params,
+    PipelineParams,
+    load_settings,
+    mask_credentials,
 )
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "base"
+PROFILES = yaml.safe_load((CONF / "parameters_energy.yml").read_text())["energy_profiles"]
 
 
 def shipped(key: str) -> dict:
     return yaml.safe_load((CONF / f"parameters_{key}.yml").read_text())[key]
 
 
+def validate_params(key: str, raw: dict, profiles: dict | None = None) -> PipelineParams:
+    return load_settings(key, raw, PROFILES if profiles is None else profiles)
+
+
 @pytest.mark.parametrize("key", DATASET_KEYS)
 def test_every_shipped_parameter_file_is_valid(key: str) -> None:
     params = validate_params(key, shipped(key))
     assert params.dataset == key
-    profiles = yaml.safe_load((CONF / "parameters_energy.yml").read_text())["energy_profiles"]
-    validate_energy_profiles(profiles, params.transfer.energy_model, key)
+    assert set(params.profiles()) == {"per_event", "synops_45nm"}
+
+
+def test_defaults_live_in_one_place_and_files_hold_only_differences() -> None:
+    """The mnist file is empty (the defaults are MNIST's settings); no other file repeats a
+    default value; every key a file sets changes something."""
+    defaults = validate_params("mnist", {}).model_dump()
+    assert shipped("mnist") == {}
+
+    def walk(raw: dict, base: dict, where: str) -> None:
+        for key, value in raw.items():
+            if isinstance(value, dict):
+                walk(value, base[key], f"{where}.{key}")
+            else:
+                assert base[key] != value, f"{where}.{key} repeats the default {value!r}"
+
+    for key in DATASET_KEYS:
+        walk(shipped(key), defaults, key)
+    digits = validate_params("digits", shipped("digits"))
+    assert digits.training.epochs == 8 and digits.training.weight_decay == 1e-4  # file + default
+    assert digits.direct_coding.encoding == "analog" and digits.event_coding.encoding == "rate"
+    sim = validate_params("nmnist_sim", shipped("nmnist_sim"))
+    assert (sim.direct_coding.encoding, sim.direct_coding.timesteps) == ("frames", 8)
+
+
+def test_one_seed_and_masked_credentials_in_what_is_logged() -> None:
+    url = "postgresql+psycopg2://alice:s3cr3t@db.example:5432/optuna"
+    params = validate_params("digits", {"seed": 3, "tuning": {"storage": url}})
+    logged = params.loggable()
+    assert logged["seed"] == 3 and "data.seed" not in logged
+    assert logged["tuning.storage"] == "postgresql+psycopg2://alice:***@db.example:5432/optuna"
+    assert "s3cr3t" not in repr(logged)
+    assert mask_credentials("sqlite:///data/x.db") == "sqlite:///data/x.db"
+    with pytest.raises(ParameterError) as err:
+        validate_params("digits", {"tuning": {"storage": url, "n_trials": -1}, "seed": "x"})
+    assert "s3cr3t" not in str(err.value)
+
+
+def test_study_name_follows_the_setup_but_not_the_display_settings() -> None:
+    base = validate_params("digits", {})
+    assert base.study_name.startswith("digits-") and len(base.study_name) == len("digits-") + 8
+    assert validate_params("digits", {"training": {"progress": False}}).study_name == (
+        base.study_name
+    )
+    assert validate_params("digits", {"seed": 1}).study_name != base.study_name
+    assert validate_params("digits", {"tuning": {"study_name": "mine"}}).study_name == "mine"
 
 
 @pytest.mark.parametrize(
@@ -47,10 +97,10 @@ def test_every_shipped_parameter_file_is_valid(key: str) -> None:
 def test_bad_parameters_name_key_and_allowed_values(
     path: tuple, value: object, message: str
 ) -> None:
-    raw = copy.deepcopy(shipped("mnist"))
+    raw: dict = copy.deepcopy(shipped("mnist"))
     node = raw
     for key in path[:-1]:
-        node = node[key]
+        node = node.setdefault(key, {})
     node[path[-1]] = value
     with pytest.raises(ParameterError, match="parameters_mnist.yml") as err:
         validate_params("mnist", raw)
@@ -71,14 +121,13 @@ def test_event_dataset_needs_frames_and_dividing_timesteps() -> None:
 
 
 def test_unknown_energy_model_or_bad_profile() -> None:
-    profiles = yaml.safe_load((CONF / "parameters_energy.yml").read_text())["energy_profiles"]
     with pytest.raises(ParameterError, match="not a profile.*per_event"):
-        validate_energy_profiles(profiles, "loihi2", "mnist")
-    broken = {**profiles, "mine": {"kind": "per_event"}}
+        validate_params("mnist", {"transfer": {"energy_model": "loihi2"}})
+    broken = {**PROFILES, "mine": {"kind": "per_event"}}
     with pytest.raises(ParameterError, match="e_event_pj > 0"):
-        validate_energy_profiles(broken, "per_event", "mnist")
+        validate_params("mnist", {}, broken)
 
 
 def test_namespace_and_dataset_must_agree() -> None:
     with pytest.raises(ParameterError, match="it must be 'digits'"):
-        validate_params("digits", shipped("mnist"))
+        validate_params("digits", {"dataset": "mnist"})

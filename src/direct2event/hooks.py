@@ -1,4 +1,5 @@
-"""Project hooks: validate parameters before anything runs, tag the MLflow run, time each node."""
+"""Project hooks: validate parameters once before anything runs and hand them to the nodes, tag
+the MLflow run and log the parameters, time each node."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from kedro.io import AbstractVersionedDataset, DataCatalog
 from kedro.pipeline import Node, Pipeline
 from mlflow.entities import RunStatus
 
-from direct2event.params import PipelineParams, validate_energy_profiles, validate_params
+from direct2event.params import PipelineParams, load_settings
 from direct2event.snn.training import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -27,23 +28,13 @@ def check_reuse_and_sweep(key: str, params: PipelineParams) -> None:
     """Before any training: the source model exists and fits; the Optuna storage opens and a
     stored study has the configured search space."""
     from direct2event import registry, tuning
-    from direct2event.pipelines.transfer.nodes import study_name_for
 
     if params.source_model is not None:
         registry.check_source(params.source_model, key, params.model)
     if params.tuning.enabled:
-        name = study_name_for(
-            key,
-            params.tuning,
-            params.data.model_dump(),
-            params.model.model_dump(),
-            params.training.model_dump(),
-            params.transfer.model_dump(),
-            params.source_model,
-        )
         space = tuning.lambda_distribution(params.tuning.lambda_min, params.tuning.lambda_max)
-        done = tuning.check_study(params.tuning.storage, name, space)
-        logger.info("%s: Optuna study %s holds %d complete trials", key, name, done)
+        done = tuning.check_study(params.tuning.storage, params.study_name, space)
+        logger.info("%s: Optuna study %s holds %d complete trials", key, params.study_name, done)
 
 
 class ProjectHooks:
@@ -58,22 +49,29 @@ class ProjectHooks:
     def before_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog
     ) -> None:
-        """Validate every dataset's parameters before the first node; fail the MLflow run if bad."""
+        """Validate every dataset's parameters before the first node and put the result in the
+        catalog as ``<key>.settings``, the one object every node reads its parameters from; log
+        them to MLflow; fail the MLflow run if they are bad."""
         keys = pipeline_namespaces(pipeline)
+        settings: dict[str, PipelineParams] = {}
         try:
+            profiles = catalog.load("params:energy_profiles")
             for key in keys:
-                params = validate_params(key, catalog.load(f"params:{key}"))
-                resolve_device(params.training.device)
-                validate_energy_profiles(
-                    catalog.load("params:energy_profiles"), params.transfer.energy_model, key
-                )
-                check_reuse_and_sweep(key, params)
+                raw = catalog.load(f"params:{key}") if f"params:{key}" in catalog else {}
+                settings[key] = load_settings(key, raw, profiles)
+                resolve_device(settings[key].training.device)
+                check_reuse_and_sweep(key, settings[key])
         except Exception:
             if mlflow.active_run() is not None:
                 mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
             raise
+        for key, params in settings.items():
+            catalog[f"{key}.settings"] = params
         if mlflow.active_run() is not None and keys:
             mlflow.set_tags({"dataset": ",".join(keys), "mlflow.runName": ",".join(keys)})
+            for key, params in settings.items():
+                prefix = "" if len(keys) == 1 else f"{key}."
+                mlflow.log_params({prefix + k: v for k, v in params.loggable().items()})
         self.node_seconds = {}
 
     @hook_impl

@@ -1,14 +1,23 @@
-"""Pydantic models of every dataset pipeline's parameters (``conf/base/parameters_<key>.yml``).
+"""The parameters of every dataset pipeline: validated once, before any node, into typed objects.
 
-All parameters are validated before any node runs (see :mod:`direct2event.hooks`), so a typo or
-an out-of-range value stops the run with a message that names the key and the allowed values.
+The defaults here are the one source of defaults; they are MNIST's settings. Each
+``conf/base/parameters_<key>.yml`` holds only what differs for that dataset, and
+:class:`direct2event.hooks.ProjectHooks` validates it (plus ``energy_profiles``) with
+:func:`load_settings` and hands the result to every node as the dataset ``<key>.settings``.
+``python -m direct2event.params <key>`` prints a dataset's effective parameters.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from direct2event.snn.encoders import InputCoding
 
 DATASET_KEYS: tuple[str, ...] = (
     "mnist",
@@ -31,37 +40,39 @@ class DataParams(_Strict):
     """How the source is split: calibration always comes out of train, test is never touched."""
 
     calibration_fraction: float = Field(0.02, gt=0, lt=0.5)
-    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=0.5, description="used only when the source has no validation part"
+    )
     max_train: int | None = Field(None, ge=1)
-    max_validation: int | None = Field(None, ge=1)
+    max_validation: int | None = Field(5000, ge=1)
     max_test: int | None = Field(None, ge=1)
-    seed: int = 0
 
 
 class ModelParams(_Strict):
     """Architecture and neuron model shared by networks D and E."""
 
     arch: Literal["convnet", "vgg", "resnet"] = "convnet"
-    channels: list[int | Literal["M"]] | None = None
-    hidden: int = Field(0, ge=0)
-    timesteps: int = Field(4, ge=1, le=256)
-    beta: float = Field(0.5, ge=0, le=1)
-    surrogate_width: float = Field(1.0, gt=0)
+    channels: list[int | Literal["M"]] | None = Field(
+        None, description="layer widths; null: the architecture's default ([16, 32] for convnet)"
+    )
+    hidden: int = Field(128, ge=0, description="width of the hidden linear layer (0: none)")
+    timesteps: int = Field(4, ge=1, le=256, description="T of network D")
+    beta: float = Field(0.5, ge=0, le=1, description="membrane decay per step")
+    surrogate_width: float = Field(1.0, gt=0, description="width of the piecewise-linear surrogate")
     reset: Literal["subtract", "zero"] = "subtract"
 
 
 class TrainingParams(_Strict):
     """Direct-coded (surrogate-gradient BPTT) training of network D."""
 
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(4, ge=1)
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(128, ge=1)
     weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    shift_augment: int = Field(1, ge=0, le=8)
-    seed: int = 0
-    device: str = "auto"
+    shift_augment: int = Field(1, ge=0, le=8, description="random shifts of up to N pixels")
+    device: str = Field("auto", description="auto = CUDA when present, else CPU")
     bf16: bool = Field(False, description="bf16 autocast in training and fine-tuning (GPU)")
     progress: bool = True
 
@@ -77,8 +88,8 @@ class TrainingParams(_Strict):
 class CalibrationParams(_Strict):
     """Surrogate-to-spike calibration on the calibration split."""
 
-    max_samples: int = Field(1024, ge=16)
-    max_points: int = Field(200_000, ge=1000)
+    max_samples: int = Field(1024, ge=16, description="calibration samples used")
+    max_points: int = Field(200_000, ge=1000, description="(activation, rate) pairs per layer")
 
 
 class ThresholdParams(_Strict):
@@ -86,7 +97,7 @@ class ThresholdParams(_Strict):
 
     method: Literal["isotonic", "percentile"] = "isotonic"
     percentile: float = Field(99.9, gt=0, le=100)
-    iterations: int = Field(14, ge=1, le=60)
+    iterations: int = Field(14, ge=1, le=60, description="bisection steps on log(theta)")
 
 
 class FinetuneParams(_Strict):
@@ -95,11 +106,13 @@ class FinetuneParams(_Strict):
     epochs: int = Field(1, ge=0)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(128, ge=1)
-    rate_lambda: float = Field(5.0, ge=0, description="regularisation strength lambda")
-    distill: bool = False
+    rate_lambda: float = Field(
+        5.0, ge=0, description="lambda when the sweep is off (the sweep chooses it otherwise)"
+    )
+    distill: bool = Field(True, description="alpha*CE + (1-alpha)*KL(D || E), D frozen")
     alpha: float = Field(0.4, ge=0, le=1)
     temperature: float = Field(2.0, gt=0)
-    max_train: int | None = Field(None, ge=1)
+    max_train: int | None = Field(None, ge=1, description="training samples per fine-tuning")
     optimizer: Literal["adam", "sgd"] = "adam"
     schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
     weight_decay: float = Field(0.0, ge=0)
@@ -121,13 +134,13 @@ class TuningParams(_Strict):
     lambda_min: float = Field(0.5, gt=0)
     lambda_max: float = Field(50.0, gt=0)
     first_lambdas: list[float] = Field(
-        default_factory=list, description="tried first when the study is new, in this order"
+        default_factory=lambda: [2.0, 3.0],
+        description="tried first when the study is new, in this order",
     )
     retention_floor: float = Field(0.995, gt=0, le=1)
     storage: str = "sqlite:///data/07_model_output/optuna.db"
     study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
-    max_validation: int | None = Field(2000, ge=1, description="validation samples per trial")
-    seed: int = 0
+    max_validation: int | None = Field(5000, ge=1, description="validation samples per trial")
 
     @model_validator(mode="after")
     def _range(self) -> TuningParams:
@@ -148,9 +161,13 @@ class TuningParams(_Strict):
 class TransferParams(_Strict):
     """Everything from network D to network E."""
 
-    input_encoding: Literal["rate", "regular", "ttfs", "direct", "frames"] = "rate"
-    timesteps: int = Field(4, ge=1, le=256)
-    energy_model: str = "per_event"
+    input_encoding: Literal["rate", "regular", "ttfs", "analog", "frames"] = Field(
+        "regular",
+        description="E's input: rate | regular | ttfs | analog (hybrid: first layer MACs) | "
+        "frames (event datasets)",
+    )
+    timesteps: int = Field(3, ge=1, le=256, description="T of network E")
+    energy_model: str = Field("per_event", description="a profile of energy_profiles")
     calibration: CalibrationParams = CalibrationParams()
     thresholds: ThresholdParams = ThresholdParams()
     finetune: FinetuneParams = FinetuneParams()
@@ -158,9 +175,12 @@ class TransferParams(_Strict):
 
 
 class PipelineParams(_Strict):
-    """Everything under one dataset key in the parameters."""
+    """Everything under one dataset key, plus the shared energy profiles."""
 
     dataset: Literal[DATASET_KEYS]  # type: ignore[valid-type]
+    seed: int = Field(
+        0, description="one seed for the split, data order, initialisation, encoders and sweep"
+    )
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     training: TrainingParams = TrainingParams()
@@ -172,18 +192,22 @@ class PipelineParams(_Strict):
         "models:/<key>-direct/latest or latest) instead of training one",
     )
     register_models: bool = True
+    energy_profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="conf/base/parameters_energy.yml (shared)"
+    )
 
     @model_validator(mode="after")
-    def _encoding_fits_data(self) -> PipelineParams:
+    def _consistent(self) -> PipelineParams:
         events = self.dataset in EVENT_DATASETS
-        if events and self.transfer.input_encoding != "frames":
+        encoding = self.transfer.input_encoding
+        if events and encoding != "frames":
             raise ValueError(
                 f"transfer.input_encoding must be 'frames' for the event dataset {self.dataset}"
             )
-        if not events and self.transfer.input_encoding == "frames":
+        if not events and encoding == "frames":
             raise ValueError(
                 f"transfer.input_encoding 'frames' needs an event dataset; {self.dataset} is "
-                "static: use rate, regular, ttfs or direct"
+                "static: use rate, regular, ttfs or analog"
             )
         if events and self.transfer.ablation.ttfs_rows:
             raise ValueError(
@@ -196,55 +220,126 @@ class PipelineParams(_Strict):
                 "are binned once, to model.timesteps bins; E's steps each sum adjacent bins): "
                 f"got {self.transfer.timesteps} and {self.model.timesteps}"
             )
+        from direct2event.snn.energy import load_profiles
+
+        try:
+            profiles = load_profiles(self.energy_profiles)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"energy_profiles (conf/base/parameters_energy.yml): {err}") from None
+        if self.transfer.energy_model not in profiles:
+            raise ValueError(
+                f"transfer.energy_model is '{self.transfer.energy_model}', which is not a "
+                f"profile in energy_profiles; choose one of {sorted(profiles)} or add it to "
+                "conf/base/parameters_energy.yml"
+            )
         return self
 
     @property
     def is_event_dataset(self) -> bool:
         return self.dataset in EVENT_DATASETS
 
+    @property
+    def direct_coding(self) -> InputCoding:
+        """Network D's input: analog images, or event frames fed as values, at model.timesteps."""
+        return InputCoding("frames" if self.is_event_dataset else "analog", self.model.timesteps)
+
+    @property
+    def event_coding(self) -> InputCoding:
+        """Network E's input: the configured event encoding at transfer.timesteps."""
+        return InputCoding(self.transfer.input_encoding, self.transfer.timesteps)
+
+    def profiles(self) -> dict[str, Any]:
+        """The energy profiles as :class:`direct2event.snn.energy.EnergyProfile` objects."""
+        from direct2event.snn.energy import load_profiles
+
+        return load_profiles(self.energy_profiles)
+
+    def setup_fingerprint(self) -> dict[str, Any]:
+        """What changes a sweep trial's result: the default study name is derived from it."""
+        return {
+            "seed": self.seed,
+            "data": self.data.model_dump(),
+            "model": self.model.model_dump(),
+            "training": self.training.model_dump(exclude={"progress", "device"}),
+            "transfer": self.transfer.model_dump(exclude={"ablation"}),
+            "source_model": self.source_model,
+        }
+
+    @property
+    def study_name(self) -> str:
+        """``tuning.study_name``, or ``<key>-<8 hex digits of the setup fingerprint>``."""
+        if self.tuning.study_name:
+            return self.tuning.study_name
+        blob = json.dumps(self.setup_fingerprint(), sort_keys=True, default=str).encode()
+        return f"{self.dataset}-{hashlib.sha256(blob).hexdigest()[:8]}"
+
+    def loggable(self) -> dict[str, Any]:
+        """Every parameter flattened (``training.lr``), credentials in URLs masked: what MLflow
+        shows. The energy profiles are logged as a file, not as parameters."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                flat[prefix] = mask_credentials(value) if isinstance(value, str) else value
+
+        walk("", self.model_dump(exclude={"energy_profiles"}))
+        return flat
+
 
 class ParameterError(ValueError):
     """Parameters that fail validation; the message lists each bad key and what is allowed."""
 
 
-def validate_energy_profiles(raw: dict[str, Any], energy_model: str, namespace: str) -> None:
-    """The profiles must load and the chosen ``energy_model`` must be one of them."""
-    from direct2event.snn.energy import load_profiles
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@")
 
+
+def mask_credentials(text: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+def load_settings(
+    namespace: str, raw: dict[str, Any] | None, energy_profiles: dict[str, Any]
+) -> PipelineParams:
+    """Validate one dataset's parameters (its yml over the defaults here) and the shared energy
+    profiles, raising :class:`ParameterError` with one readable line per bad key."""
+    values = {"dataset": namespace, **(raw or {}), "energy_profiles": energy_profiles}
     try:
-        profiles = load_profiles(raw)
-    except (TypeError, ValueError) as err:
-        raise ParameterError(
-            f"Invalid energy_profiles (conf/base/parameters_energy.yml): {err}"
-        ) from None
-    if energy_model not in profiles:
-        raise ParameterError(
-            f"{namespace}.transfer.energy_model is '{energy_model}', which is not a profile in "
-            f"energy_profiles; choose one of {sorted(profiles)} or add it to "
-            "conf/base/parameters_energy.yml."
-        )
-
-
-def validate_params(namespace: str, raw: dict[str, Any]) -> PipelineParams:
-    """Validate one dataset's parameters, raising :class:`ParameterError` with a readable report."""
-    try:
-        params = PipelineParams.model_validate(raw)
+        params = PipelineParams.model_validate(values)
     except ValidationError as err:
-        lines = [
-            f"  {namespace}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            + (
-                f" (got {e['input']!r})"
-                if "input" in e and not isinstance(e["input"], dict)
-                else ""
-            )
-            for e in err.errors()
-        ]
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) or "input" not in e else f" (got {got!r})"
+            key = f"{namespace}.{where}" if where else namespace
+            lines.append(f"  {key}: {mask_credentials(e['msg'] + shown)}")
         raise ParameterError(
-            f"Invalid parameters for dataset '{namespace}' (conf/base/parameters_{namespace}.yml "
-            "or --params):\n" + "\n".join(lines)
+            f"Invalid parameters for dataset '{namespace}' (conf/base/parameters_{namespace}.yml, "
+            "conf/base/parameters_energy.yml or --params):\n" + "\n".join(lines)
         ) from None
     if params.dataset != namespace:
         raise ParameterError(
             f"parameters_{namespace}.yml sets dataset: {params.dataset}; it must be '{namespace}'."
         )
     return params
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m direct2event.params <key>``: the effective parameters of a dataset as YAML."""
+    import yaml
+    from kedro.config import OmegaConfigLoader
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in DATASET_KEYS:
+        raise SystemExit(f"usage: python -m direct2event.params <key>, key one of {DATASET_KEYS}")
+    conf = OmegaConfigLoader("conf", base_env="base", default_run_env="local")["parameters"]
+    params = load_settings(args[0], conf.get(args[0]), conf.get("energy_profiles", {}))
+    print(yaml.safe_dump(params.model_dump(exclude={"energy_profiles"}), sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

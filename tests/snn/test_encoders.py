@@ -83,9 +83,9 @@ def test_fewer_steps_sum_adjacent_bins_and_keep_every_event() -> None:
 
 def test_direct_repeats_and_event_flags() -> None:
     x = torch.rand(2, 3)
-    out = encode(x, "direct", 3)
+    out = encode(x, "analog", 3)
     assert out.shape == (3, 2, 3) and torch.equal(out[1], x)
-    assert not encodes_events("direct")
+    assert not encodes_events("analog")
     assert encodes_events("rate") and encodes_events("ttfs") and encodes_events("frames")
     assert encodes_events("regular")
     with pytest.raises(ValueError, match="Unknown input encoding"):

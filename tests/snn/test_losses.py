@@ -31,7 +31,7 @@ def test_rate_penalty_gives_fewer_spikes_than_no_penalty(
 
 def test_distillation_loss_runs_and_teacher_is_frozen(digits_splits, digits_direct_model) -> None:
     teacher = copy.deepcopy(digits_direct_model)
-    loss = TransferLoss(rate_lambda=1.0, teacher=teacher, teacher_encoding="direct", alpha=0.4)
+    loss = TransferLoss(rate_lambda=1.0, teacher=teacher, teacher_encoding="analog", alpha=0.4)
     assert not any(p.requires_grad for p in teacher.parameters())
     event = to_event_network(digits_direct_model).train()
     x = digits_splits.train.x[:16]
@@ -54,7 +54,7 @@ def test_precomputed_teacher_logits_give_the_loss_of_the_running_teacher(
     digits_splits, digits_direct_model
 ) -> None:
     train = digits_splits.train
-    table = predict_logits(digits_direct_model, train, "direct", 4, CPU)
+    table = predict_logits(digits_direct_model, train, "analog", 4, CPU)
     assert table.shape == (len(train), 10)
     idx = torch.tensor([5, 0, 17, 3, 40])
     x, y = train.x[idx], train.y[idx]
@@ -79,7 +79,7 @@ def test_shared_teacher_logits_give_the_same_fine_tuning(
     train = digits_splits.train
     args = (event, digits_direct_model, train, None, cfg, CPU, 1.0)
     own, _ = finetune_event_network(*args, distill=True, progress=False)
-    table = predict_logits(digits_direct_model, train, "direct", 4, CPU)
+    table = predict_logits(digits_direct_model, train, "analog", 4, CPU)
     shared, _ = finetune_event_network(*args, distill=True, progress=False, teacher_logits=table)
     for name, value in own.state_dict().items():
         assert torch.equal(value, shared.state_dict()[name]), name

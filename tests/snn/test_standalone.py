@@ -20,7 +20,7 @@ from direct2event.snn.models import build_model
 from direct2event.snn.training import FitConfig, Split, fit
 net = build_model("convnet", (1, 8, 8), 3, channels=(4,))
 data = Split(torch.rand(16, 1, 8, 8), torch.randint(0, 3, (16,)))
-cfg = FitConfig(epochs=1, lr=1e-2, batch_size=8, timesteps=2, encoding="direct")
+cfg = FitConfig(epochs=1, lr=1e-2, batch_size=8, timesteps=2, encoding="analog")
 history = fit(net, data, None, cfg, torch.device("cpu"))
 print("ok", len(history))
 """

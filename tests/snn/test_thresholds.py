@@ -12,7 +12,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def calibrated(digits_splits, digits_direct_model):
-    return calibrate(digits_direct_model, digits_splits.calibration, "direct", 4, "rate", 4, CPU)
+    return calibrate(digits_direct_model, digits_splits.calibration, "analog", 4, "rate", 4, CPU)
 
 
 def test_isotonic_scaling_matches_target_rates(

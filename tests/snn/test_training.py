@@ -12,13 +12,13 @@ def test_bf16_autocast_training_learns(digits_splits) -> None:
     torch.manual_seed(0)
     net = build_model("convnet", digits_splits.input_shape, 10, channels=(8, 16))
     cfg = FitConfig(
-        epochs=3, lr=1e-2, batch_size=64, timesteps=4, encoding="direct", seed=0, bf16=True
+        epochs=3, lr=1e-2, batch_size=64, timesteps=4, encoding="analog", seed=0, bf16=True
     )
     history = fit(net, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
     assert all(math.isfinite(h["train_loss"]) for h in history)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert next(net.parameters()).dtype == torch.float32  # autocast leaves the weights in fp32
-    accuracy = evaluate(net, digits_splits.test, "direct", 4, torch.device("cpu"))
+    accuracy = evaluate(net, digits_splits.test, "analog", 4, torch.device("cpu"))
     assert accuracy > 0.8
 
 

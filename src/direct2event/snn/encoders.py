@@ -1,6 +1,6 @@
 """Input encoders: turn a batch into the ``[T, B, ...]`` input of a multi-step network.
 
-- ``direct``: the analog tensor itself at every step (direct coding, network D; for E this is
+- ``analog``: the analog tensor itself at every step (the paper's "direct coding", network D; for E this is
   the hybrid option whose first layer does multiply-accumulates).
 - ``rate``: Bernoulli spikes with probability equal to the intensity in [0, 1].
 - ``regular``: regular-rate coding: the spike count rate coding gives on average, ``round(T x)``,
@@ -20,22 +20,34 @@ Every encoder also says whether its output is events (counted as accumulates) or
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-Encoding = Literal["direct", "rate", "regular", "ttfs", "frames"]
-ENCODINGS: tuple[str, ...] = ("direct", "rate", "regular", "ttfs", "frames")
+Encoding = Literal["analog", "rate", "regular", "ttfs", "frames"]
+ENCODINGS: tuple[str, ...] = ("analog", "rate", "regular", "ttfs", "frames")
+
+
+@dataclass(frozen=True)
+class InputCoding:
+    """How a network sees its input: an encoding and the number of time steps it runs for.
+
+    The two always travel together (network D: analog or frames at ``model.timesteps``;
+    network E: the event encoding at ``transfer.timesteps``)."""
+
+    encoding: Encoding
+    timesteps: int
 
 
 def encodes_events(encoding: Encoding) -> bool:
     """True when the encoder emits events (spike counts), False for analog input."""
-    return encoding != "direct"
+    return encoding != "analog"
 
 
-def direct(x: Tensor, timesteps: int) -> Tensor:
-    """Direct (analog) coding: the same tensor at each of ``timesteps`` steps."""
+def analog(x: Tensor, timesteps: int) -> Tensor:
+    """Analog ("direct") coding: the same tensor at each of ``timesteps`` steps."""
     return x.unsqueeze(0).expand(timesteps, *x.shape)
 
 
@@ -93,8 +105,8 @@ def encode(
     x: Tensor, encoding: Encoding, timesteps: int, generator: torch.Generator | None = None
 ) -> Tensor:
     """Dispatch to the named encoder."""
-    if encoding == "direct":
-        return direct(x, timesteps)
+    if encoding == "analog":
+        return analog(x, timesteps)
     if encoding == "rate":
         return rate(x, timesteps, generator)
     if encoding == "regular":

@@ -33,7 +33,7 @@ class TransferLoss:
 
     rate_lambda: float = 0.0
     teacher: SpikingNet | None = None
-    teacher_encoding: Encoding = "direct"
+    teacher_encoding: Encoding = "analog"
     teacher_timesteps: int = 4
     alpha: float = 0.4
     temperature: float = 2.0

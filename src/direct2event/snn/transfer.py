@@ -102,12 +102,13 @@ def finetune_event_network(
     device: torch.device,
     rate_lambda: float,
     distill: bool = False,
-    direct_encoding: Encoding = "direct",
+    direct_encoding: Encoding = "analog",
     direct_timesteps: int = 4,
     alpha: float = 0.4,
     temperature: float = 2.0,
     progress: bool = True,
     teacher_logits: Tensor | None = None,
+    desc: str = "fine-tune",
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """BPTT of E (binary forward, surrogate backward) with the rate penalty (and distillation).
 
@@ -135,7 +136,5 @@ def finetune_event_network(
         temperature=temperature,
         teacher_logits=teacher_logits,
     )
-    history = fit(
-        model, train, val, cfg, device, extra_loss=loss, progress=progress, desc="fine-tune"
-    )
+    history = fit(model, train, val, cfg, device, extra_loss=loss, progress=progress, desc=desc)
     return model, history

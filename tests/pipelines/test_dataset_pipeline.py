@@ -1,4 +1,5 @@
-"""The template pipeline on digits: node by node on MemoryDatasets, then as `kedro run` does."""
+"""The whole dataset pipeline on digits: with a SequentialRunner on MemoryDatasets (and against
+the summary the pre-restructure code wrote on this machine), then as `kedro run` does."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
 from direct2event.data.static import load_digits
-from direct2event.pipelines.transfer.nodes import ABLATION_VARIANTS
-from direct2event.pipelines.transfer.pipeline import create_pipeline
+from direct2event.params import load_settings
+from direct2event.pipeline_registry import create_dataset_pipeline
+from direct2event.pipelines.evaluation.nodes import ABLATION_VARIANTS, TTFS_VARIANTS
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = Path(__file__).with_name("reference_summary_digits.json")
 TINY = {
     "training": {
         "epochs": 3,
@@ -39,15 +42,32 @@ def tiny_params(storage: Path) -> dict:
     for section, values in TINY.items():
         for key, value in values.items():
             if isinstance(value, dict):
-                params[section][key].update(value)
+                params[section].setdefault(key, {}).update(value)
             else:
                 params[section][key] = value
     params["model"]["channels"] = [8, 16]
-    params["transfer"]["ablation"]["ttfs_rows"] = True
+    params["transfer"]["ablation"] = {"ttfs_rows": True}
     return params
 
 
-def test_template_pipeline_with_sequential_runner(tmp_path: Path) -> None:
+def machine() -> dict[str, str]:
+    """What float rounding depends on: the CPU model and its vector extensions, the torch build."""
+    import hashlib
+    import platform
+
+    import torch
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    model = fields.get("model name") or platform.processor()
+    flags = hashlib.sha256(fields.get("flags", "").encode()).hexdigest()[:12]
+    return {"cpu": model, "cpu_flags": flags, "torch": torch.__version__}
+
+
+def test_dataset_pipeline_with_sequential_runner(tmp_path: Path) -> None:
     params = tiny_params(tmp_path / "optuna.db")
     energy = yaml.safe_load((ROOT / "conf/base/parameters_energy.yml").read_text())[
         "energy_profiles"
@@ -55,8 +75,7 @@ def test_template_pipeline_with_sequential_runner(tmp_path: Path) -> None:
     catalog = DataCatalog(
         {
             "raw_data": MemoryDataset(load_digits()),
-            **{f"params:{k}": MemoryDataset(v) for k, v in params.items()},
-            "params:energy_profiles": MemoryDataset(energy),
+            "settings": MemoryDataset(load_settings("digits", params, energy)),
             # reports on disk in their real format (memory datasets are released after use)
             **{
                 name: JSONDataset(filepath=str(tmp_path / f"{name}.json"))
@@ -64,22 +83,21 @@ def test_template_pipeline_with_sequential_runner(tmp_path: Path) -> None:
             },
         }
     )
-    SequentialRunner().run(create_pipeline(), catalog)
+    SequentialRunner().run(create_dataset_pipeline(), catalog)
     assert catalog.load("registry_report") == {"registered": False}  # no MLflow run here
     summary = catalog.load("summary")
     assert summary["dataset"] == "digits" and summary["simulated"] is False
     assert summary["timesteps"] == 4 and summary["input_encoding"] == "rate"
     assert summary["direct"]["accuracy"] > 0.85
     assert summary["event"]["accuracy"] > 0.75
-    assert [row["variant"] for row in summary["ablation"]] == [
-        *ABLATION_VARIANTS,
-        "ttfs_naive",
-        "ttfs_finetune_ce",
-        "ttfs_skd",
-        "ttfs_pipeline",
-        "ttfs_pipeline_skd",
-    ]
+    assert [row["variant"] for row in summary["ablation"]] == [*ABLATION_VARIANTS, *TTFS_VARIANTS]
     rows = {row["variant"]: row for row in summary["ablation"]}
+    # every fine-tuned row names its lambda: the TTFS pipeline rows use the chosen one
+    chosen = summary["rate_lambda"]
+    assert [rows[v]["rate_lambda"] for v in (*ABLATION_VARIANTS, *TTFS_VARIANTS)] == [
+        None, None, 0.0, chosen, None, 0.0, 0.0, chosen, chosen
+    ]
+    assert rows["finetune_lambda"]["energy_gain_fraction"] == pytest.approx(1.0)
     # fine-tuning on TTFS input repairs the naive TTFS transfer
     assert rows["ttfs_finetune_ce"]["accuracy"] > rows["ttfs_naive"]["accuracy"]
     for net in ("direct", "event"):
@@ -103,6 +121,29 @@ def test_template_pipeline_with_sequential_runner(tmp_path: Path) -> None:
     report = catalog.load("threshold_report")
     for layer in report["layers"]:
         assert layer["rate_mismatch_after"] < layer["rate_mismatch_before"]
+    assert_same_as_reference(summary)
+
+
+def assert_same_as_reference(summary: dict) -> None:
+    """The summary the code wrote before the stage restructure, on this machine, with the same
+    seed: every number is equal, except what the restructure fixed or added (the TTFS pipeline
+    rows now fine-tune at the chosen lambda, shares of the gain are of E's gain, rows name their
+    lambda, the summary names its seed). Exact equality holds only on the same CPU model and
+    torch build; elsewhere the comparison is skipped, saying why."""
+    reference = json.loads(REFERENCE.read_text())
+    made_on = reference.pop("machine")
+    if made_on != machine():
+        pytest.skip(f"reference summary made on {made_on}, this is {machine()}")
+    fixed = {"ttfs_pipeline", "ttfs_pipeline_skd"}
+    found = json.loads(json.dumps(summary))  # as saved
+    assert found.pop("seed") == 0
+    for rows in (found["ablation"], reference["ablation"]):
+        rows[:] = [
+            {k: v for k, v in row.items() if k not in ("rate_lambda", "energy_gain_fraction")}
+            for row in rows
+            if row["variant"] not in fixed
+        ]
+    assert found == reference
 
 
 @pytest.fixture
@@ -119,7 +160,7 @@ def project(tmp_path: Path) -> Path:
     digits["model"]["channels"] = [8, 16]
     digits["training"].update(epochs=2, progress=False)
     digits["transfer"]["finetune"]["epochs"] = 1
-    digits["transfer"]["ablation"]["enabled"] = False
+    digits["transfer"]["ablation"] = {"enabled": False}
     path.write_text(yaml.safe_dump(params))
     return tmp_path
 
@@ -156,8 +197,10 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     (first,) = runs(project)
     assert first.info.status == "FINISHED"
     assert first.data.tags["dataset"] == "digits"
-    assert first.data.params["digits.training.lr"] == "0.01"  # every parameter, flattened
-    assert first.data.params["digits.transfer.finetune.rate_lambda"] == "5.0"
+    # every parameter, flattened, under the same names for every dataset
+    assert first.data.params["training.lr"] == "0.01"
+    assert first.data.params["transfer.finetune.rate_lambda"] == "5.0"
+    assert first.data.params["seed"] == "0" and first.data.params["dataset"] == "digits"
     client = mlflow.MlflowClient()
     history = client.get_metric_history(first.info.run_id, "direct.val_accuracy")
     assert [m.step for m in history] == [1, 2]

@@ -1,0 +1,95 @@
+"""Event-driven fine-tuning of network E from validated parameters.
+
+Shared by the stages that fine-tune E (the sweep's trials, the final fine-tuning, the ablation
+rows), so all of them train exactly alike: same samples, settings and seed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from direct2event.params import PipelineParams
+from direct2event.snn.encoders import Encoding, InputCoding
+from direct2event.snn.models import SpikingNet
+from direct2event.snn.training import FitConfig, Split, predict_logits, resolve_device
+from direct2event.snn.transfer import finetune_event_network
+
+
+def device_of(params: PipelineParams) -> torch.device:
+    """The torch device named by ``training.device`` (auto: CUDA when present)."""
+    return resolve_device(params.training.device)
+
+
+def finetune_split(train: Split, params: PipelineParams) -> Split:
+    """The training samples of one fine-tuning run (a seeded subset when ``max_train`` is set)."""
+    limit = params.transfer.finetune.max_train
+    if limit is not None and limit < len(train):
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(params.seed))
+        idx = pick[:limit].sort().values
+        train = Split(train.x[idx], train.y[idx])
+    return train
+
+
+def teacher_logits(direct: SpikingNet, train: Split, params: PipelineParams) -> Tensor:
+    """D's logits on the fine-tuning samples, computed once and shared by runs that distil."""
+    coding = params.direct_coding
+    return predict_logits(
+        direct,
+        finetune_split(train, params),
+        coding.encoding,
+        coding.timesteps,
+        device_of(params),
+    )
+
+
+def finetune(
+    scaled: SpikingNet,
+    direct: SpikingNet,
+    train: Split,
+    validation: Split | None,
+    params: PipelineParams,
+    rate_lambda: float,
+    encoding: Encoding | None = None,
+    distill: bool | None = None,
+    logits: Tensor | None = None,
+    desc: str = "fine-tune",
+) -> tuple[SpikingNet, list[dict[str, float]]]:
+    """Fine-tune E as configured with strength ``rate_lambda``; ``encoding`` and ``distill``
+    override the configuration (the TTFS ablation rows); ``logits`` (from
+    :func:`teacher_logits`) saves recomputing D's logits."""
+    ft = params.transfer.finetune
+    if ft.epochs == 0:
+        return scaled, []
+    coding = InputCoding(encoding or params.event_coding.encoding, params.event_coding.timesteps)
+    cfg = FitConfig(
+        epochs=ft.epochs,
+        lr=ft.lr,
+        batch_size=ft.batch_size,
+        timesteps=coding.timesteps,
+        encoding=coding.encoding,
+        weight_decay=ft.weight_decay,
+        optimizer=ft.optimizer,
+        schedule=ft.schedule,
+        shift_augment=0,
+        seed=params.seed,
+        bf16=params.training.bf16,
+    )
+    teacher = params.direct_coding
+    return finetune_event_network(
+        scaled,
+        direct,
+        finetune_split(train, params),
+        validation,
+        cfg,
+        device_of(params),
+        rate_lambda,
+        ft.distill if distill is None else distill,
+        teacher.encoding,
+        teacher.timesteps,
+        ft.alpha,
+        ft.temperature,
+        progress=params.training.progress,
+        teacher_logits=logits,
+        desc=desc,
+    )

@@ -1,0 +1,1 @@
+"""Stage 1: dataset preparation (event binning, seeded splits)."""

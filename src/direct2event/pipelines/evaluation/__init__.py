@@ -1,0 +1,1 @@
+"""Stages 6-8: event evaluation, energy estimation and the ablation."""

@@ -1,0 +1,172 @@
+"""Event evaluation and energy estimation of D and E on the test split (steps 6-7), and the
+ablation (step 8): each step of the transfer added in turn, measured alike."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from direct2event.data.splits import DataSplits
+from direct2event.finetuning import device_of, finetune
+from direct2event.measuring import measure
+from direct2event.params import PipelineParams
+from direct2event.snn.encoders import InputCoding
+from direct2event.snn.models import SpikingNet, restore, to_event_network
+from direct2event.snn.transfer import build_event_network, calibrate
+
+logger = logging.getLogger(__name__)
+
+ABLATION_VARIANTS = ("naive", "thresholds", "finetune_lambda0", "finetune_lambda")
+TTFS_VARIANTS = (
+    "ttfs_naive",
+    "ttfs_finetune_ce",
+    "ttfs_skd",
+    "ttfs_pipeline",
+    "ttfs_pipeline_skd",
+)
+
+
+def evaluate_transfer(
+    direct_model: dict[str, Any],
+    event_model: dict[str, Any],
+    splits: DataSplits,
+    settings: PipelineParams,
+) -> dict[str, Any]:
+    """Test accuracy, counted activity and energy of D and E on the same samples."""
+    device, profiles = device_of(settings), settings.profiles()
+    results = {
+        "direct": measure(
+            restore(direct_model),
+            splits.test,
+            settings.direct_coding,
+            device,
+            profiles,
+            settings.seed,
+        ),
+        "event": measure(
+            restore(event_model),
+            splits.test,
+            settings.event_coding,
+            device,
+            profiles,
+            settings.seed,
+        ),
+    }
+    for name, res in results.items():
+        logger.info(
+            "%s on %s test: accuracy %.4f, %.0f events/sample, energy %s uJ",
+            "D" if name == "direct" else "E",
+            splits.name,
+            res["accuracy"],
+            res["events_per_sample"],
+            {k: round(v, 4) for k, v in res["energy_uJ_by_model"].items()},
+        )
+    return results
+
+
+def _ttfs_variants(
+    direct: SpikingNet, splits: DataSplits, settings: PipelineParams, rate_lambda: float
+) -> dict[str, SpikingNet]:
+    """The distillation reading's rows, all with TTFS input: naive, CE-only fine-tuning, SKD
+    (distillation, no thresholds), and this pipeline (thresholds + the chosen lambda) without /
+    with SKD."""
+    device, th = device_of(settings), settings.transfer.thresholds
+    cal = splits.calibration.head(settings.transfer.calibration.max_samples)
+    d_coding, timesteps = settings.direct_coding, settings.event_coding.timesteps
+    _, stats = calibrate(
+        direct,
+        cal,
+        d_coding.encoding,
+        d_coding.timesteps,
+        "ttfs",
+        timesteps,
+        device,
+        settings.transfer.calibration.max_points,
+        settings.seed,
+    )
+    scaled, _ = build_event_network(
+        direct,
+        stats,
+        cal,
+        "ttfs",
+        timesteps,
+        device,
+        th.method,
+        th.percentile,
+        th.iterations,
+        settings.seed,
+    )
+    naive = to_event_network(direct)
+
+    def tuned(start: SpikingNet, lam: float, distill: bool) -> SpikingNet:
+        return finetune(
+            start, direct, splits.train, splits.validation, settings, lam, "ttfs", distill
+        )[0]
+
+    return {
+        "ttfs_naive": naive,
+        "ttfs_finetune_ce": tuned(naive, 0.0, False),
+        "ttfs_skd": tuned(naive, 0.0, True),
+        "ttfs_pipeline": tuned(scaled, rate_lambda, False),
+        "ttfs_pipeline_skd": tuned(scaled, rate_lambda, True),
+    }
+
+
+def _row(variant: str, rate_lambda: float | None, res: dict[str, Any], energy_model: str) -> dict:
+    return {
+        "variant": variant,
+        "rate_lambda": rate_lambda,
+        "accuracy": res["accuracy"],
+        "energy_uJ": res["energy_uJ_by_model"][energy_model],
+        "events_per_sample": res["events_per_sample"],
+    }
+
+
+def run_ablation(
+    direct_model: dict[str, Any],
+    scaled_model: dict[str, Any],
+    evaluation: dict[str, Any],
+    splits: DataSplits,
+    settings: PipelineParams,
+    tuning_report: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Naive transfer, + thresholds, + fine-tuning with lambda = 0, + fine-tuning with the chosen
+    lambda (E itself), then the TTFS rows when asked; every fine-tuned row names its lambda.
+    Each row's share of the final energy gain is measured against D."""
+    device, profiles = device_of(settings), settings.profiles()
+    energy_model, coding = settings.transfer.energy_model, settings.event_coding
+    chosen = float(tuning_report["best_lambda"])
+    direct, scaled = restore(direct_model), restore(scaled_model)
+    rows: list[dict[str, Any]] = []
+    if settings.transfer.ablation.enabled:
+        candidates = {
+            "naive": (None, lambda: to_event_network(direct)),
+            "thresholds": (None, lambda: scaled),
+            "finetune_lambda0": (
+                0.0,
+                lambda: finetune(scaled, direct, splits.train, splits.validation, settings, 0.0)[0],
+            ),
+        }
+        for variant, (lam, make) in candidates.items():
+            res = measure(make(), splits.test, coding, device, profiles, settings.seed)
+            rows.append(_row(variant, lam, res, energy_model))
+    rows.append(_row("finetune_lambda", chosen, evaluation["event"], energy_model))
+    if settings.transfer.ablation.ttfs_rows:
+        ttfs_coding = InputCoding("ttfs", coding.timesteps)
+        lambdas = {"ttfs_naive": None, "ttfs_pipeline": chosen, "ttfs_pipeline_skd": chosen}
+        for variant, net in _ttfs_variants(direct, splits, settings, chosen).items():
+            res = measure(net, splits.test, ttfs_coding, device, profiles, settings.seed)
+            rows.append(_row(variant, lambdas.get(variant, 0.0), res, energy_model))
+    direct_energy = evaluation["direct"]["energy_uJ_by_model"][energy_model]
+    final = next(row for row in rows if row["variant"] == "finetune_lambda")
+    final_saving = direct_energy - final["energy_uJ"]  # E's gain: each row's share is of this
+    for row in rows:
+        saved = direct_energy - row["energy_uJ"]
+        row["energy_gain_fraction"] = saved / final_saving if final_saving > 0 else float("nan")
+        row["energy_reduction"] = (
+            direct_energy / row["energy_uJ"] if row["energy_uJ"] > 0 else float("inf")
+        )
+        logger.info(
+            "ablation %s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+        )
+    return rows

@@ -1,0 +1,1 @@
+"""Stage 5: the Optuna sweep of lambda, then the regularised event-driven fine-tuning of E."""

@@ -1,0 +1,194 @@
+"""The Optuna sweep of lambda and the regularised event-driven fine-tuning (step 5) at the chosen
+lambda. Every trial fine-tunes E at one lambda and measures it on the validation split (accuracy
+up, energy down); the choice is the lowest-energy trial whose accuracy retention reaches
+``tuning.retention_floor``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from torch import Tensor
+
+from direct2event import tuning
+from direct2event.data.splits import DataSplits
+from direct2event.finetuning import device_of, finetune, teacher_logits
+from direct2event.measuring import measure
+from direct2event.params import PipelineParams
+from direct2event.snn.models import SpikingNet, checkpoint, restore
+
+logger = logging.getLogger(__name__)
+
+TrainedTrial = tuple[dict[str, Any], list[dict[str, float]], tuple[float, float]]
+
+
+def drop_dominated(trained: dict[float, TrainedTrial]) -> None:
+    """Forget networks of trials another trial beats on validation accuracy and energy (only a
+    Pareto-optimal trial can be chosen), so a long sweep holds few networks in memory."""
+    keep = tuning.non_dominated({lam: entry[2] for lam, entry in trained.items()})
+    for lam in set(trained) - keep:
+        del trained[lam]
+
+
+def trial_evaluator(
+    scaled: SpikingNet,
+    direct: SpikingNet,
+    splits: DataSplits,
+    settings: PipelineParams,
+    trained: dict[float, TrainedTrial] | None = None,
+) -> tuple[tuning.Evaluate, float]:
+    """One sweep trial as a function of lambda (fine-tune E, measure it on the validation
+    split), and D's validation accuracy on the same samples (the retention reference).
+    ``trained`` keeps, by lambda, the network and history of this run's trials that no other
+    trial beats on both accuracy and energy: the chosen trial is always one of them."""
+    device, profiles = device_of(settings), settings.profiles()
+    val = splits.validation.head(settings.tuning.max_validation or len(splits.validation))
+    energy_model = settings.transfer.energy_model
+    direct_acc = measure(direct, val, settings.direct_coding, device, profiles, settings.seed)[
+        "accuracy"
+    ]
+    ft = settings.transfer.finetune
+    distill = ft.distill and ft.epochs > 0
+
+    @functools.cache
+    def shared_logits() -> Tensor:
+        """D's logits for distillation: computed by the first trial, shared by the others."""
+        return teacher_logits(direct, splits.train, settings)
+
+    def evaluate(lam: float) -> dict[str, float]:
+        net, history = finetune(
+            scaled,
+            direct,
+            splits.train,
+            splits.validation,
+            settings,
+            lam,
+            logits=shared_logits() if distill else None,
+        )
+        res = measure(net, val, settings.event_coding, device, profiles, settings.seed)
+        if trained is not None:
+            score = (res["accuracy"], res["energy_uJ_by_model"][energy_model])
+            trained[lam] = (checkpoint(net), history, score)
+            drop_dominated(trained)
+        logger.info(
+            "trial λ = %.4g: val accuracy %.4f, %.0f events/sample",
+            lam,
+            res["accuracy"],
+            res["events_per_sample"],
+        )
+        return {
+            "val_accuracy": res["accuracy"],
+            "energy_uJ": res["energy_uJ_by_model"][energy_model],
+            "events_per_sample": res["events_per_sample"],
+            "accuracy_retention": res["accuracy"] / direct_acc if direct_acc > 0 else 0.0,
+        }
+
+    return evaluate, direct_acc
+
+
+def _configured(settings: PipelineParams, **extra: Any) -> dict[str, Any]:
+    """The report when no trial chose lambda: the configured one is used."""
+    return {
+        "best_lambda": settings.transfer.finetune.rate_lambda,
+        "n_trials": 0,
+        "pareto": [],
+        "trials": [],
+        **extra,
+    }
+
+
+def tune_rate_lambda(
+    scaled_model: dict[str, Any],
+    direct_model: dict[str, Any],
+    splits: DataSplits,
+    settings: PipelineParams,
+) -> tuple[dict[str, Any], dict[str, dict], dict[str, Any]]:
+    """The sweep's report, its metrics, and the chosen trial's network when this run trained it
+    (``{}`` otherwise): a trial fine-tunes exactly as the final fine-tuning does, so that node
+    can reuse it."""
+    tune_p = settings.tuning
+    if not tune_p.enabled:
+        return _configured(settings, enabled=False), {}, {}
+    trained: dict[float, TrainedTrial] = {}
+    evaluate, direct_acc = trial_evaluator(
+        restore(scaled_model), restore(direct_model), splits, settings, trained
+    )
+    name = settings.study_name
+    study = tuning.run_study(
+        tune_p.storage,
+        name,
+        tuning.lambda_distribution(tune_p.lambda_min, tune_p.lambda_max),
+        evaluate,
+        tune_p.n_trials,
+        tune_p.timeout_s,
+        settings.seed,
+        tuning.mlflow_trial_logger(settings.dataset, name),
+        tune_p.first_lambdas,
+    )
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == tuning.TrialState.COMPLETE]
+    where = {"enabled": True, "study_name": name, "storage": tune_p.storage}
+    if not complete:
+        logger.warning("No complete trial in study %s: λ from the configuration", name)
+        return _configured(settings, **where), {}, {}
+    chosen, floor_met = tuning.select_trial(trials, direct_acc, tune_p.retention_floor)
+    if not floor_met:
+        logger.warning(
+            "No trial reaches accuracy retention %.3f on validation; chose the most accurate "
+            "(λ = %.4g)",
+            tune_p.retention_floor,
+            chosen.params[tuning.PARAM],
+        )
+    report = {
+        **where,
+        "best_lambda": float(chosen.params[tuning.PARAM]),
+        "n_trials": len(complete),
+        "pareto": [tuning.trial_record(t) for t in tuning.pareto_front(trials)],
+        "trials": [tuning.trial_record(t) | {"number": t.number} for t in complete],
+        "chosen_trial": chosen.number,
+        "floor_met": floor_met,
+        "retention_floor": tune_p.retention_floor,
+        "direct_val_accuracy": direct_acc,
+        "energy_model": settings.transfer.energy_model,
+    }
+    metrics = {
+        "tuning.best_lambda": {"value": report["best_lambda"], "step": 0},
+        "tuning.n_trials": {"value": float(len(complete)), "step": 0},
+        "tuning.chosen_val_accuracy": {"value": float(chosen.values[0]), "step": 0},
+        "tuning.chosen_energy_uJ": {"value": float(chosen.values[1]), "step": 0},
+    }
+    best = trained.get(report["best_lambda"])
+    reuse = (
+        {"rate_lambda": report["best_lambda"], "model": best[0], "history": best[1]} if best else {}
+    )
+    return report, metrics, reuse
+
+
+def finetune_event_model(
+    scaled_model: dict[str, Any],
+    direct_model: dict[str, Any],
+    splits: DataSplits,
+    settings: PipelineParams,
+    tuning_report: dict[str, Any],
+    tuned_event_model: dict[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Step 5: event-driven fine-tuning of E with ``CE + lambda * mean spike rate`` at the lambda
+    the sweep chose (``transfer.finetune.rate_lambda`` when the sweep is off). When the sweep
+    trained that very network in this run (same lambda, settings and seed), it is taken as it
+    is instead of being trained a second time."""
+    rate_lambda = float(tuning_report["best_lambda"])
+    if tuned_event_model and tuned_event_model["rate_lambda"] == rate_lambda:
+        logger.info(
+            "Network E for λ = %.4g taken from the sweep's trial (not trained twice)", rate_lambda
+        )
+        return tuned_event_model["model"], tuned_event_model["history"]
+    net, history = finetune(
+        restore(scaled_model),
+        restore(direct_model),
+        splits.train,
+        splits.validation,
+        settings,
+        rate_lambda,
+    )
+    return checkpoint(net.cpu()), history

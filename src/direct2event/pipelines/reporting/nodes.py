@@ -1,0 +1,161 @@
+"""The run's report: ``summary.json`` and its MLflow metrics, per-epoch metrics, and the
+registration of networks D and E in the MLflow Model Registry."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from direct2event import registry
+from direct2event.data.splits import DataSplits
+from direct2event.params import PipelineParams
+from direct2event.snn.models import restore
+
+logger = logging.getLogger(__name__)
+
+ABLATION_FIELDS = (
+    "variant",
+    "rate_lambda",
+    "accuracy",
+    "energy_uJ",
+    "events_per_sample",
+    "energy_gain_fraction",
+)
+
+
+def _epoch_metrics(log: list[dict[str, float]], prefix: str) -> dict[str, list[dict]]:
+    """Per-epoch records in kedro-mlflow's metrics-history format (step = epoch)."""
+    keys = [k for k in log[0] if k != "epoch"] if log else []
+    return {
+        f"{prefix}.{k}": [{"value": float(h[k]), "step": int(h["epoch"])} for h in log]
+        for k in keys
+        if all(math.isfinite(h.get(k, float("nan"))) for h in log)
+    }
+
+
+def direct_training_metrics(direct_training_log: list[dict[str, float]]) -> dict[str, list]:
+    """Network D's per-epoch loss and accuracies as ``direct.<name>`` metric histories."""
+    return _epoch_metrics(direct_training_log, "direct")
+
+
+def finetune_metrics(finetune_log: list[dict[str, float]]) -> dict[str, list]:
+    """Network E's per-epoch fine-tuning figures as ``finetune.<name>`` metric histories."""
+    return _epoch_metrics(finetune_log, "finetune")
+
+
+def _network(res: dict[str, Any], energy_model: str) -> dict[str, Any]:
+    return {
+        "accuracy": float(res["accuracy"]),
+        "energy_uJ": float(res["energy_uJ_by_model"][energy_model]),
+        "energy_uJ_by_model": {k: float(v) for k, v in res["energy_uJ_by_model"].items()},
+        "events_per_sample": float(res["events_per_sample"]),
+        "synops_per_sample": float(res["synops_per_sample"]),
+        "ac_per_sample": float(res["ac_per_sample"]),
+        "mac_per_sample": float(res["mac_per_sample"]),
+        "firing_rates": {k: float(v) for k, v in res["firing_rates"].items()},
+    }
+
+
+def build_summary(
+    splits: DataSplits,
+    settings: PipelineParams,
+    evaluation: dict[str, Any],
+    ablation: list[dict[str, Any]],
+    tuning_report: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict]]:
+    """The run's report (``summary.json``), built in this one place, and its MLflow metrics."""
+    energy_model = settings.transfer.energy_model
+    direct = _network(evaluation["direct"], energy_model)
+    event = _network(evaluation["event"], energy_model)
+    summary: dict[str, Any] = {
+        "dataset": settings.dataset,
+        "seed": settings.seed,
+        "simulated": bool(splits.simulated),
+        "timesteps": settings.direct_coding.timesteps,
+        "event_timesteps": settings.event_coding.timesteps,
+        "input_encoding": settings.event_coding.encoding,
+        "energy_model": energy_model,
+        "splits": splits.sizes(),
+        "direct": direct,
+        "event": event,
+        "energy_reduction": direct["energy_uJ"] / event["energy_uJ"]
+        if event["energy_uJ"] > 0
+        else None,
+        "energy_reduction_by_model": {
+            k: direct["energy_uJ_by_model"][k] / v if v > 0 else None
+            for k, v in event["energy_uJ_by_model"].items()
+        },
+        "accuracy_retention": event["accuracy"] / direct["accuracy"]
+        if direct["accuracy"] > 0
+        else None,
+        "rate_lambda": float(tuning_report["best_lambda"]),
+        "tuning": {
+            "best_lambda": float(tuning_report["best_lambda"]),
+            "n_trials": int(tuning_report["n_trials"]),
+            "pareto": tuning_report["pareto"],
+        },
+        "ablation": [{k: row[k] for k in ABLATION_FIELDS} for row in ablation],
+    }
+    metrics = {
+        "direct.test_accuracy": direct["accuracy"],
+        "event.test_accuracy": event["accuracy"],
+        "direct.energy_uJ": direct["energy_uJ"],
+        "event.energy_uJ": event["energy_uJ"],
+        "direct.events_per_sample": direct["events_per_sample"],
+        "event.events_per_sample": event["events_per_sample"],
+        "energy_reduction": summary["energy_reduction"],
+        "accuracy_retention": summary["accuracy_retention"],
+    }
+    for row in ablation:
+        metrics[f"ablation.{row['variant']}.accuracy"] = row["accuracy"]
+        metrics[f"ablation.{row['variant']}.energy_uJ"] = row["energy_uJ"]
+    clean = {
+        k: {"value": float(v), "step": 0}
+        for k, v in metrics.items()
+        if v is not None and math.isfinite(v)
+    }
+    return summary, clean
+
+
+def register_networks(
+    direct_model: dict[str, Any],
+    event_model: dict[str, Any],
+    summary: dict[str, Any],
+    settings: PipelineParams,
+) -> dict[str, Any]:
+    """Register D (unless it came from the registry) and E as ``<key>-direct`` / ``<key>-event``
+    in the MLflow Model Registry, tagged with accuracy, energy, timesteps, lambda, code version."""
+    import mlflow
+
+    if not settings.register_models or mlflow.active_run() is None:
+        logger.info("Models not registered (register_models is off or no MLflow run is active)")
+        return {"registered": False}
+    common = {
+        **registry.architecture_tags(settings.model),
+        "dataset": settings.dataset,
+        "seed": settings.seed,
+        "energy_model": summary["energy_model"],
+        "code_version": registry.code_version(),
+        "run_id": mlflow.active_run().info.run_id,
+    }
+    uris: dict[str, Any] = {"registered": True}
+    for network, saved in (("direct", direct_model), ("event", event_model)):
+        if network == "direct" and settings.source_model is not None:
+            uris[network] = settings.source_model
+            continue
+        tags = {
+            **common,
+            "accuracy": summary[network]["accuracy"],
+            "energy_uJ": summary[network]["energy_uJ"],
+            "events_per_sample": summary[network]["events_per_sample"],
+            "input_encoding": (
+                settings.direct_coding.encoding
+                if network == "direct"
+                else summary["input_encoding"]
+            ),
+        }
+        if network == "event":
+            tags |= {"rate_lambda": summary["rate_lambda"], "timesteps": summary["event_timesteps"]}
+        uris[network] = registry.register(restore(saved), settings.dataset, network, tags)
+    return uris

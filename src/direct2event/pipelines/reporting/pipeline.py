@@ -1,0 +1,90 @@
+"""Wiring of the report: summary, per-epoch metrics, one node per figure, the registry."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Node, Pipeline
+
+from direct2event.pipelines.reporting.figures import (
+    plot_ablation,
+    plot_calibration,
+    plot_direct_training,
+    plot_energy,
+    plot_finetuning,
+    plot_thresholds,
+    plot_tuning,
+)
+from direct2event.pipelines.reporting.nodes import (
+    build_summary,
+    direct_training_metrics,
+    finetune_metrics,
+    register_networks,
+)
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    """Every result of the run -> summary.json, metrics, plots and registered models."""
+    return Pipeline(
+        [
+            Node(
+                build_summary,
+                inputs=["splits", "settings", "evaluation", "ablation", "tuning_report"],
+                outputs=["summary", "summary_metrics"],
+                name="build_summary",
+            ),
+            Node(
+                direct_training_metrics,
+                inputs="direct_training_log",
+                outputs="direct_training_history",
+                name="direct_training_metrics",
+            ),
+            Node(
+                finetune_metrics,
+                inputs="finetune_log",
+                outputs="finetune_history",
+                name="finetune_metrics",
+            ),
+            Node(
+                plot_direct_training,
+                inputs=["direct_training_log", "settings"],
+                outputs="direct_training_curve",
+                name="plot_direct_training",
+            ),
+            Node(
+                plot_calibration,
+                inputs="calibration",
+                outputs="calibration_curves",
+                name="plot_calibration",
+            ),
+            Node(
+                plot_thresholds,
+                inputs="threshold_report",
+                outputs="threshold_plot",
+                name="plot_thresholds",
+            ),
+            Node(
+                plot_tuning,
+                inputs=["tuning_report", "settings"],
+                outputs="tuning_plot",
+                name="plot_tuning",
+            ),
+            Node(
+                plot_finetuning,
+                inputs=["finetune_log", "tuning_report"],
+                outputs="finetune_curve",
+                name="plot_finetuning",
+            ),
+            Node(plot_energy, inputs="evaluation", outputs="energy_plot", name="plot_energy"),
+            Node(
+                plot_ablation,
+                inputs=["ablation", "evaluation", "settings"],
+                outputs="ablation_plot",
+                name="plot_ablation",
+            ),
+            Node(
+                register_networks,
+                inputs=["direct_model", "event_model", "summary", "settings"],
+                outputs="registry_report",
+                name="register_networks",
+            ),
+        ]
+    )
