@@ -95,7 +95,15 @@ def test_dataset_pipeline_with_sequential_runner(tmp_path: Path) -> None:
     # every fine-tuned row names its lambda: the TTFS pipeline rows use the chosen one
     chosen = summary["rate_lambda"]
     assert [rows[v]["rate_lambda"] for v in (*ABLATION_VARIANTS, *TTFS_VARIANTS)] == [
-        None, None, 0.0, chosen, None, 0.0, 0.0, chosen, chosen
+        None,
+        None,
+        0.0,
+        chosen,
+        None,
+        0.0,
+        0.0,
+        chosen,
+        chosen,
     ]
     assert rows["finetune_lambda"]["energy_gain_fraction"] == pytest.approx(1.0)
     # fine-tuning on TTFS input repairs the naive TTFS transfer

@@ -99,7 +99,7 @@ def plot_thresholds(threshold_report: dict[str, Any]) -> Figure:
 
 def plot_tuning(report: dict[str, Any], settings: PipelineParams) -> Figure:
     """Every trial (energy vs validation accuracy), the Pareto front and the chosen trial."""
-    trials, front = report["trials"], report["pareto"]
+    trials, front = report["trials"], report.get("pareto", [])
     if not trials:
         why = "tuning disabled" if not report.get("enabled") else "no complete trial"
         return _note(f"{why}: λ from transfer.finetune.rate_lambda")

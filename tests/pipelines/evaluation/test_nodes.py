@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+
+from direct2event.data.splits import DataSplits
+from direct2event.pipelines.evaluation.nodes import (
+    ABLATION_VARIANTS,
+    evaluate_transfer,
+    run_ablation,
+)
+from tests.pipelines.conftest import tiny
+
+
+def test_evaluate_transfer_counts_d_as_macs_and_e_as_events(
+    scaled, direct_model, digits_splits: DataSplits, settings
+) -> None:
+    results = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
+    d, e = results["direct"], results["event"]
+    assert 0.8 < d["accuracy"] <= 1 and 0.3 < e["accuracy"] <= 1
+    assert d["mac_per_sample"] > 0 and d["ac_per_sample"] == 0
+    assert e["mac_per_sample"] == 0 and e["ac_per_sample"] > 0
+    for res in (d, e):  # per_event at 1 pJ: uJ = events * 1e-6
+        assert res["energy_uJ_by_model"]["per_event"] == pytest.approx(
+            res["events_per_sample"] * 1e-6
+        )
+        assert sum(res["layer_energy_uJ"]["per_event"].values()) == pytest.approx(
+            res["energy_uJ_by_model"]["per_event"]
+        )
+
+
+def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
+    scaled, direct_model, digits_splits: DataSplits
+) -> None:
+    settings = tiny(transfer={"finetune": {"rate_lambda": 20.0}})
+    evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
+    rows = run_ablation(
+        direct_model, scaled[0], evaluation, digits_splits, settings, {"best_lambda": 20.0}
+    )
+    assert [r["variant"] for r in rows] == list(ABLATION_VARIANTS)
+    assert [r["rate_lambda"] for r in rows] == [None, None, 0.0, 20.0]
+    by = {r["variant"]: r for r in rows}
+    assert by["thresholds"]["accuracy"] == evaluation["event"]["accuracy"]  # the same network
+    d_energy = evaluation["direct"]["energy_uJ_by_model"]["per_event"]
+    final = d_energy - by["finetune_lambda"]["energy_uJ"]
+    for r in rows:
+        assert r["energy_gain_fraction"] == pytest.approx((d_energy - r["energy_uJ"]) / final)
+        assert r["energy_reduction"] == pytest.approx(d_energy / r["energy_uJ"])
+    off = run_ablation(
+        direct_model,
+        scaled[0],
+        evaluation,
+        digits_splits,
+        tiny(transfer={"ablation": {"enabled": False}}),
+        {"best_lambda": 20.0},
+    )
+    assert [r["variant"] for r in off] == ["finetune_lambda"]

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from direct2event.data.splits import DataSplits
+from direct2event.pipelines.finetuning.nodes import (
+    drop_dominated,
+    finetune_event_model,
+    tune_rate_lambda,
+)
+from direct2event.snn.models import restore
+from tests.pipelines.conftest import tiny
+
+
+def test_only_pareto_optimal_trial_networks_are_kept() -> None:
+    trained = {
+        0.5: ({}, [], (0.986, 0.0083)),
+        1.5: ({}, [], (0.9835, 0.0069)),
+        3.0: ({}, [], (0.980, 0.0070)),  # beaten by 1.5 on both
+        5.0: ({}, [], (0.981, 0.0059)),
+        6.0: ({}, [], (0.981, 0.0059)),  # a tie is kept: either may be chosen
+    }
+    drop_dominated(trained)
+    assert sorted(trained) == [0.5, 1.5, 5.0, 6.0]
+
+
+def test_sweep_off_uses_the_configured_lambda(scaled, direct_model, digits_splits) -> None:
+    settings = tiny(transfer={"finetune": {"rate_lambda": 7.0}})
+    report, metrics, reuse = tune_rate_lambda(scaled[0], direct_model, digits_splits, settings)
+    assert report["best_lambda"] == 7.0 and report["enabled"] is False
+    assert report["n_trials"] == 0 and metrics == {} and reuse == {}
+
+
+def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
+    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path
+) -> None:
+    settings = tiny(
+        tuning={
+            "enabled": True,
+            "n_trials": 2,
+            "first_lambdas": [1.5, 30.0],
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+        }
+    )
+    report, metrics, reuse = tune_rate_lambda(scaled[0], direct_model, digits_splits, settings)
+    assert report["n_trials"] == 2 and {t["lambda"] for t in report["trials"]} == {1.5, 30.0}
+    assert report["study_name"] == settings.study_name
+    by_lambda = {t["lambda"]: t for t in report["trials"]}
+    assert by_lambda[30.0]["energy_uJ"] < by_lambda[1.5]["energy_uJ"]  # stronger penalty
+    floor = report["retention_floor"] * report["direct_val_accuracy"]
+    passing = [t for t in report["trials"] if t["val_accuracy"] >= floor]
+    expected = min(passing, key=lambda t: t["energy_uJ"]) if passing else None
+    if expected is not None:
+        assert report["floor_met"] and report["best_lambda"] == expected["lambda"]
+    assert metrics["tuning.best_lambda"]["value"] == report["best_lambda"]
+    assert reuse["rate_lambda"] == report["best_lambda"]
+    # the final fine-tuning takes the sweep's network instead of training it again
+    event, log = finetune_event_model(
+        scaled[0], direct_model, digits_splits, settings, report, reuse
+    )
+    assert event is reuse["model"] and log == reuse["history"]
+
+
+def test_finetune_event_model_trains_at_the_chosen_lambda(
+    scaled, direct_model, digits_splits: DataSplits, settings
+) -> None:
+    low, log = finetune_event_model(
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}
+    )
+    high, _ = finetune_event_model(
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 30.0}, {}
+    )
+    assert [h["epoch"] for h in log] == [1]
+    x = digits_splits.test.x[:64].float()
+    inputs = (torch.rand(4, *x.shape, generator=torch.Generator().manual_seed(0)) < x).float()
+
+    def spikes(saved: dict) -> float:
+        net = restore(saved).eval()
+        counts = []
+        hooks = [
+            lif.register_forward_hook(lambda m, i, o: counts.append(o.sum()))
+            for lif in net.lif_layers()
+        ]
+        with torch.no_grad():
+            net(inputs)
+        for h in hooks:
+            h.remove()
+        return float(sum(counts))
+
+    assert spikes(high) < spikes(low)  # the rate penalty cuts spikes

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from direct2event.data.splits import DataSplits
+from direct2event.pipelines.evaluation.nodes import evaluate_transfer, run_ablation
+from direct2event.pipelines.reporting import figures
+from tests.pipelines.conftest import tiny
+
+
+def titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes]
+
+
+def test_each_figure_shows_its_data(
+    scaled, calibration, direct_model, digits_splits: DataSplits, settings
+) -> None:
+    layers = len(calibration["maps"])
+    assert len(figures.plot_calibration(calibration).axes) == layers
+    fig = figures.plot_thresholds(scaled[1])
+    assert len(fig.axes) == len(scaled[1]["layers"])
+    # two series per panel: naive and scaled rates, one point per channel
+    assert [len(c.get_offsets()) for c in fig.axes[0].collections] == [
+        len(scaled[1]["layers"][0]["target_rate"])
+    ] * 2
+    log = [{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_accuracy": 0.6}]
+    assert len(figures.plot_direct_training(log, settings).axes) == 2
+    assert (
+        "not trained"
+        in figures.plot_direct_training([], tiny(source_model="models:/digits-direct/1"))
+        .texts[0]
+        .get_text()
+    )
+    evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
+    energy = figures.plot_energy(evaluation)
+    assert [t.split(":")[0] for t in titles(energy)] == ["per_event", "synops_45nm"]
+    ablation = run_ablation(
+        direct_model, scaled[0], evaluation, digits_splits, settings, {"best_lambda": 5.0}
+    )
+    fig = figures.plot_ablation(ablation, evaluation, settings)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels[0] == "direct (D)" and labels[1] == "naive" and labels[-1].endswith("λ=5")
+    assert "paper: >80%" in " ".join(t.get_text() for t in fig.axes[1].texts)
+
+
+def test_tuning_figure_marks_the_choice_and_says_when_there_is_none(settings) -> None:
+    report = {
+        "trials": [
+            {"number": 0, "lambda": 1.5, "val_accuracy": 0.95, "energy_uJ": 2.0},
+            {"number": 1, "lambda": 5.0, "val_accuracy": 0.93, "energy_uJ": 1.0},
+        ],
+        "chosen_trial": 1,
+        "retention_floor": 0.95,
+        "direct_val_accuracy": 0.97,
+        "energy_model": "per_event",
+        "n_trials": 2,
+        "study_name": "digits-x",
+    }
+    report["pareto"] = report["trials"][::-1]
+    fig = figures.plot_tuning(report, settings)
+    assert "chosen: λ = 5" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    empty = figures.plot_tuning({"trials": [], "enabled": False}, settings)
+    assert "tuning disabled" in empty.texts[0].get_text()

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from direct2event.data.splits import DataSplits
+from direct2event.pipelines.evaluation.nodes import evaluate_transfer, run_ablation
+from direct2event.pipelines.reporting.nodes import (
+    build_summary,
+    direct_training_metrics,
+    finetune_metrics,
+    register_networks,
+)
+
+
+@pytest.fixture(scope="module")
+def measured(scaled, direct_model, digits_splits: DataSplits, settings) -> tuple:
+    evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
+    ablation = run_ablation(
+        direct_model, scaled[0], evaluation, digits_splits, settings, {"best_lambda": 5.0}
+    )
+    return evaluation, ablation
+
+
+def test_summary_ratios_and_metrics(measured, digits_splits: DataSplits, settings) -> None:
+    evaluation, ablation = measured
+    tuning = {"best_lambda": 5.0, "n_trials": 0, "pareto": []}
+    summary, metrics = build_summary(digits_splits, settings, evaluation, ablation, tuning)
+    d, e = summary["direct"], summary["event"]
+    assert summary["dataset"] == "digits" and summary["seed"] == 0
+    assert summary["input_encoding"] == "rate" and summary["timesteps"] == 4
+    assert summary["energy_reduction"] == pytest.approx(d["energy_uJ"] / e["energy_uJ"])
+    assert summary["energy_reduction_by_model"]["synops_45nm"] == pytest.approx(
+        d["energy_uJ_by_model"]["synops_45nm"] / e["energy_uJ_by_model"]["synops_45nm"]
+    )
+    assert summary["accuracy_retention"] == pytest.approx(e["accuracy"] / d["accuracy"])
+    assert summary["rate_lambda"] == 5.0
+    assert [r["variant"] for r in summary["ablation"]] == [r["variant"] for r in ablation]
+    assert metrics["event.test_accuracy"] == {"value": e["accuracy"], "step": 0}
+    assert metrics["ablation.naive.energy_uJ"]["value"] == ablation[0]["energy_uJ"]
+
+
+def test_epoch_logs_become_metric_histories() -> None:
+    log = [
+        {"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.9},
+        {"epoch": 2, "train_loss": 0.25, "val_accuracy": float("nan")},
+    ]
+    assert direct_training_metrics(log) == {
+        "direct.train_loss": [{"value": 0.5, "step": 1}, {"value": 0.25, "step": 2}]
+    }  # a metric with a NaN epoch is left out
+    assert set(finetune_metrics(log)) == {"finetune.train_loss"}
+    assert direct_training_metrics([]) == {}
+
+
+def test_no_registration_without_an_mlflow_run(direct_model, settings) -> None:
+    import mlflow
+
+    assert mlflow.active_run() is None
+    assert register_networks(direct_model, direct_model, {}, settings) == {"registered": False}
