@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export KEDRO_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: run test bench install install-dev viz mlflow-ui optuna-dashboard clean
+.PHONY: run seeds test bench install install-dev viz mlflow-ui optuna-dashboard clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ install-dev: $(VENV)/.installed-dev
 
 run: install
 	cd $(CURDIR) && $(VENV)/bin/kedro run
+
+# The whole pipeline once per seed (side by side where cores allow), then mean, std and worst:
+# data/08_reporting/$(KEY)/seeds.json and seeds.png, one parent MLflow run with a child per seed.
+KEY ?= mnist
+SEEDS ?= 0 1 2
+JOBS ?= 2
+seeds: install
+	cd $(CURDIR) && $(PY) -m direct2event.seeds --key $(KEY) --seeds $(SEEDS) --jobs $(JOBS)
 
 test: install-dev
 	$(PY) -m pytest -q

@@ -4,6 +4,7 @@ the MLflow run and log the parameters, time each node."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from kedro.pipeline import Node, Pipeline
 from mlflow.entities import RunStatus
 
 from direct2event.params import PipelineParams, load_settings
+from direct2event.seeds import PARENT_RUN_ENV
 from direct2event.snn.training import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,13 @@ class ProjectHooks:
         for key, params in settings.items():
             catalog[f"{key}.settings"] = params
         if mlflow.active_run() is not None and keys:
-            mlflow.set_tags({"dataset": ",".join(keys), "mlflow.runName": ",".join(keys)})
+            name = ",".join(keys)
+            parent = os.environ.get(PARENT_RUN_ENV)
+            if parent:  # one seed of a multi-seed study: a child of the study's run
+                seeds = ",".join(str(settings[k].seed) for k in keys)
+                mlflow.set_tags({"mlflow.parentRunId": parent, "kind": "seed_run"})
+                name = f"{name}-seed{seeds}"
+            mlflow.set_tags({"dataset": ",".join(keys), "mlflow.runName": name})
             for key, params in settings.items():
                 prefix = "" if len(keys) == 1 else f"{key}."
                 mlflow.log_params({prefix + k: v for k, v in params.loggable().items()})
