@@ -92,4 +92,5 @@ def finetune(
         progress=params.training.progress,
         teacher_logits=logits,
         desc=desc,
+        train_thresholds=ft.train_thresholds,
     )

@@ -113,6 +113,9 @@ class FinetuneParams(_Strict):
     alpha: float = Field(0.4, ge=0, le=1)
     temperature: float = Field(2.0, gt=0)
     max_train: int | None = Field(None, ge=1, description="training samples per fine-tuning")
+    train_thresholds: bool = Field(
+        False, description="train E's per-channel thresholds with the weights (kept positive)"
+    )
     optimizer: Literal["adam", "sgd"] = "adam"
     schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
     weight_decay: float = Field(0.0, ge=0)

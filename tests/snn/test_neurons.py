@@ -211,3 +211,44 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temporary_folder(
     built = kernels._build("float")
     assert built.parent == tmp_path / "tmp" / f"direct2event-{os.getuid()}"
     assert built.exists()
+
+
+@pytest.mark.parametrize("surrogate", ["pwl", "atan"])
+@pytest.mark.parametrize("kernel", [True, False])
+def test_threshold_gradient_equals_autograd_of_the_reference(
+    surrogate: str, kernel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trained threshold gets the gradient autograd gives the plain step-by-step LIF."""
+    from direct2event.snn import kernels
+
+    if not kernel:
+        monkeypatch.setattr(kernels, "usable", lambda x: False)
+    torch.manual_seed(0)
+    params = LIFParameters(beta=0.5, width=1.0, surrogate=surrogate)
+    x = torch.randn(4, 3, 5, 6, 6, dtype=torch.float64)
+    theta = (torch.rand(5, 1, 1, dtype=torch.float64) + 0.5).requires_grad_()
+    theta_ref = theta.detach().clone().requires_grad_()
+    weights = torch.randn_like(x)
+    (lif_multistep(x, theta, params, "binary") * weights).sum().backward()
+    (lif_multistep_reference(x, theta_ref, params, "binary") * weights).sum().backward()
+    assert theta.grad is not None and theta.grad.shape == theta.shape
+    torch.testing.assert_close(theta.grad, theta_ref.grad, rtol=1e-9, atol=1e-9)
+
+
+def test_trained_thresholds_get_gradients_and_stay_positive() -> None:
+    from direct2event.snn.neurons import LIF, THRESHOLD_FLOOR
+
+    lif = LIF(4, LIFParameters(), mode="binary")
+    lif.threshold.fill_(0.5)
+    lif.train_threshold(True)
+    assert isinstance(lif.threshold, torch.nn.Parameter)
+    x = torch.rand(3, 2, 4, 5, 5)
+    lif(x).sum().backward()
+    assert lif.threshold.grad is not None and lif.threshold.grad.abs().sum() > 0
+    assert torch.all(lif.threshold.grad < 0)  # a lower threshold means more spikes
+    with torch.no_grad():
+        lif.threshold.fill_(-1.0)  # an optimiser step past zero
+    assert torch.all(lif.broadcast_threshold(x) == THRESHOLD_FLOOR)
+    lif.train_threshold(False)
+    assert "threshold" in dict(lif.named_buffers())
+    assert torch.all(lif.threshold == THRESHOLD_FLOOR)

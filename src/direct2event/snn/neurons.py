@@ -121,15 +121,17 @@ class _LIFSubtractFunction(torch.autograd.Function):
     ) -> Tensor:
         if is_graded:  # the graded activation's own derivative is the box: the pwl surrogate
             surrogate = "pwl"
-        track = ctx.needs_input_grad[0]  # inference keeps nothing for a backward pass
+        track = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]  # inference keeps nothing
         ctx.consts = (beta, width, surrogate, detach_reset)
         layout = kernels.channel_layout(x, threshold) if kernels.usable(x) else None
         ctx.layout = layout
+        # a trained threshold needs the outputs for its gradient (the reset term)
+        ctx.theta_grad = bool(ctx.needs_input_grad[1])
         if layout is not None:
             keep = None if not track else ("box" if surrogate == "pwl" else "z")
             out, kept = kernels.lif_forward(x, threshold, layout, beta, width, is_graded, keep)
             if track:
-                ctx.save_for_backward(threshold, kept)
+                ctx.save_for_backward(threshold, kept, out if ctx.theta_grad else None)
             return out
         z = torch.sub(x, threshold, alpha=1.0 - beta)
         z[0].sub_(threshold, alpha=beta)
@@ -149,18 +151,20 @@ class _LIFSubtractFunction(torch.autograd.Function):
             return out
         if box is not None:
             _store_box(z[-1], width, box[-1])
-        ctx.save_for_backward(threshold, box if surrogate == "pwl" else z)
+        ctx.save_for_backward(
+            threshold, box if surrogate == "pwl" else z, out if ctx.theta_grad else None
+        )
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        threshold, kept = ctx.saved_tensors
+        threshold, kept, out = ctx.saved_tensors
         beta, width, surrogate, detach_reset = ctx.consts
         if ctx.layout is not None:
             grad_x = kernels.lif_backward(
                 grad_out, kept, threshold, ctx.layout, beta, width, detach_reset
             )
-            return grad_x, None, None, None, None, None, None
+            return grad_x, _threshold_grad(grad_x, out, threshold, beta), *([None] * 5)
         # atan keeps z, this function's own buffer: step t's gradient overwrites z_t once z_t has
         # been read, which spares a fresh allocation (a second backward through a retained graph
         # is refused by autograd's version check instead of reading overwritten values)
@@ -177,7 +181,22 @@ class _LIFSubtractFunction(torch.autograd.Function):
             else:
                 inner = torch.addcmul(grad_out[t], threshold, grad_x[t + 1], value=-beta)
                 torch.addcmul(grad_x[t + 1].mul(beta), fp, inner, out=grad_x[t])
-        return grad_x, None, None, None, None, None, None
+        return grad_x, _threshold_grad(grad_x, out, threshold, beta), *([None] * 5)
+
+
+def _threshold_grad(grad_x: Tensor, out: Tensor | None, threshold: Tensor, beta: float):
+    """``dL/dtheta`` from ``delta_t = dL/dx_t`` (= ``dL/dz_t``): theta enters ``z_t`` directly
+    as ``-1 + beta * (1 - a_{t-1})`` (``a_{-1} = 1``: the first step has no reset), summed
+    over steps, batch and every position that shares a threshold. None when not asked for."""
+    if out is None:
+        return None
+    if threshold.dim() == 0:
+        threshold = threshold.reshape(1)
+    prev = torch.cat([torch.ones_like(out[:1]), out[:-1]])
+    grad = (grad_x * prev.mul_(-beta).add_(beta - 1.0)).sum(dim=(0, 1))
+    dims = [i for i, n in enumerate(threshold.shape) if n == 1 and grad.shape[i] != 1]
+    grad = grad.sum(dim=dims, keepdim=True) if dims else grad
+    return grad.sum() if grad.numel() != threshold.numel() else grad.reshape(threshold.shape)
 
 
 def lif_multistep(x: Tensor, threshold: Tensor, params: LIFParameters, mode: Mode) -> Tensor:
@@ -201,11 +220,15 @@ def lif_multistep(x: Tensor, threshold: Tensor, params: LIFParameters, mode: Mod
     return lif_multistep_reference(x, threshold.to(x.dtype), params, mode)
 
 
+THRESHOLD_FLOOR = 1e-3  # the smallest threshold a trained one may take (keeps spikes finite)
+
+
 class LIF(nn.Module):
     """Multi-step LIF layer for ``[T, B, C, ...]`` input with one threshold per channel.
 
     ``mode`` selects network D (``graded``) or network E (``binary``); both read the same weights
-    upstream. Thresholds are a buffer (not trained by the optimiser); threshold scaling sets them.
+    upstream. Thresholds are a buffer that threshold scaling sets; :meth:`train_threshold` makes
+    them a parameter the optimiser trains (fine-tuning with ``train_thresholds``).
     """
 
     multistep = True
@@ -218,8 +241,22 @@ class LIF(nn.Module):
         self.register_buffer("threshold", torch.ones(channels))
 
     def broadcast_threshold(self, x: Tensor) -> Tensor:
-        """Threshold shaped to broadcast over one step ``x[t]`` of shape ``[B, C, ...]``."""
-        return self.threshold.view(-1, *([1] * (x.dim() - 3)))
+        """Threshold shaped to broadcast over one step ``x[t]`` of shape ``[B, C, ...]``; a
+        trained threshold is kept at or above ``THRESHOLD_FLOOR``."""
+        theta = self.threshold
+        if theta.requires_grad:
+            theta = theta.clamp(min=THRESHOLD_FLOOR)
+        return theta.view(-1, *([1] * (x.dim() - 3)))
+
+    def train_threshold(self, on: bool = True) -> None:
+        """Make the thresholds a trained parameter (``on``) or a fixed buffer again (values
+        clamped to ``THRESHOLD_FLOOR``, as the forward pass used them)."""
+        value = self.threshold.detach().clamp(min=THRESHOLD_FLOOR).clone()
+        del self.threshold
+        if on:
+            self.threshold = nn.Parameter(value)
+        else:
+            self.register_buffer("threshold", value)
 
     def forward(self, x: Tensor) -> Tensor:
         return lif_multistep(x, self.broadcast_threshold(x), self.params, self.mode)

@@ -109,12 +109,15 @@ def finetune_event_network(
     progress: bool = True,
     teacher_logits: Tensor | None = None,
     desc: str = "fine-tune",
+    train_thresholds: bool = False,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """BPTT of E (binary forward, surrogate backward) with the rate penalty (and distillation).
 
     When distilling without shift augmentation, D's logits for ``train`` (``teacher_logits``,
     from :func:`direct2event.snn.training.predict_logits`; computed here when not given) are
     looked up per batch: D is frozen and its input deterministic, so they are the same values.
+    ``train_thresholds``: E's per-channel thresholds are trained with the weights (kept at or
+    above the floor) and fixed again afterwards.
     """
     model = copy.deepcopy(event_model)
     teacher = copy.deepcopy(direct_model).to(device) if distill else None
@@ -136,5 +139,11 @@ def finetune_event_network(
         temperature=temperature,
         teacher_logits=teacher_logits,
     )
+    if train_thresholds:
+        for lif in model.lif_layers():
+            lif.train_threshold(True)
     history = fit(model, train, val, cfg, device, extra_loss=loss, progress=progress, desc=desc)
+    for lif in model.lif_layers():
+        if isinstance(lif.threshold, torch.nn.Parameter):
+            lif.train_threshold(False)
     return model, history

@@ -90,3 +90,25 @@ def test_finetune_event_model_trains_at_the_chosen_lambda(
         return float(sum(counts))
 
     assert spikes(high) < spikes(low)  # the rate penalty cuts spikes
+
+
+def test_fine_tuning_can_train_the_thresholds(scaled, direct_model, digits_splits) -> None:
+    from direct2event.snn.neurons import THRESHOLD_FLOOR
+
+    settings = tiny(transfer={"finetune": {"train_thresholds": True}})
+    tuned, _ = finetune_event_model(
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 5.0}, {}
+    )
+    fixed, _ = finetune_event_model(
+        scaled[0], direct_model, digits_splits, tiny(), {"best_lambda": 5.0}, {}
+    )
+    before = [lif.threshold for lif in restore(scaled[0]).lif_layers()]
+    after = [lif.threshold for lif in restore(tuned).lif_layers()]
+    kept = [lif.threshold for lif in restore(fixed).lif_layers()]
+    assert all(torch.equal(a, b) for a, b in zip(before, kept, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert all(torch.all(t >= THRESHOLD_FLOOR) for t in after)
+    assert all(
+        k.endswith("threshold") is False or not isinstance(v, torch.nn.Parameter)
+        for k, v in tuned["state_dict"].items()
+    )
