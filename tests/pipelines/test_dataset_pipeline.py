@@ -217,15 +217,15 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     )
     artifacts = {
         a.path
-        for d in ("digits/models", "digits/plots", "digits/reports")
+        for d in ("models", "plots", "reports")
         for a in client.list_artifacts(first.info.run_id, d)
     }
-    assert {"digits/models/direct_model.pkl", "digits/models/event_model.pkl"} <= artifacts
+    assert {"models/direct_model.pkl", "models/event_model.pkl"} <= artifacts
     assert {
-        "digits/plots/direct_training_curve.png",
-        "digits/plots/calibration_curves.png",
+        "plots/direct_training_curve.png",
+        "plots/calibration_curves.png",
     } <= artifacts
-    assert "digits/reports/summary.json" in artifacts
+    assert "reports/summary.json" in artifacts
     model_versions = project / "data/06_models/digits/direct_model.pkl"
     assert len(list(model_versions.iterdir())) == 1
 
@@ -240,7 +240,7 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
         summary["tuning"]["best_lambda"]
     }
     assert all("val_accuracy" in t.data.metrics and "energy_uJ" in t.data.metrics for t in trials)
-    assert "digits/plots/tuning.png" in artifacts  # the Pareto-front plot
+    assert "plots/tuning.png" in artifacts  # the Pareto-front plot
     assert first.data.metrics["tuning.best_lambda"] == summary["rate_lambda"]
 
     # the pretrained-SNN database: D and E registered with their figures as tags
