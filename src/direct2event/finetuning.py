@@ -1,4 +1,4 @@
-"""Event-driven fine-tuning of network E from validated parameters.
+"""BPTT settings from validated parameters, and the event-driven fine-tuning of network E.
 
 Shared by the stages that fine-tune E (the sweep's trials, the final fine-tuning, the ablation
 rows), so all of them train exactly alike: same samples, settings and seed.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from direct2event.params import PipelineParams
+from direct2event.params import FinetuneParams, PipelineParams, TrainingParams
 from direct2event.snn.encoders import Encoding, InputCoding
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.training import FitConfig, Split, predict_logits, resolve_device
@@ -19,6 +19,29 @@ from direct2event.snn.transfer import finetune_event_network
 def device_of(params: PipelineParams) -> torch.device:
     """The torch device named by ``training.device`` (auto: CUDA when present)."""
     return resolve_device(params.training.device)
+
+
+def fit_config(
+    section: TrainingParams | FinetuneParams,
+    coding: InputCoding,
+    seed: int,
+    bf16: bool,
+    shift_augment: int = 0,
+) -> FitConfig:
+    """The BPTT settings of D's training or E's fine-tuning (the two share these fields)."""
+    return FitConfig(
+        epochs=section.epochs,
+        lr=section.lr,
+        batch_size=section.batch_size,
+        timesteps=coding.timesteps,
+        encoding=coding.encoding,
+        weight_decay=section.weight_decay,
+        optimizer=section.optimizer,
+        schedule=section.schedule,
+        shift_augment=shift_augment,
+        seed=seed,
+        bf16=bf16,
+    )
 
 
 def finetune_split(train: Split, params: PipelineParams) -> Split:
@@ -62,19 +85,7 @@ def finetune(
     if ft.epochs == 0:
         return scaled, []
     coding = InputCoding(encoding or params.event_coding.encoding, params.event_coding.timesteps)
-    cfg = FitConfig(
-        epochs=ft.epochs,
-        lr=ft.lr,
-        batch_size=ft.batch_size,
-        timesteps=coding.timesteps,
-        encoding=coding.encoding,
-        weight_decay=ft.weight_decay,
-        optimizer=ft.optimizer,
-        schedule=ft.schedule,
-        shift_augment=0,
-        seed=params.seed,
-        bf16=params.training.bf16,
-    )
+    cfg = fit_config(ft, coding, params.seed, params.training.bf16)
     teacher = params.direct_coding
     return finetune_event_network(
         scaled,

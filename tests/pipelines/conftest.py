@@ -68,3 +68,12 @@ def scaled(direct_model, calibration, digits_splits: DataSplits, settings) -> tu
 
     model, report, _ = scale_event_thresholds(direct_model, calibration, digits_splits, settings)
     return model, report
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures made by a test are closed after it (pyplot keeps them open otherwise)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

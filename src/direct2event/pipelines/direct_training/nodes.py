@@ -9,11 +9,11 @@ import torch
 
 from direct2event import registry
 from direct2event.data.splits import DataSplits
-from direct2event.finetuning import device_of
+from direct2event.finetuning import device_of, fit_config
 from direct2event.params import PipelineParams
 from direct2event.snn.models import build_model, checkpoint
 from direct2event.snn.neurons import LIFParameters
-from direct2event.snn.training import FitConfig, fit
+from direct2event.snn.training import fit
 
 logger = logging.getLogger(__name__)
 
@@ -50,20 +50,7 @@ def train_direct_model(
         model.channels,
         model.hidden,
     )
-    coding = settings.direct_coding
-    cfg = FitConfig(
-        epochs=train.epochs,
-        lr=train.lr,
-        batch_size=train.batch_size,
-        timesteps=coding.timesteps,
-        encoding=coding.encoding,
-        weight_decay=train.weight_decay,
-        optimizer=train.optimizer,
-        schedule=train.schedule,
-        shift_augment=train.shift_augment,
-        seed=settings.seed,
-        bf16=train.bf16,
-    )
+    cfg = fit_config(train, settings.direct_coding, settings.seed, train.bf16, train.shift_augment)
     logger.info("Training network D (%s) on %s for %d epochs", model.arch, device, train.epochs)
     history = fit(
         net,
