@@ -31,9 +31,9 @@ run: install
 # data/08_reporting/$(KEY)/seeds.json and seeds.png, one parent MLflow run with a child per seed.
 KEY ?= mnist
 SEEDS ?= 0 1 2
-JOBS ?= 2
+JOBS ?=
 seeds: install
-	cd $(CURDIR) && $(PY) -m direct2event.seeds --key $(KEY) --seeds $(SEEDS) --jobs $(JOBS)
+	cd $(CURDIR) && $(PY) -m direct2event.seeds --key $(KEY) --seeds $(SEEDS) $(if $(JOBS),--jobs $(JOBS),)
 
 test: install-dev
 	$(PY) -m pytest -q
