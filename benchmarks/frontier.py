@@ -65,6 +65,7 @@ def main() -> None:
     records = json.loads(out.read_text()) if out.exists() else []
     for seed in args.seeds:
         base = {**(params.get(args.key) or {}), "seed": seed}
+        base["training"] = {**base.get("training", {}), "progress": False}
         settings = load_settings(args.key, base, params["energy_profiles"])
         d = settings.data  # the split prepare_data makes for this seed
         splits = make_splits(

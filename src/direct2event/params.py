@@ -141,6 +141,13 @@ class TuningParams(_Strict):
         description="tried first when the study is new, in this order",
     )
     retention_floor: float = Field(0.995, gt=0, le=1)
+    retention_margin: float = Field(
+        0.0,
+        ge=0,
+        lt=0.1,
+        description="chosen trials must reach retention_floor + this on validation: room for "
+        "the validation-to-test shift of retention",
+    )
     storage: str = "sqlite:///data/07_model_output/optuna.db"
     study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
     max_validation: int | None = Field(5000, ge=1, description="validation samples per trial")

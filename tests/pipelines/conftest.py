@@ -26,7 +26,13 @@ def tiny(**overrides: Any) -> PipelineParams:
         "transfer": {
             "input_encoding": "rate",
             "timesteps": 4,
-            "finetune": {"epochs": 1, "lr": 2e-3, "batch_size": 64, "distill": False},
+            "finetune": {
+                "epochs": 1,
+                "lr": 2e-3,
+                "batch_size": 64,
+                "distill": False,
+                "train_thresholds": False,
+            },
         },
         "tuning": {"enabled": False},
     }

@@ -55,6 +55,13 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
     if expected is not None:
         assert report["floor_met"] and report["best_lambda"] == expected["lambda"]
     assert metrics["tuning.best_lambda"]["value"] == report["best_lambda"]
+    # a margin above the floor no trial reaches: the most accurate trial, floor not met
+    strict = tiny(tuning={**settings.tuning.model_dump(), "retention_margin": 0.09})
+    assert strict.study_name == settings.study_name  # the same study, no new trials
+    again, _, _ = tune_rate_lambda(scaled[0], direct_model, digits_splits, strict)
+    best = max(report["trials"], key=lambda t: (t["val_accuracy"], -t["energy_uJ"]))
+    assert again["floor_met"] is False and again["best_lambda"] == best["lambda"]
+    assert again["retention_margin"] == 0.09 and again["n_trials"] == 2
     assert reuse["rate_lambda"] == report["best_lambda"]
     # the final fine-tuning takes the sweep's network instead of training it again
     event, log = finetune_event_model(

@@ -132,12 +132,15 @@ def tune_rate_lambda(
     if not complete:
         logger.warning("No complete trial in study %s: λ from the configuration", name)
         return _configured(settings, **where), {}, {}
-    chosen, floor_met = tuning.select_trial(trials, direct_acc, tune_p.retention_floor)
+    required = tune_p.retention_floor + tune_p.retention_margin
+    chosen, floor_met = tuning.select_trial(trials, direct_acc, required)
     if not floor_met:
         logger.warning(
-            "No trial reaches accuracy retention %.3f on validation; chose the most accurate "
-            "(λ = %.4g)",
+            "No trial reaches accuracy retention %.4f (floor %.3f + margin %.4f) on validation; "
+            "chose the most accurate (λ = %.4g)",
+            required,
             tune_p.retention_floor,
+            tune_p.retention_margin,
             chosen.params[tuning.PARAM],
         )
     report = {
@@ -149,6 +152,7 @@ def tune_rate_lambda(
         "chosen_trial": chosen.number,
         "floor_met": floor_met,
         "retention_floor": tune_p.retention_floor,
+        "retention_margin": tune_p.retention_margin,
         "direct_val_accuracy": direct_acc,
         "energy_model": settings.transfer.energy_model,
     }

@@ -132,6 +132,15 @@ def plot_tuning(report: dict[str, Any], settings: PipelineParams) -> Figure:
     ax.axhline(
         floor, color="C3", ls=":", lw=1, label=f"retention floor {report['retention_floor']} x D"
     )
+    margin = report.get("retention_margin", 0.0)
+    if margin:
+        ax.axhline(
+            floor + 100 * margin * report["direct_val_accuracy"],
+            color="C3",
+            ls="--",
+            lw=1,
+            label=f"floor + margin {margin}: the choice needs this",
+        )
     for t in trials:
         ax.annotate(
             f"{t['lambda']:.2g}",
