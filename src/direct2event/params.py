@@ -103,7 +103,7 @@ class ThresholdParams(_Strict):
 class FinetuneParams(_Strict):
     """Regularised event-driven fine-tuning: ``CE + rate_lambda * mean spike rate``."""
 
-    epochs: int = Field(1, ge=0)
+    epochs: int = Field(3, ge=0, description="passes over the training split")
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(128, ge=1)
     rate_lambda: float = Field(
@@ -142,7 +142,7 @@ class TuningParams(_Strict):
     )
     retention_floor: float = Field(0.995, gt=0, le=1)
     retention_margin: float = Field(
-        0.0,
+        0.001,
         ge=0,
         lt=0.1,
         description="chosen trials must reach retention_floor + this on validation: room for "
