@@ -131,3 +131,18 @@ def test_unknown_energy_model_or_bad_profile() -> None:
 def test_namespace_and_dataset_must_agree() -> None:
     with pytest.raises(ParameterError, match="it must be 'digits'"):
         validate_params("digits", {"dataset": "mnist"})
+
+
+def test_effective_parameters_are_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from direct2event.params import main
+
+    monkeypatch.chdir(CONF.parents[1])
+    main(["digits"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["training"]["epochs"] == 8  # from parameters_digits.yml
+    assert printed["training"]["weight_decay"] == 1e-4  # a default
+    assert printed["transfer"]["finetune"]["epochs"] == 3
+    with pytest.raises(SystemExit, match="usage"):
+        main(["mnsit"])

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import sys
+import warnings
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -346,7 +347,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] not in DATASET_KEYS:
         raise SystemExit(f"usage: python -m direct2event.params <key>, key one of {DATASET_KEYS}")
-    conf = OmegaConfigLoader("conf", base_env="base", default_run_env="local")["parameters"]
+    with warnings.catch_warnings():  # Kedro's own use of a deprecated OmegaConf call
+        warnings.simplefilter("ignore", UserWarning)
+        loader = OmegaConfigLoader("conf", base_env="base", default_run_env="local")
+        conf = loader["parameters"]
     params = load_settings(args[0], conf.get(args[0]), conf.get("energy_profiles", {}))
     print(yaml.safe_dump(params.model_dump(exclude={"energy_profiles"}), sort_keys=False))
 
