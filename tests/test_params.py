@@ -146,3 +146,13 @@ def test_effective_parameters_are_printed(
     assert printed["transfer"]["finetune"]["epochs"] == 3
     with pytest.raises(SystemExit, match="usage"):
         main(["mnsit"])
+
+
+def test_gpu_check_reads_the_mnist_pipelines_effective_parameters() -> None:
+    """benchmarks/gpu_check.py runs where only torch, numpy and PyYAML are: it reads a dump of
+    the MNIST parameters, which must equal what the pipeline would use."""
+    dumped = yaml.safe_load((CONF.parents[1] / "benchmarks/mnist_params.yml").read_text())
+    effective = validate_params("mnist", shipped("mnist")).model_dump(exclude={"energy_profiles"})
+    assert dumped == effective, (
+        "regenerate: python -m direct2event.params mnist > benchmarks/mnist_params.yml"
+    )
