@@ -120,7 +120,7 @@ def _write_cache(path: Path, raw: RawData, settings: dict[str, Any]) -> None:
         "info": raw.info,
         "settings": settings,
     }
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # seeds run side by side write it too
     np.savez_compressed(
         tmp, meta=np.asarray(json.dumps(meta)), **arrays
     )  # sparse frames: 13x smaller
