@@ -182,9 +182,9 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(project: Path, params: str = "") -> subprocess.CompletedProcess:
-    """``kedro run --pipelines digits`` in its own process, exactly as a user runs it."""
-    cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", "digits"]
+def run(project: Path, params: str = "", key: str = "digits") -> subprocess.CompletedProcess:
+    """``kedro run --pipelines <key>`` in its own process, exactly as a user runs it."""
+    cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", key]
     if params:
         cmd += ["--params", params]
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
@@ -332,3 +332,37 @@ def test_unknown_dataset_key_is_refused_with_a_suggestion(project: Path) -> None
     assert done.returncode != 0
     assert "Failed to find the pipeline named 'mnsit'" in out and "mnist" in out
     assert not (project / "data").exists()  # nothing ran
+
+
+def test_runs_of_two_datasets_line_up_in_mlflow(project: Path) -> None:
+    """MNIST (a small slice) and digits log the same parameter names and artifact paths, so
+    MLflow's compare view lines them up; the dataset is a tag and the run name."""
+    mnist = {
+        "data": {"max_train": 600, "max_validation": 200, "max_test": 200},
+        "model": {"channels": [8, 16], "hidden": 0},
+        "training": {"epochs": 1, "progress": False},
+        "transfer": {"finetune": {"epochs": 1}, "ablation": {"enabled": False}},
+        "tuning": {"max_validation": 200},
+    }
+    (project / "conf/local/parameters.yml").write_text(yaml.safe_dump({"mnist": mnist}))
+    for key in ("digits", "mnist"):
+        done = run(project, key=key)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    digits, mnist_run = runs(project)
+    assert (digits.data.tags["dataset"], mnist_run.data.tags["dataset"]) == ("digits", "mnist")
+    assert mnist_run.info.run_name == "mnist"
+    assert set(digits.data.params) == set(mnist_run.data.params)
+    assert digits.data.params["training.epochs"] == "2"  # each run's own values
+    assert mnist_run.data.params["training.epochs"] == "1"
+    client = mlflow.MlflowClient()
+
+    def artifacts(run_id: str) -> set[str]:
+        return {
+            a.path
+            for folder in ("models", "plots", "reports")
+            for a in client.list_artifacts(run_id, folder)
+        }
+
+    assert artifacts(digits.info.run_id) == artifacts(mnist_run.info.run_id)
+    assert "plots/ablation.png" in artifacts(digits.info.run_id)
+    assert set(digits.data.metrics) == set(mnist_run.data.metrics)
