@@ -13,6 +13,7 @@ from direct2event.params import PipelineParams, load_settings
 from direct2event.snn.models import checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
+NO_LOGITS: dict[str, Any] = {"logits": None}  # no shared D logits: each fine-tuning makes its own
 PROFILES = yaml.safe_load((ROOT / "conf/base/parameters_energy.yml").read_text())["energy_profiles"]
 
 

@@ -8,7 +8,7 @@ from direct2event.pipelines.evaluation.nodes import (
     evaluate_transfer,
     run_ablation,
 )
-from tests.pipelines.conftest import tiny
+from tests.pipelines.conftest import NO_LOGITS, tiny
 
 
 def test_evaluate_transfer_counts_d_as_macs_and_e_as_events(
@@ -34,7 +34,13 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
     settings = tiny(transfer={"finetune": {"rate_lambda": 20.0}})
     evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
     rows = run_ablation(
-        direct_model, scaled[0], evaluation, digits_splits, settings, {"best_lambda": 20.0}
+        direct_model,
+        scaled[0],
+        evaluation,
+        digits_splits,
+        settings,
+        {"best_lambda": 20.0},
+        NO_LOGITS,
     )
     assert [r["variant"] for r in rows] == list(ABLATION_VARIANTS)
     assert [r["rate_lambda"] for r in rows] == [None, None, 0.0, 20.0]
@@ -52,5 +58,6 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
         digits_splits,
         tiny(transfer={"ablation": {"enabled": False}}),
         {"best_lambda": 20.0},
+        NO_LOGITS,
     )
     assert [r["variant"] for r in off] == ["finetune_lambda"]

@@ -11,7 +11,7 @@ from direct2event.pipelines.finetuning.nodes import (
     tune_rate_lambda,
 )
 from direct2event.snn.models import restore
-from tests.pipelines.conftest import tiny
+from tests.pipelines.conftest import NO_LOGITS, tiny
 
 
 def test_only_pareto_optimal_trial_networks_are_kept() -> None:
@@ -28,7 +28,9 @@ def test_only_pareto_optimal_trial_networks_are_kept() -> None:
 
 def test_sweep_off_uses_the_configured_lambda(scaled, direct_model, digits_splits) -> None:
     settings = tiny(transfer={"finetune": {"rate_lambda": 7.0}})
-    report, metrics, reuse = tune_rate_lambda(scaled[0], direct_model, digits_splits, settings)
+    report, metrics, reuse = tune_rate_lambda(
+        scaled[0], direct_model, digits_splits, settings, NO_LOGITS
+    )
     assert report["best_lambda"] == 7.0 and report["enabled"] is False
     assert report["n_trials"] == 0 and metrics == {} and reuse == {}
 
@@ -44,7 +46,9 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
             "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
         }
     )
-    report, metrics, reuse = tune_rate_lambda(scaled[0], direct_model, digits_splits, settings)
+    report, metrics, reuse = tune_rate_lambda(
+        scaled[0], direct_model, digits_splits, settings, NO_LOGITS
+    )
     assert report["n_trials"] == 2 and {t["lambda"] for t in report["trials"]} == {1.5, 30.0}
     assert report["study_name"] == settings.study_name
     by_lambda = {t["lambda"]: t for t in report["trials"]}
@@ -58,14 +62,14 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
     # a margin above the floor no trial reaches: the most accurate trial, floor not met
     strict = tiny(tuning={**settings.tuning.model_dump(), "retention_margin": 0.09})
     assert strict.study_name == settings.study_name  # the same study, no new trials
-    again, _, _ = tune_rate_lambda(scaled[0], direct_model, digits_splits, strict)
+    again, _, _ = tune_rate_lambda(scaled[0], direct_model, digits_splits, strict, NO_LOGITS)
     best = max(report["trials"], key=lambda t: (t["val_accuracy"], -t["energy_uJ"]))
     assert again["floor_met"] is False and again["best_lambda"] == best["lambda"]
     assert again["retention_margin"] == 0.09 and again["n_trials"] == 2
     assert reuse["rate_lambda"] == report["best_lambda"]
     # the final fine-tuning takes the sweep's network instead of training it again
     event, log = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, report, reuse
+        scaled[0], direct_model, digits_splits, settings, report, reuse, NO_LOGITS
     )
     assert event is reuse["model"] and log == reuse["history"]
 
@@ -74,10 +78,10 @@ def test_finetune_event_model_trains_at_the_chosen_lambda(
     scaled, direct_model, digits_splits: DataSplits, settings
 ) -> None:
     low, log = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}, NO_LOGITS
     )
     high, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 30.0}, {}
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 30.0}, {}, NO_LOGITS
     )
     assert [h["epoch"] for h in log] == [1]
     x = digits_splits.test.x[:64].float()
@@ -104,10 +108,10 @@ def test_fine_tuning_can_train_the_thresholds(scaled, direct_model, digits_split
 
     settings = tiny(transfer={"finetune": {"train_thresholds": True}})
     tuned, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 5.0}, {}
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 5.0}, {}, NO_LOGITS
     )
     fixed, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, tiny(), {"best_lambda": 5.0}, {}
+        scaled[0], direct_model, digits_splits, tiny(), {"best_lambda": 5.0}, {}, NO_LOGITS
     )
     before = [lif.threshold for lif in restore(scaled[0]).lif_layers()]
     after = [lif.threshold for lif in restore(tuned).lif_layers()]
@@ -117,3 +121,29 @@ def test_fine_tuning_can_train_the_thresholds(scaled, direct_model, digits_split
     assert all(torch.all(t >= THRESHOLD_FLOOR) for t in after)
     # saved as fixed buffers again: E restores like any other network
     assert all("threshold" in dict(lif.named_buffers()) for lif in restore(tuned).lif_layers())
+
+
+def test_d_logits_are_computed_once_and_change_nothing(
+    scaled, direct_model, digits_splits: DataSplits
+) -> None:
+    from direct2event.pipelines.finetuning.nodes import predict_direct_logits
+    from direct2event.snn.training import predict_logits
+
+    assert predict_direct_logits(direct_model, digits_splits, tiny()) == {"logits": None}
+    distil = tiny(transfer={"finetune": {"distill": True}})
+    logits = predict_direct_logits(direct_model, digits_splits, distil)["logits"]
+    expected = predict_logits(
+        restore(direct_model), digits_splits.train, "analog", 4, torch.device("cpu")
+    )
+    assert torch.equal(logits, expected) and logits.shape == (len(digits_splits.train), 10)
+    # the final fine-tuning with the shared table equals the one that computes its own
+    shared, _ = finetune_event_model(
+        scaled[0], direct_model, digits_splits, distil, {"best_lambda": 5.0}, {}, {"logits": logits}
+    )
+    own, _ = finetune_event_model(
+        scaled[0], direct_model, digits_splits, distil, {"best_lambda": 5.0}, {}, NO_LOGITS
+    )
+    for key, value in own["state_dict"].items():
+        assert torch.equal(shared["state_dict"][key], value), key
+    ttfs = tiny(transfer={"ablation": {"ttfs_rows": True}})  # the SKD rows distil
+    assert predict_direct_logits(direct_model, digits_splits, ttfs)["logits"] is not None

@@ -3,7 +3,7 @@ from __future__ import annotations
 from direct2event.data.splits import DataSplits
 from direct2event.pipelines.evaluation.nodes import evaluate_transfer, run_ablation
 from direct2event.pipelines.reporting import figures
-from tests.pipelines.conftest import tiny
+from tests.pipelines.conftest import NO_LOGITS, tiny
 
 
 def titles(fig) -> list[str]:
@@ -33,7 +33,13 @@ def test_each_figure_shows_its_data(
     energy = figures.plot_energy(evaluation)
     assert [t.split(":")[0] for t in titles(energy)] == ["per_event", "synops_45nm"]
     ablation = run_ablation(
-        direct_model, scaled[0], evaluation, digits_splits, settings, {"best_lambda": 5.0}
+        direct_model,
+        scaled[0],
+        evaluation,
+        digits_splits,
+        settings,
+        {"best_lambda": 5.0},
+        NO_LOGITS,
     )
     fig = figures.plot_ablation(ablation, evaluation, settings)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]

@@ -10,13 +10,20 @@ from direct2event.pipelines.reporting.nodes import (
     finetune_metrics,
     register_networks,
 )
+from tests.pipelines.conftest import NO_LOGITS
 
 
 @pytest.fixture(scope="module")
 def measured(scaled, direct_model, digits_splits: DataSplits, settings) -> tuple:
     evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
     ablation = run_ablation(
-        direct_model, scaled[0], evaluation, digits_splits, settings, {"best_lambda": 5.0}
+        direct_model,
+        scaled[0],
+        evaluation,
+        digits_splits,
+        settings,
+        {"best_lambda": 5.0},
+        NO_LOGITS,
     )
     return evaluation, ablation
 

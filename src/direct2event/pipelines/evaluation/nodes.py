@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from torch import Tensor
+
 from direct2event.data.splits import DataSplits
 from direct2event.finetuning import device_of, finetune
 from direct2event.measuring import measure
@@ -65,7 +67,11 @@ def evaluate_transfer(
 
 
 def _ttfs_variants(
-    direct: SpikingNet, splits: DataSplits, settings: PipelineParams, rate_lambda: float
+    direct: SpikingNet,
+    splits: DataSplits,
+    settings: PipelineParams,
+    rate_lambda: float,
+    logits: Tensor | None,
 ) -> dict[str, SpikingNet]:
     """The distillation reading's rows, all with TTFS input: naive, CE-only fine-tuning, SKD
     (distillation, no thresholds), and this pipeline (thresholds + the chosen lambda) without /
@@ -99,8 +105,9 @@ def _ttfs_variants(
     naive = to_event_network(direct)
 
     def tuned(start: SpikingNet, lam: float, distill: bool) -> SpikingNet:
+        shared = logits if distill else None
         return finetune(
-            start, direct, splits.train, splits.validation, settings, lam, "ttfs", distill
+            start, direct, splits.train, splits.validation, settings, lam, "ttfs", distill, shared
         )[0]
 
     return {
@@ -129,6 +136,7 @@ def run_ablation(
     splits: DataSplits,
     settings: PipelineParams,
     tuning_report: dict[str, Any],
+    direct_logits: dict[str, Tensor | None],
 ) -> list[dict[str, Any]]:
     """Naive transfer, + thresholds, + fine-tuning with lambda = 0, + fine-tuning with the chosen
     lambda (E itself), then the TTFS rows when asked; every fine-tuned row names its lambda.
@@ -137,6 +145,7 @@ def run_ablation(
     energy_model, coding = settings.transfer.energy_model, settings.event_coding
     chosen = float(tuning_report["best_lambda"])
     direct, scaled = restore(direct_model), restore(scaled_model)
+    logits = direct_logits["logits"]
     rows: list[dict[str, Any]] = []
     if settings.transfer.ablation.enabled:
         candidates = {
@@ -144,7 +153,15 @@ def run_ablation(
             "thresholds": (None, lambda: scaled),
             "finetune_lambda0": (
                 0.0,
-                lambda: finetune(scaled, direct, splits.train, splits.validation, settings, 0.0)[0],
+                lambda: finetune(
+                    scaled,
+                    direct,
+                    splits.train,
+                    splits.validation,
+                    settings,
+                    0.0,
+                    logits=logits if settings.transfer.finetune.distill else None,
+                )[0],
             ),
         }
         for variant, (lam, make) in candidates.items():
@@ -154,7 +171,7 @@ def run_ablation(
     if settings.transfer.ablation.ttfs_rows:
         ttfs_coding = InputCoding("ttfs", coding.timesteps)
         lambdas = {"ttfs_naive": None, "ttfs_pipeline": chosen, "ttfs_pipeline_skd": chosen}
-        for variant, net in _ttfs_variants(direct, splits, settings, chosen).items():
+        for variant, net in _ttfs_variants(direct, splits, settings, chosen, logits).items():
             res = measure(net, splits.test, ttfs_coding, device, profiles, settings.seed)
             rows.append(_row(variant, lambdas.get(variant, 0.0), res, energy_model))
     direct_energy = evaluation["direct"]["energy_uJ_by_model"][energy_model]

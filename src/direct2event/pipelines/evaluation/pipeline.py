@@ -26,6 +26,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "splits",
                     "settings",
                     "tuning_report",
+                    "direct_logits",
                 ],
                 outputs="ablation",
                 name="run_ablation",

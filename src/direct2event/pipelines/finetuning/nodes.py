@@ -37,11 +37,14 @@ def trial_evaluator(
     splits: DataSplits,
     settings: PipelineParams,
     trained: dict[float, TrainedTrial] | None = None,
+    logits: Tensor | None = None,
 ) -> tuple[tuning.Evaluate, float]:
     """One sweep trial as a function of lambda (fine-tune E, measure it on the validation
     split), and D's validation accuracy on the same samples (the retention reference).
     ``trained`` keeps, by lambda, the network and history of this run's trials that no other
-    trial beats on both accuracy and energy: the chosen trial is always one of them."""
+    trial beats on both accuracy and energy: the chosen trial is always one of them.
+    ``logits``: D's logits from :func:`predict_direct_logits` (computed by the first trial that
+    distils when not given, then shared)."""
     device, profiles = device_of(settings), settings.profiles()
     val = splits.validation.head(settings.tuning.max_validation or len(splits.validation))
     energy_model = settings.transfer.energy_model
@@ -53,8 +56,8 @@ def trial_evaluator(
 
     @functools.cache
     def shared_logits() -> Tensor:
-        """D's logits for distillation: computed by the first trial, shared by the others."""
-        return teacher_logits(direct, splits.train, settings)
+        """D's logits for distillation: given, or computed by the first trial, then shared."""
+        return logits if logits is not None else teacher_logits(direct, splits.train, settings)
 
     def evaluate(lam: float) -> dict[str, float]:
         net, history = finetune(
@@ -98,11 +101,25 @@ def _configured(settings: PipelineParams, **extra: Any) -> dict[str, Any]:
     }
 
 
+def predict_direct_logits(
+    direct_model: dict[str, Any], splits: DataSplits, settings: PipelineParams
+) -> dict[str, Tensor | None]:
+    """D's logits on the fine-tuning samples, computed once per run for every fine-tuning that
+    distils from D (sweep trials, the final fine-tuning, the ablation rows); ``None`` inside
+    when none distils."""
+    ft = settings.transfer.finetune
+    needed = ft.epochs > 0 and (ft.distill or settings.transfer.ablation.ttfs_rows)
+    if not needed:
+        return {"logits": None}
+    return {"logits": teacher_logits(restore(direct_model), splits.train, settings)}
+
+
 def tune_rate_lambda(
     scaled_model: dict[str, Any],
     direct_model: dict[str, Any],
     splits: DataSplits,
     settings: PipelineParams,
+    direct_logits: dict[str, Tensor | None],
 ) -> tuple[dict[str, Any], dict[str, dict], dict[str, Any]]:
     """The sweep's report, its metrics, and the chosen trial's network when this run trained it
     (``{}`` otherwise): a trial fine-tunes exactly as the final fine-tuning does, so that node
@@ -112,7 +129,12 @@ def tune_rate_lambda(
         return _configured(settings, enabled=False), {}, {}
     trained: dict[float, TrainedTrial] = {}
     evaluate, direct_acc = trial_evaluator(
-        restore(scaled_model), restore(direct_model), splits, settings, trained
+        restore(scaled_model),
+        restore(direct_model),
+        splits,
+        settings,
+        trained,
+        direct_logits["logits"],
     )
     name = settings.study_name
     study = tuning.run_study(
@@ -176,6 +198,7 @@ def finetune_event_model(
     settings: PipelineParams,
     tuning_report: dict[str, Any],
     tuned_event_model: dict[str, Any],
+    direct_logits: dict[str, Tensor | None],
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Step 5: event-driven fine-tuning of E with ``CE + lambda * mean spike rate`` at the lambda
     the sweep chose (``transfer.finetune.rate_lambda`` when the sweep is off). When the sweep
@@ -194,5 +217,6 @@ def finetune_event_model(
         splits.validation,
         settings,
         rate_lambda,
+        logits=direct_logits["logits"] if settings.transfer.finetune.distill else None,
     )
     return checkpoint(net.cpu()), history

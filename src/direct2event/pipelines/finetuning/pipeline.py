@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from direct2event.pipelines.finetuning.nodes import finetune_event_model, tune_rate_lambda
+from direct2event.pipelines.finetuning.nodes import (
+    finetune_event_model,
+    predict_direct_logits,
+    tune_rate_lambda,
+)
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """scaled_model (+ D as teacher and reference) -> tuning_report -> event_model."""
+    """D's logits (once) -> the sweep over lambda -> event_model at the chosen lambda."""
     return Pipeline(
         [
             Node(
+                predict_direct_logits,
+                inputs=["direct_model", "splits", "settings"],
+                outputs="direct_logits",
+                name="predict_direct_logits",
+            ),
+            Node(
                 tune_rate_lambda,
-                inputs=["scaled_model", "direct_model", "splits", "settings"],
+                inputs=["scaled_model", "direct_model", "splits", "settings", "direct_logits"],
                 outputs=["tuning_report", "tuning_metrics", "tuned_event_model"],
                 name="tune_rate_lambda",
             ),
@@ -26,6 +36,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "settings",
                     "tuning_report",
                     "tuned_event_model",
+                    "direct_logits",
                 ],
                 outputs=["event_model", "finetune_log"],
                 name="finetune_event_model",
