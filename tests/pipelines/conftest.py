@@ -77,6 +77,24 @@ def scaled(direct_model, calibration, digits_splits: DataSplits, settings) -> tu
     return model, report
 
 
+@pytest.fixture(scope="session")
+def measured(scaled, direct_model, digits_splits: DataSplits, settings) -> tuple:
+    """``(evaluation, ablation)`` of the evaluation nodes at lambda 5, for the report's tests."""
+    from direct2event.pipelines.evaluation.nodes import evaluate_transfer, run_ablation
+
+    evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
+    ablation = run_ablation(
+        direct_model,
+        scaled[0],
+        evaluation,
+        digits_splits,
+        settings,
+        {"best_lambda": 5.0},
+        NO_LOGITS,
+    )
+    return evaluation, ablation
+
+
 @pytest.fixture(autouse=True)
 def _close_figures():
     """Figures made by a test are closed after it (pyplot keeps them open otherwise)."""

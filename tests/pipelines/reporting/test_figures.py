@@ -1,18 +1,14 @@
 from __future__ import annotations
 
-from direct2event.data.splits import DataSplits
-from direct2event.pipelines.evaluation.nodes import evaluate_transfer, run_ablation
 from direct2event.pipelines.reporting import figures
-from tests.pipelines.conftest import NO_LOGITS, tiny
+from tests.pipelines.conftest import tiny
 
 
 def titles(fig) -> list[str]:
     return [ax.get_title() for ax in fig.axes]
 
 
-def test_each_figure_shows_its_data(
-    scaled, calibration, direct_model, digits_splits: DataSplits, settings
-) -> None:
+def test_each_figure_shows_its_data(scaled, calibration, measured, settings) -> None:
     layers = len(calibration["maps"])
     assert len(figures.plot_calibration(calibration).axes) == layers
     fig = figures.plot_thresholds(scaled[1])
@@ -29,18 +25,9 @@ def test_each_figure_shows_its_data(
         .texts[0]
         .get_text()
     )
-    evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
+    evaluation, ablation = measured
     energy = figures.plot_energy(evaluation)
     assert [t.split(":")[0] for t in titles(energy)] == ["per_event", "synops_45nm"]
-    ablation = run_ablation(
-        direct_model,
-        scaled[0],
-        evaluation,
-        digits_splits,
-        settings,
-        {"best_lambda": 5.0},
-        NO_LOGITS,
-    )
     fig = figures.plot_ablation(ablation, evaluation, settings)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels[0] == "direct (D)" and labels[1] == "naive" and labels[-1].endswith("λ=5")

@@ -3,29 +3,12 @@ from __future__ import annotations
 import pytest
 
 from direct2event.data.splits import DataSplits
-from direct2event.pipelines.evaluation.nodes import evaluate_transfer, run_ablation
 from direct2event.pipelines.reporting.nodes import (
     build_summary,
     direct_training_metrics,
     finetune_metrics,
     register_networks,
 )
-from tests.pipelines.conftest import NO_LOGITS
-
-
-@pytest.fixture(scope="module")
-def measured(scaled, direct_model, digits_splits: DataSplits, settings) -> tuple:
-    evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
-    ablation = run_ablation(
-        direct_model,
-        scaled[0],
-        evaluation,
-        digits_splits,
-        settings,
-        {"best_lambda": 5.0},
-        NO_LOGITS,
-    )
-    return evaluation, ablation
 
 
 def test_summary_ratios_and_metrics(measured, digits_splits: DataSplits, settings) -> None:
