@@ -11,15 +11,13 @@ import sys
 from pathlib import Path
 
 import torch
+from pipelines.conftest import tiny  # this script runs with tests/ first on sys.path
 
 from direct2event import tuning
 from direct2event.data.splits import make_splits
 from direct2event.data.static import load_digits
-from direct2event.params import load_settings
 from direct2event.pipelines.finetuning.nodes import trial_evaluator
 from direct2event.snn.models import restore
-
-PROFILES = {"per_event": {"kind": "per_event", "e_event_pj": 1.0}}
 
 
 def main() -> None:
@@ -29,26 +27,8 @@ def main() -> None:
     saved = {
         k: pickle.loads((Path(folder) / f"{k}.pkl").read_bytes()) for k in ("scaled", "direct")
     }
-    settings = load_settings(
-        "digits",
-        {
-            "model": {"channels": [8, 16], "hidden": 0},
-            "training": {"progress": False, "device": "cpu"},
-            "transfer": {
-                "input_encoding": "rate",
-                "timesteps": 4,
-                "finetune": {
-                    "epochs": 1,
-                    "lr": 2e-3,
-                    "batch_size": 64,
-                    "max_train": 400,
-                    "distill": False,
-                },
-            },
-            "tuning": {"max_validation": None},
-        },
-        PROFILES,
-    )
+    # the node tests' tiny digits settings (rate input at T = 4, one short fine-tuning)
+    settings = tiny(transfer={"finetune": {"max_train": 400}}, training={"device": "cpu"})
     evaluate, _ = trial_evaluator(
         restore(saved["scaled"]), restore(saved["direct"]), splits, settings
     )
