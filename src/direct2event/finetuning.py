@@ -76,7 +76,6 @@ def finetune(
     encoding: Encoding | None = None,
     distill: bool | None = None,
     logits: Tensor | None = None,
-    desc: str = "fine-tune",
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """Fine-tune E as configured with strength ``rate_lambda``; ``encoding`` and ``distill``
     override the configuration (the TTFS ablation rows); ``logits`` (from
@@ -102,6 +101,6 @@ def finetune(
         ft.temperature,
         progress=params.training.progress,
         teacher_logits=logits,
-        desc=desc,
+        desc=f"{params.dataset} E λ={rate_lambda:.3g}",
         train_thresholds=ft.train_thresholds,
     )

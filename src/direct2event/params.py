@@ -9,8 +9,6 @@ The defaults here are the one source of defaults; they are MNIST's settings. Eac
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import sys
 import warnings
@@ -281,8 +279,9 @@ class PipelineParams(_Strict):
         """``tuning.study_name``, or ``<key>-<8 hex digits of the setup fingerprint>``."""
         if self.tuning.study_name:
             return self.tuning.study_name
-        blob = json.dumps(self.setup_fingerprint(), sort_keys=True, default=str).encode()
-        return f"{self.dataset}-{hashlib.sha256(blob).hexdigest()[:8]}"
+        from direct2event.tuning import study_name
+
+        return study_name(self.dataset, self.setup_fingerprint())
 
     def loggable(self) -> dict[str, Any]:
         """Every parameter flattened (``training.lr``), credentials in URLs masked: what MLflow
