@@ -39,6 +39,47 @@ def check_reuse_and_sweep(key: str, params: PipelineParams) -> None:
         logger.info("%s: Optuna study %s holds %d complete trials", key, params.study_name, done)
 
 
+SELECTION_RULE = (
+    "lowest energy among trials whose validation retention reaches retention_floor + "
+    "retention_margin; else the most accurate of the trials and E at lambda = 0"
+)
+EXPERIMENT_DESCRIPTION = """direct2event: network D (direct input coding, graded surrogate
+activations) transferred to an event-driven network E. One run per dataset key (tag `dataset`);
+parameters and artifacts carry the same names for every dataset, so the compare view lines them up.
+Headline metrics: `direct.test_accuracy`, `event.test_accuracy`, `accuracy_retention`,
+`energy_reduction` (per_event), `rate_lambda` (param: the lambda E was fine-tuned with) and
+`tuning.floor_met`. Nested runs: sweep trials (tag kind=tuning_trial) and, in a multi-seed study,
+one run per seed under the study's run. Models: registry `<key>-direct` and `<key>-event`."""
+
+
+def logged_params(params: PipelineParams) -> dict[str, Any]:
+    """The run's parameters for MLflow: the configured lambda under its own name, since the one
+    E is fine-tuned with (``rate_lambda``) is only known after the sweep (:func:`log_choice`)."""
+    flat = params.loggable()
+    flat["transfer.finetune.rate_lambda_configured"] = flat.pop("transfer.finetune.rate_lambda")
+    return flat
+
+
+def log_choice(report: dict[str, Any], prefix: str = "") -> None:
+    """What the sweep chose, as the run's parameters and metrics: ``rate_lambda`` (used),
+    ``tuning.selection_rule``, and ``tuning.floor_met`` (1/0) when a sweep chose it."""
+    mlflow.log_param(prefix + "rate_lambda", float(report["best_lambda"]))
+    if report.get("enabled", True) and "floor_met" in report:
+        mlflow.log_param(prefix + "tuning.selection_rule", SELECTION_RULE)
+        mlflow.log_metric(prefix + "tuning.floor_met", float(bool(report["floor_met"])))
+    else:
+        mlflow.log_param(prefix + "tuning.selection_rule", "configured (sweep off or no trial)")
+
+
+def describe_experiment() -> None:
+    """The experiment's description (shown on its page in the MLflow UI)."""
+    run = mlflow.active_run()
+    if run is not None:
+        mlflow.MlflowClient().set_experiment_tag(
+            run.info.experiment_id, "mlflow.note.content", EXPERIMENT_DESCRIPTION
+        )
+
+
 class ProjectHooks:
     """Checks and bookkeeping around every ``kedro run``."""
 
@@ -80,7 +121,8 @@ class ProjectHooks:
             mlflow.set_tags({"dataset": ",".join(keys), "mlflow.runName": name})
             for key, params in settings.items():
                 prefix = "" if len(keys) == 1 else f"{key}."
-                mlflow.log_params({prefix + k: v for k, v in params.loggable().items()})
+                mlflow.log_params({prefix + k: v for k, v in logged_params(params).items()})
+            describe_experiment()
         self.node_seconds = {}
         self._keys = keys
 
@@ -104,8 +146,13 @@ class ProjectHooks:
         self._started[node.name] = time.perf_counter()
 
     @hook_impl
-    def after_node_run(self, node: Node) -> None:
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
         seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
+        if mlflow.active_run() is not None:
+            for name, value in outputs.items():
+                if name.rsplit(".", 1)[-1] == "tuning_report":
+                    prefix = "" if len(self._keys) == 1 else f"{name.split('.')[0]}."
+                    log_choice(value, prefix)
         # one dataset per run: the metric drops its key, so runs of datasets line up in MLflow
         name = node.name.split(".", 1)[1] if len(self._keys) == 1 and node.namespace else node.name
         self.node_seconds[name] = seconds

@@ -81,8 +81,10 @@ def scaled(direct_model, calibration, digits_splits: DataSplits, settings) -> tu
 def measured(scaled, direct_model, digits_splits: DataSplits, settings) -> tuple:
     """``(evaluation, ablation)`` of the evaluation nodes at lambda 5, for the report's tests."""
     from direct2event.pipelines.evaluation.nodes import evaluate_transfer, run_ablation
+    from direct2event.pipelines.finetuning.nodes import finetune_lambda0
 
     evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
+    lambda0 = finetune_lambda0(scaled[0], direct_model, digits_splits, settings, NO_LOGITS)
     ablation = run_ablation(
         direct_model,
         scaled[0],
@@ -91,6 +93,7 @@ def measured(scaled, direct_model, digits_splits: DataSplits, settings) -> tuple
         settings,
         {"best_lambda": 5.0},
         NO_LOGITS,
+        lambda0,
     )
     return evaluation, ablation
 

@@ -145,7 +145,7 @@ def assert_same_as_reference(summary: dict) -> None:
     """The summary the code wrote before the stage restructure, on this machine, with the same
     seed: every number is equal, except what the restructure fixed or added (the TTFS pipeline
     rows now fine-tune at the chosen lambda, shares of the gain are of E's gain, rows name their
-    lambda, the summary names its seed). Exact equality holds only on the same CPU model and
+    lambda, the summary names its seed and whether the floor was met). Exact equality holds only on the same CPU model and
     torch build; elsewhere the comparison is skipped, saying why."""
     reference = json.loads(REFERENCE.read_text())
     made_on = reference.pop("machine")
@@ -154,6 +154,7 @@ def assert_same_as_reference(summary: dict) -> None:
     fixed = {"ttfs_pipeline", "ttfs_pipeline_skd"}
     found = json.loads(json.dumps(summary))  # as saved
     assert found.pop("seed") == 0
+    assert found["tuning"].pop("floor_met") in (True, False)
     for rows in (found["ablation"], reference["ablation"]):
         rows[:] = [
             {k: v for k, v in row.items() if k not in ("rate_lambda", "energy_gain_fraction")}
@@ -216,7 +217,13 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     assert first.data.tags["dataset"] == "digits"
     # every parameter, flattened, under the same names for every dataset
     assert first.data.params["training.lr"] == "0.01"
-    assert first.data.params["transfer.finetune.rate_lambda"] == "5.0"
+    # the lambda E was fine-tuned with, the configured one under its own name, the choice
+    assert first.data.params["transfer.finetune.rate_lambda_configured"] == "5.0"
+    assert float(first.data.params["rate_lambda"]) == summary["rate_lambda"]
+    assert first.data.params["tuning.selection_rule"].startswith("lowest energy")
+    assert first.data.metrics["tuning.floor_met"] == float(summary["tuning"]["floor_met"])
+    experiment = mlflow.get_experiment(first.info.experiment_id)
+    assert "compare view" in experiment.tags["mlflow.note.content"]
     assert first.data.params["seed"] == "0" and first.data.params["dataset"] == "digits"
     client = mlflow.MlflowClient()
     history = client.get_metric_history(first.info.run_id, "direct.val_accuracy")

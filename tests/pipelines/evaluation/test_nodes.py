@@ -8,6 +8,7 @@ from direct2event.pipelines.evaluation.nodes import (
     evaluate_transfer,
     run_ablation,
 )
+from direct2event.pipelines.finetuning.nodes import finetune_lambda0
 from tests.pipelines.conftest import NO_LOGITS, tiny
 
 
@@ -33,6 +34,7 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
 ) -> None:
     settings = tiny(transfer={"finetune": {"rate_lambda": 20.0}})
     evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
+    lambda0 = finetune_lambda0(scaled[0], direct_model, digits_splits, settings, NO_LOGITS)
     rows = run_ablation(
         direct_model,
         scaled[0],
@@ -41,6 +43,7 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
         settings,
         {"best_lambda": 20.0},
         NO_LOGITS,
+        lambda0,
     )
     assert [r["variant"] for r in rows] == list(ABLATION_VARIANTS)
     assert [r["rate_lambda"] for r in rows] == [None, None, 0.0, 20.0]
@@ -59,5 +62,6 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
         tiny(transfer={"ablation": {"enabled": False}}),
         {"best_lambda": 20.0},
         NO_LOGITS,
+        {},
     )
     assert [r["variant"] for r in off] == ["finetune_lambda"]

@@ -8,6 +8,7 @@ from direct2event.data.splits import DataSplits
 from direct2event.pipelines.finetuning.nodes import (
     drop_dominated,
     finetune_event_model,
+    finetune_lambda0,
     tune_rate_lambda,
 )
 from direct2event.snn.models import restore
@@ -29,7 +30,7 @@ def test_only_pareto_optimal_trial_networks_are_kept() -> None:
 def test_sweep_off_uses_the_configured_lambda(scaled, direct_model, digits_splits) -> None:
     settings = tiny(transfer={"finetune": {"rate_lambda": 7.0}})
     report, metrics, reuse = tune_rate_lambda(
-        scaled[0], direct_model, digits_splits, settings, NO_LOGITS
+        scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )
     assert report["best_lambda"] == 7.0 and report["enabled"] is False
     assert report["n_trials"] == 0 and metrics == {} and reuse == {}
@@ -47,9 +48,9 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
         }
     )
     report, metrics, reuse = tune_rate_lambda(
-        scaled[0], direct_model, digits_splits, settings, NO_LOGITS
+        scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )
-    assert report["n_trials"] == 2 and {t["lambda"] for t in report["trials"]} == {1.5, 30.0}
+    assert report["n_trials"] == 2 and report["lambda0"] is None and {t["lambda"] for t in report["trials"]} == {1.5, 30.0}
     assert report["study_name"] == settings.study_name
     by_lambda = {t["lambda"]: t for t in report["trials"]}
     assert by_lambda[30.0]["energy_uJ"] < by_lambda[1.5]["energy_uJ"]  # stronger penalty
@@ -62,7 +63,7 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
     # a margin above the floor no trial reaches: the most accurate trial, floor not met
     strict = tiny(tuning={**settings.tuning.model_dump(), "retention_margin": 0.09})
     assert strict.study_name == settings.study_name  # the same study, no new trials
-    again, _, _ = tune_rate_lambda(scaled[0], direct_model, digits_splits, strict, NO_LOGITS)
+    again, _, _ = tune_rate_lambda(scaled[0], direct_model, digits_splits, strict, NO_LOGITS, {})
     best = max(report["trials"], key=lambda t: (t["val_accuracy"], -t["energy_uJ"]))
     assert again["floor_met"] is False and again["best_lambda"] == best["lambda"]
     assert again["retention_margin"] == 0.09 and again["n_trials"] == 2
@@ -72,6 +73,49 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
         scaled[0], direct_model, digits_splits, settings, report, reuse, NO_LOGITS
     )
     assert event is reuse["model"] and log == reuse["history"]
+
+
+def test_lambda0_network_is_the_sweeps_fallback_and_trained_once(
+    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path
+) -> None:
+    settings = tiny(
+        tuning={
+            "enabled": True,
+            "n_trials": 1,
+            "first_lambdas": [40.0],
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "retention_floor": 0.999,
+        }
+    )
+    lambda0 = finetune_lambda0(scaled[0], direct_model, digits_splits, settings, NO_LOGITS)
+    assert lambda0["rate_lambda"] == 0.0 and [h["epoch"] for h in lambda0["history"]] == [1]
+    # exactly the network the final fine-tuning trains at lambda = 0
+    same, _ = finetune_event_model(
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}, NO_LOGITS
+    )
+    for key, value in same["state_dict"].items():
+        assert torch.equal(value, lambda0["model"]["state_dict"][key]), key
+    report, metrics, reuse = tune_rate_lambda(
+        scaled[0], direct_model, digits_splits, settings, NO_LOGITS, lambda0
+    )
+    trial, ref = report["trials"][0], report["lambda0"]
+    assert ref["lambda"] == 0.0 and ref["energy_uJ"] > trial["energy_uJ"]  # no penalty: busier
+    # floor 0.999 + margin 0.001: E must match D. When the trial misses it, E at lambda = 0 is
+    # chosen if it is more accurate than every trial; the floor counts as met if either meets it
+    required = (0.999 + 0.001) * report["direct_val_accuracy"]
+    assert report["floor_met"] == (max(ref["val_accuracy"], trial["val_accuracy"]) >= required)
+    if trial["val_accuracy"] < required and ref["val_accuracy"] > trial["val_accuracy"]:
+        assert report["best_lambda"] == 0.0 and report["chosen_trial"] is None
+        assert reuse is lambda0
+        assert metrics["tuning.chosen_val_accuracy"]["value"] == ref["val_accuracy"]
+        event, _ = finetune_event_model(
+            scaled[0], direct_model, digits_splits, settings, report, reuse, NO_LOGITS
+        )
+        assert event is lambda0["model"]  # taken, not trained again
+    else:
+        assert report["best_lambda"] == 40.0
+    off = tiny(transfer={"ablation": {"enabled": False}})
+    assert finetune_lambda0(scaled[0], direct_model, digits_splits, off, NO_LOGITS) == {}
 
 
 def test_finetune_event_model_trains_at_the_chosen_lambda(

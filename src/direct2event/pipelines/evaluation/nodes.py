@@ -137,10 +137,12 @@ def run_ablation(
     settings: PipelineParams,
     tuning_report: dict[str, Any],
     direct_logits: dict[str, Tensor | None],
+    lambda0_event_model: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Naive transfer, + thresholds, + fine-tuning with lambda = 0, + fine-tuning with the chosen
-    lambda (E itself), then the TTFS rows when asked; every fine-tuned row names its lambda.
-    Each row's share of the final energy gain is measured against D."""
+    """Naive transfer, + thresholds, + fine-tuning with lambda = 0 (the finetuning stage's
+    ``lambda0_event_model``, not trained again), + fine-tuning with the chosen lambda (E itself),
+    then the TTFS rows when asked; every fine-tuned row names its lambda. Each row's share of the
+    final energy gain is measured against D."""
     device, profiles = device_of(settings), settings.profiles()
     energy_model, coding = settings.transfer.energy_model, settings.event_coding
     chosen = float(tuning_report["best_lambda"])
@@ -151,18 +153,7 @@ def run_ablation(
         candidates = {
             "naive": (None, lambda: to_event_network(direct)),
             "thresholds": (None, lambda: scaled),
-            "finetune_lambda0": (
-                0.0,
-                lambda: finetune(
-                    scaled,
-                    direct,
-                    splits.train,
-                    splits.validation,
-                    settings,
-                    0.0,
-                    logits=logits if settings.transfer.finetune.distill else None,
-                )[0],
-            ),
+            "finetune_lambda0": (0.0, lambda: restore(lambda0_event_model["model"])),
         }
         for variant, (lam, make) in candidates.items():
             res = measure(make(), splits.test, coding, device, profiles, settings.seed)

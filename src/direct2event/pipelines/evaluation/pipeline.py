@@ -27,6 +27,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "settings",
                     "tuning_report",
                     "direct_logits",
+                    "lambda0_event_model",
                 ],
                 outputs="ablation",
                 name="run_ablation",

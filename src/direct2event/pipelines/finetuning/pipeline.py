@@ -6,13 +6,15 @@ from kedro.pipeline import Node, Pipeline
 
 from direct2event.pipelines.finetuning.nodes import (
     finetune_event_model,
+    finetune_lambda0,
     predict_direct_logits,
     tune_rate_lambda,
 )
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """D's logits (once) -> the sweep over lambda -> event_model at the chosen lambda."""
+    """D's logits (once) -> E at lambda = 0 (once) -> the sweep over lambda -> event_model at the
+    chosen lambda."""
     return Pipeline(
         [
             Node(
@@ -22,8 +24,21 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 name="predict_direct_logits",
             ),
             Node(
-                tune_rate_lambda,
+                finetune_lambda0,
                 inputs=["scaled_model", "direct_model", "splits", "settings", "direct_logits"],
+                outputs="lambda0_event_model",
+                name="finetune_lambda0",
+            ),
+            Node(
+                tune_rate_lambda,
+                inputs=[
+                    "scaled_model",
+                    "direct_model",
+                    "splits",
+                    "settings",
+                    "direct_logits",
+                    "lambda0_event_model",
+                ],
                 outputs=["tuning_report", "tuning_metrics", "tuned_event_model"],
                 name="tune_rate_lambda",
             ),

@@ -93,6 +93,7 @@ def build_summary(
         "tuning": {
             "best_lambda": float(tuning_report["best_lambda"]),
             "n_trials": int(tuning_report["n_trials"]),
+            "floor_met": tuning_report.get("floor_met"),  # None: no sweep chose lambda
             "pareto": tuning_report["pareto"],
         },
         "ablation": [{k: row[k] for k in ABLATION_FIELDS} for row in ablation],
