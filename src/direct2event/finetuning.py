@@ -6,6 +6,8 @@ rows), so all of them train exactly alike: same samples, settings and seed.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -76,15 +78,17 @@ def finetune(
     encoding: Encoding | None = None,
     distill: bool | None = None,
     logits: Tensor | None = None,
+    epochs: int | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
-    """Fine-tune E as configured with strength ``rate_lambda``; ``encoding`` and ``distill``
-    override the configuration (the TTFS ablation rows); ``logits`` (from
-    :func:`teacher_logits`) saves recomputing D's logits."""
+    """Fine-tune E as configured with strength ``rate_lambda``; ``encoding``, ``distill`` and
+    ``epochs`` override the configuration (the TTFS ablation rows, the lambda = 0 warm-up);
+    ``logits`` (from :func:`teacher_logits`) saves recomputing D's logits."""
     ft = params.transfer.finetune
-    if ft.epochs == 0:
+    epochs = ft.epochs if epochs is None else epochs
+    if epochs == 0:
         return scaled, []
     coding = InputCoding(encoding or params.event_coding.encoding, params.event_coding.timesteps)
-    cfg = fit_config(ft, coding, params.seed, params.training.bf16)
+    cfg = replace(fit_config(ft, coding, params.seed, params.training.bf16), epochs=epochs)
     teacher = params.direct_coding
     return finetune_event_network(
         scaled,

@@ -103,6 +103,12 @@ class FinetuneParams(_Strict):
     """Regularised event-driven fine-tuning: ``CE + rate_lambda * mean spike rate``."""
 
     epochs: int = Field(3, ge=0, description="passes over the training split")
+    warmup_epochs: int = Field(
+        0,
+        ge=0,
+        description="passes at lambda = 0 before the penalty, trained once per run (the "
+        "ablation's lambda = 0 row); every trial and the final fine-tuning continue from it",
+    )
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(128, ge=1)
     rate_lambda: float = Field(

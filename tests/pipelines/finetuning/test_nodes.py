@@ -50,7 +50,11 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
     report, metrics, reuse = tune_rate_lambda(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )
-    assert report["n_trials"] == 2 and report["lambda0"] is None and {t["lambda"] for t in report["trials"]} == {1.5, 30.0}
+    assert (
+        report["n_trials"] == 2
+        and report["lambda0"] is None
+        and {t["lambda"] for t in report["trials"]} == {1.5, 30.0}
+    )
     assert report["study_name"] == settings.study_name
     by_lambda = {t["lambda"]: t for t in report["trials"]}
     assert by_lambda[30.0]["energy_uJ"] < by_lambda[1.5]["energy_uJ"]  # stronger penalty
@@ -70,7 +74,7 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
     assert reuse["rate_lambda"] == report["best_lambda"]
     # the final fine-tuning takes the sweep's network instead of training it again
     event, log = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, report, reuse, NO_LOGITS
+        scaled[0], direct_model, digits_splits, settings, report, reuse, NO_LOGITS, {}
     )
     assert event is reuse["model"] and log == reuse["history"]
 
@@ -91,7 +95,7 @@ def test_lambda0_network_is_the_sweeps_fallback_and_trained_once(
     assert lambda0["rate_lambda"] == 0.0 and [h["epoch"] for h in lambda0["history"]] == [1]
     # exactly the network the final fine-tuning trains at lambda = 0
     same, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}, NO_LOGITS
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}, NO_LOGITS, {}
     )
     for key, value in same["state_dict"].items():
         assert torch.equal(value, lambda0["model"]["state_dict"][key]), key
@@ -109,7 +113,7 @@ def test_lambda0_network_is_the_sweeps_fallback_and_trained_once(
         assert reuse is lambda0
         assert metrics["tuning.chosen_val_accuracy"]["value"] == ref["val_accuracy"]
         event, _ = finetune_event_model(
-            scaled[0], direct_model, digits_splits, settings, report, reuse, NO_LOGITS
+            scaled[0], direct_model, digits_splits, settings, report, reuse, NO_LOGITS, {}
         )
         assert event is lambda0["model"]  # taken, not trained again
     else:
@@ -122,10 +126,10 @@ def test_finetune_event_model_trains_at_the_chosen_lambda(
     scaled, direct_model, digits_splits: DataSplits, settings
 ) -> None:
     low, log = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}, NO_LOGITS
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}, NO_LOGITS, {}
     )
     high, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 30.0}, {}, NO_LOGITS
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 30.0}, {}, NO_LOGITS, {}
     )
     assert [h["epoch"] for h in log] == [1]
     x = digits_splits.test.x[:64].float()
@@ -152,10 +156,10 @@ def test_fine_tuning_can_train_the_thresholds(scaled, direct_model, digits_split
 
     settings = tiny(transfer={"finetune": {"train_thresholds": True}})
     tuned, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 5.0}, {}, NO_LOGITS
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 5.0}, {}, NO_LOGITS, {}
     )
     fixed, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, tiny(), {"best_lambda": 5.0}, {}, NO_LOGITS
+        scaled[0], direct_model, digits_splits, tiny(), {"best_lambda": 5.0}, {}, NO_LOGITS, {}
     )
     before = [lif.threshold for lif in restore(scaled[0]).lif_layers()]
     after = [lif.threshold for lif in restore(tuned).lif_layers()]
@@ -182,12 +186,61 @@ def test_d_logits_are_computed_once_and_change_nothing(
     assert torch.equal(logits, expected) and logits.shape == (len(digits_splits.train), 10)
     # the final fine-tuning with the shared table equals the one that computes its own
     shared, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, distil, {"best_lambda": 5.0}, {}, {"logits": logits}
+        scaled[0],
+        direct_model,
+        digits_splits,
+        distil,
+        {"best_lambda": 5.0},
+        {},
+        {"logits": logits},
+        {},
     )
     own, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, distil, {"best_lambda": 5.0}, {}, NO_LOGITS
+        scaled[0], direct_model, digits_splits, distil, {"best_lambda": 5.0}, {}, NO_LOGITS, {}
     )
     for key, value in own["state_dict"].items():
         assert torch.equal(shared["state_dict"][key], value), key
     ttfs = tiny(transfer={"ablation": {"ttfs_rows": True}})  # the SKD rows distil
     assert predict_direct_logits(direct_model, digits_splits, ttfs)["logits"] is not None
+
+
+def test_lambda_warm_up_trains_lambda0_once_and_every_lambda_continues_from_it(
+    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path
+) -> None:
+    from direct2event.finetuning import finetune
+
+    settings = tiny(
+        transfer={"finetune": {"warmup_epochs": 1, "epochs": 1}},
+        tuning={
+            "enabled": True,
+            "n_trials": 1,
+            "first_lambdas": [5.0],
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+        },
+    )
+    warm = finetune_lambda0(scaled[0], direct_model, digits_splits, settings, NO_LOGITS)
+    assert [h["epoch"] for h in warm["history"]] == [1]
+    # E = the warm-up network fine-tuned at lambda: the same weights as doing it by hand
+    event, log = finetune_event_model(
+        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 5.0}, {}, NO_LOGITS, warm
+    )
+    by_hand, _ = finetune(
+        restore(warm["model"]), restore(direct_model), digits_splits.train, None, settings, 5.0
+    )
+    for key, value in by_hand.state_dict().items():
+        assert torch.equal(event["state_dict"][key], value), key
+    assert [h["epoch"] for h in log] == [1, 2] and log[0] == warm["history"][0]
+    # the sweep's trial continues from the same warm-up: its network is E, handed on
+    report, _, reuse = tune_rate_lambda(
+        scaled[0], direct_model, digits_splits, settings, NO_LOGITS, warm
+    )
+    assert report["best_lambda"] == 5.0 or report["best_lambda"] == 0.0
+    if report["best_lambda"] == 5.0:
+        for key, value in event["state_dict"].items():
+            assert torch.equal(reuse["model"]["state_dict"][key], value), key
+        assert [h["epoch"] for h in reuse["history"]] == [1, 2]
+    # without the ablation the warm-up is still trained (every lambda starts from it)
+    no_ablation = tiny(
+        transfer={"finetune": {"warmup_epochs": 1, "epochs": 1}, "ablation": {"enabled": False}}
+    )
+    assert finetune_lambda0(scaled[0], direct_model, digits_splits, no_ablation, NO_LOGITS)

@@ -123,11 +123,13 @@ def finetune_lambda0(
     settings: PipelineParams,
     direct_logits: dict[str, Tensor | None],
 ) -> dict[str, Any]:
-    """E fine-tuned exactly as the sweep's trials are, without the rate penalty (lambda = 0):
-    ``{"rate_lambda": 0.0, "model", "history"}`` for the ablation's row, and seen by the sweep
-    as its accuracy reference and fallback; ``{}`` when the ablation is off (then the sweep does
-    without it, so turning the ablation off still saves its fine-tuning)."""
-    if not settings.transfer.ablation.enabled:
+    """E fine-tuned as the sweep's trials are but without the rate penalty (lambda = 0), for
+    ``transfer.finetune.warmup_epochs`` (the warm-up every trial then continues from) or, with no
+    warm-up, for ``epochs``: ``{"rate_lambda": 0.0, "model", "history"}``. It is the ablation's
+    lambda = 0 row and the sweep's accuracy reference and fallback. ``{}`` when neither the
+    warm-up nor the ablation asks for it (turning the ablation off then saves its training)."""
+    ft = settings.transfer.finetune
+    if not (ft.warmup_epochs or settings.transfer.ablation.enabled):
         return {}
     net, history = finetune(
         restore(scaled_model),
@@ -136,9 +138,25 @@ def finetune_lambda0(
         splits.validation,
         settings,
         0.0,
-        logits=direct_logits["logits"] if settings.transfer.finetune.distill else None,
+        logits=direct_logits["logits"] if ft.distill else None,
+        epochs=ft.warmup_epochs or ft.epochs,
     )
     return {"rate_lambda": 0.0, "model": checkpoint(net.cpu()), "history": history}
+
+
+def start_network(
+    scaled_model: dict[str, Any], lambda0_event_model: dict[str, Any], settings: PipelineParams
+) -> tuple[SpikingNet, list[dict[str, float]]]:
+    """Where every lambda's fine-tuning starts, and the epochs already behind it: the warm-up
+    at lambda = 0 when ``warmup_epochs`` > 0, else the threshold-scaled network."""
+    if settings.transfer.finetune.warmup_epochs:
+        return restore(lambda0_event_model["model"]), lambda0_event_model["history"]
+    return restore(scaled_model), []
+
+
+def joined(before: list[dict[str, float]], after: list[dict[str, float]]) -> list[dict[str, float]]:
+    """One epoch log for E: the warm-up's epochs, then the penalised ones, numbered on."""
+    return [*before, *({**h, "epoch": h["epoch"] + len(before)} for h in after)]
 
 
 def _lambda0_record(
@@ -176,8 +194,9 @@ def tune_rate_lambda(
     if not tune_p.enabled:
         return _configured(settings, enabled=False), {}, {}
     trained: dict[float, TrainedTrial] = {}
+    start, warmup = start_network(scaled_model, lambda0_event_model, settings)
     evaluate, direct_acc = trial_evaluator(
-        restore(scaled_model),
+        start,
         restore(direct_model),
         splits,
         settings,
@@ -241,7 +260,9 @@ def tune_rate_lambda(
         return report, metrics, lambda0_event_model
     best = trained.get(report["best_lambda"])
     reuse = (
-        {"rate_lambda": report["best_lambda"], "model": best[0], "history": best[1]} if best else {}
+        {"rate_lambda": report["best_lambda"], "model": best[0], "history": joined(warmup, best[1])}
+        if best
+        else {}
     )
     return report, metrics, reuse
 
@@ -254,19 +275,21 @@ def finetune_event_model(
     tuning_report: dict[str, Any],
     tuned_event_model: dict[str, Any],
     direct_logits: dict[str, Tensor | None],
+    lambda0_event_model: dict[str, Any],
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Step 5: event-driven fine-tuning of E with ``CE + lambda * mean spike rate`` at the lambda
-    the sweep chose (``transfer.finetune.rate_lambda`` when the sweep is off). When the sweep
-    trained that very network in this run (same lambda, settings and seed), it is taken as it
-    is instead of being trained a second time."""
+    the sweep chose (``transfer.finetune.rate_lambda`` when the sweep is off), after the
+    lambda = 0 warm-up when configured. When the sweep trained that very network in this run
+    (same lambda, settings and seed), it is taken as it is instead of being trained again."""
     rate_lambda = float(tuning_report["best_lambda"])
     if tuned_event_model and tuned_event_model["rate_lambda"] == rate_lambda:
         logger.info(
             "Network E for λ = %.4g taken from the sweep's trial (not trained twice)", rate_lambda
         )
         return tuned_event_model["model"], tuned_event_model["history"]
+    start, warmup = start_network(scaled_model, lambda0_event_model, settings)
     net, history = finetune(
-        restore(scaled_model),
+        start,
         restore(direct_model),
         splits.train,
         splits.validation,
@@ -274,4 +297,4 @@ def finetune_event_model(
         rate_lambda,
         logits=direct_logits["logits"] if settings.transfer.finetune.distill else None,
     )
-    return checkpoint(net.cpu()), history
+    return checkpoint(net.cpu()), joined(warmup, history)

@@ -52,6 +52,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "tuning_report",
                     "tuned_event_model",
                     "direct_logits",
+                    "lambda0_event_model",
                 ],
                 outputs=["event_model", "finetune_log"],
                 name="finetune_event_model",
