@@ -143,7 +143,9 @@ def test_two_workers_share_one_study(saved_networks: Path, tmp_path: Path) -> No
     for p in procs:
         out = p.communicate(timeout=300)[0].decode()
         assert p.returncode == 0, out[-2000:]
-    trials = optuna.load_study(study_name="study", storage=url).get_trials()
+    study = optuna.load_study(study_name="study", storage=url)
+    assert study.metric_names == ["val_accuracy", "energy_uJ"]  # named axes in optuna-dashboard
+    trials = study.get_trials()
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     # both stop once the study holds 6 complete trials; one may finish a trial in flight
     assert 6 <= len(done) <= 7

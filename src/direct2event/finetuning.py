@@ -14,7 +14,13 @@ from torch import Tensor
 from direct2event.params import FinetuneParams, PipelineParams, TrainingParams
 from direct2event.snn.encoders import Encoding, InputCoding
 from direct2event.snn.models import SpikingNet
-from direct2event.snn.training import FitConfig, Split, predict_logits, resolve_device
+from direct2event.snn.training import (
+    EpochCallback,
+    FitConfig,
+    Split,
+    predict_logits,
+    resolve_device,
+)
 from direct2event.snn.transfer import finetune_event_network
 
 
@@ -79,6 +85,7 @@ def finetune(
     distill: bool | None = None,
     logits: Tensor | None = None,
     epochs: int | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """Fine-tune E as configured with strength ``rate_lambda``; ``encoding``, ``distill`` and
     ``epochs`` override the configuration (the TTFS ablation rows, the lambda = 0 warm-up);
@@ -107,4 +114,5 @@ def finetune(
         teacher_logits=logits,
         desc=f"{params.dataset} E λ={rate_lambda:.3g}",
         train_thresholds=ft.train_thresholds,
+        on_epoch=on_epoch,
     )

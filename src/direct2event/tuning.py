@@ -16,7 +16,8 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +158,22 @@ def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return sorted((complete[n] for n in front), key=lambda t: t.values[1])
 
 
-Evaluate = Callable[[float], dict[str, float]]
-TrialLogger = Callable[[FrozenTrial], None]
+EpochCallback = Callable[[dict[str, float]], None]
+Evaluate = Callable[[float, EpochCallback | None], dict[str, float]]
+# A trial's tracking: entered when the trial starts (number, lambda), it yields the callback for
+# the trial's epochs; it receives the trial's results before it exits.
+TrialRun = Callable[[int, float], AbstractContextManager["TrialTracker"]]
+
+
+class TrialTracker:
+    """What a trial's tracking context hands the objective: an epoch callback and a sink for
+    the trial's results (both no-ops when nothing tracks)."""
+
+    def __init__(self, on_epoch: EpochCallback | None = None) -> None:
+        self.on_epoch = on_epoch
+
+    def finish(self, results: dict[str, float], seconds: float) -> None:
+        """Record the trial's results (nothing to do without tracking)."""
 
 
 def run_study(
@@ -169,15 +184,19 @@ def run_study(
     n_trials: int,
     timeout_s: float | None = None,
     seed: int = 0,
-    on_trial: TrialLogger | None = None,
+    trial_run: TrialRun | None = None,
     first: Sequence[float] = (),
+    user_attrs: dict[str, Any] | None = None,
 ) -> optuna.Study:
     """Add trials until the study holds ``n_trials`` complete ones (or ``timeout_s`` passes).
 
-    ``evaluate(lambda)`` fine-tunes and measures network E and returns at least
+    ``evaluate(lambda, on_epoch)`` fine-tunes and measures network E and returns at least
     ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes.
-    Other workers may add trials to the same study at the same time. ``first`` lambdas are
-    queued when the study is new, so a short default sweep measures informative values.
+    ``trial_run`` tracks each trial while it runs (see :func:`mlflow_trial_run`). Other workers
+    may add trials to the same study at the same time. ``first`` lambdas are queued when the
+    study is new, so a short default sweep measures informative values. The objectives are
+    named (``val_accuracy``, ``energy_uJ``) and ``user_attrs`` describe the study's setup, for
+    optuna-dashboard.
     """
     storage = open_storage(url)
     study = optuna.create_study(
@@ -188,6 +207,11 @@ def run_study(
         # reseeded by the study's size so a resumed run or a second worker draws new values
         sampler=optuna.samplers.TPESampler(seed=seed + len(study_trials(storage, name))),
     )
+    if study.metric_names != list(OBJECTIVES):
+        study.set_metric_names(list(OBJECTIVES))
+    for key, value in (user_attrs or {}).items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
     if not study.get_trials(deepcopy=False):
         for lam in first:
             study.enqueue_trial({PARAM: float(lam)}, skip_if_exists=True)
@@ -198,14 +222,16 @@ def run_study(
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         lam = trial.suggest_float(PARAM, space.low, space.high, log=True)
-        result = evaluate(lam)
+        started = time.perf_counter()
+        tracking = trial_run(trial.number, lam) if trial_run else nullcontext(TrialTracker())
+        with tracking as tracker:
+            result = evaluate(lam, tracker.on_epoch)
+            tracker.finish(result, time.perf_counter() - started)
         for key, value in result.items():
             trial.set_user_attr(key, float(value))
         return float(result["val_accuracy"]), float(result["energy_uJ"])
 
     callbacks: list[Callable] = [MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,))]
-    if on_trial is not None:
-        callbacks.append(lambda _study, trial: on_trial(trial))
     study.optimize(
         objective,
         n_trials=n_trials - done,
@@ -235,21 +261,34 @@ def trial_record(trial: FrozenTrial) -> dict[str, float]:
     }
 
 
-def mlflow_trial_logger(dataset: str, name: str) -> TrialLogger | None:
-    """Log each finished trial as a nested MLflow run under the active (pipeline) run."""
+def mlflow_trial_run(
+    dataset: str, name: str, prefix: str = "finetune", offset: int = 0
+) -> TrialRun | None:
+    """Each trial as a nested MLflow run under the active (pipeline) run, opened when the trial
+    starts and closed when it ends (so it spans the trial's real time), with the trial's epochs
+    streamed as ``<prefix>.<name>`` while it runs (numbered on by ``offset``: after a warm-up);
+    a trial that raises ends FAILED. None when no run is active."""
     import mlflow
+
+    from direct2event.tracking import epoch_logger
 
     if mlflow.active_run() is None:
         return None
 
-    def log(trial: FrozenTrial) -> None:
-        tags = {"dataset": dataset, "study": name, "kind": "tuning_trial"}
-        with mlflow.start_run(run_name=f"{dataset}-trial-{trial.number}", nested=True, tags=tags):
-            mlflow.log_params({PARAM: trial.params.get(PARAM), "trial_number": trial.number})
-            metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, int | float)}
-            if trial.duration is not None:
-                metrics["trial_seconds"] = trial.duration.total_seconds()
-            mlflow.log_metrics(metrics)
-            mlflow.set_tag("state", trial.state.name)
+    class MlflowTrial(TrialTracker):
+        def finish(self, results: dict[str, float], seconds: float) -> None:
+            mlflow.log_metrics({**results, "trial_seconds": seconds})
+            mlflow.set_tag("state", TrialState.COMPLETE.name)
 
-    return log
+    @contextmanager
+    def run(number: int, lam: float) -> Iterator[TrialTracker]:
+        tags = {"dataset": dataset, "study": name, "kind": "tuning_trial", "state": "RUNNING"}
+        with mlflow.start_run(run_name=f"{dataset}-trial-{number}", nested=True, tags=tags):
+            mlflow.log_params({PARAM: lam, "trial_number": number})
+            try:
+                yield MlflowTrial(epoch_logger(prefix, offset))
+            except BaseException:
+                mlflow.set_tag("state", TrialState.FAIL.name)
+                raise
+
+    return run

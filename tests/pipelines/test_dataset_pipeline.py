@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
@@ -256,6 +257,16 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
         summary["tuning"]["best_lambda"]
     }
     assert all("val_accuracy" in t.data.metrics and "energy_uJ" in t.data.metrics for t in trials)
+    for t in trials:  # opened when the trial started, epochs streamed while it ran
+        assert t.data.tags["state"] == "COMPLETE"
+        assert (t.info.end_time - t.info.start_time) / 1000 >= t.data.metrics["trial_seconds"]
+        steps = client.get_metric_history(t.info.run_id, "finetune.train_loss")
+        assert [m.step for m in steps] == [1]  # one fine-tuning epoch in these settings
+    storage = f"sqlite:///{project / 'data/07_model_output/optuna.db'}"
+    (name,) = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert study.metric_names == ["val_accuracy", "energy_uJ"]
+    assert study.user_attrs["dataset"] == "digits" and study.user_attrs["setup"]["seed"] == 0
     assert "plots/tuning.png" in artifacts  # the Pareto-front plot
     assert first.data.metrics["tuning.best_lambda"] == summary["rate_lambda"]
 

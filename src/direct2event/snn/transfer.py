@@ -22,7 +22,7 @@ from direct2event.snn.thresholds import (
     ThresholdReport,
     scale_thresholds,
 )
-from direct2event.snn.training import FitConfig, Split, fit, predict_logits
+from direct2event.snn.training import EpochCallback, FitConfig, Split, fit, predict_logits
 
 
 def lif_layer_names(model: SpikingNet) -> list[str]:
@@ -110,6 +110,7 @@ def finetune_event_network(
     teacher_logits: Tensor | None = None,
     desc: str = "fine-tune",
     train_thresholds: bool = False,
+    on_epoch: EpochCallback | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """BPTT of E (binary forward, surrogate backward) with the rate penalty (and distillation).
 
@@ -142,7 +143,17 @@ def finetune_event_network(
     if train_thresholds:
         for lif in model.lif_layers():
             lif.train_threshold(True)
-    history = fit(model, train, val, cfg, device, extra_loss=loss, progress=progress, desc=desc)
+    history = fit(
+        model,
+        train,
+        val,
+        cfg,
+        device,
+        extra_loss=loss,
+        progress=progress,
+        desc=desc,
+        on_epoch=on_epoch,
+    )
     for lif in model.lif_layers():
         if isinstance(lif.threshold, torch.nn.Parameter):
             lif.train_threshold(False)

@@ -5,8 +5,6 @@ import pytest
 from direct2event.data.splits import DataSplits
 from direct2event.pipelines.reporting.nodes import (
     build_summary,
-    direct_training_metrics,
-    finetune_metrics,
     register_networks,
 )
 
@@ -27,18 +25,6 @@ def test_summary_ratios_and_metrics(measured, digits_splits: DataSplits, setting
     assert [r["variant"] for r in summary["ablation"]] == [r["variant"] for r in ablation]
     assert metrics["event.test_accuracy"] == {"value": e["accuracy"], "step": 0}
     assert metrics["ablation.naive.energy_uJ"]["value"] == ablation[0]["energy_uJ"]
-
-
-def test_epoch_logs_become_metric_histories() -> None:
-    log = [
-        {"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.9},
-        {"epoch": 2, "train_loss": 0.25, "val_accuracy": float("nan")},
-    ]
-    assert direct_training_metrics(log) == {
-        "direct.train_loss": [{"value": 0.5, "step": 1}, {"value": 0.25, "step": 2}]
-    }  # a metric with a NaN epoch is left out
-    assert set(finetune_metrics(log)) == {"finetune.train_loss"}
-    assert direct_training_metrics([]) == {}
 
 
 def test_no_registration_without_an_mlflow_run(direct_model, settings) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from direct2event import registry
+from direct2event import registry, tracking
 from direct2event.data.splits import DataSplits
 from direct2event.finetuning import device_of, fit_config
 from direct2event.params import PipelineParams
@@ -59,8 +59,7 @@ def train_direct_model(
         cfg,
         device,
         progress=train.progress,
-        desc=f"{splits.name} direct",
+        desc=f"{splits.name} D",
+        on_epoch=tracking.epoch_logger("direct"),
     )
-    for h in history:
-        logger.info("epoch %d: %s", int(h["epoch"]), {k: round(v, 4) for k, v in h.items()})
     return checkpoint(net.cpu()), history

@@ -13,12 +13,13 @@ from typing import Any
 
 from torch import Tensor
 
-from direct2event import tuning
+from direct2event import tracking, tuning
 from direct2event.data.splits import DataSplits
 from direct2event.finetuning import device_of, finetune, teacher_logits
 from direct2event.measuring import measure
 from direct2event.params import PipelineParams
 from direct2event.snn.models import SpikingNet, checkpoint, restore
+from direct2event.snn.training import EpochCallback
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def trial_evaluator(
         """D's logits for distillation: given, or computed by the first trial, then shared."""
         return logits if logits is not None else teacher_logits(direct, splits.train, settings)
 
-    def evaluate(lam: float) -> dict[str, float]:
+    def evaluate(lam: float, on_epoch: EpochCallback | None = None) -> dict[str, float]:
         net, history = finetune(
             scaled,
             direct,
@@ -70,6 +71,7 @@ def trial_evaluator(
             settings,
             lam,
             logits=shared_logits() if distill else None,
+            on_epoch=on_epoch,
         )
         res = measure(net, val, settings.event_coding, device, profiles, settings.seed)
         if trained is not None:
@@ -140,6 +142,7 @@ def finetune_lambda0(
         0.0,
         logits=direct_logits["logits"] if ft.distill else None,
         epochs=ft.warmup_epochs or ft.epochs,
+        on_epoch=tracking.epoch_logger("finetune_lambda0"),
     )
     return {"rate_lambda": 0.0, "model": checkpoint(net.cpu()), "history": history}
 
@@ -212,8 +215,9 @@ def tune_rate_lambda(
         tune_p.n_trials,
         tune_p.timeout_s,
         settings.seed,
-        tuning.mlflow_trial_logger(settings.dataset, name),
+        tuning.mlflow_trial_run(settings.dataset, name, offset=len(warmup)),
         tune_p.first_lambdas,
+        {"dataset": settings.dataset, "setup": settings.setup_fingerprint()},
     )
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == tuning.TrialState.COMPLETE]
@@ -286,8 +290,10 @@ def finetune_event_model(
         logger.info(
             "Network E for λ = %.4g taken from the sweep's trial (not trained twice)", rate_lambda
         )
+        tracking.log_epochs(tuned_event_model["history"], "finetune")
         return tuned_event_model["model"], tuned_event_model["history"]
     start, warmup = start_network(scaled_model, lambda0_event_model, settings)
+    tracking.log_epochs(warmup, "finetune")
     net, history = finetune(
         start,
         restore(direct_model),
@@ -296,5 +302,6 @@ def finetune_event_model(
         settings,
         rate_lambda,
         logits=direct_logits["logits"] if settings.transfer.finetune.distill else None,
+        on_epoch=tracking.epoch_logger("finetune", offset=len(warmup)),
     )
     return checkpoint(net.cpu()), joined(warmup, history)

@@ -1,5 +1,4 @@
-"""The run's report: ``summary.json`` and its MLflow metrics, per-epoch metrics, and the
-registration of networks D and E in the MLflow Model Registry."""
+"""The run's report: ``summary.json`` and its MLflow metrics, and the registration of networks D and E in the MLflow Model Registry."""
 
 from __future__ import annotations
 
@@ -22,26 +21,6 @@ ABLATION_FIELDS = (
     "events_per_sample",
     "energy_gain_fraction",
 )
-
-
-def _epoch_metrics(log: list[dict[str, float]], prefix: str) -> dict[str, list[dict]]:
-    """Per-epoch records in kedro-mlflow's metrics-history format (step = epoch)."""
-    keys = [k for k in log[0] if k != "epoch"] if log else []
-    return {
-        f"{prefix}.{k}": [{"value": float(h[k]), "step": int(h["epoch"])} for h in log]
-        for k in keys
-        if all(math.isfinite(h.get(k, float("nan"))) for h in log)
-    }
-
-
-def direct_training_metrics(direct_training_log: list[dict[str, float]]) -> dict[str, list]:
-    """Network D's per-epoch loss and accuracies as ``direct.<name>`` metric histories."""
-    return _epoch_metrics(direct_training_log, "direct")
-
-
-def finetune_metrics(finetune_log: list[dict[str, float]]) -> dict[str, list]:
-    """Network E's per-epoch fine-tuning figures as ``finetune.<name>`` metric histories."""
-    return _epoch_metrics(finetune_log, "finetune")
 
 
 def _network(res: dict[str, Any], energy_model: str) -> dict[str, Any]:

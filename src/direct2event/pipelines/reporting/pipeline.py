@@ -1,4 +1,5 @@
-"""Wiring of the report: summary, per-epoch metrics, one node per figure, the registry."""
+"""Wiring of the report: summary, one node per figure, the registry (per-epoch metrics are
+logged live by the nodes that train)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from direct2event.pipelines.reporting.figures import (
 )
 from direct2event.pipelines.reporting.nodes import (
     build_summary,
-    direct_training_metrics,
-    finetune_metrics,
     register_networks,
 )
 
@@ -30,18 +29,6 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 inputs=["splits", "settings", "evaluation", "ablation", "tuning_report"],
                 outputs=["summary", "summary_metrics"],
                 name="build_summary",
-            ),
-            Node(
-                direct_training_metrics,
-                inputs="direct_training_log",
-                outputs="direct_training_history",
-                name="direct_training_metrics",
-            ),
-            Node(
-                finetune_metrics,
-                inputs="finetune_log",
-                outputs="finetune_history",
-                name="finetune_metrics",
             ),
             Node(
                 plot_direct_training,

@@ -1,0 +1,49 @@
+"""Live MLflow logging of per-epoch figures (tracking side; the library only calls back).
+
+Training of D, the sweep's trials and the final fine-tuning hand each epoch's record to an
+:func:`epoch_logger` as the epoch ends, so the MLflow UI draws the curves while a run is going
+instead of when its node finishes. Each record goes to the run that is active when the logger is
+made (the pipeline's run, or a trial's nested run), under ``<prefix>.<name>`` at step = epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import mlflow
+from mlflow.entities import Metric
+
+from direct2event.snn.training import EpochCallback
+
+
+def epoch_metrics(record: dict[str, float], prefix: str, offset: int = 0) -> list[Metric]:
+    """One epoch's finite figures as MLflow metrics ``<prefix>.<name>`` at step epoch + offset."""
+    step, now = int(record["epoch"]) + offset, int(time.time() * 1000)
+    return [
+        Metric(f"{prefix}.{key}", float(value), now, step)
+        for key, value in record.items()
+        if key != "epoch" and math.isfinite(value)
+    ]
+
+
+def epoch_logger(prefix: str, offset: int = 0) -> EpochCallback | None:
+    """A callback logging each epoch to the active run as it ends (None when no run is active).
+    ``offset`` numbers the epochs on (fine-tuning after a warm-up)."""
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    client, run_id = mlflow.MlflowClient(), run.info.run_id
+
+    def log(record: dict[str, float]) -> None:
+        client.log_batch(run_id, metrics=epoch_metrics(record, prefix, offset))
+
+    return log
+
+
+def log_epochs(history: list[dict[str, float]], prefix: str) -> None:
+    """A finished epoch log, all at once (a network trained elsewhere in this run, now chosen)."""
+    log = epoch_logger(prefix)
+    if log is not None:
+        for record in history:
+            log(record)
