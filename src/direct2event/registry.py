@@ -16,9 +16,12 @@ from typing import Any
 
 import mlflow
 import mlflow.pytorch
+import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
 
 from direct2event.params import ModelParams
 from direct2event.snn.models import SpikingNet
@@ -126,13 +129,35 @@ def check_source(source: str, dataset: str, model: ModelParams) -> str:
     return f"models:/{name}/{version}"
 
 
-def register(net: SpikingNet, dataset: str, kind: str, tags: dict[str, Any]) -> str:
-    """Log ``net`` to the active run and register it as ``<dataset>-<kind>``; returns its URI."""
+CHAMPION = "champion"
+
+
+def signature(net: SpikingNet, timesteps: int) -> ModelSignature:
+    """What the network takes and gives: encoded input ``[T, batch, *input_shape]`` (spikes,
+    event frames or analog values, float32) to time-averaged logits ``[batch, classes]``."""
+    shape = (timesteps, -1, *net.config["input_shape"])
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), shape, "encoded_input")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, net.config["classes"]), "logits")]),
+    )
+
+
+def register(
+    net: SpikingNet,
+    dataset: str,
+    kind: str,
+    tags: dict[str, Any],
+    timesteps: int,
+    description: str = "",
+) -> str:
+    """Log ``net`` to the active run (its only copy in MLflow) and register it as
+    ``<dataset>-<kind>`` with its signature, tags and description; returns its URI."""
     name = model_name(dataset, kind)
     info = mlflow.pytorch.log_model(
         net.cpu().eval(),
         name=f"{dataset}_{kind}_network",
         registered_model_name=name,
+        signature=signature(net, timesteps),
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
         await_registration_for=60,
         serialization_format="pickle",  # the LIF autograd.Function does not trace to pt2
@@ -141,8 +166,32 @@ def register(net: SpikingNet, dataset: str, kind: str, tags: dict[str, Any]) -> 
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
+    if description:
+        client.update_model_version(name, version, description=description)
     logger.info("Registered %s version %s", name, version)
     return f"models:/{name}/{version}"
+
+
+def crown_champion(name: str, floor: float | None) -> str | None:
+    """Point the ``champion`` alias of ``name`` at its best version: for E, the lowest energy
+    among versions whose test accuracy retention reaches ``floor``; for D (``floor`` None),
+    the most accurate. Returns the version (None when no version qualifies)."""
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name = '{name}'")
+    if floor is None:
+        candidates = [v for v in versions if "accuracy" in v.tags]
+        best = max(
+            candidates, key=lambda v: (float(v.tags["accuracy"]), -int(v.version)), default=None
+        )
+    else:
+        candidates = [v for v in versions if float(v.tags.get("accuracy_retention", "0")) >= floor]
+        best = min(
+            candidates, key=lambda v: (float(v.tags["energy_uJ"]), int(v.version)), default=None
+        )
+    if best is None:
+        return None
+    client.set_registered_model_alias(name, CHAMPION, best.version)
+    return str(best.version)
 
 
 def load(uri: str) -> SpikingNet:

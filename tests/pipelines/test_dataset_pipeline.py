@@ -237,7 +237,8 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
         for d in ("models", "plots", "reports")
         for a in client.list_artifacts(first.info.run_id, d)
     }
-    assert {"models/direct_model.pkl", "models/event_model.pkl"} <= artifacts
+    # D and E are stored once in MLflow: as the registered models, not also as pickles
+    assert "models/direct_model.pkl" not in artifacts and "models/scaled_model.pkl" in artifacts
     assert {
         "plots/direct_training_curve.png",
         "plots/calibration_curves.png",
@@ -277,6 +278,16 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     assert float(event_v.tags["energy_uJ"]) == pytest.approx(summary["event"]["energy_uJ"])
     assert float(event_v.tags["rate_lambda"]) == summary["rate_lambda"]
     assert direct_v.tags["timesteps"] == "4" and direct_v.tags["code_version"]
+    assert (
+        f"{summary['rate_lambda']:g}" in event_v.description and "Network E" in event_v.description
+    )
+    model_info = mlflow.models.get_model_info("models:/digits-event/1")
+    (spec,) = model_info.signature.inputs.inputs
+    assert spec.shape == (4, -1, 1, 8, 8)  # [T, batch, C, H, W]
+    assert model_info.signature.outputs.inputs[0].shape == (-1, 10)
+    if summary["accuracy_retention"] >= 0.995:
+        assert client.get_model_version_by_alias("digits-event", "champion").version == "1"
+    assert client.get_model_version_by_alias("digits-direct", "champion").version == "1"
 
     # started from the registered D: no training, the same evaluation numbers
     reused = run(project, "digits.source_model=models:/digits-direct/1")
@@ -288,7 +299,14 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
             assert again[net][key] == summary[net][key], (net, key)
     assert "direct.train_loss" not in runs(project)[-1].data.metrics
     assert len(client.search_model_versions("name = 'digits-direct'")) == 1  # not registered again
-    assert len(client.search_model_versions("name = 'digits-event'")) == 2
+    versions = client.search_model_versions("name = 'digits-event'")
+    assert len(versions) == 2
+    # champion: the lowest-energy E whose test retention reaches the floor (ties: the older)
+    above = [v for v in versions if float(v.tags["accuracy_retention"]) >= 0.995]
+    if above:
+        best = min(above, key=lambda v: (float(v.tags["energy_uJ"]), int(v.version)))
+        champion = client.get_model_version_by_alias("digits-event", "champion")
+        assert champion.version == best.version
 
     # the comparison notebook runs top to bottom against these runs
     import nbformat

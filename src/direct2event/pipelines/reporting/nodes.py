@@ -135,7 +135,50 @@ def register_networks(
                 else summary["input_encoding"]
             ),
         }
+        timesteps = summary["timesteps"]
         if network == "event":
-            tags |= {"rate_lambda": summary["rate_lambda"], "timesteps": summary["event_timesteps"]}
-        uris[network] = registry.register(restore(saved), settings.dataset, network, tags)
+            timesteps = summary["event_timesteps"]
+            tags |= {
+                "rate_lambda": summary["rate_lambda"],
+                "timesteps": timesteps,
+                "accuracy_retention": summary["accuracy_retention"],
+                "energy_reduction": summary["energy_reduction"],
+                "floor_met": summary["tuning"].get("floor_met"),
+            }
+        uris[network] = registry.register(
+            restore(saved),
+            settings.dataset,
+            network,
+            tags,
+            timesteps,
+            version_description(network, summary, tags["input_encoding"]),
+        )
+    floor = settings.tuning.retention_floor
+    uris["champion"] = {
+        network: registry.crown_champion(
+            registry.model_name(settings.dataset, network), floor if network == "event" else None
+        )
+        for network in ("direct", "event")
+    }
     return uris
+
+
+def version_description(network: str, summary: dict[str, Any], encoding: str) -> str:
+    """What a registry version is, in a sentence a person reads on its page."""
+    res, dataset = summary[network], summary["dataset"]
+    if network == "direct":
+        return (
+            f"Network D for {dataset} (seed {summary['seed']}): direct-coded ({encoding} input, "
+            f"T = {summary['timesteps']}), graded surrogate activations. Test accuracy "
+            f"{res['accuracy']:.2%}, {res['events_per_sample']:.0f} events per sample "
+            f"({res['energy_uJ']:.4f} µJ, {summary['energy_model']})."
+        )
+    return (
+        f"Network E for {dataset} (seed {summary['seed']}): event-driven ({encoding} input, "
+        f"T = {summary['event_timesteps']}), fine-tuned with rate penalty lambda = "
+        f"{summary['rate_lambda']:g}. Test accuracy {res['accuracy']:.2%} (retention "
+        f"{summary['accuracy_retention']:.4f} of D), {res['events_per_sample']:.0f} events per "
+        f"sample ({res['energy_uJ']:.4f} µJ, {summary['energy_reduction']:.2f}x less than D under "
+        f"{summary['energy_model']}). Input: [T, batch, *input_shape] float32; output: "
+        "time-averaged logits."
+    )
