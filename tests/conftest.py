@@ -7,13 +7,18 @@ import os
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from direct2event.data.splits import DataSplits, make_splits
 from direct2event.data.static import load_digits
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +38,22 @@ def digits_direct_model(digits_splits: DataSplits):
     cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, timesteps=4, encoding="analog", seed=0)
     fit(net, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
     return net.eval()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's configuration in a temporary folder (own data/ and mlflow.db),
+    with the digits parameters made tiny."""
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "src").mkdir()  # the package itself is installed
+    path = tmp_path / "conf/base/parameters_digits.yml"
+    params = yaml.safe_load(path.read_text())
+    digits = params["digits"]
+    digits["model"]["channels"] = [8, 16]
+    digits["training"].update(epochs=2, progress=False)
+    digits["transfer"]["finetune"]["epochs"] = 1
+    digits["transfer"]["ablation"] = {"enabled": False}
+    path.write_text(yaml.safe_dump(params))
+    return tmp_path

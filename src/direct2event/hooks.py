@@ -14,7 +14,8 @@ from kedro.io import AbstractVersionedDataset, DataCatalog
 from kedro.pipeline import Node, Pipeline
 from mlflow.entities import RunStatus
 
-from direct2event.params import PipelineParams, load_settings
+from direct2event import runs
+from direct2event.params import PipelineParams, load_settings, mask_credentials
 from direct2event.seeds import PARENT_RUN_ENV
 from direct2event.snn.training import resolve_device
 
@@ -88,6 +89,9 @@ class ProjectHooks:
         self._catalog: DataCatalog | None = None
         self.node_seconds: dict[str, float] = {}
         self._keys: list[str] = []
+        self._heartbeat: runs.Heartbeat | None = None
+        self._signals: Any = None
+        self._run_id: str | None = None
 
     @hook_impl
     def before_pipeline_run(
@@ -111,6 +115,7 @@ class ProjectHooks:
             raise
         for key, params in settings.items():
             catalog[f"{key}.settings"] = params
+        self._watch_run()
         if mlflow.active_run() is not None and keys:
             name = ",".join(keys)
             parent = os.environ.get(PARENT_RUN_ENV)
@@ -160,8 +165,47 @@ class ProjectHooks:
         if mlflow.active_run() is not None:
             mlflow.log_metric(f"node_seconds.{name}", seconds)
 
+    def _watch_run(self) -> None:
+        """Record where the run lives and keep its heartbeat; mark runs that gone processes
+        left RUNNING as FAILED; let SIGTERM / SIGINT end this run as FAILED (runs.py)."""
+        self._signals = runs.stop_on_signals()
+        self._signals.__enter__()
+        run = mlflow.active_run()
+        if run is None:
+            return
+        mlflow.set_tags(runs.process_tags())
+        self._heartbeat = runs.Heartbeat(run.info.run_id).start()
+        self._run_id = run.info.run_id
+        try:
+            runs.reap(
+                experiment=mlflow.get_experiment(run.info.experiment_id).name,
+                keep=run.info.run_id,
+                log=logger.warning,
+            )
+        except Exception as err:
+            logger.warning("Could not check for runs left RUNNING: %s", err)
+
+    def _unwatch_run(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+        if self._signals is not None:
+            self._signals.__exit__(None, None, None)
+            self._signals = None
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception) -> None:
+        """The run failed or was stopped: say why on the run (kedro-mlflow ends it FAILED)."""
+        self._unwatch_run()
+        if self._run_id is not None:
+            stopped = runs.termination(error)
+            reason = str(stopped) if stopped else f"{type(error).__name__}: {error}"
+            reason = mask_credentials(reason)
+            mlflow.MlflowClient().set_tag(self._run_id, "failure_reason", reason[:500])
+
     @hook_impl
     def after_pipeline_run(self) -> None:
+        self._unwatch_run()
         total = sum(self.node_seconds.values())
         logger.info(
             "node times (s): %s; total %.1f s",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -163,25 +162,6 @@ def assert_same_as_reference(summary: dict) -> None:
             if row["variant"] not in fixed
         ]
     assert found == reference
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project's configuration in a temporary folder (own data/ and mlflow.db),
-    with the digits parameters made tiny."""
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "src").mkdir()  # the package itself is installed
-    path = tmp_path / "conf/base/parameters_digits.yml"
-    params = yaml.safe_load(path.read_text())
-    digits = params["digits"]
-    digits["model"]["channels"] = [8, 16]
-    digits["training"].update(epochs=2, progress=False)
-    digits["transfer"]["finetune"]["epochs"] = 1
-    digits["transfer"]["ablation"] = {"enabled": False}
-    path.write_text(yaml.safe_dump(params))
-    return tmp_path
 
 
 def run(project: Path, params: str = "", key: str = "digits") -> subprocess.CompletedProcess:
