@@ -8,6 +8,8 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,14 @@ def project(tmp_path: Path) -> Path:
     digits["transfer"]["ablation"] = {"enabled": False}
     path.write_text(yaml.safe_dump(params))
     return tmp_path
+
+
+def run(project: Path, params: str = "", key: str = "digits") -> subprocess.CompletedProcess:
+    """``kedro run --pipelines <key>`` in its own process, exactly as a user runs it."""
+    cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", key]
+    if params:
+        cmd += ["--params", params]
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+    return subprocess.run(
+        cmd, check=False, cwd=project, capture_output=True, text=True, env=env, timeout=600
+    )

@@ -81,6 +81,28 @@ def describe_experiment() -> None:
         )
 
 
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_credentials(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_masked(v) for v in value)
+    return value
+
+
+class CredentialMask:
+    """Runs before every other ``before_pipeline_run`` hook: credentials given on the command line
+    (``--params ...tuning.storage=postgresql://user:password@...``) are masked in the run's
+    parameters that kedro-mlflow copies into MLflow tags, so the password is never written to the
+    tracking store (the configuration Kedro already resolved keeps the real value)."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        for key, value in run_params.items():
+            run_params[key] = _masked(value)
+
+
 class ProjectHooks:
     """Checks and bookkeeping around every ``kedro run``."""
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from kedro.config import OmegaConfigLoader
 
-from direct2event.hooks import ProjectHooks
+from direct2event.hooks import CredentialMask, ProjectHooks
 
-HOOKS = (ProjectHooks(),)
+HOOKS = (CredentialMask(), ProjectHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -88,10 +88,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def _storage_error(url: str, err: Exception) -> TuningError:
+    from direct2event.params import mask_credentials
+
     return TuningError(
-        f"Cannot open the Optuna storage '{url}': {type(err).__name__}: {err}. Check "
-        "tuning.storage (e.g. sqlite:///data/07_model_output/optuna.db, or "
-        "postgresql+psycopg2://user:password@host:5432/optuna with psycopg2 installed)."
+        mask_credentials(
+            f"Cannot open the Optuna storage '{url}': {type(err).__name__}: {err}. Check "
+            "tuning.storage (e.g. sqlite:///data/07_model_output/optuna.db, or "
+            "postgresql+psycopg2://user:password@host:5432/optuna with psycopg2 installed)."
+        )
     )
 
 

@@ -21,6 +21,7 @@ from direct2event.data.static import load_digits
 from direct2event.params import load_settings
 from direct2event.pipeline_registry import create_dataset_pipeline
 from direct2event.pipelines.evaluation.nodes import ABLATION_VARIANTS, TTFS_VARIANTS
+from tests.conftest import run
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path(__file__).with_name("reference_summary_digits.json")
@@ -162,17 +163,6 @@ def assert_same_as_reference(summary: dict) -> None:
             if row["variant"] not in fixed
         ]
     assert found == reference
-
-
-def run(project: Path, params: str = "", key: str = "digits") -> subprocess.CompletedProcess:
-    """``kedro run --pipelines <key>`` in its own process, exactly as a user runs it."""
-    cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", key]
-    if params:
-        cmd += ["--params", params]
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
-    return subprocess.run(
-        cmd, check=False, cwd=project, capture_output=True, text=True, env=env, timeout=600
-    )
 
 
 def runs(project: Path, trials: bool = False) -> list:
