@@ -102,3 +102,16 @@ def test_cifar10_dvs_aedat4_files_in_tonic_layout(tmp_path: Path) -> None:
     assert frames.shape == (2, 2, 32, 32)
     # window 20000 // 2 us: bin 0 holds t = 0 (ON at 0, 0), bin 1 the OFF event at (31, 31)
     assert frames[0, 1, 0, 0] == 1 and frames[1, 0, 31, 31] == 1 and frames.sum() == 2
+
+
+def test_events_off_the_sensor_name_the_file_field_and_sensor(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    for part in ("Train", "Test"):
+        write_nmnist_bin(
+            root / "NMNIST" / part / "3" / "00003.bin", x=[1, 40], y=[2, 2], t=[0, 10], p=[1, 1]
+        )
+    with pytest.raises(DataError) as err:
+        load_tonic("nmnist", root, timesteps=2, progress=False)
+    message = str(err.value)
+    assert "00003.bin: 1 event(s) with x outside 0..33 (e.g. 40)" in message
+    assert "the sensor is 34 x 34 with 2 polarities" in message

@@ -116,3 +116,38 @@ def test_image_folder_tree(tmp_path: Path) -> None:
         load_image_folder(tmp_path)
     with pytest.raises(DataError, match="Expected an image tree"):
         load_image_folder(tmp_path / "missing")
+
+
+def test_labels_outside_the_classes_name_the_file_and_the_values(idx_dir: Path) -> None:
+    write_idx(idx_dir / "t10k-labels-idx1-ubyte", np.array([0, 1, 53, 2, 99, 3]))
+    with pytest.raises(DataError) as err:
+        load_mnist(idx_dir)
+    message = str(err.value)
+    assert "t10k-labels-idx1-ubyte: 2 label(s) outside the 10 classes 0..9" in message
+    assert "e.g. [53, 99], first at index 2" in message and "original release" in message
+
+
+def test_truncated_idx_message_prints_plain_numbers(tmp_path: Path) -> None:
+    bad = tmp_path / "labels"
+    bad.write_bytes(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 60000) + b"\x01\x02")
+    with pytest.raises(DataError, match=r"header says \(60000,\) = 60000 bytes, found 2") as err:
+        read_idx(bad)
+    assert "np.int64" not in str(err.value)
+
+
+def test_cifar_batches_with_bytes_keys_read_and_bad_ones_are_named(tmp_path: Path) -> None:
+    first = write_cifar_batches(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    for name in CIFAR10_MD5:  # as Python 2 pickled them: bytes keys
+        batch = pickle.loads((folder / name).read_bytes())
+        (folder / name).write_bytes(pickle.dumps({k.encode(): v for k, v in batch.items()}))
+    raw = load_cifar10(tmp_path, verify_md5=False)
+    assert raw.train.x[0, 0, 0, 0] == pytest.approx(first[0, 0] / 255.0)
+    (folder / "test_batch").write_bytes(pickle.dumps({b"images": first}))
+    with pytest.raises(DataError, match=r"test_batch: CIFAR-10 batch without \['data', 'labels'\]"):
+        load_cifar10(tmp_path, verify_md5=False)
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": first, "labels": [0, 1, 2, 10]}))
+    with pytest.raises(DataError, match="test_batch: 1 label"):
+        load_cifar10(tmp_path, verify_md5=False)
+    with pytest.raises(DataError, match="verify_md5: false"):  # the refusal names the switch
+        load_cifar10(tmp_path, verify_md5=True)

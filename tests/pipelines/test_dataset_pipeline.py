@@ -310,13 +310,16 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
         assert bad.returncode != 0 and message in out, out[-3000:]
         assert "Running node" not in out
 
-    # a run that fails after training (a calibration split of 3 samples) keeps the old summary
+    # a calibration split of 3 samples stops the run before training: no new model version,
+    # the old summary kept
     before = summary_path.read_text()
     failed = run(project, "digits.data.calibration_fraction=0.002")
+    out = failed.stdout + failed.stderr
     assert failed.returncode != 0
-    assert "at least 16" in failed.stdout + failed.stderr
+    assert "data.calibration_fraction = 0.002 leaves 3 calibration sample(s)" in out, out[-3000:]
+    assert "Training network D" not in out
     assert summary_path.read_text() == before
-    assert len(list(model_versions.iterdir())) == 3  # a new version; the old ones are kept
+    assert len(list(model_versions.iterdir())) == 2  # the two earlier runs' versions only
     assert runs(project)[-1].info.status == "FAILED"
 
     # invalid parameters stop the run before any node; the MLflow run is marked FAILED

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from direct2event.data.containers import LabelledArrays, RawData
-from direct2event.data.static import DataError
+from direct2event.data.static import DataError, check_labels
 
 
 def _read_nmnist(path: Path) -> np.ndarray:
@@ -114,6 +114,35 @@ def _list_files(root: Path, layout: TonicLayout, part: str) -> list[Path]:
     return files
 
 
+def check_events(events: np.ndarray, sensor_size: tuple[int, int, int], source: str) -> None:
+    """Every event lies on the sensor (``0 <= x < W``, ``0 <= y < H``), its polarity is one of
+    the sensor's ``P`` values and its time stamps are numbers; else a :class:`DataError` naming
+    the file, what is wrong and the fix."""
+    names = events.dtype.names or ()
+    missing = [f for f in ("x", "y", "p", "t") if f not in names]
+    if missing:
+        raise DataError(f"{source}: events without field(s) {missing} (found {list(names)}).")
+    width, height, polarities = sensor_size
+    for field, size in (("x", width), ("y", height), ("p", polarities)):
+        values = events[field]
+        if not np.issubdtype(values.dtype, np.integer) and not np.issubdtype(
+            values.dtype, np.bool_
+        ):
+            raise DataError(
+                f"{source}: event field '{field}' has dtype {values.dtype}, not integer."
+            )
+        bad = (values < 0) | (values >= size)
+        if bad.any():
+            raise DataError(
+                f"{source}: {int(bad.sum())} event(s) with {field} outside 0..{size - 1} (e.g. "
+                f"{int(values[bad][0])}); the sensor is {width} x {height} with {polarities} "
+                "polarities. The recording is corrupt or from another sensor: check the "
+                "dataset key (sensor size) or replace the file."
+            )
+    if not np.issubdtype(events["t"].dtype, np.number):
+        raise DataError(f"{source}: time stamps have dtype {events['t'].dtype}, not numbers.")
+
+
 def events_to_frames(
     events: np.ndarray,
     sensor_size: tuple[int, int, int],
@@ -164,9 +193,11 @@ def load_tonic(
                 events = layout.reader(path)
             except (OSError, ValueError) as err:
                 raise DataError(f"Cannot read event file {path}: {err}") from err
+            check_events(events, layout.sensor_size, str(path))
             xs.append(events_to_frames(events, layout.sensor_size, timesteps, target_size))
             ys.append(layout.label(path))
-        parts[part] = LabelledArrays(np.stack(xs), np.asarray(ys, dtype=np.int64))
+        labels = check_labels(np.asarray(ys, dtype=np.int64), layout.classes, f"{root} ({part})")
+        parts[part] = LabelledArrays(np.stack(xs), labels)
     if "all" in parts:
         whole = parts.pop("all")
         order = np.random.default_rng(seed).permutation(len(whole))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,44 @@ def _to_split(part: LabelledArrays, index: np.ndarray | None = None) -> Split:
     return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y)))
 
 
+MIN_CALIBRATION = 16  # samples: the calibration map needs activations of several inputs
+
+
+def check_split_sizes(
+    raw: RawData,
+    calibration_fraction: float,
+    validation_fraction: float,
+    n_cal: int,
+    max_validation: int | None,
+    max_test: int | None,
+) -> None:
+    """Stop before any training when a split would be too small for what uses it, naming the
+    parameter and a value that works."""
+    n = len(raw.train)
+    if n_cal < MIN_CALIBRATION:
+        need = MIN_CALIBRATION / n if n else 1.0
+        raise ValueError(
+            f"{raw.name}: data.calibration_fraction = {calibration_fraction:g} leaves {n_cal} "
+            f"calibration sample(s) of {n} training samples; the surrogate-to-spike calibration "
+            f"needs at least {MIN_CALIBRATION}. Set data.calibration_fraction to at least "
+            f"{math.ceil(need * 10_000) / 10_000:g}."
+        )
+    n_val = len(raw.val) if raw.val is not None else round(validation_fraction * (n - n_cal))
+    if max_validation is not None:
+        n_val = min(n_val, max_validation)
+    if n_val < 1:
+        raise ValueError(
+            f"{raw.name}: the validation split would be empty (data.validation_fraction = "
+            f"{validation_fraction:g}, data.max_validation = {max_validation}); the sweep and "
+            "the fine-tuning measure on it. Raise them."
+        )
+    if len(raw.test) == 0 or max_test == 0:
+        raise ValueError(
+            f"{raw.name}: the test split is empty (data.max_test = {max_test}); E and D are "
+            "evaluated on it. Check the data files or raise data.max_test."
+        )
+
+
 def make_splits(
     raw: RawData,
     calibration_fraction: float,
@@ -53,6 +92,9 @@ def make_splits(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(raw.train))
     n_cal = max(1, round(calibration_fraction * len(order)))
+    check_split_sizes(
+        raw, calibration_fraction, validation_fraction, n_cal, max_validation, max_test
+    )
     cal_idx, rest = order[:n_cal], order[n_cal:]
     if raw.val is not None:
         val_part, val_idx = raw.val, rng.permutation(len(raw.val))

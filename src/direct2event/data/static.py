@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.resources
+import math
 import pickle
 from pathlib import Path
 
@@ -53,6 +54,26 @@ def check_md5(path: Path, expected: str, fix: str) -> None:
         )
 
 
+def check_labels(labels: np.ndarray, classes: int, source: str) -> np.ndarray:
+    """``labels`` as int64 when every one is a class index in ``[0, classes)``; otherwise a
+    :class:`DataError` naming the file, the bad values and the fix."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            f"{source}: labels must be a 1-D array of integers, got {labels.dtype} with shape "
+            f"{labels.shape}. The file is not a label file of this dataset."
+        )
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        values = sorted({int(v) for v in labels[bad]})[:5]
+        raise DataError(
+            f"{source}: {int(bad.sum())} label(s) outside the {classes} classes 0..{classes - 1} "
+            f"(e.g. {values}, first at index {int(np.argmax(bad))}). The file is corrupt or "
+            "belongs to another dataset: replace it with the original release."
+        )
+    return labels.astype(np.int64)
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (``.gz`` or plain), the format of the original MNIST files."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -64,12 +85,13 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
     ndim = data[3]
-    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(int)
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
+    expected = math.prod(dims)
+    if body.size != expected:
         raise DataError(
-            f"{path} is truncated: header says {tuple(dims)} = {int(np.prod(dims))} bytes, "
-            f"found {body.size}."
+            f"{path} is truncated: header says {dims} = {expected} bytes, found {body.size}. "
+            "Download or extract it again."
         )
     return body.reshape(dims)
 
@@ -100,11 +122,11 @@ def load_mnist(idx_dir: Path | None = None, verify_md5: bool = True) -> RawData:
                 classes=10,
                 train=LabelledArrays(
                     (parts["train_x"][:, None] / 255.0).astype(np.float32),
-                    parts["train_y"].astype(np.int64),
+                    check_labels(parts["train_y"], 10, str(found["train_y"])),
                 ),
                 test=LabelledArrays(
                     (parts["test_x"][:, None] / 255.0).astype(np.float32),
-                    parts["test_y"].astype(np.int64),
+                    check_labels(parts["test_y"], 10, str(found["test_y"])),
                 ),
                 info={"source": str(idx_dir)},
             )
@@ -153,11 +175,23 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> RawData:
 
 
 def _unpickle_cifar(path: Path) -> dict:
+    """One CIFAR-10 batch as ``{"data", "labels"}`` (str keys: a batch pickled with bytes keys,
+    as Python 2 wrote them, reads too)."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")  # noqa: S301 (user's own, checksummed file)
+            batch = pickle.load(f, encoding="latin1")  # noqa: S301 (user's own, checksummed file)
     except (OSError, pickle.UnpicklingError, EOFError) as err:
         raise DataError(f"Cannot read CIFAR-10 batch {path}: {err}") from err
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: a CIFAR-10 batch is a dict, found {type(batch).__name__}.")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    missing = [k for k in ("data", "labels") if k not in batch]
+    if missing:
+        raise DataError(
+            f"{path}: CIFAR-10 batch without {missing} (keys found: {sorted(map(str, batch))}). "
+            "Extract the python version of the release, cifar-10-python.tar.gz."
+        )
+    return batch
 
 
 def load_cifar10(root: Path, verify_md5: bool = True) -> RawData:
@@ -172,12 +206,22 @@ def load_cifar10(root: Path, verify_md5: bool = True) -> RawData:
     parts = {}
     for name, md5 in CIFAR10_MD5.items():
         if verify_md5:
-            check_md5(folder / name, md5, "Re-extract cifar-10-python.tar.gz.")
+            check_md5(
+                folder / name,
+                md5,
+                "Re-extract cifar-10-python.tar.gz; for a copy you re-packed yourself, set "
+                "`verify_md5: false` under cifar10.raw_data in conf/local/catalog.yml.",
+            )
         batch = _unpickle_cifar(folder / name)
         data = np.asarray(batch["data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3072:
             raise DataError(f"{folder / name}: 'data' must be N x 3072 uint8, got {data.shape}.")
-        parts[name] = (data.reshape(-1, 3, 32, 32), np.asarray(batch["labels"], dtype=np.int64))
+        labels = check_labels(np.asarray(batch["labels"]), 10, str(folder / name))
+        if len(labels) != len(data):
+            raise DataError(
+                f"{folder / name}: {len(data)} images but {len(labels)} labels. Re-extract it."
+            )
+        parts[name] = (data.reshape(-1, 3, 32, 32), labels)
     train_x = np.concatenate([parts[f"data_batch_{i}"][0] for i in range(1, 6)])
     train_y = np.concatenate([parts[f"data_batch_{i}"][1] for i in range(1, 6)])
     return RawData(
