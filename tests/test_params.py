@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from direct2event.data.splits import make_splits
 from direct2event.params import (
     DATASET_KEYS,
     ParameterError,
@@ -156,3 +159,101 @@ def test_gpu_check_reads_the_mnist_pipelines_effective_parameters() -> None:
     assert dumped == effective, (
         "regenerate: python -m direct2event.params mnist > benchmarks/mnist_params.yml"
     )
+
+
+# Property tests over the parameter schema (hypothesis): what passes validation runs or stops with
+# a named error; what fails validation names the key and never reaches a node.
+
+_ENERGY = PROFILES
+
+# (section path, a strategy of values the schema must refuse there)
+_INVALID = [
+    (("training", "lr"), st.floats(max_value=0.0, allow_nan=False)),
+    (("training", "epochs"), st.integers(max_value=0)),
+    (("training", "batch_size"), st.integers(max_value=0)),
+    (
+        ("data", "calibration_fraction"),
+        st.one_of(st.floats(max_value=0.0), st.floats(min_value=0.5)),
+    ),
+    (("data", "validation_fraction"), st.floats(min_value=0.5, allow_infinity=False)),
+    (("transfer", "timesteps"), st.integers(min_value=257)),
+    (
+        ("transfer", "input_encoding"),
+        st.text(min_size=1).filter(
+            lambda s: s not in ("rate", "regular", "ttfs", "analog", "frames")
+        ),
+    ),
+    (("tuning", "retention_floor"), st.floats(min_value=1.0001, allow_infinity=False)),
+    (("model", "beta"), st.floats(min_value=1.0001, allow_infinity=False)),
+    (("transfer", "finetune", "warmup_epochs"), st.integers(max_value=-1)),
+]
+
+
+def _nested(path: tuple[str, ...], value: object) -> dict:
+    out: dict = {path[-1]: value}
+    for key in reversed(path[:-1]):
+        out = {key: out}
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(range(len(_INVALID))).flatmap(
+        lambda i: st.tuples(st.just(_INVALID[i][0]), _INVALID[i][1])
+    )
+)
+def test_invalid_values_are_refused_naming_the_key(case: tuple) -> None:
+    path, value = case
+    with pytest.raises(ParameterError) as err:
+        load_settings("digits", _nested(path, value), _ENERGY)
+    assert f"digits.{'.'.join(path)}" in str(err.value)
+
+
+@settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    calibration=st.sampled_from([0.0005, 0.005, 0.05]),
+    timesteps=st.sampled_from([1, 2, 4]),
+    encoding=st.sampled_from(["rate", "regular", "ttfs", "analog"]),
+    warmup=st.integers(0, 1),
+)
+def test_valid_small_configurations_run_or_stop_with_a_named_error(
+    tmp_path_factory: pytest.TempPathFactory,
+    calibration: float,
+    timesteps: int,
+    encoding: str,
+    warmup: int,
+) -> None:
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+
+    from direct2event.data.static import load_digits
+    from direct2event.pipeline_registry import create_dataset_pipeline
+
+    storage = tmp_path_factory.mktemp("optuna") / "optuna.db"
+    raw = {
+        "data": {"calibration_fraction": calibration, "max_validation": 100, "max_test": 200},
+        "model": {"channels": [4], "hidden": 0, "timesteps": 2},
+        "training": {"epochs": 1, "batch_size": 128, "shift_augment": 0, "progress": False},
+        "transfer": {
+            "input_encoding": encoding,
+            "timesteps": timesteps,
+            "finetune": {"epochs": 1, "warmup_epochs": warmup, "max_train": 200},
+        },
+        "tuning": {"n_trials": 1, "first_lambdas": [2.0], "storage": f"sqlite:///{storage}"},
+        "register_models": False,
+    }
+    params = load_settings("digits", raw, _ENERGY)  # valid: it must not raise here
+    data = load_digits()
+    too_small = round(calibration * len(data.train)) < 16
+    catalog = DataCatalog({"raw_data": MemoryDataset(data), "settings": MemoryDataset(params)})
+    if too_small:  # stopped by the first node, before any training, naming the parameter
+        with pytest.raises(Exception, match="data.calibration_fraction"):
+            SequentialRunner().run(create_dataset_pipeline(), catalog)
+        return
+    make_splits(data, calibration, 0.1, 0)  # the splits this run uses are sound
+    SequentialRunner().run(create_dataset_pipeline(), catalog)
+    summary = catalog.load("summary")
+    assert summary["event_timesteps"] == timesteps and summary["input_encoding"] == encoding
+    assert 0 < summary["event"]["accuracy"] <= 1 and summary["energy_reduction"] > 0

@@ -42,7 +42,7 @@ def check_reuse_and_sweep(key: str, params: PipelineParams) -> None:
 
 SELECTION_RULE = (
     "lowest energy among trials whose validation retention reaches retention_floor + "
-    "retention_margin; else the most accurate of the trials and E at lambda = 0"
+    "retention_margin; else the most accurate trial"
 )
 EXPERIMENT_DESCRIPTION = """direct2event: network D (direct input coding, graded surrogate
 activations) transferred to an event-driven network E. One run per dataset key (tag `dataset`);

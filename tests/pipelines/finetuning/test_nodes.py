@@ -79,7 +79,7 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
     assert event is reuse["model"] and log == reuse["history"]
 
 
-def test_lambda0_network_is_the_sweeps_fallback_and_trained_once(
+def test_lambda0_network_is_trained_once_and_reported_beside_the_trials(
     scaled, direct_model, digits_splits: DataSplits, tmp_path: Path
 ) -> None:
     settings = tiny(
@@ -99,25 +99,15 @@ def test_lambda0_network_is_the_sweeps_fallback_and_trained_once(
     )
     for key, value in same["state_dict"].items():
         assert torch.equal(value, lambda0["model"]["state_dict"][key]), key
-    report, metrics, reuse = tune_rate_lambda(
+    report, _, reuse = tune_rate_lambda(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, lambda0
     )
     trial, ref = report["trials"][0], report["lambda0"]
     assert ref["lambda"] == 0.0 and ref["energy_uJ"] > trial["energy_uJ"]  # no penalty: busier
-    # floor 0.999 + margin 0.001: E must match D. When the trial misses it, E at lambda = 0 is
-    # chosen if it is more accurate than every trial; the floor counts as met if either meets it
-    required = (0.999 + 0.001) * report["direct_val_accuracy"]
-    assert report["floor_met"] == (max(ref["val_accuracy"], trial["val_accuracy"]) >= required)
-    if trial["val_accuracy"] < required and ref["val_accuracy"] > trial["val_accuracy"]:
-        assert report["best_lambda"] == 0.0 and report["chosen_trial"] is None
-        assert reuse is lambda0
-        assert metrics["tuning.chosen_val_accuracy"]["value"] == ref["val_accuracy"]
-        event, _ = finetune_event_model(
-            scaled[0], direct_model, digits_splits, settings, report, reuse, NO_LOGITS, {}
-        )
-        assert event is lambda0["model"]  # taken, not trained again
-    else:
-        assert report["best_lambda"] == 40.0
+    # a floor of 0.999 + 0.001: the only trial misses it and is still chosen (E at lambda = 0
+    # is a reference, not a candidate: it would give up most of the energy gain)
+    assert report["floor_met"] is False and report["best_lambda"] == 40.0
+    assert reuse["rate_lambda"] == 40.0
     off = tiny(transfer={"ablation": {"enabled": False}})
     assert finetune_lambda0(scaled[0], direct_model, digits_splits, off, NO_LOGITS) == {}
 

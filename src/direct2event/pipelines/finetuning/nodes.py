@@ -2,7 +2,7 @@
 lambda. Every trial fine-tunes E at one lambda and measures it on the validation split (accuracy
 up, energy down); the choice is the lowest-energy trial whose accuracy retention reaches
 ``tuning.retention_floor``. E fine-tuned at lambda = 0 is trained once per run: it is the sweep's
-accuracy reference (and its fallback when no trial reaches the floor) and the ablation's
+accuracy reference, the warm-up the trials continue from (``warmup_epochs``) and the ablation's
 ``finetune_lambda0`` row."""
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def finetune_lambda0(
     """E fine-tuned as the sweep's trials are but without the rate penalty (lambda = 0), for
     ``transfer.finetune.warmup_epochs`` (the warm-up every trial then continues from) or, with no
     warm-up, for ``epochs``: ``{"rate_lambda": 0.0, "model", "history"}``. It is the ablation's
-    lambda = 0 row and the sweep's accuracy reference and fallback. ``{}`` when neither the
+    lambda = 0 row and the sweep's accuracy reference. ``{}`` when neither the
     warm-up nor the ablation asks for it (turning the ablation off then saves its training)."""
     ft = settings.transfer.finetune
     if not (ft.warmup_epochs or settings.transfer.ablation.enabled):
@@ -191,8 +191,9 @@ def tune_rate_lambda(
 ) -> tuple[dict[str, Any], dict[str, dict], dict[str, Any]]:
     """The sweep's report, its metrics, and the chosen network when this run trained it (``{}``
     otherwise): a trial fine-tunes exactly as the final fine-tuning does, so that node can reuse
-    it. When no trial reaches the floor, the most accurate of the trials and E at lambda = 0
-    (``lambda0_event_model``, measured on the same validation samples) is chosen."""
+    it. E at lambda = 0 (``lambda0_event_model``), measured on the same validation samples, is
+    reported beside the trials as the accuracy the penalty trades against; it is not a
+    candidate (choosing it would give up most of the energy gain)."""
     tune_p = settings.tuning
     if not tune_p.enabled:
         return _configured(settings, enabled=False), {}, {}
@@ -229,8 +230,6 @@ def tune_rate_lambda(
     chosen, floor_met = tuning.select_trial(trials, direct_acc, required)
     record = tuning.trial_record(chosen) | {"number": chosen.number}
     lambda0 = _lambda0_record(lambda0_event_model, splits, settings)
-    if not floor_met and lambda0 is not None and lambda0["val_accuracy"] > record["val_accuracy"]:
-        record, floor_met = lambda0, lambda0["val_accuracy"] >= required * direct_acc
     if not floor_met:
         logger.warning(
             "No trial reaches accuracy retention %.4f (floor %.3f + margin %.4f) on validation; "
@@ -260,8 +259,6 @@ def tune_rate_lambda(
         "tuning.chosen_val_accuracy": {"value": record["val_accuracy"], "step": 0},
         "tuning.chosen_energy_uJ": {"value": record["energy_uJ"], "step": 0},
     }
-    if record is lambda0:
-        return report, metrics, lambda0_event_model
     best = trained.get(report["best_lambda"])
     reuse = (
         {"rate_lambda": report["best_lambda"], "model": best[0], "history": joined(warmup, best[1])}

@@ -118,6 +118,15 @@ def plot_tuning(report: dict[str, Any], settings: PipelineParams) -> Figure:
         color="C0",
         label="Pareto front",
     )
+    lambda0 = report.get("lambda0")
+    if lambda0:  # the accuracy the penalty trades against
+        ax.scatter(
+            [lambda0["energy_uJ"]],
+            [100 * lambda0["val_accuracy"]],
+            marker="D",
+            color="C2",
+            label="E at λ = 0 (reference)",
+        )
     chosen = next(t for t in trials if t["number"] == report["chosen_trial"])
     ax.scatter(
         [chosen["energy_uJ"]],
