@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export KEDRO_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: run seeds test bench install install-dev viz mlflow-ui optuna-dashboard clean
+.PHONY: run seeds test bench install install-dev viz mlflow-ui optuna-dashboard reap-runs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ mlflow-ui: install
 optuna-dashboard: install
 	$(PIP) install -q optuna-dashboard==0.21.0
 	$(VENV)/bin/optuna-dashboard sqlite:///data/07_model_output/optuna.db --host 127.0.0.1 --port 8080
+
+# MLflow runs left RUNNING by a killed or lost process: marked FAILED with the reason.
+reap-runs: install
+	$(PY) -m direct2event.runs
 
 clean:
 	rm -rf $(VENV)
