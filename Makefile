@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export KEDRO_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: run seeds test bench install install-dev viz mlflow-ui optuna-dashboard reap-runs clean
+.PHONY: run seeds test bench install install-dev viz mlflow-ui optuna-dashboard reap-runs screenshots clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ optuna-dashboard: install
 # MLflow runs left RUNNING by a killed or lost process: marked FAILED with the reason.
 reap-runs: install
 	$(PY) -m direct2event.runs
+
+# The MLflow UI's runs table, compare view and E's champion version as PNGs (headless Chromium).
+screenshots: install
+	$(PY) -m direct2event.screenshots --out docs/img
 
 clean:
 	rm -rf $(VENV)

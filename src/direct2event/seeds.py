@@ -203,6 +203,7 @@ def run_study(
     import mlflow
 
     from direct2event.params import DATASET_KEYS
+    from direct2event.runs import Heartbeat, process_tags
 
     if key not in DATASET_KEYS:
         raise SystemExit(f"unknown dataset key {key!r}; use one of {', '.join(DATASET_KEYS)}")
@@ -215,7 +216,11 @@ def run_study(
         os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     )
     mlflow.set_experiment("direct2event")
-    parent = mlflow.start_run(run_name=f"{key}-seeds", tags={"dataset": key, "kind": "seed_study"})
+    parent = mlflow.start_run(
+        run_name=f"{key}-seeds",
+        tags={"dataset": key, "kind": "seed_study", **process_tags()},
+    )
+    heartbeat = Heartbeat(parent.info.run_id).start()  # a lost study's run is marked FAILED
     logger.info("Seeds %s of %s, %d at a time (%d threads each)", seeds, key, jobs, threads)
     try:
         with ThreadPoolExecutor(jobs) as pool:
@@ -249,6 +254,8 @@ def run_study(
     except BaseException:
         mlflow.end_run("FAILED")
         raise
+    finally:
+        heartbeat.stop()
     return study
 
 
