@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from direct2event.data.splits import make_splits
@@ -210,7 +210,10 @@ def test_invalid_values_are_refused_naming_the_key(case: tuple) -> None:
 
 
 @settings(
-    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=4,
+    deadline=None,
+    phases=(Phase.generate,),  # each example is a whole pipeline run: no shrinking
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     calibration=st.sampled_from([0.0005, 0.005, 0.05]),
@@ -227,6 +230,7 @@ def test_valid_small_configurations_run_or_stop_with_a_named_error(
 ) -> None:
     from kedro.io import DataCatalog, MemoryDataset
     from kedro.runner import SequentialRunner
+    from kedro_datasets.json import JSONDataset
 
     from direct2event.data.static import load_digits
     from direct2event.pipeline_registry import create_dataset_pipeline
@@ -247,7 +251,14 @@ def test_valid_small_configurations_run_or_stop_with_a_named_error(
     params = load_settings("digits", raw, _ENERGY)  # valid: it must not raise here
     data = load_digits()
     too_small = round(calibration * len(data.train)) < 16
-    catalog = DataCatalog({"raw_data": MemoryDataset(data), "settings": MemoryDataset(params)})
+    summary_path = tmp_path_factory.mktemp("summary") / "summary.json"
+    catalog = DataCatalog(
+        {
+            "raw_data": MemoryDataset(data),
+            "settings": MemoryDataset(params),
+            "summary": JSONDataset(filepath=str(summary_path)),  # kept after the run
+        }
+    )
     if too_small:  # stopped by the first node, before any training, naming the parameter
         with pytest.raises(Exception, match="data.calibration_fraction"):
             SequentialRunner().run(create_dataset_pipeline(), catalog)

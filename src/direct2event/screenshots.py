@@ -96,12 +96,15 @@ def pages(base: str) -> dict[str, str]:
         "mlflow_compare": f"{base}/#/compare-runs?runs={compare}&experiments="
         + urllib.parse.quote(json.dumps([exp])),
     }
-    for dataset in latest:
+    for dataset in latest:  # E's champion, else its newest version
         name = f"{dataset}-event"
         try:
             version = client.get_model_version_by_alias(name, "champion").version
         except mlflow.exceptions.MlflowException:
-            continue
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                continue
+            version = max(int(v.version) for v in versions)
         found["mlflow_model_version"] = f"{base}/#/models/{name}/versions/{version}"
         break
     return found
