@@ -20,6 +20,7 @@ def test_epoch_metrics_skip_non_finite_values_and_number_on() -> None:
 
 def test_each_epoch_is_in_the_run_before_the_next_one_starts(tmp_path: Path) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("tracking")  # not one an earlier test made active in another store
     assert epoch_logger("direct") is None  # no run: nothing to log to
     g = torch.Generator().manual_seed(0)
     data = Split((torch.rand(64, 1, 8, 8, generator=g) * 255).to(torch.uint8), torch.arange(64) % 3)
