@@ -81,18 +81,18 @@ def pages(base: str) -> dict[str, str]:
     exp = experiment.experiment_id
     finished = client.search_runs(
         [exp],
-        filter_string="attributes.status = 'FINISHED' and tags.kind != 'tuning_trial'",
+        filter_string="attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
     )
     latest: dict[str, str] = {}
-    for run in finished:
-        dataset = run.data.tags.get("dataset", "")
-        if "," not in dataset and "mlflow.parentRunId" not in run.data.tags:
+    for run in finished:  # pipeline runs (a seed's run too), not trials or a study's summary run
+        dataset, kind = run.data.tags.get("dataset", ""), run.data.tags.get("kind", "")
+        if dataset and "," not in dataset and kind not in ("tuning_trial", "seed_study"):
             latest.setdefault(dataset, run.info.run_id)
     chosen = list(latest.values())[:2]
     compare = urllib.parse.quote(json.dumps(chosen))
     found = {
-        "mlflow_runs": f"{base}/#/experiments/{exp}",
+        "mlflow_runs": f"{base}/#/experiments/{exp}/runs",
         "mlflow_compare": f"{base}/#/compare-runs?runs={compare}&experiments="
         + urllib.parse.quote(json.dumps([exp])),
     }
