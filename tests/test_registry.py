@@ -28,7 +28,7 @@ def tracking(tmp_path: Path):
 def test_register_and_load_round_trip_weights_exactly(tracking, digits_direct_model) -> None:
     net = copy.deepcopy(digits_direct_model)
     tags = {**registry.architecture_tags(DIGITS_MODEL), "accuracy": 0.93, "energy_uJ": 0.01}
-    uri = registry.register(net, "digits", "direct", tags)
+    uri = registry.register(net, "digits", "direct", tags, 4, "Network D for digits.")
     assert uri == "models:/digits-direct/1"
     loaded = registry.load(uri)
     original = digits_direct_model.state_dict()
@@ -39,11 +39,11 @@ def test_register_and_load_round_trip_weights_exactly(tracking, digits_direct_mo
     assert torch.equal(loaded(x), digits_direct_model(x))
     version = mlflow.MlflowClient().get_model_version("digits-direct", "1")
     assert version.tags["accuracy"] == "0.93" and version.tags["channels"] == "[8, 16]"
-    assert version.tags["timesteps"] == "4"
+    assert version.tags["timesteps"] == "4" and version.description == "Network D for digits."
 
     assert registry.check_source("latest", "digits", DIGITS_MODEL) == uri
     assert registry.check_source("models:/digits-direct/latest", "digits", DIGITS_MODEL) == uri
-    assert registry.register(net, "digits", "direct", tags) == "models:/digits-direct/2"
+    assert registry.register(net, "digits", "direct", tags, 4) == "models:/digits-direct/2"
     assert registry.check_source("latest", "digits", DIGITS_MODEL) == "models:/digits-direct/2"
     assert [r["version"] for r in registry.listing()] == [2, 1]
 
@@ -56,6 +56,7 @@ def test_missing_or_mismatched_models_are_refused(tracking, digits_direct_model)
         "digits",
         "direct",
         registry.architecture_tags(DIGITS_MODEL),
+        4,
     )
     with pytest.raises(registry.RegistryError, match="has no version 7"):
         registry.check_source("models:/digits-direct/7", "digits", DIGITS_MODEL)
@@ -64,3 +65,21 @@ def test_missing_or_mismatched_models_are_refused(tracking, digits_direct_model)
         registry.check_source("models:/digits-direct/1", "digits", wider)
     with pytest.raises(registry.RegistryError, match="not a registry URI"):
         registry.check_source("runs:/abc/model", "digits", DIGITS_MODEL)
+
+
+def test_champion_is_the_lowest_energy_version_above_the_floor(
+    tracking, digits_direct_model
+) -> None:
+    net = copy.deepcopy(digits_direct_model)
+    for retention, energy, accuracy in (
+        (0.996, 0.020, 0.95),
+        (0.990, 0.010, 0.97),
+        (0.997, 0.015, 0.96),
+    ):
+        tags = {"accuracy_retention": retention, "energy_uJ": energy, "accuracy": accuracy}
+        registry.register(net, "digits", "event", tags, 4)
+    assert registry.crown_champion("digits-event", 0.995) == "3"  # v2 is cheaper but below
+    champion = mlflow.MlflowClient().get_model_version_by_alias("digits-event", "champion")
+    assert str(champion.version) == "3"
+    assert registry.crown_champion("digits-event", None) == "2"  # D's rule: the most accurate
+    assert registry.crown_champion("digits-event", 0.999) is None
