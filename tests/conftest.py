@@ -61,12 +61,16 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(project: Path, params: str = "", key: str = "digits") -> subprocess.CompletedProcess:
-    """``kedro run --pipelines <key>`` in its own process, exactly as a user runs it."""
+def run(
+    project: Path, params: str = "", key: str = "digits", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``kedro run --pipelines <key>`` in its own process, exactly as a user runs it; tracked in
+    the project's own mlflow.db unless ``env`` names a tracking server."""
     cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", key]
     if params:
         cmd += ["--params", params]
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+    full = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full.update({"KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200", **(env or {})})
     return subprocess.run(
-        cmd, check=False, cwd=project, capture_output=True, text=True, env=env, timeout=600
+        cmd, check=False, cwd=project, capture_output=True, text=True, env=full, timeout=600
     )

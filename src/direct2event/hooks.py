@@ -16,6 +16,7 @@ from mlflow.entities import RunStatus
 
 from direct2event import runs
 from direct2event.params import PipelineParams, load_settings, mask_credentials
+from direct2event.pipeline_registry import SWEEP_SUFFIX
 from direct2event.seeds import PARENT_RUN_ENV
 from direct2event.snn.training import resolve_device
 
@@ -27,17 +28,39 @@ def pipeline_namespaces(pipeline: Pipeline) -> list[str]:
     return sorted({n.namespace.split(".")[0] for n in pipeline.nodes if n.namespace})
 
 
-def check_reuse_and_sweep(key: str, params: PipelineParams) -> None:
+def check_reuse_and_sweep(key: str, params: PipelineParams) -> PipelineParams:
     """Before any training: the source model exists and fits; the Optuna storage opens and a
-    stored study has the configured search space."""
+    stored study has the configured search space. Returns the parameters with ``source_model``
+    resolved to its version (``latest`` -> ``models:/<key>-direct/3``), so that the study's name
+    and the logged parameter say which network D was used, and sweep workers started at
+    different times join one study only when they start from the same D."""
     from direct2event import registry, tuning
 
     if params.source_model is not None:
-        registry.check_source(params.source_model, key, params.model)
+        resolved = registry.check_source(params.source_model, key, params.model)
+        params = params.model_copy(update={"source_model": resolved})
     if params.tuning.enabled:
         space = tuning.lambda_distribution(params.tuning.lambda_min, params.tuning.lambda_max)
         done = tuning.check_study(params.tuning.storage, params.study_name, space)
         logger.info("%s: Optuna study %s holds %d complete trials", key, params.study_name, done)
+    return params
+
+
+def check_tracking_server(uri: str) -> None:
+    """Raise :class:`direct2event.services.ServiceError` when ``uri`` is an MLflow server that
+    does not answer its health check within a few seconds (file and database URIs pass)."""
+    from direct2event.services import ServiceError, health
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    problem = health(uri)
+    if problem is not None:
+        raise ServiceError(
+            f"Cannot reach the MLflow tracking server {mask_credentials(uri)}: {problem}. Check "
+            "that it runs and is reachable from this machine (make services starts one here; "
+            "python -m direct2event.services status) and MLFLOW_TRACKING_URI, or unset "
+            "MLFLOW_TRACKING_URI to track in the project's mlflow.db."
+        )
 
 
 SELECTION_RULE = (
@@ -115,6 +138,17 @@ class ProjectHooks:
         self._signals: Any = None
         self._run_id: str | None = None
 
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        """Before kedro-mlflow contacts it: a tracking server (MLFLOW_TRACKING_URI, mlflow.yml)
+        that does not answer stops the run within seconds, saying what to check (MLflow's own
+        client would retry for minutes)."""
+        try:
+            uri = str(context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"] or "")
+        except (KeyError, TypeError):
+            return
+        check_tracking_server(uri)
+
     @hook_impl
     def before_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog
@@ -130,7 +164,7 @@ class ProjectHooks:
                 raw = catalog.load(f"params:{key}") if f"params:{key}" in catalog else {}
                 settings[key] = load_settings(key, raw, profiles)
                 resolve_device(settings[key].training.device)
-                check_reuse_and_sweep(key, settings[key])
+                settings[key] = check_reuse_and_sweep(key, settings[key])
         except Exception:
             if mlflow.active_run() is not None:
                 mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
@@ -145,6 +179,9 @@ class ProjectHooks:
                 seeds = ",".join(str(settings[k].seed) for k in keys)
                 mlflow.set_tags({"mlflow.parentRunId": parent, "kind": "seed_run"})
                 name = f"{name}-seed{seeds}"
+            if any(n.endswith(SWEEP_SUFFIX) for n in run_params.get("pipeline_names") or ()):
+                name = f"{name}-sweep-worker"  # one of several: its trials are nested under it
+                mlflow.set_tag("kind", "sweep_worker")
             mlflow.set_tags({"dataset": ",".join(keys), "mlflow.runName": name})
             for key, params in settings.items():
                 prefix = "" if len(keys) == 1 else f"{key}."

@@ -153,7 +153,16 @@ class TuningParams(_Strict):
         description="chosen trials must reach retention_floor + this on validation: room for "
         "the validation-to-test shift of retention",
     )
-    storage: str = "sqlite:///data/07_model_output/optuna.db"
+    storage: str = Field(
+        "sqlite:///data/07_model_output/optuna.db",
+        description="the study's database: several workers share a PostgreSQL one",
+    )
+    heartbeat_interval_s: int = Field(
+        30, ge=1, description="a running trial's heartbeat; idle workers poll this often"
+    )
+    grace_period_s: int = Field(
+        90, ge=2, description="a trial without heartbeat this long failed (its worker died)"
+    )
     study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
     max_validation: int | None = Field(5000, ge=1, description="validation samples per trial")
 
@@ -163,6 +172,12 @@ class TuningParams(_Strict):
             raise ValueError(
                 f"tuning.lambda_min ({self.lambda_min}) must be below tuning.lambda_max "
                 f"({self.lambda_max})"
+            )
+        if self.grace_period_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"tuning.grace_period_s ({self.grace_period_s}) must exceed "
+                f"tuning.heartbeat_interval_s ({self.heartbeat_interval_s}), else live trials "
+                "are failed"
             )
         outside = [v for v in self.first_lambdas if not self.lambda_min <= v <= self.lambda_max]
         if outside:

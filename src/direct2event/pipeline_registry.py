@@ -33,9 +33,18 @@ def create_dataset_pipeline() -> Pipeline:
     )
 
 
+SWEEP_SUFFIX = ".sweep"
+
+
 def register_pipelines() -> dict[str, Pipeline]:
-    """``kedro run --pipelines <key>`` runs one dataset; ``kedro run`` alone runs ``mnist``."""
+    """``kedro run --pipelines <key>`` runs one dataset; ``kedro run`` alone runs ``mnist``;
+    ``<key>.sweep`` is a sweep worker: everything up to and including the lambda sweep (with
+    ``source_model`` naming a registered D, D is loaded, not trained), nothing after it."""
     template = create_dataset_pipeline()
     pipelines = {key: Pipeline(template, namespace=key) for key in DATASET_KEYS}
+    for key in DATASET_KEYS:
+        pipelines[key + SWEEP_SUFFIX] = pipelines[key].to_nodes(
+            f"{key}.finetuning.tune_rate_lambda"
+        )
     pipelines["__default__"] = pipelines["mnist"]
     return pipelines

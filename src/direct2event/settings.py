@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kedro.config import OmegaConfigLoader
+from omegaconf.resolvers import oc
 
 from direct2event.hooks import CredentialMask, ProjectHooks
 
@@ -13,4 +14,7 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
+    # mlflow.yml reads MLFLOW_TRACKING_URI (a tracking server for sweep workers); Kedro enables
+    # oc.env only for credentials unless it is registered here
+    "custom_resolvers": {"oc.env": oc.env},
 }

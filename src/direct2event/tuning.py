@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +26,7 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 from optuna.distributions import FloatDistribution
-from optuna.study import MaxTrialsCallback, StudyDirection
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ PARAM = "rate_lambda"
 DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)
 OBJECTIVES = ("val_accuracy", "energy_uJ")
 _SCHEMA_ATTEMPTS = 5
+CONNECT_TIMEOUT_S = 5  # a PostgreSQL that does not answer fails the worker after this
 
 
 class TuningError(ValueError):
@@ -50,11 +53,14 @@ def study_name(dataset: str, setup: dict[str, Any]) -> str:
     return f"{dataset}-{digest[:8]}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(
+    url: str, heartbeat_interval_s: int = 30, grace_period_s: int = 90
+) -> optuna.storages.BaseStorage:
     """An Optuna RDB storage (SQLite, PostgreSQL, MySQL URL); fails early with a clear message.
 
-    A heartbeat marks trials of killed workers as failed, so they are neither lost silently nor
-    counted as finished.
+    A heartbeat (every ``heartbeat_interval_s`` while a trial runs) marks trials of killed
+    workers as failed once it is ``grace_period_s`` old, so they are neither lost silently nor
+    counted as finished. A database that does not answer fails within seconds (no hang).
     """
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -68,6 +74,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 120}  # several local workers share one file
+    elif url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     # Workers started together against a new database all create its schema; Optuna does not
     # guard that, so the losers fail ("table ... already exists", a duplicate alembic version
     # row). The schema exists by then, so opening again succeeds.
@@ -76,10 +84,20 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             with warnings.catch_warnings():  # the heartbeat is marked experimental in Optuna 5
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=90
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=heartbeat_interval_s,
+                    grace_period=grace_period_s,
                 )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+        except sqlalchemy.exc.IntegrityError as err:
             if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise _storage_error(url, err) from None
+            time.sleep(0.2 * (attempt + 1))
+        except sqlalchemy.exc.OperationalError as err:
+            # a schema race ("table ... already exists", a locked SQLite file); a server that
+            # cannot be reached is not retried
+            retry = url.startswith("sqlite") or "already exists" in str(err)
+            if not retry or attempt == _SCHEMA_ATTEMPTS - 1:
                 raise _storage_error(url, err) from None
             time.sleep(0.2 * (attempt + 1))
         except Exception as err:  # driver missing, host unreachable, bad credentials, bad URL
@@ -92,9 +110,12 @@ def _storage_error(url: str, err: Exception) -> TuningError:
 
     return TuningError(
         mask_credentials(
-            f"Cannot open the Optuna storage '{url}': {type(err).__name__}: {err}. Check "
-            "tuning.storage (e.g. sqlite:///data/07_model_output/optuna.db, or "
-            "postgresql+psycopg2://user:password@host:5432/optuna with psycopg2 installed)."
+            f"Cannot open the Optuna storage (the study's database) '{url}': "
+            f"{type(err).__name__}: {str(err).strip()}. Check tuning.storage and that the "
+            "database runs and is reachable from this machine (make services starts one here; "
+            "PostgreSQL needs psycopg2 and its password in PGPASSFILE), e.g. "
+            "sqlite:///data/07_model_output/optuna.db or "
+            "postgresql+psycopg2://d2e@127.0.0.1:5433/optuna."
         )
     )
 
@@ -180,6 +201,11 @@ class TrialTracker:
         """Record the trial's results (nothing to do without tracking)."""
 
 
+class SurplusTrial(Exception):
+    """A trial started while the study already held ``n_trials`` complete or running ones
+    (several workers asked at once); it fails before any work and leaves no MLflow run."""
+
+
 def run_study(
     url: str,
     name: str,
@@ -191,18 +217,25 @@ def run_study(
     trial_run: TrialRun | None = None,
     first: Sequence[float] = (),
     user_attrs: dict[str, Any] | None = None,
+    heartbeat_interval_s: int = 30,
+    grace_period_s: int = 90,
 ) -> optuna.Study:
     """Add trials until the study holds ``n_trials`` complete ones (or ``timeout_s`` passes).
 
     ``evaluate(lambda, on_epoch)`` fine-tunes and measures network E and returns at least
-    ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes.
-    ``trial_run`` tracks each trial while it runs (see :func:`mlflow_trial_run`). Other workers
-    may add trials to the same study at the same time. ``first`` lambdas are queued when the
-    study is new, so a short default sweep measures informative values. The objectives are
-    named (``val_accuracy``, ``energy_uJ``) and ``user_attrs`` describe the study's setup, for
-    optuna-dashboard.
+    ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes, with
+    the worker's host and pid. ``trial_run`` tracks each trial while it runs (see
+    :func:`mlflow_trial_run`). ``first`` lambdas are queued when the study is new, so a short
+    default sweep measures informative values. The objectives are named (``val_accuracy``,
+    ``energy_uJ``) and ``user_attrs`` describe the study's setup, for optuna-dashboard.
+
+    Several workers (processes, machines) may run this on one study at once; together they
+    leave exactly ``n_trials`` complete trials. A worker starts a trial only while fewer than
+    ``n_trials`` are complete or running; when the last ones run elsewhere it waits (polling
+    every ``heartbeat_interval_s``) until they complete, or until the heartbeat fails a trial
+    whose worker died (after ``grace_period_s``) and it runs a trial in its place.
     """
-    storage = open_storage(url)
+    storage = open_storage(url, heartbeat_interval_s, grace_period_s)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -219,12 +252,22 @@ def run_study(
     if not study.get_trials(deepcopy=False):
         for lam in first:
             study.enqueue_trial({PARAM: float(lam)}, skip_if_exists=True)
-    done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-    if done >= n_trials:
-        logger.info("Study %s already holds %d complete trials (n_trials %d)", name, done, n_trials)
-        return study
+    worker = {"host": socket.gethostname(), "pid": os.getpid()}
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        # counted before any work: complete trials, and running ones that started earlier
+        ahead = [
+            t
+            for t in study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)
+            )
+            if t.state == TrialState.COMPLETE or t.number < trial.number
+        ]
+        if len(ahead) >= n_trials:
+            trial.set_user_attr("fail_reason", "surplus: n_trials complete or running elsewhere")
+            raise SurplusTrial(f"trial {trial.number}: the study needs no more trials")
+        for key, value in worker.items():
+            trial.set_user_attr(key, value)
         lam = trial.suggest_float(PARAM, space.low, space.high, log=True)
         started = time.perf_counter()
         tracking = trial_run(trial.number, lam) if trial_run else nullcontext(TrialTracker())
@@ -235,15 +278,33 @@ def run_study(
             trial.set_user_attr(key, float(value))
         return float(result["val_accuracy"]), float(result["energy_uJ"])
 
-    callbacks: list[Callable] = [MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,))]
-    study.optimize(
-        objective,
-        n_trials=n_trials - done,
-        timeout=timeout_s,
-        callbacks=callbacks,
-        catch=(),
-        gc_after_trial=True,
-    )
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    waiting_logged = False
+    while deadline is None or time.monotonic() < deadline:
+        optuna.storages.fail_stale_trials(study)  # trials of workers that died -> FAIL
+        trials = study.get_trials(deepcopy=False)
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if complete >= n_trials:
+            logger.info("Study %s holds %d complete trials (n_trials %d)", name, complete, n_trials)
+            break
+        if complete + running >= n_trials:
+            if not waiting_logged:
+                logger.info(
+                    "Study %s: %d complete, %d running elsewhere; waiting for them (a trial "
+                    "whose worker died fails after %d s and is run again here)",
+                    name,
+                    complete,
+                    running,
+                    grace_period_s,
+                )
+                waiting_logged = True
+            time.sleep(heartbeat_interval_s)
+            continue
+        waiting_logged = False
+        if running:  # other workers share the sampler's seed: draw apart from them
+            study.sampler.reseed_rng()
+        study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
     return study
 
 

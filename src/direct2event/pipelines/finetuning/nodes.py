@@ -219,6 +219,8 @@ def tune_rate_lambda(
         tuning.mlflow_trial_run(settings.dataset, name, offset=len(warmup)),
         tune_p.first_lambdas,
         {"dataset": settings.dataset, "setup": settings.setup_fingerprint()},
+        tune_p.heartbeat_interval_s,
+        tune_p.grace_period_s,
     )
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == tuning.TrialState.COMPLETE]
