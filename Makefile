@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export KEDRO_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: run seeds test bench install install-dev viz mlflow-ui optuna-dashboard reap-runs screenshots clean
+.PHONY: run seeds test bench install install-dev viz mlflow-ui optuna-dashboard reap-runs screenshots services services-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,17 @@ reap-runs: install
 # The MLflow UI's runs table, compare view and E's champion version as PNGs (headless Chromium).
 screenshots: install
 	$(PY) -m direct2event.screenshots --out docs/img
+
+# Scale-out: PostgreSQL (Optuna study + MLflow backend) and an MLflow server on 127.0.0.1,
+# data in data/services; `source data/services/env.sh` points a worker at them.
+PG_PORT ?= 5433
+MLFLOW_PORT ?= 5001
+services: install
+	$(PIP) install -q -e ".[services]"
+	$(PY) -m direct2event.services start --pg-port $(PG_PORT) --mlflow-port $(MLFLOW_PORT)
+
+services-stop:
+	$(PY) -m direct2event.services stop
 
 clean:
 	rm -rf $(VENV)

@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,7 +112,9 @@ def _port_free(host: str, port: int) -> bool:
 
 def _pg_bin(name: str) -> str:
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():  # platformdirs: XDG_RUNTIME_DIR unset on servers
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH
     except ImportError:
         raise ServiceError(
             "PostgreSQL comes from the pgserver package, which is not installed: "
@@ -124,7 +127,9 @@ def _run_as() -> dict[str, str]:
     """``subprocess`` keyword arguments running PostgreSQL as a non-root user when we are root."""
     if os.geteuid() != 0:
         return {}
-    from pgserver.utils import ensure_user_exists
+    with warnings.catch_warnings():  # platformdirs: XDG_RUNTIME_DIR unset on servers
+        warnings.simplefilter("ignore")
+        from pgserver.utils import ensure_user_exists
 
     ensure_user_exists(_PG_SYSTEM_USER)
     return {"user": _PG_SYSTEM_USER, "group": _PG_SYSTEM_USER}
