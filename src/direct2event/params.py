@@ -55,10 +55,21 @@ class ModelParams(_Strict):
         None, description="layer widths; null: the architecture's default ([16, 32] for convnet)"
     )
     hidden: int = Field(128, ge=0, description="width of the hidden linear layer (0: none)")
+    pooling: Literal["max", "avg"] = Field(
+        "max",
+        description="max: spikes after the LIF layer; avg: currents before it (NIR can express "
+        "it: export to NIR needs avg)",
+    )
     timesteps: int = Field(4, ge=1, le=256, description="T of network D")
     beta: float = Field(0.5, ge=0, le=1, description="membrane decay per step")
     surrogate_width: float = Field(1.0, gt=0, description="width of the piecewise-linear surrogate")
     reset: Literal["subtract", "zero"] = "subtract"
+
+    @model_validator(mode="after")
+    def _pooling_fits(self) -> ModelParams:
+        if self.pooling == "avg" and self.arch == "resnet":
+            raise ValueError("pooling 'avg' is offered for convnet and vgg; resnet pools with max")
+        return self
 
 
 class TrainingParams(_Strict):

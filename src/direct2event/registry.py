@@ -28,7 +28,8 @@ from direct2event.snn.models import SpikingNet
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURE_TAGS = ("arch", "channels", "hidden", "beta", "surrogate_width", "reset")
+ARCHITECTURE_TAGS = ("arch", "channels", "hidden", "pooling", "beta", "surrogate_width", "reset")
+_UNTAGGED = {"pooling": "max"}  # versions registered before the tag existed
 
 
 class RegistryError(ValueError):
@@ -69,6 +70,7 @@ def architecture_tags(model: ModelParams) -> dict[str, str]:
         "arch": model.arch,
         "channels": str(list(model.channels) if model.channels is not None else None),
         "hidden": str(model.hidden),
+        "pooling": model.pooling,
         "beta": str(model.beta),
         "surrogate_width": str(model.surrogate_width),
         "reset": model.reset,
@@ -116,9 +118,9 @@ def check_source(source: str, dataset: str, model: ModelParams) -> str:
         ) from None
     wanted = architecture_tags(model)
     differ = {
-        k: (registered.tags.get(k), wanted[k])
+        k: (registered.tags.get(k, _UNTAGGED.get(k)), wanted[k])
         for k in (*ARCHITECTURE_TAGS, "timesteps")
-        if registered.tags.get(k) != wanted[k]
+        if registered.tags.get(k, _UNTAGGED.get(k)) != wanted[k]
     }
     if differ:
         detail = ", ".join(f"{k}: registered {a}, configured {b}" for k, (a, b) in differ.items())

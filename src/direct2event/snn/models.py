@@ -12,7 +12,10 @@ Architectures (``ARCHITECTURES``):
   images and DVS frames.
 - ``resnet``: a spiking ResNet (BasicBlocks, spikes added as currents before the LIF) with a
   strided stem, for the same inputs.
-Max-pooling keeps binary spikes binary, so every synaptic layer of E receives events.
+Pooling (``pooling``): ``max`` pools the spikes after the LIF layer (max-pooling keeps binary
+spikes binary); ``avg`` averages the currents before the LIF layer (conv-BN-avgpool-LIF), which
+keeps them binary too and is what NIR can express (AvgPool2d; NIR has no max-pooling). ``avg``
+is offered for ``convnet`` and ``vgg``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from direct2event.snn.neurons import LIF, LIFParameters, Mode
 from direct2event.snn.pooling import MaxPool2d
 
 ARCHITECTURES: tuple[str, ...] = ("convnet", "vgg", "resnet")
+POOLINGS: tuple[str, ...] = ("max", "avg")
 VGG_DEFAULT: tuple[int | str, ...] = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, "M")
 
 
@@ -122,6 +126,11 @@ def _conv_block(c_in: int, c_out: int, params: LIFParameters, stride: int = 1) -
     ]
 
 
+def _pooled(block: list[nn.Module]) -> list[nn.Module]:
+    """``block`` ending in a LIF layer with 2x2 average pooling of the currents before it."""
+    return [*block[:-1], nn.AvgPool2d(2), block[-1]]
+
+
 def _readout(
     features: list[nn.Module],
     input_shape: Sequence[int],
@@ -148,24 +157,35 @@ def build_model(
     params: LIFParameters | None = None,
     channels: Sequence[int | str] | None = None,
     hidden: int = 0,
+    pooling: str = "max",
 ) -> SpikingNet:
     """Build a network D (graded mode) for ``input_shape = (C, H, W)`` and ``classes`` outputs.
 
     ``channels``: for ``convnet`` the width of each conv-LIF-maxpool block; for ``vgg`` a layer
     list of widths and ``"M"`` (max-pool); for ``resnet`` the width of each stage (the first
-    stage keeps the stem's resolution, later ones halve it).
+    stage keeps the stem's resolution, later ones halve it). ``pooling``: ``max`` (spikes, after
+    the LIF layer) or ``avg`` (currents, before it).
     """
     params = params or LIFParameters()
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling '{pooling}'; use one of {POOLINGS}.")
+    if pooling == "avg" and arch == "resnet":
+        raise ValueError("pooling 'avg' is offered for convnet and vgg; resnet pools with max.")
     c_in = int(input_shape[0])
     features: list[nn.Module] = []
     if arch == "convnet":
         widths = list(channels or (16, 32))
         for width in widths:
-            features += [*_conv_block(c_in, int(width), params), MaxPool2d(2)]
+            block = _conv_block(c_in, int(width), params)
+            features += _pooled(block) if pooling == "avg" else [*block, MaxPool2d(2)]
             c_in = int(width)
     elif arch == "vgg":
         for entry in channels or VGG_DEFAULT:
-            if entry == "M":
+            if entry == "M" and pooling == "avg":
+                if not features or not isinstance(features[-1], LIF):
+                    raise ValueError("vgg with pooling 'avg': each 'M' must follow a conv layer")
+                features[-1:] = _pooled(features[-1:])
+            elif entry == "M":
                 features.append(MaxPool2d(2))
             else:
                 features += _conv_block(c_in, int(entry), params)
@@ -192,6 +212,7 @@ def build_model(
         "classes": int(classes),
         "channels": list(channels) if channels is not None else None,
         "hidden": int(hidden),
+        "pooling": pooling,
         "lif": {
             "beta": params.beta,
             "width": params.width,
@@ -205,6 +226,10 @@ def build_model(
 
 def model_from_config(config: dict[str, Any]) -> SpikingNet:
     """Rebuild an (untrained) network from the ``config`` a :class:`SpikingNet` carries."""
+    if config["arch"] == "nir":  # a network read from a NIR graph: its layer list
+        from direct2event.snn.nir_io import build_from_specs
+
+        return build_from_specs(config)
     return build_model(
         config["arch"],
         config["input_shape"],
@@ -212,6 +237,7 @@ def model_from_config(config: dict[str, Any]) -> SpikingNet:
         LIFParameters(**config["lif"]),
         config["channels"],
         config["hidden"],
+        config.get("pooling", "max"),
     )
 
 

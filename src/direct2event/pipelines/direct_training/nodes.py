@@ -49,6 +49,7 @@ def train_direct_model(
         LIFParameters(beta=model.beta, width=model.surrogate_width, reset=model.reset),
         model.channels,
         model.hidden,
+        model.pooling,
     )
     cfg = fit_config(train, settings.direct_coding, settings.seed, train.bf16, train.shift_augment)
     logger.info("Training network D (%s) on %s for %d epochs", model.arch, device, train.epochs)
