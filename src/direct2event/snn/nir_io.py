@@ -125,11 +125,19 @@ def to_nir(
             shape = list(out.shape[1:])
         elif isinstance(layer, nn.AvgPool2d):
             k = _pair(layer.kernel_size)
-            s = _pair(layer.stride or layer.kernel_size)
-            node = nir.AvgPool2d(
-                kernel_size=np.array(k), stride=np.array(s), padding=np.array((0, 0))
+            st = _pair(layer.stride or layer.kernel_size)
+            conv = nodes[order[-1]]
+            if not isinstance(conv, nir.Conv2d):
+                raise NIRError(f"layer {i}: average pooling must follow a convolution")
+            # written as SumPool2d (sinabs, Norse and Speck read it; snnTorch reads AvgPool2d)
+            # with the 1 / (k*k) folded into the convolution before it: a power of two for 2x2
+            # windows, so the graph computes exactly the same currents
+            conv.weight = conv.weight / (k[0] * k[1])
+            conv.bias = conv.bias / (k[0] * k[1])
+            node = nir.SumPool2d(
+                kernel_size=np.array(k), stride=np.array(st), padding=np.array((0, 0))
             )
-            shape = [shape[0], (shape[1] - k[0]) // s[0] + 1, (shape[2] - k[1]) // s[1] + 1]
+            shape = [shape[0], (shape[1] - k[0]) // st[0] + 1, (shape[2] - k[1]) // st[1] + 1]
         elif isinstance(layer, nn.Flatten):
             node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
             shape = [int(np.prod(shape))]
@@ -143,9 +151,9 @@ def to_nir(
             full = np.broadcast_to(_np(theta).reshape([-1] + [1] * (len(shape) - 1)), shape).copy()
             zeros = np.zeros(shape, dtype=np.float32)
             meta = {"reset": params.reset}
-            if params.beta >= 1.0:
+            if params.beta >= 1.0:  # r is the per-step input gain (snnTorch's, sinabs' reading)
                 node = nir.IF(
-                    r=np.full(shape, 1.0 / dt, np.float32),
+                    r=np.ones(shape, np.float32),
                     v_threshold=full,
                     v_reset=zeros,
                     metadata=meta,
@@ -260,13 +268,15 @@ def _per_channel(values: np.ndarray, node: str) -> torch.Tensor:
     return torch.from_numpy(per[:, 0].copy())
 
 
-def from_nir(graph_or_path: Any, width: float = 1.0) -> SpikingNet:
+def from_nir(graph_or_path: Any, width: float = 1.0, reset_default: str = "subtract") -> SpikingNet:
     """A :class:`SpikingNet` from a NIR graph (this project's or another framework's), in the
     mode the graph's metadata names (``graded`` for a D, else ``binary``).
 
     Neurons: ``LIF`` with ``v_leak = 0`` (beta = 1 - dt / tau, the input gain r * dt / tau
-    folded into the layer before), ``IF`` (beta = 1, gain r * dt); ``v_reset`` 0, reset by
-    subtraction when the node's metadata says so, else to zero. ``dt`` comes from the graph's
+    folded into the layer before), ``IF`` (beta = 1, gain r per step, as snnTorch and sinabs
+    read it); ``v_reset`` 0. The reset is the node's metadata ``reset`` when it has one, else
+    ``reset_default``: NIR itself says "reset to v_reset", but sinabs' and Norse's networks
+    usually subtract, so say what the source framework did. ``dt`` comes from the graph's
     metadata (default 1e-4). ``width`` is the surrogate width when the graph does not give one.
     Unsupported nodes are listed in the error."""
     nir = _nir()
@@ -330,9 +340,16 @@ def from_nir(graph_or_path: Any, width: float = 1.0) -> SpikingNet:
             s = _ints2(node.stride, name)
             if any(_ints2(node.padding, name)):
                 raise NIRError(f"node '{name}': padded pooling is not supported")
-            specs.append({"type": "avgpool", "kernel": k, "stride": s})
-            if kind == "SumPool2d":  # a sum is the average times the window size
-                specs.append({"type": "scale", "factor": float(k[0] * k[1])})
+            window = float(k[0] * k[1])
+            if kind == "SumPool2d" and specs and specs[-1]["type"] == "conv2d":
+                # a sum is the average times the window: folded back into the convolution
+                for key in (f"layers.{idx - 1}.weight", f"layers.{idx - 1}.bias"):
+                    state[key] = state[key] * window
+                specs.append({"type": "avgpool", "kernel": k, "stride": s})
+            else:
+                specs.append({"type": "avgpool", "kernel": k, "stride": s})
+                if kind == "SumPool2d":
+                    specs.append({"type": "scale", "factor": window})
         elif kind == "Scale":
             specs.append({"type": "scale", "factor": _uniform(node.scale, "scale", name)})
         elif kind in ("LIF", "IF"):
@@ -341,9 +358,14 @@ def from_nir(graph_or_path: Any, width: float = 1.0) -> SpikingNet:
                     raise NIRError(f"node '{name}': v_leak must be 0")
                 tau = _uniform(node.tau, "tau", name)
                 beta = 1.0 - dt / tau
+                # tau is stored in float32: take the exact beta the producer states, if it is
+                # this one up to that rounding
+                stated = meta.get("beta")
+                if isinstance(stated, float) and abs(stated - beta) < 1e-5:
+                    beta = stated
                 gain = _uniform(node.r, "r", name) * dt / tau
             else:
-                beta, gain = 1.0, _uniform(node.r, "r", name) * dt
+                beta, gain = 1.0, _uniform(node.r, "r", name)  # r: the per-step gain
             if not 0.0 <= beta <= 1.0:
                 raise NIRError(
                     f"node '{name}': tau = {tau} gives beta = {beta} outside [0, 1] at dt = {dt}"
@@ -351,7 +373,7 @@ def from_nir(graph_or_path: Any, width: float = 1.0) -> SpikingNet:
             v_reset = getattr(node, "v_reset", None)
             if v_reset is not None and np.any(np.asarray(v_reset)):
                 raise NIRError(f"node '{name}': v_reset must be 0")
-            reset = (getattr(node, "metadata", None) or {}).get("reset", "zero")
+            reset = (getattr(node, "metadata", None) or {}).get("reset", reset_default)
             theta = _per_channel(node.v_threshold, name)
             if not math.isclose(gain, 1.0, rel_tol=1e-6):
                 if not gain_pending:

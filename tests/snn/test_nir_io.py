@@ -1,0 +1,267 @@
+"""NIR export and import: this project's D and E round-trip exactly; sinabs and Norse read E and
+produce the same spikes (sinabs: identical; Norse: measured agreement); a network built and
+exported by sinabs runs here with the same outputs."""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from direct2event.data.splits import DataSplits
+from direct2event.snn.encoders import encode
+from direct2event.snn.models import SpikingNet, build_model, fuse_batchnorm, to_event_network
+from direct2event.snn.neurons import LIF, LIFParameters
+from direct2event.snn.nir_io import NIRError, from_nir, save_nir, to_nir
+from direct2event.snn.thresholds import scale_thresholds
+from direct2event.snn.training import FitConfig, fit
+
+nir = pytest.importorskip("nir")
+T = 4
+N = 512  # test samples fed to every framework
+
+
+@pytest.fixture(scope="module")
+def networks(digits_splits: DataSplits) -> tuple[SpikingNet, SpikingNet]:
+    """A network D with average pooling trained on digits, and its E (percentile thresholds)."""
+    torch.manual_seed(0)
+    direct = build_model(
+        "convnet", digits_splits.input_shape, 10, channels=(8, 16), hidden=32, pooling="avg"
+    )
+    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, timesteps=T, encoding="analog", seed=0)
+    fit(direct, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
+    event = to_event_network(direct.eval())
+    scale_thresholds(
+        event,
+        digits_splits.calibration,
+        "rate",
+        T,
+        torch.device("cpu"),
+        "percentile",
+        percentile=99.0,
+    )
+    return direct.eval(), event
+
+
+@pytest.fixture(scope="module")
+def spikes_in(digits_splits: DataSplits) -> torch.Tensor:
+    """N test digits, rate-coded at T steps: ``[T, N, 1, 8, 8]``."""
+    x = torch.cat([digits_splits.test.x, digits_splits.validation.x, digits_splits.calibration.x])[:N]
+    return encode(x.float(), "rate", T, torch.Generator().manual_seed(0))
+
+
+def layer_spikes(net: SpikingNet, x: torch.Tensor) -> tuple[list[float], torch.Tensor]:
+    counts: list[float] = []
+    hooks = [
+        lif.register_forward_hook(lambda _m, _i, out: counts.append(float(out.sum())))
+        for lif in net.lif_layers()
+    ]
+    with torch.no_grad():
+        logits = net(x)
+    for h in hooks:
+        h.remove()
+    return counts, logits
+
+
+def test_round_trip_gives_identical_logits(networks, spikes_in, tmp_path) -> None:
+    direct, event = networks
+    analog = encode(spikes_in.mean(0), "analog", T)
+    folded = fuse_batchnorm(copy.deepcopy(direct))  # D is exported with batch norm folded
+    for net, x, name in ((direct, analog, "D"), (event, spikes_in, "E")):
+        path = save_nir(net, tmp_path / f"{name}.nir", T, "analog" if name == "D" else "rate")
+        back = from_nir(path)
+        assert back.mode == net.mode
+        with torch.no_grad():
+            assert torch.equal(back(x), (folded if name == "D" else net)(x)), name
+            assert torch.allclose(back(x), net(x), atol=1e-5)  # D: the fold's rounding
+    graph = nir.read(str(tmp_path / "E.nir"))
+    meta = graph.metadata
+    assert meta["network"] == "E" and meta["neuron_output"] == "binary"
+    assert meta["timesteps"] == T and meta["input_encoding"] == "rate"
+    assert list(meta["input_shape"]) == [1, 8, 8] and meta["reset"] == "subtract"
+    chain = sorted((k for k in graph.nodes if k[0].isdigit()), key=lambda k: int(k.split("_")[0]))
+    lifs = [graph.nodes[k] for k in chain if isinstance(graph.nodes[k], nir.LIF)]
+    assert len(lifs) == 3
+    # beta = 0.5 at dt = 1e-4: tau = 2e-4, r = tau / dt = 2; per-channel thresholds
+    assert np.allclose(lifs[0].tau, 2e-4) and np.allclose(lifs[0].r, 2.0)
+    theta = event.lif_layers()[0].threshold.reshape(-1).numpy()
+    assert np.allclose(lifs[0].v_threshold[:, 0, 0], theta)
+    assert sum(isinstance(n, nir.SumPool2d) for n in graph.nodes.values()) == 2
+
+
+def test_max_pooling_cannot_be_exported_and_names_the_option() -> None:
+    net = build_model("convnet", (1, 8, 8), 3, channels=(4,))
+    with pytest.raises(NIRError, match=r"model\.pooling: avg"):
+        to_nir(net, T, "rate")
+
+
+def test_sinabs_reads_e_and_spikes_identically(networks, spikes_in) -> None:
+    """sinabs' LIF equals ours (reset by subtraction); its reader takes tau in steps
+    (alpha = exp(-1/tau)), ignores r, and fires several spikes per step by default: those are
+    adapted on the reader side (the graph stays NIR-correct)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sinabs = pytest.importorskip("sinabs")
+        import sinabs.layers as sl
+        from sinabs.activation import SingleSpike
+    _, event = networks
+    graph = to_nir(event, T, "rate")
+    beta = event.lif_layers()[0].params.beta
+    for node in graph.nodes.values():
+        if isinstance(node, nir.LIF):
+            node.tau = np.full_like(node.tau, -1.0 / math.log(beta))  # steps
+            node.v_leak = np.zeros(1, np.float32)  # its reader's any(array) check
+    model = sinabs.from_nir(graph, batch_size=N)
+    theirs: list[float] = []
+    for layer in model.modules():
+        if isinstance(layer, sl.LIFSqueeze):
+            layer.spike_fn = SingleSpike
+            layer.register_forward_hook(lambda _m, _i, out: theirs.append(float(out.sum())))
+    ours, logits = layer_spikes(event, spikes_in)
+    batch_major = spikes_in.transpose(0, 1).reshape(N * T, *spikes_in.shape[2:])
+    with torch.no_grad():
+        out = model(batch_major)
+    out = out[0] if isinstance(out, tuple) else out
+    their_logits = out.reshape(N, T, -1).mean(1)
+    assert min(ours) > 0  # every layer spikes
+    assert theirs == ours  # identical spike counts per layer
+    assert torch.allclose(their_logits, logits, atol=1e-5)
+    assert torch.equal(their_logits.argmax(1), logits.argmax(1))
+
+
+def norse_logits(graph, x: torch.Tensor, subtract: bool) -> tuple[list[float], torch.Tensor]:
+    """Norse's reading of ``graph`` run over ``x[T, ...]``: per-LIF-layer spikes and logits.
+
+    Reader-side adaptations (the graph stays NIR-correct): Norse ignores r (its input gain is
+    dt / tau = 0.5, ours 1), so each synaptic layer before a LIF is scaled by r; its Flatten
+    keeps NIR's batch-free start_dim 0 and would flatten the batch; it fires on v > theta (ours
+    v >= theta, which matters: thresholds often equal a current exactly), so it gets the next
+    float below each threshold. Its LIF reader resets to
+    v_reset (zero) whatever ``reset_method`` says; ``subtract`` sets each cell's reset to
+    subtraction afterwards, as ours."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        norse = pytest.importorskip("norse.torch")
+        from norse.torch.functional.reset import reset_subtract
+        from norse.torch.module.lif_box import LIFBoxCell
+    names = list(graph.nodes)
+    for i, name in enumerate(names):
+        node = graph.nodes[name]
+        if isinstance(node, nir.LIF):
+            gain = float(node.r.flat[0])
+            j = i - 1
+            while not isinstance(graph.nodes[names[j]], nir.Conv2d | nir.Affine):
+                j -= 1
+            graph.nodes[names[j]].weight = graph.nodes[names[j]].weight * gain
+            graph.nodes[names[j]].bias = graph.nodes[names[j]].bias * gain
+            # it fires on v > theta, ours on v >= theta: the next float below theta
+            node.v_threshold = np.nextafter(node.v_threshold, -np.inf, dtype=np.float32)
+        if isinstance(node, nir.Flatten):
+            node.start_dim = 1
+    model = norse.from_nir(graph, dt=1e-4)
+    counts: list[float] = []
+    cells = [m for m in model.modules() if isinstance(m, LIFBoxCell)]
+    for cell in cells:
+        if subtract:
+            cell.p = cell.p._replace(reset_method=reset_subtract)
+        cell.register_forward_hook(lambda _m, _i, out: counts.append(float(out[0].sum())))
+    state, steps = None, []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            out, state = model(x[t], state)
+            steps.append(out)
+    per_layer = [sum(counts[k :: len(cells)]) for k in range(len(cells))]
+    return per_layer, torch.stack(steps).mean(0)
+
+
+def test_norse_reads_e_with_measured_agreement(networks, spikes_in) -> None:
+    """With its reset set to subtraction Norse runs our neuron (its Euler step v + dt/tau *
+    (i - v) rounds apart from beta * v + x; measured: no spike differs here). As read (reset to
+    zero) it runs another network: it matches our E rebuilt with reset to zero, and agrees with
+    our E only as far as the reset allows (measured below, printed)."""
+    _, event = networks
+    ours, logits = layer_spikes(event, spikes_in)
+    theirs, their_logits = norse_logits(to_nir(event, T, "rate"), spikes_in, subtract=True)
+    assert theirs == ours  # per-layer spike counts
+    assert torch.allclose(their_logits, logits, atol=1e-4)
+    assert torch.equal(their_logits.argmax(1), logits.argmax(1))
+
+    zero_reset = copy.deepcopy(event)
+    for lif in zero_reset.lif_layers():
+        lif.params = LIFParameters(beta=lif.params.beta, width=lif.params.width, reset="zero")
+    ours_zero, logits_zero = layer_spikes(zero_reset, spikes_in)
+    theirs_zero, as_read = norse_logits(to_nir(event, T, "rate"), spikes_in, subtract=False)
+    assert theirs_zero == ours_zero
+    assert torch.equal(as_read.argmax(1), logits_zero.argmax(1))
+    across = float((as_read.argmax(1) == logits.argmax(1)).float().mean())
+    print(f"Norse as read (reset to zero) vs our E: {across:.3f} of predictions agree")
+    assert 0.5 <= across < 0.99  # reset to zero is a different network, not a rounding
+
+
+def test_a_network_built_and_exported_by_sinabs_runs_here(spikes_in) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sinabs = pytest.importorskip("sinabs")
+        import sinabs.layers as sl
+        from sinabs.activation import SingleSpike
+    torch.manual_seed(1)
+    src = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 3, padding=1),
+        sl.IAFSqueeze(num_timesteps=T, spike_fn=SingleSpike),
+        sl.SumPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * 4 * 4, 10),
+    )
+    batch_major = spikes_in.transpose(0, 1).reshape(N * T, 1, 8, 8)
+    graph = sinabs.to_nir(src, batch_major[:T])
+    kinds = sorted({type(n).__name__ for n in graph.nodes.values()})
+    assert "IF" in kinds and "SumPool2d" in kinds
+    net = from_nir(graph)  # sinabs' IAF subtracts: reset_default="subtract"
+    assert isinstance(net.layers[1], LIF) and net.layers[1].params.beta == 1.0
+    with torch.no_grad():
+        for layer in src.modules():
+            if isinstance(layer, sl.IAFSqueeze):
+                layer.reset_states()
+        theirs = src(batch_major).reshape(N, T, -1).mean(1)
+        ours = net(spikes_in)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_unsupported_nodes_are_listed() -> None:
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([3])}),
+            "cuba": nir.CubaLIF(
+                tau_syn=np.ones(3),
+                tau_mem=np.ones(3),
+                r=np.ones(3),
+                v_leak=np.zeros(3),
+                v_threshold=np.ones(3),
+            ),
+            "delay": nir.Delay(delay=np.ones(3)),
+            "output": nir.Output(output_type={"output": np.array([3])}),
+        },
+        edges=[("input", "cuba"), ("cuba", "delay"), ("delay", "output")],
+    )
+    with pytest.raises(NIRError, match=r"\['CubaLIF', 'Delay'\]"):
+        from_nir(graph)
+
+
+def test_lif_parameters_survive_a_non_default_beta_and_if(tmp_path) -> None:
+    for beta in (0.8, 1.0):
+        torch.manual_seed(0)
+        d = build_model(
+            "vgg", (2, 8, 8), 4, LIFParameters(beta=beta), (4, "M", 6, "M"), pooling="avg"
+        ).eval()
+        e = to_event_network(d)
+        for lif in e.lif_layers():
+            lif.threshold.uniform_(0.2, 0.6)
+        x = (torch.rand(T, 8, 2, 8, 8) < 0.4).float()
+        back = from_nir(save_nir(e, tmp_path / f"{beta}.nir", T, "rate"))
+        assert [lif.params.beta for lif in back.lif_layers()] == pytest.approx([beta] * 2)
+        with torch.no_grad():
+            assert torch.equal(back(x), e(x))
