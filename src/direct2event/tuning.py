@@ -35,6 +35,7 @@ PARAM = "rate_lambda"
 DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)
 OBJECTIVES = ("val_accuracy", "energy_uJ")
 _SCHEMA_ATTEMPTS = 5
+POLL_S = 2.0  # how often a waiting worker looks at the study (a cheap query)
 CONNECT_TIMEOUT_S = 5  # a PostgreSQL that does not answer fails the worker after this
 
 
@@ -232,7 +233,7 @@ def run_study(
     Several workers (processes, machines) may run this on one study at once; together they
     leave exactly ``n_trials`` complete trials. A worker starts a trial only while fewer than
     ``n_trials`` are complete or running; when the last ones run elsewhere it waits (polling
-    every ``heartbeat_interval_s``) until they complete, or until the heartbeat fails a trial
+    every 2 s) until they complete, or until the heartbeat fails a trial
     whose worker died (after ``grace_period_s``) and it runs a trial in its place.
     """
     storage = open_storage(url, heartbeat_interval_s, grace_period_s)
@@ -245,7 +246,9 @@ def run_study(
         sampler=optuna.samplers.TPESampler(seed=seed + len(study_trials(storage, name))),
     )
     if study.metric_names != list(OBJECTIVES):
-        study.set_metric_names(list(OBJECTIVES))
+        with warnings.catch_warnings():  # experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
     for key, value in (user_attrs or {}).items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
@@ -280,8 +283,11 @@ def run_study(
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     waiting_logged = False
+    poll_s = min(heartbeat_interval_s, POLL_S)
     while deadline is None or time.monotonic() < deadline:
-        optuna.storages.fail_stale_trials(study)  # trials of workers that died -> FAIL
+        with warnings.catch_warnings():  # experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # trials of workers that died -> FAIL
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -299,7 +305,7 @@ def run_study(
                     grace_period_s,
                 )
                 waiting_logged = True
-            time.sleep(heartbeat_interval_s)
+            time.sleep(poll_s)
             continue
         waiting_logged = False
         if running:  # other workers share the sampler's seed: draw apart from them
