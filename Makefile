@@ -35,8 +35,10 @@ run: install
 KEY ?= mnist
 SEEDS ?= 0 1 2
 JOBS ?=
+PARAMS ?=
+NAME ?= variant
 seeds: install
-	cd $(CURDIR) && $(PY) -m direct2event.seeds --key $(KEY) --seeds $(SEEDS) $(if $(JOBS),--jobs $(JOBS),)
+	cd $(CURDIR) && $(PY) -m direct2event.seeds --key $(KEY) --seeds $(SEEDS) $(if $(JOBS),--jobs $(JOBS),) $(if $(PARAMS),--params "$(PARAMS)" --name $(NAME),)
 
 test: install-dev
 	$(PY) -m pytest -q

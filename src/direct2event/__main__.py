@@ -8,9 +8,32 @@ from pathlib import Path
 from kedro.framework.cli.utils import find_run_command
 from kedro.framework.project import configure_project
 
+USAGE = "python -m direct2event export-nir models:/<name>/<version> <out.nir>"
+
+
+def export_nir(argv: list[str]) -> None:
+    """``export-nir <model URI> <out.nir>``: a registered network's NIR graph, written to a file."""
+    import os
+
+    import mlflow
+
+    from direct2event import registry
+    from direct2event.snn.nir_io import NIRError
+
+    if len(argv) != 2:
+        raise SystemExit(f"usage: {USAGE}")
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    try:
+        path = registry.export_nir(argv[0], argv[1])
+    except (registry.RegistryError, NIRError) as err:
+        raise SystemExit(f"export-nir: {err}") from None
+    print(f"wrote {path} (NIR graph of {argv[0]})")
+
 
 def main(*args: str, **kwargs: object) -> object:
-    """Run the Kedro CLI for this project."""
+    """Run the Kedro CLI for this project (``export-nir`` exports a registered network)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "export-nir" and not args:
+        return export_nir(sys.argv[2:])
     package_name = Path(__file__).parent.name
     configure_project(package_name)
     interactive = hasattr(sys, "ps1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -203,7 +204,8 @@ class ProjectHooks:
         artifact_path = (getattr(dataset, "metadata", None) or {}).get("mlflow_artifact_path")
         if artifact_path and isinstance(dataset, AbstractVersionedDataset):
             path = dataset._get_versioned_path(dataset.resolve_save_version())
-            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+            if Path(path).exists():  # a dataset may write nothing (no NIR graph of max-pooling)
+                mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:

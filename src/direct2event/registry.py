@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,21 @@ def resolve(source: str, dataset: str) -> tuple[str, str]:
     return name, _latest(client, name) if version == "latest" else version
 
 
+def is_registry_uri(source: str | None) -> bool:
+    """Whether ``source_model`` names a registered network (not a NIR file, not None)."""
+    return source is not None and not source.startswith(NIR_PREFIX)
+
+
+NIR_PREFIX = "nir:"
+
+
 def check_source(source: str, dataset: str, model: ModelParams) -> str:
     """The resolved ``models:/<name>/<version>`` of ``source``, after checking that it exists
-    and was registered with the configured architecture (before any training starts)."""
+    and was registered with the configured architecture (before any training starts). A
+    ``nir:<path>`` source is checked by reading it (its nodes must be supported)."""
+    if source.startswith(NIR_PREFIX):
+        load_nir(source, model)
+        return source
     name, version = resolve(source, dataset)
     try:
         registered = MlflowClient().get_model_version(name, version)
@@ -151,19 +164,29 @@ def register(
     tags: dict[str, Any],
     timesteps: int,
     description: str = "",
+    nir_graph: Any = None,
 ) -> str:
     """Log ``net`` to the active run (its only copy in MLflow) and register it as
-    ``<dataset>-<kind>`` with its signature, tags and description; returns its URI."""
+    ``<dataset>-<kind>`` with its signature, tags and description, and its NIR graph as the
+    model's file ``<name>.nir`` when given; returns its URI."""
     name = model_name(dataset, kind)
-    info = mlflow.pytorch.log_model(
-        net.cpu().eval(),
-        name=f"{dataset}_{kind}_network",
-        registered_model_name=name,
-        signature=signature(net, timesteps),
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-        await_registration_for=60,
-        serialization_format="pickle",  # the LIF autograd.Function does not trace to pt2
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = []
+        if nir_graph is not None:
+            import nir
+
+            extra.append(str(Path(tmp) / f"{name}.nir"))
+            nir.write(extra[0], nir_graph)
+        info = mlflow.pytorch.log_model(
+            net.cpu().eval(),
+            name=f"{dataset}_{kind}_network",
+            registered_model_name=name,
+            signature=signature(net, timesteps),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+            await_registration_for=60,
+            serialization_format="pickle",  # the LIF autograd.Function does not trace to pt2
+            extra_files=extra or None,
+        )
     version = str(info.registered_model_version)
     client = MlflowClient()
     for key, value in tags.items():
@@ -196,12 +219,60 @@ def crown_champion(name: str, floor: float | None) -> str | None:
     return str(best.version)
 
 
+def load_nir(source: str, model: ModelParams) -> SpikingNet:
+    """Network D from ``nir:<path>`` (a graph written by this project or another framework),
+    graded like a D: its neurons' reset, when the graph does not say, and the surrogate width
+    come from ``model``."""
+    from direct2event.snn.nir_io import NIRError, from_nir
+
+    path = Path(source.removeprefix(NIR_PREFIX))
+    if not path.is_file():
+        raise RegistryError(
+            f"source_model {source}: no file {path}; give nir:<path to a .nir file>"
+        )
+    try:
+        net = from_nir(path, width=model.surrogate_width, reset_default=model.reset)
+    except NIRError as err:
+        raise RegistryError(f"source_model {source}: {err}") from None
+    except Exception as err:  # not HDF5, not a NIR graph
+        raise RegistryError(f"source_model {source} is not a readable NIR graph: {err}") from None
+    return net.set_mode("graded")
+
+
 def load(uri: str) -> SpikingNet:
     """A registered network, on the CPU."""
     net = mlflow.pytorch.load_model(uri, map_location="cpu")
     if not isinstance(net, SpikingNet):
         raise RegistryError(f"{uri} holds a {type(net).__name__}, not a direct2event SpikingNet.")
     return net.eval()
+
+
+def export_nir(uri: str, out: str | Path) -> Path:
+    """Write the NIR graph of a registered network (``models:/<name>/<version>`` or
+    ``models:/<name>@<alias>``) to ``out``, with the T and input encoding it was registered
+    with."""
+    from direct2event.snn.nir_io import save_nir
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@(\w+))", uri)
+    if match is None:
+        raise RegistryError(
+            f"{uri} is not a model version; use models:/<name>/<version> or models:/<name>@champion"
+        )
+    name, version, alias = match.groups()
+    client = MlflowClient()
+    try:
+        mv = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, version)
+        )
+    except MlflowException:
+        raise RegistryError(
+            f"{uri} does not exist. List the database with: python -m direct2event.registry"
+        ) from None
+    net = load(f"models:/{name}/{mv.version}")
+    network = "E" if name.endswith("-event") else "D"
+    return save_nir(net, out, int(mv.tags["timesteps"]), mv.tags["input_encoding"], network)
 
 
 def listing() -> list[dict[str, Any]]:

@@ -171,7 +171,13 @@ def seeds_figure(study: dict[str, Any], energy_model: str = "per_event") -> Any:
 
 
 def _run_seed(
-    key: str, seed: int, threads: int, parent_run_id: str | None, log_dir: Path
+    key: str,
+    seed: int,
+    threads: int,
+    parent_run_id: str | None,
+    log_dir: Path,
+    params: str = "",
+    name: str = "",
 ) -> tuple[int, int, float]:
     """``kedro run`` of one seed in its own process; returns (seed, exit code, seconds)."""
     env = {
@@ -182,7 +188,12 @@ def _run_seed(
     }
     if parent_run_id:
         env[PARENT_RUN_ENV] = parent_run_id
-    params = f"{key}.seed={seed},{key}.training.progress=false,seed_folder={seed_folder(seed)}"
+    folder = seed_folder(seed) if not name else f"/{name}{seed_folder(seed)}"
+    params = ",".join(
+        p
+        for p in (f"{key}.seed={seed},{key}.training.progress=false,seed_folder={folder}", params)
+        if p
+    )
     cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", key, "--params", params]
     log_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -194,10 +205,18 @@ def _run_seed(
 
 
 def run_study(
-    key: str, seeds: list[int], jobs: int, root: Path = Path(), threads: int | None = None
+    key: str,
+    seeds: list[int],
+    jobs: int,
+    root: Path = Path(),
+    threads: int | None = None,
+    params: str = "",
+    name: str = "",
 ) -> dict[str, Any]:
     """Run every seed (``jobs`` at a time, ``threads`` torch threads each: by default the cores
-    shared among the jobs), then write and log ``seeds.json`` and its figure."""
+    shared among the jobs), then write and log ``seeds.json`` and its figure. ``params`` are
+    extra ``--params`` for every seed (e.g. ``mnist.model.pooling=avg``); a ``name`` keeps such
+    a variant's files in ``data/08_reporting/<key>/<name>/``."""
     import json
 
     import mlflow
@@ -211,13 +230,17 @@ def run_study(
         raise SystemExit(f"give distinct seeds, got {seeds}")
     jobs = max(1, min(jobs, len(seeds)))
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    report_dir = root / "data" / "08_reporting" / key
+    report_dir = (
+        root / "data" / "08_reporting" / key / name
+        if name
+        else root / "data" / "08_reporting" / key
+    )
     mlflow.set_tracking_uri(
         os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     )
     mlflow.set_experiment("direct2event")
     parent = mlflow.start_run(
-        run_name=f"{key}-seeds",
+        run_name=f"{key}-seeds" + (f"-{name}" if name else ""),
         tags={"dataset": key, "kind": "seed_study", **process_tags()},
     )
     heartbeat = Heartbeat(parent.info.run_id).start()  # a lost study's run is marked FAILED
@@ -226,7 +249,9 @@ def run_study(
         with ThreadPoolExecutor(jobs) as pool:
             done = list(
                 pool.map(
-                    lambda s: _run_seed(key, s, threads, parent.info.run_id, report_dir / "logs"),
+                    lambda s: _run_seed(
+                        key, s, threads, parent.info.run_id, report_dir / "logs", params, name
+                    ),
                     seeds,
                 )
             )
@@ -249,7 +274,7 @@ def run_study(
         for stat in ("mean", "std", "worst"):
             for field in ("accuracy_retention", "energy_reduction"):
                 mlflow.log_metric(f"{stat}.{field}", study[stat][field])
-        mlflow.log_params({"seeds": " ".join(map(str, seeds)), "jobs": jobs})
+        mlflow.log_params({"seeds": " ".join(map(str, seeds)), "jobs": jobs, "params": params})
         mlflow.end_run()
     except BaseException:
         mlflow.end_run("FAILED")
@@ -280,9 +305,13 @@ def main(argv: list[str] | None = None) -> None:
         help="seeds side by side, the cores shared among them (default: cores // 4; on 2 "
         "cores one seed at a time on both was faster than two side by side)",
     )
+    parser.add_argument("--params", default="", help="extra --params for every seed")
+    parser.add_argument("--name", default="", help="a variant's folder under the key's reports")
     args = parser.parse_args(argv)
+    if args.params and not args.name:
+        parser.error("--params changes the runs: give the variant a --name")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    study = run_study(args.key, args.seeds, args.jobs)
+    study = run_study(args.key, args.seeds, args.jobs, params=args.params, name=args.name)
     print(_fmt(study))
     if not all(math.isfinite(r["accuracy_retention"]) for r in study["runs"]):
         raise SystemExit(1)

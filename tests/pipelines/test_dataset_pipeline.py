@@ -375,3 +375,75 @@ def test_runs_of_two_datasets_line_up_in_mlflow(project: Path) -> None:
     assert artifacts(digits.info.run_id) == artifacts(mnist_run.info.run_id)
     assert "plots/ablation.png" in artifacts(digits.info.run_id)
     assert set(digits.data.metrics) == set(mnist_run.data.metrics)
+
+
+def test_nir_graphs_are_written_registered_exported_and_read_back_as_d(project: Path) -> None:
+    """With average pooling every run writes D's and E's NIR graphs beside the models, logs
+    them, attaches them to the registry versions; `export-nir` writes a registered version's
+    graph; `source_model: nir:<path>` runs the pipeline from a NIR D, training skipped. With
+    max-pooling (the first run of this test) nothing is written and the run still succeeds."""
+    import nir
+
+    from direct2event.snn.nir_io import from_nir
+
+    first = run(project, "digits.tuning.enabled=false")  # max-pooling
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "No NIR graph of E for digits" in first.stdout + first.stderr
+    assert not list((project / "data/06_models/digits").rglob("*.nir"))
+
+    done = run(project, "digits.tuning.enabled=false,digits.model.pooling=avg")
+    assert done.returncode == 0, done.stderr[-3000:]
+    [e_file] = (project / "data/06_models/digits/event_model.nir").iterdir()
+    [d_file] = (project / "data/06_models/digits/direct_model.nir").iterdir()
+    graph = nir.read(str(e_file / "event_model.nir"))
+    assert graph.metadata["network"] == "E" and graph.metadata["timesteps"] == 4
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    [version] = [
+        v for v in client.search_model_versions("name = 'digits-event'") if v.version == "2"
+    ]
+    assert version.tags["pooling"] == "avg"
+    logged = [a.path for a in client.list_artifacts(version.run_id, "models")]
+    assert "models/event_model.nir" in logged and "models/direct_model.nir" in logged
+    files = mlflow.artifacts.download_artifacts(
+        "models:/digits-event/2", dst_path=str(project / "m")
+    )
+    in_version = nir.read(str(Path(files) / "digits-event.nir"))
+    assert in_version.metadata["network"] == "E"
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "direct2event",
+        "export-nir",
+        "models:/digits-event@champion",
+        str(project / "out.nir"),
+    ]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    exported = subprocess.run(
+        cmd, cwd=project, capture_output=True, text=True, env=env, check=False
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    bad = subprocess.run(
+        [*cmd[:4], "models:/digits-event/1", str(project / "x.nir")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert bad.returncode != 0 and "model.pooling: avg" in bad.stderr  # version 1 max-pools
+    assert from_nir(project / "out.nir").mode == "binary"
+
+    from_graph = run(
+        project,
+        f"digits.tuning.enabled=false,digits.model.pooling=avg,"
+        f"digits.source_model=nir:{d_file / 'direct_model.nir'}",
+    )
+    assert from_graph.returncode == 0, from_graph.stderr[-3000:]
+    assert "training skipped" in from_graph.stdout + from_graph.stderr
+    summary = json.loads((project / "data/08_reporting/digits/summary.json").read_text())
+    assert summary["direct"]["accuracy"] > 0.5 and summary["event"]["accuracy"] > 0.5
+    missing = run(project, "digits.source_model=nir:nowhere.nir")
+    assert missing.returncode != 0 and "no file nowhere.nir" in missing.stdout + missing.stderr

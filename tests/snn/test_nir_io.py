@@ -50,7 +50,9 @@ def networks(digits_splits: DataSplits) -> tuple[SpikingNet, SpikingNet]:
 @pytest.fixture(scope="module")
 def spikes_in(digits_splits: DataSplits) -> torch.Tensor:
     """N test digits, rate-coded at T steps: ``[T, N, 1, 8, 8]``."""
-    x = torch.cat([digits_splits.test.x, digits_splits.validation.x, digits_splits.calibration.x])[:N]
+    x = torch.cat([digits_splits.test.x, digits_splits.validation.x, digits_splits.calibration.x])[
+        :N
+    ]
     return encode(x.float(), "rate", T, torch.Generator().manual_seed(0))
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
 
 from direct2event.data.containers import LabelledArrays, RawData
 from direct2event.data.events import TONIC_LAYOUTS, load_tonic
@@ -244,3 +244,37 @@ class TonicEventDataset(_ReadOnlyDataset):
             return load_tonic(self.key, Path(self.save_to), timesteps, self.target_size, self.limit)
 
         return EventSource(self.key, self.cache_dir, settings, build)
+
+
+class NIRDataset(AbstractVersionedDataset):
+    """A network's NIR graph (HDF5, ``nir.write``), versioned like the pickled models beside it.
+    Saving ``None`` (a network NIR cannot express, e.g. max-pooling) writes nothing."""
+
+    def __init__(
+        self, filepath: str, version: Version | None = None, metadata: dict | None = None
+    ) -> None:
+        super().__init__(filepath=PurePosixPath(filepath), version=version, exists_function=None)
+        self.metadata = metadata
+
+    def _load(self) -> Any:
+        import nir
+
+        return nir.read(str(self._get_load_path()))
+
+    def _save(self, data: Any) -> None:
+        if data is None:
+            return
+        import nir
+
+        path = Path(self._get_save_path())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nir.write(str(path), data)
+
+    def _exists(self) -> bool:
+        try:
+            return Path(self._get_load_path()).exists()
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "version": self._version}

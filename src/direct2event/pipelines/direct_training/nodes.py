@@ -19,9 +19,13 @@ logger = logging.getLogger(__name__)
 
 
 def _load_registered(splits: DataSplits, settings: PipelineParams) -> dict[str, Any]:
-    """Network D from the model registry, checked against the data it will see."""
+    """Network D from the model registry or a NIR file, checked against the data it will see."""
     uri = registry.check_source(str(settings.source_model), settings.dataset, settings.model)
-    net = registry.load(uri)
+    net = (
+        registry.load_nir(uri, settings.model)
+        if uri.startswith(registry.NIR_PREFIX)
+        else registry.load(uri)
+    )
     expected = (list(splits.input_shape), splits.classes)
     found = (list(net.config["input_shape"]), net.config["classes"])
     if found != expected:

@@ -1,4 +1,5 @@
-"""The run's report: ``summary.json`` and its MLflow metrics, and the registration of networks D and E in the MLflow Model Registry."""
+"""The run's report: ``summary.json`` and its MLflow metrics, NIR graphs of networks D and E,
+and their registration in the MLflow Model Registry."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from direct2event import registry
 from direct2event.data.splits import DataSplits
 from direct2event.params import PipelineParams
 from direct2event.snn.models import restore
+from direct2event.snn.nir_io import NIRError, to_nir
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +100,37 @@ def build_summary(
     return summary, clean
 
 
+def export_nir(
+    direct_model: dict[str, Any], event_model: dict[str, Any], settings: PipelineParams
+) -> tuple[Any, Any]:
+    """NIR graphs of D and E (for sinabs, snnTorch, Norse and neuromorphic chips), with the
+    input encoding and T each is meant to be fed; ``(None, None)`` with a warning for a network
+    NIR cannot express (max-pooling: set ``model.pooling: avg``)."""
+    graphs = []
+    for saved, coding, network in (
+        (direct_model, settings.direct_coding, "D"),
+        (event_model, settings.event_coding, "E"),
+    ):
+        try:
+            graphs.append(to_nir(restore(saved), coding.timesteps, coding.encoding, network))
+        except NIRError as err:
+            logger.warning("No NIR graph of %s for %s: %s", network, settings.dataset, err)
+            graphs.append(None)
+    return graphs[0], graphs[1]
+
+
 def register_networks(
     direct_model: dict[str, Any],
     event_model: dict[str, Any],
     summary: dict[str, Any],
     settings: PipelineParams,
+    direct_nir: Any = None,
+    event_nir: Any = None,
 ) -> dict[str, Any]:
     """Register D (unless it came from the registry) and E as ``<key>-direct`` / ``<key>-event``
-    in the MLflow Model Registry, tagged with accuracy, energy, timesteps, lambda, code version."""
+    in the MLflow Model Registry, tagged with accuracy, energy, timesteps, lambda, code version;
+    each version carries its NIR graph (``<name>.nir`` among the model's files) when there is
+    one."""
     import mlflow
 
     if not settings.register_models or mlflow.active_run() is None:
@@ -120,8 +145,9 @@ def register_networks(
         "run_id": mlflow.active_run().info.run_id,
     }
     uris: dict[str, Any] = {"registered": True}
+    graphs = {"direct": direct_nir, "event": event_nir}
     for network, saved in (("direct", direct_model), ("event", event_model)):
-        if network == "direct" and settings.source_model is not None:
+        if network == "direct" and registry.is_registry_uri(settings.source_model):
             uris[network] = settings.source_model
             continue
         tags = {
@@ -152,6 +178,7 @@ def register_networks(
             tags,
             timesteps,
             version_description(network, summary, tags["input_encoding"]),
+            nir_graph=graphs[network],
         )
     floor = settings.tuning.retention_floor
     uris["champion"] = {

@@ -16,6 +16,7 @@ from direct2event.pipelines.reporting.figures import (
 )
 from direct2event.pipelines.reporting.nodes import (
     build_summary,
+    export_nir,
     register_networks,
 )
 
@@ -68,8 +69,21 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 name="plot_ablation",
             ),
             Node(
+                export_nir,
+                inputs=["direct_model", "event_model", "settings"],
+                outputs=["direct_nir", "event_nir"],
+                name="export_nir",
+            ),
+            Node(
                 register_networks,
-                inputs=["direct_model", "event_model", "summary", "settings"],
+                inputs=[
+                    "direct_model",
+                    "event_model",
+                    "summary",
+                    "settings",
+                    "direct_nir",
+                    "event_nir",
+                ],
                 outputs="registry_report",
                 name="register_networks",
             ),
