@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import VersionNotFoundError
 
 from direct2event.data.containers import LabelledArrays, RawData
 from direct2event.data.events import TONIC_LAYOUTS, load_tonic
@@ -248,7 +249,8 @@ class TonicEventDataset(_ReadOnlyDataset):
 
 class NIRDataset(AbstractVersionedDataset):
     """A network's NIR graph (HDF5, ``nir.write``), versioned like the pickled models beside it.
-    Saving ``None`` (a network NIR cannot express, e.g. max-pooling) writes nothing."""
+    Saving a :class:`direct2event.snn.nir_io.NotExported` (a network NIR cannot express, e.g.
+    max-pooling) writes nothing."""
 
     def __init__(
         self, filepath: str, version: Version | None = None, metadata: dict | None = None
@@ -259,16 +261,32 @@ class NIRDataset(AbstractVersionedDataset):
     def _load(self) -> Any:
         import nir
 
-        return nir.read(str(self._get_load_path()))
+        from direct2event.snn.nir_io import NotExported
+
+        path = Path(self._get_load_path())
+        if not path.exists():
+            return NotExported(f"no NIR graph was written to {path}")
+        return nir.read(str(path))
 
     def _save(self, data: Any) -> None:
-        if data is None:
+        from direct2event.snn.nir_io import NotExported
+
+        if isinstance(data, NotExported):
+            self._logger.info("No NIR graph written to %s: %s", self._filepath, data.reason)
             return
         import nir
 
         path = Path(self._get_save_path())
         path.parent.mkdir(parents=True, exist_ok=True)
         nir.write(str(path), data)
+
+    def resolve_load_version(self) -> str | None:
+        """As Kedro's, except that a dataset never written (only NotExported so far) resolves to
+        the save version instead of failing Kedro's check that follows every save."""
+        try:
+            return super().resolve_load_version()
+        except VersionNotFoundError:
+            return self.resolve_save_version()
 
     def _exists(self) -> bool:
         try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,13 @@ SUPPORTED = (
 
 class NIRError(ValueError):
     """A network NIR cannot express, or a graph this project cannot run; says what to change."""
+
+
+@dataclass(frozen=True)
+class NotExported:
+    """Stands where a graph would be when a network cannot be exported, and says why."""
+
+    reason: str
 
 
 def _nir():

@@ -11,7 +11,7 @@ from direct2event import registry
 from direct2event.data.splits import DataSplits
 from direct2event.params import PipelineParams
 from direct2event.snn.models import restore
-from direct2event.snn.nir_io import NIRError, to_nir
+from direct2event.snn.nir_io import NIRError, NotExported, to_nir
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +104,8 @@ def export_nir(
     direct_model: dict[str, Any], event_model: dict[str, Any], settings: PipelineParams
 ) -> tuple[Any, Any]:
     """NIR graphs of D and E (for sinabs, snnTorch, Norse and neuromorphic chips), with the
-    input encoding and T each is meant to be fed; ``(None, None)`` with a warning for a network
-    NIR cannot express (max-pooling: set ``model.pooling: avg``)."""
+    input encoding and T each is meant to be fed; for a network NIR cannot express (max-pooling:
+    set ``model.pooling: avg``) a :class:`NotExported` with the reason, and a warning."""
     graphs = []
     for saved, coding, network in (
         (direct_model, settings.direct_coding, "D"),
@@ -115,7 +115,7 @@ def export_nir(
             graphs.append(to_nir(restore(saved), coding.timesteps, coding.encoding, network))
         except NIRError as err:
             logger.warning("No NIR graph of %s for %s: %s", network, settings.dataset, err)
-            graphs.append(None)
+            graphs.append(NotExported(str(err)))
     return graphs[0], graphs[1]
 
 
@@ -145,7 +145,10 @@ def register_networks(
         "run_id": mlflow.active_run().info.run_id,
     }
     uris: dict[str, Any] = {"registered": True}
-    graphs = {"direct": direct_nir, "event": event_nir}
+    graphs = {
+        k: None if isinstance(g, NotExported) else g
+        for k, g in (("direct", direct_nir), ("event", event_nir))
+    }
     for network, saved in (("direct", direct_model), ("event", event_model)):
         if network == "direct" and registry.is_registry_uri(settings.source_model):
             uris[network] = settings.source_model
