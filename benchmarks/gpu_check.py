@@ -136,7 +136,15 @@ def transfer_run(
     train = Split(splits.train.x[: args.max_train], splits.train.y[: args.max_train])
     torch.manual_seed(p["seed"])
     params = LIFParameters(beta=model_p["beta"], width=model_p["surrogate_width"])
-    direct = build_model("convnet", (1, 28, 28), 10, params, model_p["channels"], model_p["hidden"])
+    direct = build_model(
+        "convnet",
+        (1, 28, 28),
+        10,
+        params,
+        model_p["channels"],
+        model_p["hidden"],
+        model_p["pooling"],
+    )
     cfg = FitConfig(
         epochs=args.epochs or train_p["epochs"],
         lr=train_p["lr"],

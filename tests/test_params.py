@@ -95,6 +95,8 @@ def test_study_name_follows_the_setup_but_not_the_display_settings() -> None:
         (("tuning", "first_lambdas"), [0.1, 5.0], "[0.1] lie outside"),
         (("tuning", "retention_floor"), 1.2, "tuning.retention_floor"),
         (("tuning", "n_trials"), -1, "tuning.n_trials"),
+        (("tuning", "grace_period_s"), 30, "must exceed tuning.heartbeat_interval_s (30)"),
+        (("model", "pooling"), "min", "model.pooling"),
     ],
 )
 def test_bad_parameters_name_key_and_allowed_values(
@@ -108,6 +110,12 @@ def test_bad_parameters_name_key_and_allowed_values(
     with pytest.raises(ParameterError, match="parameters_mnist.yml") as err:
         validate_params("mnist", raw)
     assert message in str(err.value)
+
+
+def test_average_pooling_is_offered_for_convnet_and_vgg_only() -> None:
+    assert validate_params("mnist", {"model": {"pooling": "avg"}}).model.pooling == "avg"
+    with pytest.raises(ParameterError, match="offered for convnet and vgg"):
+        validate_params("mnist", {"model": {"pooling": "avg", "arch": "resnet"}})
 
 
 def test_event_dataset_needs_frames_and_dividing_timesteps() -> None:

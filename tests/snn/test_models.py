@@ -53,3 +53,26 @@ def test_event_network_is_binary_copy() -> None:
 def test_unknown_architecture() -> None:
     with pytest.raises(ValueError, match="Unknown architecture"):
         build_model("transformer", (1, 8, 8), 3)
+
+
+@pytest.mark.parametrize(("arch", "channels"), [("convnet", (4, 8)), ("vgg", (4, "M", 8, "M"))])
+def test_average_pooling_pools_currents_before_the_neurons(arch: str, channels: tuple) -> None:
+    """conv -> BN -> 2x2 average -> LIF: E's neurons still send binary spikes, at the pooled
+    resolution; the config rebuilds the same layout."""
+    from direct2event.snn.neurons import LIF
+
+    net = build_model(arch, (1, 8, 8), 3, channels=channels, pooling="avg")
+    kinds = [type(m).__name__ for m in net.layers]
+    assert kinds[:4] == ["Conv2d", "BatchNorm2d", "AvgPool2d", "LIF"]
+    assert "MaxPool2d" not in kinds
+    event = to_event_network(net.eval())
+    spikes = []
+    for lif in event.lif_layers():
+        lif.register_forward_hook(lambda _m, _i, out: spikes.append(out))
+    event(torch.rand(2, 3, 1, 8, 8))
+    assert spikes[0].shape[-2:] == (4, 4)  # the neurons sit after the pooling
+    assert all(bool(((s == 0) | (s == 1)).all()) for s in spikes)
+    assert model_from_config(net.config).config["pooling"] == "avg"
+    assert isinstance(net.layers[3], LIF)
+    with pytest.raises(ValueError, match="resnet pools with max"):
+        build_model("resnet", (1, 8, 8), 3, pooling="avg")
