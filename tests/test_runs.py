@@ -29,8 +29,13 @@ def test_stale_reason_names_why_a_process_is_gone() -> None:
 
 
 def start(project: Path) -> subprocess.Popen:
-    """`kedro run --pipelines digits` in its own process, as a user starts it."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    """`kedro run --pipelines digits` in its own process, as a user starts it, tracked in the
+    project's mlflow.db (mlflow.set_tracking_uri in this process exports MLFLOW_TRACKING_URI)."""
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+    }
     log = (project / "run.log").open("w")
     return subprocess.Popen(
         [sys.executable, "-m", "kedro", "run", "--pipelines", "digits"],

@@ -80,8 +80,8 @@ def test_three_workers_one_killed_share_postgres_and_an_mlflow_server(
             "digits.source_model=latest",
             f"digits.tuning.storage={svc.storage_url}",
             f"digits.tuning.n_trials={N_TRIALS}",
-            "digits.tuning.heartbeat_interval_s=1",
-            "digits.tuning.grace_period_s=4",
+            "digits.tuning.heartbeat_interval_s=2",
+            "digits.tuning.grace_period_s=10",  # room for a loaded CPU
         ]
     )
     procs = [worker(project, params, env, n) for n in range(3)]
