@@ -187,6 +187,10 @@ def _start_postgres(folder: Path, host: str, port: int) -> int:
             )
         finally:
             pwfile.unlink(missing_ok=True)
+        # initdb allows only loopback clients; workers on other machines (start --host <address>)
+        # log in with the password from any address
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.write("host all all all scram-sha-256\n")
         pgpass = folder / "pgpass"
         pgpass.touch(mode=0o600)
         pgpass.write_text(f"*:*:*:{USER}:{password}\n")
