@@ -53,14 +53,17 @@ def worker(project: Path, params: str, env: dict[str, str], n: int) -> subproces
 
 def running_trial_of(storage: str, pid: int, timeout_s: float = 300) -> int:
     """The number of a trial process ``pid`` is running, as soon as there is one."""
+    db = optuna.storages.RDBStorage(storage)  # one connection pool for all the polling
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for summary in optuna.get_all_study_summaries(storage):
-            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for summary in optuna.get_all_study_summaries(db):
+            study = optuna.load_study(study_name=summary.study_name, storage=db)
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if t.user_attrs.get("pid") == pid:
+                    db.engine.dispose()
                     return t.number
         time.sleep(0.2)
+    db.engine.dispose()
     raise AssertionError(f"worker {pid} never ran a trial")
 
 
@@ -81,7 +84,7 @@ def test_three_workers_one_killed_share_postgres_and_an_mlflow_server(
             f"digits.tuning.storage={svc.storage_url}",
             f"digits.tuning.n_trials={N_TRIALS}",
             "digits.tuning.heartbeat_interval_s=2",
-            "digits.tuning.grace_period_s=10",  # room for a loaded CPU
+            "digits.tuning.grace_period_s=20",  # room for a loaded CPU
         ]
     )
     procs = [worker(project, params, env, n) for n in range(3)]

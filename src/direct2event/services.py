@@ -33,6 +33,9 @@ from pathlib import Path
 
 USER = "d2e"  # the PostgreSQL role the project's clients log in as
 DATABASES = ("optuna", "mlflow")
+# each worker holds a few pooled connections (its Optuna storage, the study check), the MLflow
+# server a pool per worker process: PostgreSQL's default of 100 is reached with some dozens
+MAX_CONNECTIONS = 500
 _PG_SYSTEM_USER = "pgserver"  # pgserver's convention for running PostgreSQL under root
 
 
@@ -208,7 +211,7 @@ def _start_postgres(folder: Path, host: str, port: int) -> int:
             "-t",
             "30",
             "-o",
-            f"-h {host} -p {port} -k ''",
+            f"-h {host} -p {port} -k '' -c max_connections={MAX_CONNECTIONS}",
             "start",
         ],
         "PostgreSQL (pg_ctl start)",

@@ -310,7 +310,20 @@ def run_study(
         waiting_logged = False
         if running:  # other workers share the sampler's seed: draw apart from them
             study.sampler.reseed_rng()
-        study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
+        try:
+            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
+        except (ValueError, RuntimeError) as err:
+            # another worker failed this worker's trial as stale (no heartbeat for
+            # grace_period_s: an overloaded machine); its result cannot be told any more
+            if "Cannot tell a" not in str(err) and "has already finished" not in str(err):
+                raise
+            logger.warning(
+                "A trial of this worker was failed by another worker while it ran (heartbeat "
+                "older than %d s; raise tuning.grace_period_s on a loaded machine); its result "
+                "is dropped and the sweep goes on: %s",
+                grace_period_s,
+                err,
+            )
     return study
 
 
