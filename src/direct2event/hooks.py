@@ -20,6 +20,7 @@ from direct2event.params import PipelineParams, load_settings, mask_credentials
 from direct2event.pipeline_registry import SWEEP_SUFFIX
 from direct2event.seeds import PARENT_RUN_ENV
 from direct2event.snn.training import resolve_device
+from direct2event.tracking import prepare_store
 
 logger = logging.getLogger(__name__)
 
@@ -136,19 +137,22 @@ class ProjectHooks:
         self.node_seconds: dict[str, float] = {}
         self._keys: list[str] = []
         self._heartbeat: runs.Heartbeat | None = None
-        self._signals: Any = None
         self._run_id: str | None = None
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
-        """Before kedro-mlflow contacts it: a tracking server (MLFLOW_TRACKING_URI, mlflow.yml)
-        that does not answer stops the run within seconds, saying what to check (MLflow's own
-        client would retry for minutes)."""
+        """Before kedro-mlflow contacts the tracking store: SIGTERM / SIGINT from now on end the
+        run FAILED (runs.py), a fresh SQLite store gets its schema once under a lock (several
+        runs may start together), and a tracking server that does not answer stops the run
+        within seconds, saying what to check (MLflow's own client would retry for minutes)."""
+        runs.install_stop_handlers()  # for the life of the process: a stop while kedro-mlflow
+        runs.pause_point("start")  # closes the run still ends it FAILED, never half-written
         try:
             uri = str(context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"] or "")
         except (KeyError, TypeError):
             return
         check_tracking_server(uri)
+        prepare_store(uri)
 
     @hook_impl
     def before_pipeline_run(
@@ -157,6 +161,8 @@ class ProjectHooks:
         """Validate every dataset's parameters before the first node and put the result in the
         catalog as ``<key>.settings``, the one object every node reads its parameters from; log
         them to MLflow; fail the MLflow run if they are bad."""
+        runs.pause_point("run_created")  # kedro-mlflow has created the run (its hook runs first)
+        self._watch_run()
         keys = pipeline_namespaces(pipeline)
         settings: dict[str, PipelineParams] = {}
         try:
@@ -166,13 +172,15 @@ class ProjectHooks:
                 settings[key] = load_settings(key, raw, profiles)
                 resolve_device(settings[key].training.device)
                 settings[key] = check_reuse_and_sweep(key, settings[key])
-        except Exception:
+        except Exception as error:
+            self._unwatch_run()
             if mlflow.active_run() is not None:
+                reason = mask_credentials(f"{type(error).__name__}: {error}")[:500]
+                mlflow.set_tag("failure_reason", reason)
                 mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
             raise
         for key, params in settings.items():
             catalog[f"{key}.settings"] = params
-        self._watch_run()
         if mlflow.active_run() is not None and keys:
             name = ",".join(keys)
             parent = os.environ.get(PARENT_RUN_ENV)
@@ -209,6 +217,7 @@ class ProjectHooks:
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:
+        runs.pause_point(f"node:{node.name.rsplit('.', 1)[-1]}")
         self._started[node.name] = time.perf_counter()
 
     @hook_impl
@@ -227,14 +236,12 @@ class ProjectHooks:
             mlflow.log_metric(f"node_seconds.{name}", seconds)
 
     def _watch_run(self) -> None:
-        """Record where the run lives and keep its heartbeat; mark runs that gone processes
-        left RUNNING as FAILED; let SIGTERM / SIGINT end this run as FAILED (runs.py)."""
-        self._signals = runs.stop_on_signals()
-        self._signals.__enter__()
+        """Keep the run's heartbeat (host and pid are tagged as MLflow creates it: run_context)
+        and mark runs that gone processes left RUNNING as FAILED (runs.py)."""
         run = mlflow.active_run()
         if run is None:
             return
-        mlflow.set_tags(runs.process_tags())
+        mlflow.set_tag("heartbeat", str(int(time.time())))
         self._heartbeat = runs.Heartbeat(run.info.run_id).start()
         self._run_id = run.info.run_id
         try:
@@ -250,9 +257,6 @@ class ProjectHooks:
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
-        if self._signals is not None:
-            self._signals.__exit__(None, None, None)
-            self._signals = None
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:

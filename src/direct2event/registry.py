@@ -24,6 +24,7 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
+from direct2event import runs
 from direct2event.params import ModelParams
 from direct2event.snn.models import SpikingNet
 
@@ -80,7 +81,7 @@ def architecture_tags(model: ModelParams) -> dict[str, str]:
 
 
 def _latest(client: MlflowClient, name: str) -> str:
-    versions = client.search_model_versions(f"name = '{name}'")
+    versions = complete_versions(client, name)
     if not versions:
         raise RegistryError(
             f"No registered model '{name}'. Run the pipeline once to register it, or list the "
@@ -157,6 +158,19 @@ def signature(net: SpikingNet, timesteps: int) -> ModelSignature:
     )
 
 
+COMPLETE_TAG = "registered_by"  # written with the version in one transaction: never partial
+ELIGIBLE_TAG = "champion_eligible"
+WHY_NOT_TAG = "not_champion_because"
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
 def register(
     net: SpikingNet,
     dataset: str,
@@ -168,7 +182,11 @@ def register(
 ) -> str:
     """Log ``net`` to the active run (its only copy in MLflow) and register it as
     ``<dataset>-<kind>`` with its signature, tags and description, and its NIR graph as the
-    model's file ``<name>.nir`` when given; returns its URI."""
+    model's file ``<name>.nir`` when given; returns its URI.
+
+    The version is created with all its tags and its description in one database transaction
+    (MLflow's ``log_model(registered_model_name=...)`` would create it bare and tag it after,
+    so a stop in between left versions with 3 of 21 tags), inside a section no SIGTERM cuts."""
     name = model_name(dataset, kind)
     with tempfile.TemporaryDirectory() as tmp:
         extra = []
@@ -180,29 +198,53 @@ def register(
         info = mlflow.pytorch.log_model(
             net.cpu().eval(),
             name=f"{dataset}_{kind}_network",
-            registered_model_name=name,
             signature=signature(net, timesteps),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-            await_registration_for=60,
             serialization_format="pickle",  # the LIF autograd.Function does not trace to pt2
             extra_files=extra or None,
         )
-    version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value))
-    if description:
-        client.update_model_version(name, version, description=description)
+    run = mlflow.active_run()
+    with runs.uninterrupted():
+        _ensure_registered_model(client, name)
+        version = client.create_model_version(
+            name,
+            source=info.model_uri,
+            run_id=run.info.run_id if run is not None else None,
+            tags={**{k: str(v) for k, v in tags.items()}, COMPLETE_TAG: "direct2event"},
+            description=description or None,
+            model_id=info.model_id,
+        ).version
     logger.info("Registered %s version %s", name, version)
     return f"models:/{name}/{version}"
+
+
+def complete_versions(client: MlflowClient, name: str) -> list[Any]:
+    """The versions of ``name`` registered whole (all tags written with the version); versions
+    left bare by a process killed inside MLflow's older two-step registration are skipped with
+    a warning that names them."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    whole = [v for v in versions if COMPLETE_TAG in v.tags or "arch" in v.tags]
+    partial = sorted(int(v.version) for v in versions if v not in whole)
+    if partial:
+        logger.warning(
+            "%s versions %s were registered only in part (the process stopped during "
+            "registration): never used as latest or champion",
+            name,
+            partial,
+        )
+    return whole
 
 
 def crown_champion(name: str, floor: float | None) -> str | None:
     """Point the ``champion`` alias of ``name`` at its best version: for E, the lowest energy
     among versions whose test accuracy retention reaches ``floor``; for D (``floor`` None),
-    the most accurate. Returns the version (None when no version qualifies)."""
+    the most accurate. A version tagged ``champion_eligible=false`` (its run missed its own
+    target) is never chosen. Returns the version (None when no version qualifies)."""
     client = MlflowClient()
-    versions = client.search_model_versions(f"name = '{name}'")
+    versions = [
+        v for v in complete_versions(client, name) if v.tags.get(ELIGIBLE_TAG, "true") == "true"
+    ]
     if floor is None:
         candidates = [v for v in versions if "accuracy" in v.tags]
         best = max(
@@ -215,8 +257,17 @@ def crown_champion(name: str, floor: float | None) -> str | None:
         )
     if best is None:
         return None
-    client.set_registered_model_alias(name, CHAMPION, best.version)
+    with runs.uninterrupted():
+        client.set_registered_model_alias(name, CHAMPION, best.version)
     return str(best.version)
+
+
+def _model_files(uri: str) -> str:
+    """Where a registered version's files lie, for an error message."""
+    try:
+        return str(mlflow.artifacts.download_artifacts(uri))  # a local store: its own folder
+    except Exception as err:
+        return f"(not listed: {err})"
 
 
 def load_nir(source: str, model: ModelParams) -> SpikingNet:
@@ -240,8 +291,18 @@ def load_nir(source: str, model: ModelParams) -> SpikingNet:
 
 
 def load(uri: str) -> SpikingNet:
-    """A registered network, on the CPU."""
-    net = mlflow.pytorch.load_model(uri, map_location="cpu")
+    """A registered network, on the CPU. A model file that cannot be read (truncated, not a
+    pickle) is named with the version it belongs to."""
+    try:
+        net = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except MlflowException:
+        raise
+    except Exception as err:
+        raise RegistryError(
+            f"{uri} cannot be loaded: its model file is damaged or not a direct2event network "
+            f"({type(err).__name__}: {err}). Model files of this version: "
+            f"{_model_files(uri)}. Register it again (run the pipeline) or pick another version."
+        ) from None
     if not isinstance(net, SpikingNet):
         raise RegistryError(f"{uri} holds a {type(net).__name__}, not a direct2event SpikingNet.")
     return net.eval()

@@ -14,6 +14,7 @@ a run of this host whose process no longer exists, or any run whose heartbeat st
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import signal
@@ -35,9 +36,12 @@ STALE_AFTER_S = 5 * HEARTBEAT_S
 EXPERIMENT = "direct2event"
 
 
-class Terminated(Exception):
-    """SIGTERM or SIGINT arrived: raised in the main thread so that the runner's error path
-    (Kedro's and kedro-mlflow's hooks, Optuna's trial bookkeeping) closes everything."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived: raised in the main thread, never inside a database write.
+
+    It derives from :class:`KeyboardInterrupt`, not :class:`Exception`, so that library code
+    (``except Exception`` in MLflow, Kedro, plugins) cannot swallow it, while Optuna still marks
+    the running trial FAIL at once (it catches ``KeyboardInterrupt`` for that)."""
 
 
 def termination(error: BaseException | None) -> Terminated | None:
@@ -85,23 +89,139 @@ class Heartbeat:
         self._stop.set()
 
 
+# Frames of these modules are inside a database read or write: a stop raised there could leave
+# a transaction open and the SQLite file locked ("database is locked" for a minute, then a run
+# left RUNNING), so the stop waits until the main thread is out of them.
+DB_MODULES = ("sqlalchemy", "sqlite3", "psycopg2", "alembic", "mlflow.store", "optuna.storages")
+RETRY_S = 0.05  # how often a deferred stop is tried again
+
+
+class _Stop:
+    """This process's stop state: the signal received (once), and the depth of sections in
+    which a stop must wait (:func:`uninterrupted`)."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None  # set when Terminated has been raised
+        self.pending: int | None = None  # a signal that waits for a safe point
+        self.depth = 0
+        self.installed = False
+
+
+_stop = _Stop()
+
+
+def _in_database(frame: Any) -> bool:
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith(DB_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _handler(signum: int, frame: Any) -> None:
+    if _stop.signal is not None:  # already stopping: the first stop is being handled
+        return
+    if _stop.depth > 0 or _in_database(frame):
+        _stop.pending = signum  # raised when the section ends, or tried again shortly
+        if _stop.depth == 0:
+            threading.Timer(RETRY_S, os.kill, (os.getpid(), signum)).start()
+        return
+    _stop.pending = None
+    _stop.signal = signal.Signals(signum).name
+    raise Terminated(f"stopped by {_stop.signal}")
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A section a stop must not cut (registering one model version with its tags and alias):
+    a signal that arrives inside is raised as :class:`Terminated` when the section ends."""
+    _stop.depth += 1
+    try:
+        yield
+    finally:
+        _stop.depth -= 1
+    if _stop.depth == 0 and _stop.pending is not None and _stop.signal is None:
+        signum, _stop.pending = _stop.pending, None
+        _stop.signal = signal.Signals(signum).name
+        raise Terminated(f"stopped by {_stop.signal}")
+
+
+def stopped_by() -> str | None:
+    """``"SIGTERM"`` / ``"SIGINT"`` once a stop has been raised in this process, else None."""
+    return _stop.signal
+
+
+def install_stop_handlers(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> bool:
+    """From now on SIGTERM and SIGINT raise :class:`Terminated` in the main thread (never inside
+    a database write), and at exit every MLflow run this process left open is ended FAILED with
+    ``failure_reason`` (MLflow's own exit handler would mark it FINISHED). Only the main thread
+    can set handlers; returns whether they are set."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for s in signals:
+        signal.signal(s, _handler)
+    if not _stop.installed:
+        atexit.register(_close_stopped_runs)  # after MLflow's own: runs before it (LIFO)
+        _stop.installed = True
+    return True
+
+
+def _close_stopped_runs() -> None:
+    """At exit after a stop: end every run still open in this process FAILED with the reason."""
+    if _stop.signal is None:
+        return
+    reason = f"stopped by {_stop.signal}"
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut this short
+        signal.signal(sig, signal.SIG_IGN)
+    client = MlflowClient()
+    while (run := mlflow.active_run()) is not None:
+        try:
+            client.set_tag(run.info.run_id, "failure_reason", reason)
+            if run.data.tags.get("state") == "RUNNING":  # a sweep trial's own state tag
+                client.set_tag(run.info.run_id, "state", "FAIL")
+            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        except Exception as err:  # the store is gone: the reaper marks it later
+            logger.warning("Run %s not closed after the stop: %s", run.info.run_id, err)
+            break
+
+
 @contextmanager
 def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT raise :class:`Terminated` in the main thread (elsewhere
-    nothing changes: handlers can only be set there). The previous handlers come back after."""
+    """While inside, SIGTERM and SIGINT raise :class:`Terminated` as
+    :func:`install_stop_handlers` sets them; the previous handlers come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, _frame: Any) -> None:
-        raise Terminated(f"stopped by {signal.Signals(signum).name}")
-
-    previous = {s: signal.signal(s, handler) for s in signals}
+    previous = {s: signal.getsignal(s) for s in signals}
+    install_stop_handlers(signals)
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+PAUSE_ENV = "DIRECT2EVENT_PAUSE_AT"  # test-only: names of pause points, comma-separated
+PAUSE_FILE_ENV = "DIRECT2EVENT_PAUSE_FILE"  # each pause point reached is appended here
+PAUSE_MAX_S = 600.0
+
+
+def pause_point(name: str) -> None:
+    """A test-only pause: when ``name`` is listed in ``DIRECT2EVENT_PAUSE_AT``, append it to the
+    file ``DIRECT2EVENT_PAUSE_FILE`` and wait (at most 10 min) for a signal. A test waits for
+    that line, an observable event, before it stops the process, instead of sleeping a fixed
+    time that a faster or slower machine gets wrong. Does nothing when the variable is unset."""
+    wanted = os.environ.get(PAUSE_ENV)
+    if not wanted or name not in wanted.split(","):
+        return
+    marker = os.environ.get(PAUSE_FILE_ENV)
+    if marker:
+        with open(marker, "a") as out:
+            out.write(f"{name} {os.getpid()}\n")
+    logger.warning("paused at %s (%s) until a signal arrives", name, PAUSE_ENV)
+    deadline = time.monotonic() + PAUSE_MAX_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -115,12 +235,14 @@ def _alive(pid: int) -> bool:
 
 
 def stale_reason(tags: dict[str, str], now: float, host: str) -> str | None:
-    """Why a RUNNING run's process is gone, or None when it may still be running (or the run
-    carries no process tags: made before they existed, or by another tool)."""
-    if "heartbeat" not in tags:
-        return None
+    """Why a RUNNING run's process is gone, or None when it may still be running or cannot be
+    told: a run of this host whose process no longer exists (every run is tagged host and pid
+    as it is created), or a run of any host whose heartbeat stopped. A run with no process tags
+    (made by another tool) is never touched; nested runs follow their parent (:func:`reap`)."""
     if tags.get("host") == host and "pid" in tags and not _alive(int(tags["pid"])):
         return f"process {tags['pid']} on {host} is gone (killed or crashed)"
+    if "heartbeat" not in tags:
+        return None
     age = now - float(tags["heartbeat"])
     if age > STALE_AFTER_S:
         return f"no heartbeat from {tags.get('host', '?')} for {age / 60:.0f} min"

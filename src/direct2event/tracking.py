@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from mlflow.entities import Metric
 
 from direct2event.snn.training import EpochCallback
@@ -47,3 +49,33 @@ def log_epochs(history: list[dict[str, float]], prefix: str) -> None:
     if log is not None:
         for record in history:
             log(record)
+
+
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working folder), else None."""
+    if not uri.startswith(SQLITE):
+        return None
+    return Path(uri.removeprefix(SQLITE).split("?", 1)[0])
+
+
+def prepare_store(uri: str) -> None:
+    """Create or upgrade the MLflow schema of a SQLite store once, under a file lock beside it.
+
+    MLflow creates the tables (and runs its migrations) the first time a process opens a store,
+    without a guard: two processes opening a new ``mlflow.db`` at once fail with
+    ``table _alembic_tmp_experiments already exists`` or ``duplicate column name``. Every
+    process of this project (``kedro run``, the seeds study, sweep workers, tests) calls this
+    first; the first one creates the schema, the others wait on the lock and then find it made.
+    A server or another database URI is left alone (its server or its own DDL lock guards it).
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=600):
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # tracking tables, default experiment
+        client.search_registered_models(max_results=1)  # the registry's tables

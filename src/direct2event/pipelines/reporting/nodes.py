@@ -7,7 +7,7 @@ import logging
 import math
 from typing import Any
 
-from direct2event import registry
+from direct2event import registry, runs
 from direct2event.data.splits import DataSplits
 from direct2event.params import PipelineParams
 from direct2event.snn.models import restore
@@ -174,15 +174,22 @@ def register_networks(
                 "energy_reduction": summary["energy_reduction"],
                 "floor_met": summary["tuning"].get("floor_met"),
             }
+            tags |= champion_eligibility(summary, settings.tuning.retention_floor)
         uris[network] = registry.register(
             restore(saved),
             settings.dataset,
             network,
             tags,
             timesteps,
-            version_description(network, summary, tags["input_encoding"]),
+            version_description(network, summary, tags["input_encoding"])
+            + (
+                f" Never champion: {tags[registry.WHY_NOT_TAG]}."
+                if registry.WHY_NOT_TAG in tags
+                else ""
+            ),
             nir_graph=graphs[network],
         )
+        runs.pause_point(f"registered:{network}")
     floor = settings.tuning.retention_floor
     uris["champion"] = {
         network: registry.crown_champion(
@@ -191,6 +198,21 @@ def register_networks(
         for network in ("direct", "event")
     }
     return uris
+
+
+def champion_eligibility(summary: dict[str, Any], floor: float) -> dict[str, str]:
+    """Whether this run's E may become ``champion``: only when its test accuracy retention
+    reaches the run's own ``tuning.retention_floor``; otherwise the version says why."""
+    retention = summary["accuracy_retention"]
+    if retention is not None and retention >= floor:
+        return {registry.ELIGIBLE_TAG: "true"}
+    return {
+        registry.ELIGIBLE_TAG: "false",
+        registry.WHY_NOT_TAG: (
+            f"test accuracy retention {retention} is below this run's tuning.retention_floor "
+            f"{floor}"
+        ),
+    }
 
 
 def version_description(network: str, summary: dict[str, Any], encoding: str) -> str:
