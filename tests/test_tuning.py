@@ -109,10 +109,12 @@ def complete(url: str) -> list[optuna.trial.FrozenTrial]:
 
 OPEN_AT = """
 import sys, time
+from pathlib import Path
 from direct2event import tuning
-start = float(sys.argv[2])
-while time.time() < start:
-    pass
+ready, go = Path(sys.argv[2]), Path(sys.argv[3])
+ready.write_text("imported")
+while not go.exists():  # a barrier: all four open the new database at the same instant
+    time.sleep(0.001)
 storage = tuning.open_storage(sys.argv[1])
 print(len(storage.get_all_studies()))
 """
@@ -121,15 +123,20 @@ print(len(storage.get_all_studies()))
 def test_workers_opening_a_new_database_together_all_succeed(tmp_path: Path) -> None:
     """Optuna's schema creation races; every worker must still get the storage."""
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    start = str(time.time() + 3)  # after the interpreters have imported optuna
+    go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", OPEN_AT, url, start],
+            [sys.executable, "-c", OPEN_AT, url, str(tmp_path / f"ready{i}"), str(go)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        for _ in range(4)
+        for i in range(4)
     ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(4)):  # all have imported
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    go.write_text("go")
     outs = [p.communicate(timeout=120)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, "\n".join(outs)[-2000:]
     assert [o.split()[-1] for o in outs] == ["0"] * 4
@@ -163,14 +170,15 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     proc = worker(saved_networks, url, 50)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        time.sleep(1.0)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # the event: two trials complete in the store
         try:
             if len(complete(url)) >= 2:
                 break
         except KeyError:  # the study is not created yet
-            continue
+            pass
+        assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+        time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     before = {t.number: t.values for t in complete(url)}
@@ -182,3 +190,22 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(
     assert len(after) == len(before) + 2  # the count only grows, by exactly what was missing
     assert {k: after[k] for k in before} == before  # finished trials keep their values
     assert torch.tensor(list(after)).unique().numel() == len(after)
+
+
+def test_a_dead_workers_trial_on_this_host_fails_at_once(tmp_path: Path) -> None:
+    """A trial whose worker process on this host is gone is failed without waiting for the
+    heartbeat's grace period; a live worker's trial is left running."""
+    import socket
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=tuning.open_storage(url), directions=["maximize"] * 2)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone, live = study.ask(), study.ask()
+    for trial, pid in ((gone, dead.pid), (live, os.getpid())):
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", pid)
+    assert tuning.fail_dead_local_trials(study) == [gone.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {gone.number: TrialState.FAIL, live.number: TrialState.RUNNING}
+    assert f"worker process {dead.pid}" in study.get_trials()[gone.number].user_attrs["fail_reason"]

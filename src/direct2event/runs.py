@@ -224,7 +224,8 @@ def pause_point(name: str) -> None:
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -239,7 +240,7 @@ def stale_reason(tags: dict[str, str], now: float, host: str) -> str | None:
     told: a run of this host whose process no longer exists (every run is tagged host and pid
     as it is created), or a run of any host whose heartbeat stopped. A run with no process tags
     (made by another tool) is never touched; nested runs follow their parent (:func:`reap`)."""
-    if tags.get("host") == host and "pid" in tags and not _alive(int(tags["pid"])):
+    if tags.get("host") == host and "pid" in tags and not alive(int(tags["pid"])):
         return f"process {tags['pid']} on {host} is gone (killed or crashed)"
     if "heartbeat" not in tags:
         return None

@@ -29,6 +29,8 @@ from optuna.distributions import FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from direct2event.runs import alive
+
 logger = logging.getLogger(__name__)
 
 PARAM = "rate_lambda"
@@ -288,6 +290,7 @@ def run_study(
         with warnings.catch_warnings():  # experimental in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # trials of workers that died -> FAIL
+        fail_dead_local_trials(study)  # this host's dead workers: at once, not after the grace
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -325,6 +328,28 @@ def run_study(
                 err,
             )
     return study
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the running trials of workers on this host whose process is gone (SIGKILL, a
+    crash): known dead at once, so the sweep need not wait ``grace_period_s`` for the heartbeat
+    to lapse. Returns their numbers."""
+    host, failed = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != host or not isinstance(pid, int) or alive(pid):
+            continue
+        storage = study._storage  # Optuna's own API for this (fail_stale_trials) uses it too
+        try:
+            storage.set_trial_user_attr(
+                trial._trial_id, "fail_reason", f"worker process {pid} on {host} is gone"
+            )
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another worker failed it first
+            continue
+        logger.warning("Trial %d failed: its worker %d on %s is gone", trial.number, pid, host)
+        failed.append(trial.number)
+    return failed
 
 
 def study_trials(storage: optuna.storages.BaseStorage, name: str) -> list[FrozenTrial]:
