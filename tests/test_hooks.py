@@ -27,3 +27,27 @@ def test_a_password_on_the_command_line_is_written_nowhere(project: Path) -> Non
     (failed,) = mlflow.search_runs(experiment_names=["direct2event"], output_format="list")
     assert failed.info.status == "FAILED"
     assert "alice:***@127.0.0.1:1" in failed.data.tags["runtime_params"]
+
+
+def test_log_records_are_masked_by_the_handlers_filter() -> None:
+    import logging
+
+    from direct2event.hooks import MaskingFilter
+
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "storage %s", ("postgresql://a:Pw77x@h/db",), None
+    )
+    assert MaskingFilter().filter(record)
+    assert record.getMessage() == "storage postgresql://a:***@h/db"
+
+
+def test_the_command_without_arguments_prints_its_commands() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "direct2event"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    assert "usage: python -m direct2event <command>" in done.stdout
+    assert "export-nir" in done.stdout and "run [kedro run options]" in done.stdout

@@ -276,3 +276,20 @@ def test_valid_small_configurations_run_or_stop_with_a_named_error(
     summary = catalog.load("summary")
     assert summary["event_timesteps"] == timesteps and summary["input_encoding"] == encoding
     assert 0 < summary["event"]["accuracy"] <= 1 and summary["energy_reduction"] > 0
+
+
+def test_every_credential_form_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """URL user:password, libpq's password= (URL query and DSN), PGPASSWORD's value."""
+    assert (
+        mask_credentials("postgresql+psycopg2://d2e@h:5433/optuna?sslmode=disable&password=Pw77x")
+        == "postgresql+psycopg2://d2e@h:5433/optuna?sslmode=disable&password=***"
+    )
+    assert mask_credentials("host=h user=d2e password=Pw77x dbname=optuna") == (
+        "host=h user=d2e password=*** dbname=optuna"
+    )
+    monkeypatch.setenv("PGPASSWORD", "Env-Secret-9")
+    assert mask_credentials("connection failed for Env-Secret-9") == "connection failed for ***"
+    logged = validate_params(
+        "digits", {"tuning": {"storage": "postgresql://u@h/o?password=Pw77x"}}
+    ).loggable()
+    assert logged["tuning.storage"] == "postgresql://u@h/o?password=***"

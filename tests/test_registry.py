@@ -83,3 +83,43 @@ def test_champion_is_the_lowest_energy_version_above_the_floor(
     assert str(champion.version) == "3"
     assert registry.crown_champion("digits-event", None) == "2"  # D's rule: the most accurate
     assert registry.crown_champion("digits-event", 0.999) is None
+
+
+def test_a_version_that_misses_its_runs_target_is_never_champion(
+    tracking, digits_direct_model
+) -> None:
+    """The cheapest version, tagged not eligible by its run (retention below the run's floor),
+    is passed over, and it says why; a bare version (a registration cut short) is never used."""
+    from direct2event.pipelines.reporting.nodes import champion_eligibility
+
+    net = copy.deepcopy(digits_direct_model)
+    ok = champion_eligibility({"accuracy_retention": 0.997}, 0.996)
+    missed = champion_eligibility({"accuracy_retention": 0.990}, 0.996)
+    assert ok == {registry.ELIGIBLE_TAG: "true"}
+    assert missed[registry.ELIGIBLE_TAG] == "false"
+    assert "0.99 is below this run's tuning.retention_floor 0.996" in missed[registry.WHY_NOT_TAG]
+    base = {**registry.architecture_tags(DIGITS_MODEL), "accuracy": 0.9}
+    registry.register(net, "digits", "event", base | ok | _e(0.997, 0.02), 4)
+    registry.register(net, "digits", "event", base | missed | _e(0.990, 0.01), 4)
+    # ... and a third one as a process killed inside MLflow's two-step registration left it
+    client = mlflow.MlflowClient()
+    source = client.get_model_version("digits-event", "1").source
+    client.create_model_version("digits-event", source)  # no tags
+    assert registry.crown_champion("digits-event", 0.98) == "1"
+    assert registry.crown_champion("digits-event", None) == "1"
+    assert registry.resolve("models:/digits-event/latest", "digits") == ("digits-event", "2")
+
+
+def _e(retention: float, energy: float) -> dict[str, float]:
+    return {"accuracy_retention": retention, "energy_uJ": energy}
+
+
+def test_a_truncated_model_file_names_its_version_and_file(tracking, digits_direct_model) -> None:
+    uri = registry.register(copy.deepcopy(digits_direct_model), "digits", "direct", {}, 4)
+    folder = Path(mlflow.artifacts.download_artifacts(uri))
+    for data in folder.rglob("model.pth"):
+        data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(registry.RegistryError) as err:
+        registry.load(uri)
+    assert "models:/digits-direct/1 cannot be loaded" in str(err.value)
+    assert "damaged" in str(err.value)

@@ -189,3 +189,35 @@ def test_a_worker_without_its_database_or_server_stops_within_seconds(
     assert f"Cannot reach the MLflow tracking server http://127.0.0.1:{closed}" in no_server.stderr
     assert "MLFLOW_TRACKING_URI" in no_server.stderr
     assert time.monotonic() - t0 < 120  # two kedro start-ups, no retries
+
+
+def test_no_secret_reaches_disk_after_a_run_with_a_real_postgresql(
+    project: Path, started: services.Services
+) -> None:
+    """The study's password in libpq's ``?password=`` form and in PGPASSWORD, and a tracking URI
+    with user:password: after a successful run none of them is in any file under the project,
+    the MLflow server's artifact store and database files (PostgreSQL's WAL included), or the
+    console. Only ``pgpass``, the password file itself, holds it."""
+    svc = started
+    password = svc.pgpass.read_text().strip().rsplit(":", 1)[-1]
+    tracking_secret = "Track-Secret-42x"
+    storage = (
+        f"postgresql+psycopg2://{services.USER}@{svc.host}:{svc.pg_port}/optuna"
+        f"?connect_timeout=5&password={password}"
+    )
+    env = {
+        "MLFLOW_TRACKING_URI": f"http://viewer:{tracking_secret}@{svc.host}:{svc.mlflow_port}",
+        "PGPASSWORD": password,
+    }
+    done = run(project, f"digits.tuning.storage={storage},digits.tuning.n_trials=2", env=env)
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console[-3000:]
+    assert "password=***" in console or "password=" not in console
+    for secret in (password, tracking_secret):
+        assert secret not in console
+        for root in (project, Path(svc.folder)):
+            for path in root.rglob("*"):
+                if path.is_file() and path.name != "pgpass":
+                    assert secret.encode() not in path.read_bytes(), path
+    reports = list(project.rglob("tuning_report.json"))
+    assert reports and "password=***" in reports[0].read_text()

@@ -209,3 +209,16 @@ def test_a_dead_workers_trial_on_this_host_fails_at_once(tmp_path: Path) -> None
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {gone.number: TrialState.FAIL, live.number: TrialState.RUNNING}
     assert f"worker process {dead.pid}" in study.get_trials()[gone.number].user_attrs["fail_reason"]
+
+
+def test_plain_postgresql_urls_use_the_installed_driver() -> None:
+    """SQLAlchemy 2.1 reads postgresql:// as psycopg 3; with psycopg2 here it is used."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        assert tuning.postgres_driver("postgresql://u@h:1/o") == "postgresql+psycopg2://u@h:1/o"
+    assert tuning.postgres_driver("sqlite:///x.db") == "sqlite:///x.db"
+    with pytest.raises(tuning.TuningError) as err:  # a closed port: refused, with the hint
+        tuning.open_storage("postgresql://u@127.0.0.1:1/o")
+    assert "Failed to import DB access module" not in str(err.value)
+    assert "postgresql+psycopg2:// needs psycopg2" in str(err.value)

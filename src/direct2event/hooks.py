@@ -116,6 +116,25 @@ def _masked(value: Any) -> Any:
     return value
 
 
+class MaskingFilter(logging.Filter):
+    """Masks credentials in every log record a handler writes (console, log files): a storage
+    URL or tracking URI can reach a message from any library (Optuna, SQLAlchemy, MLflow)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_credentials(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+def mask_logs() -> None:
+    """Put a :class:`MaskingFilter` on every handler of the root logger (once)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())
+
+
 class CredentialMask:
     """Runs before every other ``before_pipeline_run`` hook: credentials given on the command line
     (``--params ...tuning.storage=postgresql://user:password@...``) are masked in the run's
@@ -124,6 +143,7 @@ class CredentialMask:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        mask_logs()
         for key, value in run_params.items():
             run_params[key] = _masked(value)
 
@@ -153,6 +173,8 @@ class ProjectHooks:
             return
         check_tracking_server(uri)
         prepare_store(uri)
+        if mask_credentials(uri) != uri:  # MLflow prints run links with the URI's password
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
     @hook_impl
     def before_pipeline_run(

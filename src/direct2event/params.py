@@ -9,6 +9,7 @@ The defaults here are the one source of defaults; they are MNIST's settings. Eac
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
@@ -85,6 +86,12 @@ class TrainingParams(_Strict):
     device: str = Field("auto", description="auto = CUDA when present, else CPU")
     bf16: bool = Field(False, description="bf16 autocast in training and fine-tuning (GPU)")
     progress: bool = True
+    min_accuracy_over_chance: float = Field(
+        2.0,
+        ge=0,
+        description="quality gate: D's validation accuracy must reach this multiple of chance "
+        "(at most halfway from chance to 100 %), else the run stops before calibration; 0: off",
+    )
 
     @model_validator(mode="after")
     def _device_known(self) -> TrainingParams:
@@ -336,11 +343,25 @@ class ParameterError(ValueError):
 
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@")
+# libpq's key=value forms: ``...?password=secret&...`` in a URL, ``password=secret`` in a DSN
+_KEY_VALUE = re.compile(
+    r"(?i)\b(?P<key>password|passwd|pwd)(?P<eq>\s*=\s*)(?P<value>[^&\s'\",;)]+)"
+)
+SECRET_ENV = ("PGPASSWORD", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
 def mask_credentials(text: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+    """Every secret of a storage URL or tracking URI masked, wherever ``text`` holds it:
+    ``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``, the libpq form
+    ``?password=secret`` -> ``?password=***``, and the values of ``PGPASSWORD`` and MLflow's
+    password/token variables when they are set."""
+    text = _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+    text = _KEY_VALUE.sub(r"\g<key>\g<eq>***", text)
+    for name in SECRET_ENV:
+        secret = os.environ.get(name, "")
+        if len(secret) >= 4:  # a one-letter value would mask unrelated text
+            text = text.replace(secret, "***")
+    return text
 
 
 def load_settings(

@@ -16,6 +16,7 @@ three lines a worker needs. ``stop`` ends what ``start`` started, by the pids in
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from dataclasses import asdict, dataclass
@@ -245,12 +247,28 @@ def _create_databases(host: str, port: int, pgpass: Path) -> None:
 
 
 def health(uri: str, timeout: float = 5.0) -> str | None:
-    """None when the MLflow server at ``uri`` answers its health check, else why not."""
-    if not uri.startswith(("http://", "https://")):
+    """None when the MLflow server at ``uri`` answers its health check, else why not. A URI
+    with credentials (``http://user:password@host:port``) is asked with them as HTTP basic
+    auth, as MLflow's client does (urllib would take ``user:password@host`` for the host)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
         return f"{uri} is not an http(s) URL"
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # IPv6
+        netloc = f"[{netloc}]"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    url = urllib.parse.urlunsplit(
+        (parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", "")
+    )
+    request = urllib.request.Request(url)  # noqa: S310 (http(s) checked above)
+    if parts.username is not None:
+        token = (
+            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        )
+        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
     try:
-        url = f"{uri.rstrip('/')}/health"
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (http checked)
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
             return None if answer.status == 200 else f"HTTP {answer.status}"
     except (urllib.error.URLError, OSError) as err:
         return str(getattr(err, "reason", err))

@@ -12,6 +12,7 @@ instead of mixing incomparable trials.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -65,6 +66,7 @@ def open_storage(
     workers as failed once it is ``grace_period_s`` old, so they are neither lost silently nor
     counted as finished. A database that does not answer fails within seconds (no hang).
     """
+    url = postgres_driver(url)
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_absolute():  # inside the project (data/...): create it like Kedro does
@@ -108,6 +110,29 @@ def open_storage(
     raise AssertionError("unreachable")
 
 
+def _driver_hint(url: str) -> str:
+    """What the URL's PostgreSQL driver needs, named for the URL form given."""
+    if url.startswith("postgresql+psycopg://") or (
+        url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None
+    ):
+        return "postgresql:// and postgresql+psycopg:// need psycopg 3 (pip install 'psycopg[binary]'), postgresql+psycopg2:// needs psycopg2 (pip install psycopg2-binary); the password goes in PGPASSFILE"
+    if url.startswith("postgresql"):
+        return "postgresql+psycopg2:// needs psycopg2 (pip install psycopg2-binary); the password goes in PGPASSFILE"
+    return "a PostgreSQL URL needs its driver and its password in PGPASSFILE"
+
+
+def postgres_driver(url: str) -> str:
+    """``postgresql://...`` with the PostgreSQL driver that is installed. SQLAlchemy 2.1 reads
+    a plain ``postgresql://`` as psycopg 3, which this project does not install (Optuna then
+    says only "Failed to import DB access module"); with psycopg2 present and psycopg absent
+    the URL is read as ``postgresql+psycopg2://``."""
+    if not url.startswith("postgresql://"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def _storage_error(url: str, err: Exception) -> TuningError:
     from direct2event.params import mask_credentials
 
@@ -116,7 +141,7 @@ def _storage_error(url: str, err: Exception) -> TuningError:
             f"Cannot open the Optuna storage (the study's database) '{url}': "
             f"{type(err).__name__}: {str(err).strip()}. Check tuning.storage and that the "
             "database runs and is reachable from this machine (make services starts one here; "
-            "PostgreSQL needs psycopg2 and its password in PGPASSFILE), e.g. "
+            f"{_driver_hint(url)}), e.g. "
             "sqlite:///data/07_model_output/optuna.db or "
             "postgresql+psycopg2://d2e@127.0.0.1:5433/optuna."
         )

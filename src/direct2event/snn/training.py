@@ -181,6 +181,15 @@ def _scheduler(
     raise ValueError(f"Unknown schedule '{cfg.schedule}'; use onecycle, cosine or constant.")
 
 
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite (a learning rate far too high): raised at the
+    first such batch, with the epoch and the learning rate."""
+
+    def __init__(self, message: str, epoch: int, lr: float) -> None:
+        super().__init__(message)
+        self.epoch, self.lr = epoch, lr
+
+
 def fit(
     model: SpikingNet,
     train: Split,
@@ -234,13 +243,23 @@ def fit(
                 loss = F.cross_entropy(logits, yb)
                 if extra_loss is not None:
                     loss = loss + extra_loss(logits, yb, acts, xb, idx)
+            value = loss.item()
+            if not math.isfinite(value):  # stop at once: NaN weights would only spread
+                raise TrainingDiverged(
+                    f"{desc or 'training'}: the loss is {value} in epoch {epoch + 1} of "
+                    f"{cfg.epochs} (batch {int(seen) // cfg.batch_size + 1}) at learning rate "
+                    f"{opt.param_groups[0]['lr']:.3g} (configured {cfg.lr:g}). Lower the "
+                    "learning rate.",
+                    epoch=epoch + 1,
+                    lr=cfg.lr,
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
             n = len(yb)
-            loss_sum += loss.item() * n
+            loss_sum += value * n
             correct += (logits.argmax(1) == yb).sum().item()
             rate_sum += mean_rate(acts).item() * n
             seen += n

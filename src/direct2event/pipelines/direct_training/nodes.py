@@ -13,7 +13,7 @@ from direct2event.finetuning import device_of, fit_config
 from direct2event.params import PipelineParams
 from direct2event.snn.models import build_model, checkpoint
 from direct2event.snn.neurons import LIFParameters
-from direct2event.snn.training import fit
+from direct2event.snn.training import TrainingDiverged, fit
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +57,54 @@ def train_direct_model(
     )
     cfg = fit_config(train, settings.direct_coding, settings.seed, train.bf16, train.shift_augment)
     logger.info("Training network D (%s) on %s for %d epochs", model.arch, device, train.epochs)
-    history = fit(
-        net,
-        splits.train,
-        splits.validation,
-        cfg,
-        device,
-        progress=train.progress,
-        desc=f"{splits.name} D",
-        on_epoch=tracking.epoch_logger("direct"),
-    )
+    try:
+        history = fit(
+            net,
+            splits.train,
+            splits.validation,
+            cfg,
+            device,
+            progress=train.progress,
+            desc=f"{splits.name} D",
+            on_epoch=tracking.epoch_logger("direct"),
+        )
+    except TrainingDiverged as err:
+        raise QualityGateError(
+            f"Network D of {settings.dataset} diverged: {err} Set a lower "
+            f"{settings.dataset}.training.lr (now {train.lr:g}); nothing is calibrated or "
+            "registered."
+        ) from None
+    check_quality(history, splits.classes, settings)
     return checkpoint(net.cpu()), history
+
+
+class QualityGateError(RuntimeError):
+    """Network D is not worth transferring (non-finite loss, accuracy near chance): the run
+    stops before calibration, so no broken network is registered or made champion."""
+
+
+def accuracy_floor(classes: int, over_chance: float) -> float:
+    """``over_chance`` times chance accuracy, at most halfway from chance to 100 %."""
+    chance = 1.0 / classes
+    return min(over_chance * chance, (1.0 + chance) / 2)
+
+
+def check_quality(history: list[dict[str, float]], classes: int, settings: PipelineParams) -> None:
+    """Raise :class:`QualityGateError` when D's last validation accuracy is below the floor
+    (``training.min_accuracy_over_chance``), naming the learning rate and the epoch."""
+    over = settings.training.min_accuracy_over_chance
+    if over <= 0 or not history or "val_accuracy" not in history[-1]:
+        return
+    floor = accuracy_floor(classes, over)
+    best = max(history, key=lambda r: r["val_accuracy"])
+    last = history[-1]
+    if last["val_accuracy"] < floor:
+        key = settings.dataset
+        raise QualityGateError(
+            f"Network D of {key} reaches {last['val_accuracy']:.2%} validation accuracy after "
+            f"epoch {int(last['epoch'])} (best {best['val_accuracy']:.2%} in epoch "
+            f"{int(best['epoch'])}), below the quality floor {floor:.2%} "
+            f"({over:g} x chance, {key}.training.min_accuracy_over_chance) at learning rate "
+            f"{settings.training.lr:g} ({key}.training.lr). Lower the learning rate or train "
+            "longer; nothing is calibrated or registered."
+        )

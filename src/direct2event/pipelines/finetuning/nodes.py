@@ -17,7 +17,7 @@ from direct2event import tracking, tuning
 from direct2event.data.splits import DataSplits
 from direct2event.finetuning import device_of, finetune, teacher_logits
 from direct2event.measuring import measure
-from direct2event.params import PipelineParams
+from direct2event.params import PipelineParams, mask_credentials
 from direct2event.snn.models import SpikingNet, checkpoint, restore
 from direct2event.snn.training import EpochCallback
 
@@ -224,7 +224,7 @@ def tune_rate_lambda(
     )
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == tuning.TrialState.COMPLETE]
-    where = {"enabled": True, "study_name": name, "storage": tune_p.storage}
+    where = {"enabled": True, "study_name": name, "storage": mask_credentials(tune_p.storage)}
     if not complete:
         logger.warning("No complete trial in study %s: λ from the configuration", name)
         return _configured(settings, **where), {}, {}
