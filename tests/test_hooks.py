@@ -46,7 +46,11 @@ def test_the_command_without_arguments_prints_its_commands() -> None:
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "direct2event"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "direct2event"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0
     assert "usage: python -m direct2event <command>" in done.stdout

@@ -45,7 +45,7 @@ def test_a_network_near_chance_stops_the_run_naming_lr_and_epoch(
     assert "digits.training.lr" in text and "learning rate 1000" in text
     # the gate can be turned off
     off = tiny(training={"epochs": 1, "lr": 1000.0, "min_accuracy_over_chance": 0})
-    model, log = train_direct_model(digits_splits, off)
+    _, log = train_direct_model(digits_splits, off)
     assert log[-1]["val_accuracy"] < 0.3
 
 
