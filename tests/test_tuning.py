@@ -222,3 +222,22 @@ def test_plain_postgresql_urls_use_the_installed_driver() -> None:
         tuning.open_storage("postgresql://u@127.0.0.1:1/o")
     assert "Failed to import DB access module" not in str(err.value)
     assert "postgresql+psycopg2:// needs psycopg2" in str(err.value)
+
+
+def test_a_stopped_trials_lambda_is_measured_again_once(tmp_path: Path) -> None:
+    """A trial failed by a stop or a dead worker is queued again with its lambda (once); one
+    failed by an error is not."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=tuning.open_storage(url), directions=["maximize"] * 2)
+    space = tuning.lambda_distribution(0.5, 50.0)
+    for reason in ("stopped by SIGTERM", "ValueError: nan", None):
+        trial = study.ask({tuning.PARAM: space})
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+    stopped = study.get_trials()[0]
+    assert tuning.requeue_interrupted_trials(study) == [0]
+    assert tuning.requeue_interrupted_trials(study) == []  # once
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.params for t in waiting] == [stopped.params]
+    assert waiting[0].user_attrs == {"retry_of": 0}

@@ -166,6 +166,7 @@ class ProjectHooks:
         runs may start together), and a tracking server that does not answer stops the run
         within seconds, saying what to check (MLflow's own client would retry for minutes)."""
         runs.install_stop_handlers()  # for the life of the process: a stop while kedro-mlflow
+        runs.die_with_parent()  # a seed of a seeds study ends with the study
         runs.pause_point("start")  # closes the run still ends it FAILED, never half-written
         try:
             uri = str(context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"] or "")

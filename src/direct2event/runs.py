@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -164,6 +165,24 @@ def install_stop_handlers(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIG
         atexit.register(_close_stopped_runs)  # after MLflow's own: runs before it (LIFO)
         _stop.installed = True
     return True
+
+
+DIE_WITH_PARENT_ENV = "DIRECT2EVENT_DIE_WITH_PARENT"
+
+
+def die_with_parent() -> None:
+    """When started by a seeds study (``DIRECT2EVENT_DIE_WITH_PARENT`` = its pid), ask Linux
+    for SIGTERM when that process dies, even by SIGKILL: a seed run left alone would race the
+    next study on its files. Elsewhere, or when the study is already gone, SIGTERM now."""
+    parent = os.environ.get(DIE_WITH_PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() != int(parent):  # it died before the request: stop as it would have
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _close_stopped_runs() -> None:

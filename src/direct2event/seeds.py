@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from direct2event.runs import DIE_WITH_PARENT_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +191,7 @@ def _run_seed(
     }
     if parent_run_id:
         env[PARENT_RUN_ENV] = parent_run_id
+    env[DIE_WITH_PARENT_ENV] = str(os.getpid())  # no seed run goes on alone (runs.py)
     folder = seed_folder(seed) if not name else f"/{name}{seed_folder(seed)}"
     params = ",".join(
         p
@@ -198,10 +202,30 @@ def _run_seed(
     log_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with (log_dir / f"seed_{seed}.log").open("w") as log:
-        code = subprocess.run(  # noqa: S603 (this interpreter running kedro, no shell)
-            cmd, check=False, env=env, stdout=log, stderr=subprocess.STDOUT
-        ).returncode
+        proc = subprocess.Popen(  # noqa: S603 (this interpreter running kedro, no shell)
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        _CHILDREN.add(proc)
+        try:
+            code = proc.wait()
+        finally:
+            _CHILDREN.discard(proc)
     return seed, code, time.perf_counter() - start
+
+
+_CHILDREN: set[subprocess.Popen] = set()  # the seeds' kedro runs, stopped with the study
+
+
+def stop_children(timeout_s: float = 120) -> None:
+    """SIGTERM every seed run still going (each ends its MLflow run FAILED) and wait."""
+    for proc in list(_CHILDREN):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in list(_CHILDREN):
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def run_study(
@@ -222,7 +246,8 @@ def run_study(
     import mlflow
 
     from direct2event.params import DATASET_KEYS
-    from direct2event.runs import Heartbeat, process_tags
+    from direct2event.runs import Heartbeat, Terminated, install_stop_handlers, process_tags
+    from direct2event.tracking import prepare_store
 
     if key not in DATASET_KEYS:
         raise SystemExit(f"unknown dataset key {key!r}; use one of {', '.join(DATASET_KEYS)}")
@@ -235,9 +260,10 @@ def run_study(
         if name
         else root / "data" / "08_reporting" / key
     )
-    mlflow.set_tracking_uri(
-        os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    )
+    install_stop_handlers()  # SIGTERM / Ctrl-C: the seed runs are stopped, the study FAILED
+    uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    prepare_store(uri)  # before the seeds' runs open the same fresh store
+    mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("direct2event")
     parent = mlflow.start_run(
         run_name=f"{key}-seeds" + (f"-{name}" if name else ""),
@@ -276,7 +302,10 @@ def run_study(
                 mlflow.log_metric(f"{stat}.{field}", study[stat][field])
         mlflow.log_params({"seeds": " ".join(map(str, seeds)), "jobs": jobs, "params": params})
         mlflow.end_run()
-    except BaseException:
+    except BaseException as err:
+        stop_children()
+        reason = str(err) if isinstance(err, Terminated) else f"{type(err).__name__}: {err}"
+        mlflow.set_tag("failure_reason", reason[:500])
         mlflow.end_run("FAILED")
         raise
     finally:

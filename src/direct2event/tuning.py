@@ -30,7 +30,7 @@ from optuna.distributions import FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from direct2event.runs import alive
+from direct2event.runs import Terminated, alive
 
 logger = logging.getLogger(__name__)
 
@@ -301,9 +301,13 @@ def run_study(
         lam = trial.suggest_float(PARAM, space.low, space.high, log=True)
         started = time.perf_counter()
         tracking = trial_run(trial.number, lam) if trial_run else nullcontext(TrialTracker())
-        with tracking as tracker:
-            result = evaluate(lam, tracker.on_epoch)
-            tracker.finish(result, time.perf_counter() - started)
+        try:
+            with tracking as tracker:
+                result = evaluate(lam, tracker.on_epoch)
+                tracker.finish(result, time.perf_counter() - started)
+        except Terminated as err:  # Optuna marks it FAIL; the next worker runs its lambda again
+            trial.set_user_attr("fail_reason", str(err))
+            raise
         for key, value in result.items():
             trial.set_user_attr(key, float(value))
         return float(result["val_accuracy"]), float(result["energy_uJ"])
@@ -316,6 +320,7 @@ def run_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # trials of workers that died -> FAIL
         fail_dead_local_trials(study)  # this host's dead workers: at once, not after the grace
+        requeue_interrupted_trials(study)  # a stopped trial's lambda is measured again
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -375,6 +380,37 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
         logger.warning("Trial %d failed: its worker %d on %s is gone", trial.number, pid, host)
         failed.append(trial.number)
     return failed
+
+
+RETRIED_REASONS = ("stopped by", "worker process")  # a stop or a dead worker, not an error
+
+
+def requeue_interrupted_trials(study: optuna.Study) -> list[int]:
+    """Queue again the lambda of every trial a stop or a dead worker failed (once per failed
+    trial), so that an interrupted sweep ends with the same trials as an uninterrupted one
+    instead of drawing a new lambda in their place. A trial that failed by an error is not
+    retried. Returns the numbers of the trials queued again."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    queued = []
+    for t in trials:
+        reason = str(t.user_attrs.get("fail_reason", ""))
+        if t.state != TrialState.FAIL or not t.params or t.number in retried:
+            continue
+        if not reason.startswith(RETRIED_REASONS):
+            continue
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=t.params,
+                distributions=t.distributions,
+                user_attrs={"retry_of": t.number},
+                system_attrs={"failed_trial": t.number},
+            )
+        )
+        logger.info("Trial %d (%s) queued again: %s", t.number, t.params, reason)
+        queued.append(t.number)
+    return queued
 
 
 def study_trials(storage: optuna.storages.BaseStorage, name: str) -> list[FrozenTrial]:

@@ -349,7 +349,8 @@ def test_runs_of_two_datasets_line_up_in_mlflow(project: Path) -> None:
     mnist = {
         "data": {"max_train": 600, "max_validation": 200, "max_test": 200},
         "model": {"channels": [8, 16], "hidden": 0},
-        "training": {"epochs": 1, "progress": False},
+        # one epoch on 600 images stays near chance: the quality gate is off for this check
+        "training": {"epochs": 1, "progress": False, "min_accuracy_over_chance": 0},
         "transfer": {"finetune": {"epochs": 1}, "ablation": {"enabled": False}},
         "tuning": {"max_validation": 200},
     }

@@ -1,0 +1,420 @@
+"""Chaos run: SIGKILL and SIGTERM at random moments, each followed by the normal command again,
+then a count of what the stops broke.
+
+    python benchmarks/chaos.py [--seed 0] [--out benchmarks/results/chaos.json]   (make chaos)
+
+Twenty stops in four places, each in its own fresh project folder (a copy of conf/ with the
+digits pipeline made tiny, as the tests do):
+- 8 in a `kedro run --pipelines digits` (SQLite study, mlflow.db);
+- 4 in a sweep of two `digits.sweep` workers on one SQLite study;
+- 4 in a sweep of two workers on PostgreSQL with an MLflow server (make services);
+- 4 in a `python -m direct2event.seeds --key digits --seeds 0 1 --jobs 2` study.
+A stop lands at a uniformly random time within the measured length of an uninterrupted run; the
+signal is SIGKILL or SIGTERM at random. The moment is the node the log shows running then.
+
+Written to the JSON: stops by moment and signal; runs left RUNNING (after the next normal
+command, which reaps the runs of dead processes); completed trials lost or duplicated; registry
+versions whose model does not load; data files that fail to load; whether the final results
+equal an uninterrupted run of the same seed (summary.json without its timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import torch
+import yaml
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE = re.compile(r"Running node: (\w+)")
+
+
+def make_project(folder: Path) -> Path:
+    """A project folder with its own conf (digits made tiny), data/ and mlflow.db."""
+    folder.mkdir(parents=True)
+    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
+    shutil.copytree(ROOT / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
+    (folder / "conf" / "local").mkdir()
+    (folder / "src").mkdir()
+    path = folder / "conf/base/parameters_digits.yml"
+    params = yaml.safe_load(path.read_text())
+    digits = params["digits"]
+    digits["model"]["channels"] = [8, 16]
+    digits["training"].update(epochs=2, progress=False)
+    digits["transfer"]["finetune"]["epochs"] = 1
+    digits["transfer"]["ablation"] = {"enabled": False}
+    path.write_text(yaml.safe_dump(params))
+    return folder
+
+
+def env_for(folder: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        {
+            "KEDRO_DISABLE_TELEMETRY": "true",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+            **(extra or {}),
+        }
+    )
+    return env
+
+
+def start(folder: Path, cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd, cwd=folder, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+
+
+def kedro(pipeline: str, params: str = "") -> list[str]:
+    cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", pipeline]
+    return cmd + (["--params", params] if params else [])
+
+
+def moment(log: Path) -> str:
+    """The node the log shows running last, or the phase around the nodes."""
+    text = log.read_text(errors="replace")
+    nodes = NODE.findall(text)
+    if not nodes:
+        return "start-up"
+    if "Pipeline execution completed" in text:
+        return "after the last node"
+    return nodes[-1]
+
+
+def finish(folder: Path, cmd: list[str], env: dict[str, str], log: Path) -> float:
+    t0 = time.perf_counter()
+    proc = start(folder, cmd, log, env)
+    if proc.wait(timeout=1800) != 0:
+        raise RuntimeError(f"the normal command failed after a stop: see {log}")
+    return time.perf_counter() - t0
+
+
+def stop_once(
+    rng: random.Random, folder: Path, cmd: list[str], env: dict[str, str], log: Path, span_s: float
+) -> dict[str, Any]:
+    """Start ``cmd``, stop it at a random moment within ``span_s``, report where and how."""
+    sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
+    delay = rng.uniform(0.2, span_s)
+    proc = start(folder, cmd, log, env)
+    try:
+        proc.wait(timeout=delay)
+        return {"signal": sig.name, "at_s": round(delay, 2), "moment": "finished before", "rc": 0}
+    except subprocess.TimeoutExpired:
+        pass
+    where = moment(log)
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=300)
+    return {"signal": sig.name, "at_s": round(delay, 2), "moment": where, "rc": rc}
+
+
+def summary_core(path: Path) -> dict[str, Any]:
+    """summary.json without what legitimately differs between runs (nothing timed is in it)."""
+    return json.loads(path.read_text())
+
+
+def running_runs(tracking_uri: str) -> list[str]:
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    found = []
+    for exp in client.search_experiments():
+        found += [
+            r.info.run_id
+            for r in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+        ]
+    return found
+
+
+def broken_versions(tracking_uri: str) -> list[str]:
+    """Registry versions whose model does not load (or carry no tags: half-registered)."""
+    from direct2event import registry
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    broken = []
+    for model in client.search_registered_models():
+        for v in client.search_model_versions(f"name = '{model.name}'"):
+            uri = f"models:/{model.name}/{v.version}"
+            try:
+                registry.load(uri)
+                if registry.COMPLETE_TAG not in v.tags:
+                    broken.append(f"{uri}: registered without its tags")
+            except Exception as err:
+                broken.append(f"{uri}: {type(err).__name__}: {err}"[:300])
+    return broken
+
+
+def unreadable_files(folder: Path) -> list[str]:
+    """Data files under ``folder/data`` that do not load with their format's reader."""
+    import nir
+    from PIL import Image
+
+    bad = []
+    for path in (folder / "data").rglob("*"):
+        if not path.is_file() or "services" in path.parts:
+            continue
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix in (".pkl", ".pickle"):
+                pickle.loads(path.read_bytes())
+            elif path.suffix in (".pt", ".pth"):
+                torch.load(path, map_location="cpu", weights_only=False)
+            elif path.suffix == ".png":
+                Image.open(path).verify()
+            elif path.suffix == ".nir":
+                nir.read(str(path))
+            elif path.suffix == ".db":
+                with sqlite3.connect(path) as db:
+                    assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+        except Exception as err:
+            bad.append(f"{path.relative_to(folder)}: {type(err).__name__}: {err}"[:300])
+    return bad
+
+
+def trial_report(storage: str, before: dict[int, tuple], n_trials: int) -> dict[str, Any]:
+    """Complete trials lost (complete before a stop, not after) or beyond ``n_trials``."""
+    from direct2event import tuning
+
+    db = tuning.open_storage(storage)
+    [name] = optuna.get_all_study_names(db)
+    trials = optuna.load_study(study_name=name, storage=db).get_trials(deepcopy=False)
+    complete = {t.number: tuple(t.values) for t in trials if t.state == TrialState.COMPLETE}
+    lost = [n for n, v in before.items() if complete.get(n) != v]
+    return {
+        "complete": len(complete),
+        "lost": len(lost),
+        "duplicated": max(0, len(complete) - n_trials),
+        "left_running": sum(t.state == TrialState.RUNNING for t in trials),
+        "values": complete,
+    }
+
+
+def digits_runs(rng: random.Random, work: Path, ref: dict[str, Any], span: float, n: int) -> dict:
+    folder = make_project(work / "digits")
+    env = env_for(folder)
+    stops, equal = [], []
+    for i in range(n):
+        stops.append(stop_once(rng, folder, kedro("digits"), env, folder / f"stop{i}.log", span))
+        finish(folder, kedro("digits"), env, folder / f"again{i}.log")
+        equal.append(summary_core(folder / "data/08_reporting/digits/summary.json") == ref)
+    uri = env["MLFLOW_TRACKING_URI"]
+    return {
+        "stops": stops,
+        "runs_left_running": len(running_runs(uri)),
+        "versions_broken": broken_versions(uri),
+        "files_unreadable": unreadable_files(folder),
+        "final_equals_uninterrupted": all(equal),
+        "reruns_equal": equal,
+    }
+
+
+def sweep(
+    rng: random.Random,
+    folder: Path,
+    env: dict[str, str],
+    storage: str,
+    span: float,
+    rounds: tuple[int, ...],
+) -> dict[str, Any]:
+    """Two workers per round (n_trials grows by round); each round one worker is stopped at a
+    random moment and started again, twice."""
+    finish(folder, kedro("digits", "digits.tuning.enabled=false"), env, folder / "d.log")
+    stops, trials = [], {}
+    before: dict[int, tuple] = {}
+    for r, n_trials in enumerate(rounds):
+        params = (
+            f"digits.source_model=latest,digits.tuning.storage={storage},"
+            f"digits.tuning.n_trials={n_trials},digits.tuning.heartbeat_interval_s=2,"
+            "digits.tuning.grace_period_s=20"
+        )
+        cmd = kedro("digits.sweep", params)
+        procs = [start(folder, cmd, folder / f"w{r}_{k}.log", env) for k in range(2)]
+        for k in range(2):  # stop worker k at a random moment, then start it again
+            victim = rng.randrange(2)
+            sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
+            delay = rng.uniform(1.0, span)
+            try:
+                procs[victim].wait(timeout=delay)
+                stops.append({"signal": sig.name, "moment": "finished before", "rc": 0})
+            except subprocess.TimeoutExpired:
+                where = moment(folder / f"w{r}_{victim}.log")
+                if where == "tune_rate_lambda":
+                    where = "tune_rate_lambda (inside a trial or waiting)"
+                procs[victim].send_signal(sig)
+                rc = procs[victim].wait(timeout=300)
+                stops.append(
+                    {"signal": sig.name, "at_s": round(delay, 2), "moment": where, "rc": rc}
+                )
+            procs[victim] = start(folder, cmd, folder / f"w{r}_{victim}_again{k}.log", env)
+        codes = [p.wait(timeout=1800) for p in procs]
+        if codes != [0, 0]:
+            raise RuntimeError(f"sweep workers failed after the stops: {codes} in {folder}")
+        report = trial_report(storage, before, n_trials)
+        before = report.pop("values")
+        trials[f"round{r}"] = report
+    final = kedro("digits", params)
+    finish(folder, final, env, folder / "final.log")
+    uri = env["MLFLOW_TRACKING_URI"]
+    return {
+        "stops": stops,
+        "trials": trials,
+        "trials_lost": sum(t["lost"] for t in trials.values()),
+        "trials_duplicated": sum(t["duplicated"] for t in trials.values()),
+        "trials_left_running": sum(t["left_running"] for t in trials.values()),
+        "runs_left_running": len(running_runs(uri)),
+        "versions_broken": broken_versions(uri),
+        "files_unreadable": unreadable_files(folder),
+    }
+
+
+def seeds_study(rng: random.Random, work: Path, n: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "direct2event.seeds", "--key", "digits", "--seeds", "0", "1"]
+    cmd += ["--jobs", "2"]
+    ref_folder = make_project(work / "seeds-ref")
+    t0 = time.perf_counter()
+    finish(ref_folder, cmd, env_for(ref_folder), ref_folder / "seeds.log")
+    span = time.perf_counter() - t0
+    reference = {
+        s: summary_core(ref_folder / f"data/08_reporting/digits/seed_{s}/summary.json")
+        for s in (0, 1)
+    }
+    folder = make_project(work / "seeds")
+    env = env_for(folder)
+    stops = []
+    for i in range(n):
+        stops.append(stop_once(rng, folder, cmd, env, folder / f"stop{i}.log", span))
+        finish(folder, cmd, env, folder / f"again{i}.log")
+    uri = env["MLFLOW_TRACKING_URI"]
+    final = {
+        s: summary_core(folder / f"data/08_reporting/digits/seed_{s}/summary.json") for s in (0, 1)
+    }
+    return {
+        "stops": stops,
+        "uninterrupted_s": round(span, 1),
+        "runs_left_running": len(running_runs(uri)),
+        "versions_broken": broken_versions(uri),
+        "files_unreadable": unreadable_files(folder),
+        "final_equals_uninterrupted": final == reference,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chaos.json")
+    parser.add_argument("--skip", nargs="*", default=[], help="places to skip (postgres, ...)")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="d2e-chaos-"))
+    t0 = time.perf_counter()
+    ref_folder = make_project(work / "reference")
+    span = finish(ref_folder, kedro("digits"), env_for(ref_folder), ref_folder / "run.log")
+    reference = summary_core(ref_folder / "data/08_reporting/digits/summary.json")
+    print(f"uninterrupted digits run: {span:.1f} s", flush=True)
+    places: dict[str, Any] = {}
+    places["digits_run"] = digits_runs(rng, work, reference, span, 8)
+    print("digits run done", flush=True)
+    sq = make_project(work / "sweep-sqlite")
+    places["sweep_sqlite"] = sweep(
+        rng, sq, env_for(sq), f"sqlite:///{sq / 'optuna.db'}", span, (4, 8)
+    )
+    print("SQLite sweep done", flush=True)
+    if "postgres" not in args.skip:
+        from direct2event import services
+
+        pg = make_project(work / "sweep-postgres")
+        svc = services.start(pg / "data/services", pg_port=free_port(), mlflow_port=free_port())
+        try:
+            env = env_for(
+                pg, {"MLFLOW_TRACKING_URI": svc.tracking_uri, "PGPASSFILE": str(svc.pgpass)}
+            )
+            os.environ["PGPASSFILE"] = str(svc.pgpass)
+            places["sweep_postgres"] = sweep(rng, pg, env, svc.storage_url, span, (4, 8))
+        finally:
+            services.stop(svc.folder)
+        print("PostgreSQL sweep done", flush=True)
+    places["seeds"] = seeds_study(rng, work, 4)
+    stops = [s for p in places.values() for s in p["stops"]]
+    totals = {
+        "stops": len(stops),
+        "stops_by_moment": dict(Counter(s["moment"] for s in stops)),
+        "stops_by_signal": dict(Counter(s["signal"] for s in stops)),
+        "stopped_runs_exit_zero": sum(
+            s["rc"] == 0 and s["moment"] != "finished before" for s in stops
+        ),
+        "runs_left_running": sum(p["runs_left_running"] for p in places.values()),
+        "trials_lost": sum(p.get("trials_lost", 0) for p in places.values()),
+        "trials_duplicated": sum(p.get("trials_duplicated", 0) for p in places.values()),
+        "versions_broken": sum(len(p["versions_broken"]) for p in places.values()),
+        "files_unreadable": sum(len(p["files_unreadable"]) for p in places.values()),
+        "final_equals_uninterrupted": all(
+            p.get("final_equals_uninterrupted", True) for p in places.values()
+        ),
+    }
+    result = {
+        "command": "python benchmarks/chaos.py --seed " + str(args.seed),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "cpu": _cpu_name(),
+        "torch": torch.__version__,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "uninterrupted_digits_run_s": round(span, 1),
+        "totals": totals,
+        "places": places,
+        "work_folder": str(work),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(totals, indent=2))
+    clean = (
+        totals["runs_left_running"] == totals["trials_lost"] == totals["trials_duplicated"] == 0
+        and totals["versions_broken"] == totals["files_unreadable"] == 0
+        and totals["stopped_runs_exit_zero"] == 0
+        and totals["final_equals_uninterrupted"]
+    )
+    if clean:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"kept the folders for a look: {work}")
+    raise SystemExit(0 if clean else 1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
