@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export KEDRO_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: run seeds test bench install install-dev viz mlflow-ui optuna-dashboard reap-runs screenshots services services-stop clean
+.PHONY: run seeds test chaos bench install install-dev viz mlflow-ui optuna-dashboard reap-runs screenshots services services-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ seeds: install
 
 test: install-dev
 	$(PY) -m pytest -q
+
+# 20 SIGKILL/SIGTERM at random moments (digits run, SQLite and PostgreSQL sweeps with 2 workers,
+# a seeds study), each followed by the normal command; counts what broke in
+# benchmarks/results/chaos.json (exit 1 unless all is zero and results equal an uninterrupted run).
+chaos: install-dev
+	$(PY) benchmarks/chaos.py $(CHAOS_ARGS)
 
 # Speed benchmark against SpikingJelly and snnTorch (installed without their deps, which would
 # replace the CPU torch with a CUDA build); writes benchmarks/results/<device>.{json,md}.

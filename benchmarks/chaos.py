@@ -41,29 +41,18 @@ from typing import Any
 import mlflow
 import optuna
 import torch
-import yaml
 from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tests' tiny project
+from tests.conftest import tiny_project  # noqa: E402
+
 NODE = re.compile(r"Running node: (\w+)")
 
 
 def make_project(folder: Path) -> Path:
-    """A project folder with its own conf (digits made tiny), data/ and mlflow.db."""
-    folder.mkdir(parents=True)
-    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
-    shutil.copytree(ROOT / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
-    (folder / "conf" / "local").mkdir()
-    (folder / "src").mkdir()
-    path = folder / "conf/base/parameters_digits.yml"
-    params = yaml.safe_load(path.read_text())
-    digits = params["digits"]
-    digits["model"]["channels"] = [8, 16]
-    digits["training"].update(epochs=2, progress=False)
-    digits["transfer"]["finetune"]["epochs"] = 1
-    digits["transfer"]["ablation"] = {"enabled": False}
-    path.write_text(yaml.safe_dump(params))
-    return folder
+    """A project folder with its own conf (digits made tiny, as the tests do), data/, mlflow.db."""
+    return tiny_project(folder)
 
 
 def env_for(folder: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

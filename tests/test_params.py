@@ -247,7 +247,14 @@ def test_valid_small_configurations_run_or_stop_with_a_named_error(
     raw = {
         "data": {"calibration_fraction": calibration, "max_validation": 100, "max_test": 200},
         "model": {"channels": [4], "hidden": 0, "timesteps": 2},
-        "training": {"epochs": 1, "batch_size": 128, "shift_augment": 0, "progress": False},
+        # one epoch of a 4-channel net is about wiring, not quality: the gate is tested elsewhere
+        "training": {
+            "epochs": 1,
+            "batch_size": 128,
+            "shift_augment": 0,
+            "progress": False,
+            "min_accuracy_over_chance": 0,
+        },
         "transfer": {
             "input_encoding": encoding,
             "timesteps": timesteps,

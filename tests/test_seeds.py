@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 
 from direct2event import seeds
+from tests.conftest import tiny_project
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_aggregate_mean_std_and_worst() -> None:
@@ -44,19 +42,8 @@ def test_aggregate_mean_std_and_worst() -> None:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The project's configuration in a temporary folder, digits made tiny."""
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "src").mkdir()
-    tiny = {
-        "digits": {
-            "model": {"channels": [8, 16]},
-            "training": {"epochs": 2},
-            "transfer": {"finetune": {"epochs": 1}, "ablation": {"enabled": False}},
-        }
-    }
-    (tmp_path / "conf/local/parameters.yml").write_text(yaml.safe_dump(tiny))
+    """The tests' tiny digits project, as the working folder (the study runs where it is)."""
+    tiny_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path

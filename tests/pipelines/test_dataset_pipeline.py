@@ -362,7 +362,7 @@ def test_runs_of_two_datasets_line_up_in_mlflow(project: Path) -> None:
     assert (digits.data.tags["dataset"], mnist_run.data.tags["dataset"]) == ("digits", "mnist")
     assert mnist_run.info.run_name == "mnist"
     assert set(digits.data.params) == set(mnist_run.data.params)
-    assert digits.data.params["training.epochs"] == "2"  # each run's own values
+    assert digits.data.params["training.epochs"] == "3"  # each run's own values
     assert mnist_run.data.params["training.epochs"] == "1"
     client = mlflow.MlflowClient()
 
