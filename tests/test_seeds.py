@@ -13,7 +13,6 @@ from direct2event import seeds
 from tests.conftest import tiny_project
 
 
-
 def test_aggregate_mean_std_and_worst() -> None:
     runs = [
         {
