@@ -56,7 +56,13 @@ def make_project(folder: Path) -> Path:
 
 
 def env_for(folder: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # this process points MLflow at each place's store in turn (set_tracking_uri and
+    # set_registry_uri export these): a child gets its own place's store only
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PGPASSFILE")
+    }
     env.update(
         {
             "KEDRO_DISABLE_TELEMETRY": "true",
@@ -321,13 +327,17 @@ def main() -> None:
     reference = summary_core(ref_folder / "data/08_reporting/digits/summary.json")
     print(f"uninterrupted digits run: {span:.1f} s", flush=True)
     places: dict[str, Any] = {}
-    places["digits_run"] = digits_runs(rng, work, reference, span, 8)
-    print("digits run done", flush=True)
+    partial = args.out.with_suffix(".partial.json")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+
+    def keep(name: str, result: dict[str, Any]) -> None:
+        places[name] = result
+        partial.write_text(json.dumps(places, indent=2))  # a crash later keeps what was found
+        print(f"{name} done: {json.dumps(result)[:300]}", flush=True)
+
+    keep("digits_run", digits_runs(rng, work, reference, span, 8))
     sq = make_project(work / "sweep-sqlite")
-    places["sweep_sqlite"] = sweep(
-        rng, sq, env_for(sq), f"sqlite:///{sq / 'optuna.db'}", span, (4, 8)
-    )
-    print("SQLite sweep done", flush=True)
+    keep("sweep_sqlite", sweep(rng, sq, env_for(sq), f"sqlite:///{sq / 'optuna.db'}", span, (4, 8)))
     if "postgres" not in args.skip:
         from direct2event import services
 
@@ -337,12 +347,12 @@ def main() -> None:
             env = env_for(
                 pg, {"MLFLOW_TRACKING_URI": svc.tracking_uri, "PGPASSFILE": str(svc.pgpass)}
             )
-            os.environ["PGPASSFILE"] = str(svc.pgpass)
-            places["sweep_postgres"] = sweep(rng, pg, env, svc.storage_url, span, (4, 8))
+            os.environ["PGPASSFILE"] = str(svc.pgpass)  # this process reads the study too
+            keep("sweep_postgres", sweep(rng, pg, env, svc.storage_url, span, (4, 8)))
         finally:
             services.stop(svc.folder)
-        print("PostgreSQL sweep done", flush=True)
-    places["seeds"] = seeds_study(rng, work, 4)
+            os.environ.pop("PGPASSFILE", None)
+    keep("seeds", seeds_study(rng, work, 4))
     stops = [s for p in places.values() for s in p["stops"]]
     totals = {
         "stops": len(stops),
@@ -373,6 +383,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
+    partial.unlink(missing_ok=True)
     print(json.dumps(totals, indent=2))
     clean = (
         totals["runs_left_running"] == totals["trials_lost"] == totals["trials_duplicated"] == 0
