@@ -84,8 +84,15 @@ def kedro(pipeline: str, params: str = "") -> list[str]:
     return cmd + (["--params", params] if params else [])
 
 
-def moment(log: Path) -> str:
-    """The node the log shows running last, or the phase around the nodes."""
+def moment(log: Path, folder: Path | None = None, since: float = 0.0) -> str:
+    """The node the log shows running last, or the phase around the nodes; for a seeds study
+    (``folder`` given) the node of the seed runs' logs, by seed."""
+    if folder is not None:
+        seeds = sorted((folder / "data/08_reporting/digits/logs").glob("seed_*.log"))
+        found = [
+            f"{p.stem}: {moment(p)}" for p in seeds if p.stat().st_mtime >= log.stat().st_mtime - 1
+        ]
+        return "; ".join(found) or "start-up"
     text = log.read_text(errors="replace")
     nodes = NODE.findall(text)
     if not nodes:
@@ -104,18 +111,25 @@ def finish(folder: Path, cmd: list[str], env: dict[str, str], log: Path) -> floa
 
 
 def stop_once(
-    rng: random.Random, folder: Path, cmd: list[str], env: dict[str, str], log: Path, span_s: float
+    rng: random.Random,
+    folder: Path,
+    cmd: list[str],
+    env: dict[str, str],
+    log: Path,
+    span_s: float,
+    seeds: bool = False,
 ) -> dict[str, Any]:
     """Start ``cmd``, stop it at a random moment within ``span_s``, report where and how."""
     sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
     delay = rng.uniform(0.2, span_s)
+    started = time.time()
     proc = start(folder, cmd, log, env)
     try:
         proc.wait(timeout=delay)
         return {"signal": sig.name, "at_s": round(delay, 2), "moment": "finished before", "rc": 0}
     except subprocess.TimeoutExpired:
         pass
-    where = moment(log)
+    where = moment(log, folder if seeds else None, started)
     proc.send_signal(sig)
     rc = proc.wait(timeout=300)
     return {"signal": sig.name, "at_s": round(delay, 2), "moment": where, "rc": rc}
@@ -247,7 +261,9 @@ def sweep(
         for k in range(2):  # stop worker k at a random moment, then start it again
             victim = rng.randrange(2)
             sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
-            delay = rng.uniform(1.0, span)
+            # a worker spends its first ~half-run starting up (Kedro, data, D, lambda = 0):
+            # the window leans towards its trials
+            delay = rng.uniform(0.4 * span, 1.3 * span)
             try:
                 procs[victim].wait(timeout=delay)
                 stops.append({"signal": sig.name, "moment": "finished before", "rc": 0})
@@ -297,7 +313,7 @@ def seeds_study(rng: random.Random, work: Path, n: int) -> dict[str, Any]:
     env = env_for(folder)
     stops = []
     for i in range(n):
-        stops.append(stop_once(rng, folder, cmd, env, folder / f"stop{i}.log", span))
+        stops.append(stop_once(rng, folder, cmd, env, folder / f"stop{i}.log", span, seeds=True))
         finish(folder, cmd, env, folder / f"again{i}.log")
     uri = env["MLFLOW_TRACKING_URI"]
     final = {
@@ -358,6 +374,7 @@ def main() -> None:
         "stops": len(stops),
         "stops_by_moment": dict(Counter(s["moment"] for s in stops)),
         "stops_by_signal": dict(Counter(s["signal"] for s in stops)),
+        "stops_landed": sum(s["moment"] != "finished before" for s in stops),
         "stopped_runs_exit_zero": sum(
             s["rc"] == 0 and s["moment"] != "finished before" for s in stops
         ),
