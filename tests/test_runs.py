@@ -206,9 +206,10 @@ def test_a_stop_inside_a_database_write_waits_for_its_end(tmp_path: Path) -> Non
         "    with engine.begin() as conn:\n"
         "        conn.exec_driver_sql('insert into t values (1)')\n"
         "        conn.exec_driver_sql('insert into t values (2)')\n"
-        "    for _ in range(200):\n"
-        "        sum(range(10000))\n"
-        "        import time; time.sleep(0.01)\n"
+        "    import time\n"
+        "    deadline = time.monotonic() + 120\n"  # waits for the deferred stop, not a set time
+        "    while time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
         "except runs.Terminated as err:\n"
         "    print('raised after the write:', err)\n"
         "    with engine.connect() as conn:\n"
