@@ -286,9 +286,8 @@ class ProjectHooks:
         """The run failed or was stopped: say why on the run (kedro-mlflow ends it FAILED)."""
         self._unwatch_run()
         if self._run_id is not None:
-            stopped = runs.termination(error)
-            reason = str(stopped) if stopped else f"{type(error).__name__}: {error}"
-            reason = mask_credentials(reason)
+            # a stop (runs.Terminated, not an Exception) never gets here: runs.py closes its runs
+            reason = mask_credentials(f"{type(error).__name__}: {error}")
             mlflow.MlflowClient().set_tag(self._run_id, "failure_reason", reason[:500])
 
     @hook_impl

@@ -3,7 +3,7 @@
 Every pipeline run records where it runs (tags ``host`` and ``pid``) and a ``heartbeat`` tag
 (Unix seconds) refreshed every :data:`HEARTBEAT_S` seconds while it runs. SIGTERM or SIGINT end
 the run (and its open trial runs) as FAILED with the signal named and exit non-zero
-(:func:`stop_on_signals`). A SIGKILL or a lost machine leaves the run RUNNING; the next pipeline
+(:func:`install_stop_handlers`). A SIGKILL or a lost machine leaves the run RUNNING; the next pipeline
 run on the same tracking store, or the command below, marks such runs FAILED with the reason:
 a run of this host whose process no longer exists, or any run whose heartbeat stopped more than
 :data:`STALE_AFTER_S` seconds ago, and the nested runs of those.
@@ -43,18 +43,6 @@ class Terminated(KeyboardInterrupt):
     It derives from :class:`KeyboardInterrupt`, not :class:`Exception`, so that library code
     (``except Exception`` in MLflow, Kedro, plugins) cannot swallow it, while Optuna still marks
     the running trial FAIL at once (it catches ``KeyboardInterrupt`` for that)."""
-
-
-def termination(error: BaseException | None) -> Terminated | None:
-    """The :class:`Terminated` behind ``error`` (Kedro wraps errors raised while a dataset
-    loads or saves), or None when the run failed for another reason."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, Terminated):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def process_tags() -> dict[str, str]:
@@ -202,22 +190,6 @@ def _close_stopped_runs() -> None:
         except Exception as err:  # the store is gone: the reaper marks it later
             logger.warning("Run %s not closed after the stop: %s", run.info.run_id, err)
             break
-
-
-@contextmanager
-def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT raise :class:`Terminated` as
-    :func:`install_stop_handlers` sets them; the previous handlers come back after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.getsignal(s) for s in signals}
-    install_stop_handlers(signals)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 PAUSE_ENV = "DIRECT2EVENT_PAUSE_AT"  # test-only: names of pause points, comma-separated
