@@ -67,6 +67,20 @@ def running_trial_of(storage: str, pid: int, timeout_s: float = 300) -> int:
     raise AssertionError(f"worker {pid} never ran a trial")
 
 
+def wait_for_trial_run(tracking_uri: str, number: int, timeout_s: float = 120) -> None:
+    """Wait until the MLflow run of trial ``number`` exists (the worker opens it right after
+    Optuna marks the trial RUNNING), so that a kill lands inside the tracked trial."""
+    client = mlflow.MlflowClient(tracking_uri)
+    query = f"tags.kind = 'tuning_trial' and tags.trial_number = '{number}'"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        exp = client.get_experiment_by_name("direct2event")
+        if exp is not None and client.search_runs([exp.experiment_id], query):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"trial {number} never got its MLflow run")
+
+
 def test_three_workers_one_killed_share_postgres_and_an_mlflow_server(
     project: Path, started: services.Services
 ) -> None:
@@ -90,6 +104,7 @@ def test_three_workers_one_killed_share_postgres_and_an_mlflow_server(
     procs = [worker(project, params, env, n) for n in range(3)]
     try:
         killed_trial = running_trial_of(svc.storage_url, procs[0].pid)
+        wait_for_trial_run(svc.tracking_uri, killed_trial)
         procs[0].send_signal(signal.SIGKILL)
         assert procs[0].wait(timeout=30) == -signal.SIGKILL
         killed_pid = procs[0].pid
@@ -124,7 +139,7 @@ def test_three_workers_one_killed_share_postgres_and_an_mlflow_server(
     )
     by_number: dict[int, list] = {}
     for r in trial_runs:
-        by_number.setdefault(int(r.data.params["trial_number"]), []).append(r)
+        by_number.setdefault(int(r.data.tags["trial_number"]), []).append(r)
     worker_runs = client.search_runs([exp.experiment_id], "tags.kind = 'sweep_worker'")
     assert len(worker_runs) == 4  # three workers and the restarted one
     for t in complete:

@@ -452,7 +452,10 @@ def mlflow_trial_run(
 
     @contextmanager
     def run(number: int, lam: float) -> Iterator[TrialTracker]:
+        # the trial number is a tag written with the run itself, so a run whose worker dies right
+        # after its creation (SIGKILL) still names its trial; the params follow in a second write
         tags = {"dataset": dataset, "study": name, "kind": "tuning_trial", "state": "RUNNING"}
+        tags["trial_number"] = str(number)
         with mlflow.start_run(run_name=f"{dataset}-trial-{number}", nested=True, tags=tags):
             mlflow.log_params({PARAM: lam, "trial_number": number})
             try:
