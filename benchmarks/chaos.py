@@ -8,7 +8,7 @@ digits pipeline made tiny, as the tests do):
 - 8 in a `kedro run --pipelines digits` (SQLite study, mlflow.db);
 - 4 in a sweep of two `digits.sweep` workers on one SQLite study;
 - 4 in a sweep of two workers on PostgreSQL with an MLflow server (make services);
-- 4 in a `python -m direct2event.seeds --key digits --seeds 0 1 --jobs 2` study.
+- 4 in a `python -m direct2event seeds --key digits --seeds 0 1 --jobs 2` study.
 A stop lands at a uniformly random time within the measured length of an uninterrupted run; the
 signal is SIGKILL or SIGTERM at random. The moment is the node the log shows running then.
 
@@ -154,7 +154,7 @@ def running_runs(tracking_uri: str) -> list[str]:
 
 def broken_versions(tracking_uri: str) -> list[str]:
     """Registry versions whose model does not load (or carry no tags: half-registered)."""
-    from direct2event import registry
+    from direct2event.glue import registry
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -202,7 +202,7 @@ def unreadable_files(folder: Path) -> list[str]:
 
 def trial_report(storage: str, before: dict[int, tuple], n_trials: int) -> dict[str, Any]:
     """Complete trials lost (complete before a stop, not after) or beyond ``n_trials``."""
-    from direct2event import tuning
+    from direct2event.glue import tuning
 
     db = tuning.open_storage(storage)
     [name] = optuna.get_all_study_names(db)
@@ -299,7 +299,16 @@ def sweep(
 
 
 def seeds_study(rng: random.Random, work: Path, n: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "direct2event.seeds", "--key", "digits", "--seeds", "0", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "direct2event.commands.seeds",
+        "--key",
+        "digits",
+        "--seeds",
+        "0",
+        "1",
+    ]
     cmd += ["--jobs", "2"]
     ref_folder = make_project(work / "seeds-ref")
     t0 = time.perf_counter()
@@ -355,7 +364,7 @@ def main() -> None:
     sq = make_project(work / "sweep-sqlite")
     keep("sweep_sqlite", sweep(rng, sq, env_for(sq), f"sqlite:///{sq / 'optuna.db'}", span, (4, 8)))
     if "postgres" not in args.skip:
-        from direct2event import services
+        from direct2event.glue import services
 
         pg = make_project(work / "sweep-postgres")
         svc = services.start(pg / "data/services", pg_port=free_port(), mlflow_port=free_port())

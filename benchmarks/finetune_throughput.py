@@ -10,9 +10,10 @@ import time
 
 import torch
 
+from direct2event.snn.encoders import InputCoding
+from direct2event.snn.finetuning import FinetuneConfig, finetune_event_network
 from direct2event.snn.models import build_model, to_event_network
 from direct2event.snn.training import FitConfig, Split
-from direct2event.snn.transfer import finetune_event_network
 
 threads, bs, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
@@ -21,7 +22,7 @@ x = (torch.rand(n, 8, 2, 34, 34, generator=g) < 0.02).to(torch.uint8)
 y = torch.randint(0, 10, (n,), generator=g)
 d = build_model("convnet", (2, 34, 34), 10, hidden=128)
 e = to_event_network(d)
-cfg = FitConfig(epochs=1, lr=1e-3, batch_size=bs, timesteps=8, encoding="frames", seed=0)
+cfg = FitConfig(epochs=1, lr=1e-3, batch_size=bs, coding=InputCoding("frames", 8), seed=0)
 logits = torch.randn(n, 10)
 t = time.perf_counter()
 finetune_event_network(
@@ -29,14 +30,11 @@ finetune_event_network(
     d,
     Split(x, y),
     None,
-    cfg,
+    FinetuneConfig(
+        cfg, rate_lambda=3.0, distill=True, teacher=InputCoding("frames", 8), progress=False
+    ),
     torch.device("cpu"),
-    3.0,
-    True,
-    "frames",
-    8,
-    teacher_logits=logits,
-    progress=False,
+    logits=logits,
 )
 dt = time.perf_counter() - t
 print(f"threads={threads} bs={bs} n={n}: {dt:.1f} s, {n / dt:.0f} samples/s")

@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 from kedro.config import OmegaConfigLoader
 
-from direct2event.data.kedro_datasets import MNISTDataset
 from direct2event.data.splits import make_splits
-from direct2event.finetuning import device_of, finetune, teacher_logits
-from direct2event.measuring import measure
-from direct2event.params import load_settings
+from direct2event.glue.datasets import MNISTDataset
+from direct2event.glue.params import load_settings
+from direct2event.snn.evaluation import measure
+from direct2event.snn.finetuning import finetune_event_network, teacher_logits
 from direct2event.snn.models import restore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +80,8 @@ def main() -> None:
         folder = ROOT / "data/06_models" / args.key / f"seed_{seed}"
         direct = restore(latest(folder / "direct_model.pkl"))
         scaled = restore(latest(folder / "scaled_model.pkl"))
-        device, profiles = device_of(settings), settings.profiles()
-        logits = teacher_logits(direct, splits.train, settings)
+        device, profiles = settings.device, settings.profiles()
+        logits = teacher_logits(direct, splits.train, settings.finetune_config(0.0), device)
         ref = {
             name: measure(direct, split, settings.direct_coding, device, profiles, seed)
             for name, split in (("validation", splits.validation), ("test", splits.test))
@@ -94,13 +94,13 @@ def main() -> None:
                 update={"transfer": settings.transfer.model_copy(update={"finetune": ft})}
             )
             start = time.perf_counter()
-            net, _ = finetune(
+            net, _ = finetune_event_network(
                 scaled,
                 direct,
                 splits.train,
                 None,
-                tuned,
-                lam,
+                tuned.finetune_config(lam),
+                device,
                 logits=logits if ft.distill else None,
             )
             seconds = time.perf_counter() - start

@@ -4,7 +4,7 @@
     python benchmarks/gpu_check.py --epochs 1 --max-train 5000 --device cpu   # a quick dry run
 
 Part 1 (the MNIST default on the GPU): D trained as ``benchmarks/mnist_params.yml`` says (the
-MNIST pipeline's effective parameters, written by ``python -m direct2event.params mnist``; a test
+MNIST pipeline's effective parameters, written by ``python -m direct2event params mnist``; a test
 keeps the file equal to them),
 calibration, threshold scaling, fine-tuning of E at ``--rate-lambda`` (the CPU run's chosen
 lambda) with distillation, then test accuracy, events and energy of D and E, each step timed;
@@ -44,17 +44,14 @@ from speed import device_name  # noqa: E402
 
 from direct2event.data.splits import make_splits  # noqa: E402
 from direct2event.data.static import load_mnist  # noqa: E402
-from direct2event.snn.encoders import encode  # noqa: E402
+from direct2event.snn.conversion import build_event_network, calibrate  # noqa: E402
+from direct2event.snn.encoders import InputCoding, encode  # noqa: E402
 from direct2event.snn.energy import load_profiles  # noqa: E402
 from direct2event.snn.evaluation import evaluate_with_counts  # noqa: E402
+from direct2event.snn.finetuning import FinetuneConfig, finetune_event_network  # noqa: E402
 from direct2event.snn.models import SpikingNet, build_model  # noqa: E402
 from direct2event.snn.neurons import LIFParameters  # noqa: E402
 from direct2event.snn.training import FitConfig, Split, fit, predict_logits  # noqa: E402
-from direct2event.snn.transfer import (  # noqa: E402
-    build_event_network,
-    calibrate,
-    finetune_event_network,
-)
 
 CONF = HERE.parent / "conf" / "base"
 
@@ -79,7 +76,7 @@ def _grads(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, 
 
 
 def _counts(net: torch.nn.Module, data: Split, encoding: str, steps: int, dev: torch.device):
-    accuracy, counts = evaluate_with_counts(net, data, encoding, steps, dev)  # type: ignore[arg-type]
+    accuracy, counts = evaluate_with_counts(net, data, InputCoding(encoding, steps), dev)  # type: ignore[arg-type]
     per_layer = {f"{k} events": v for k, v in counts.neuron_events.items()}
     per_layer |= {f"{k} synops": c.synops for k, c in counts.layers.items()}
     return accuracy, {"input events": counts.input_events, **per_layer}
@@ -98,7 +95,7 @@ def equivalence(
         ("event", event, enc, t_e),
     ):
         logits = {
-            d.type: predict_logits(copy.deepcopy(net), data, encoding, steps, d)
+            d.type: predict_logits(copy.deepcopy(net), data, InputCoding(encoding, steps), d)
             for d in (cpu, device)
         }
         acc_cpu, ev_cpu = _counts(copy.deepcopy(net), data, encoding, steps, cpu)
@@ -149,8 +146,7 @@ def transfer_run(
         epochs=args.epochs or train_p["epochs"],
         lr=train_p["lr"],
         batch_size=train_p["batch_size"],
-        timesteps=t_d,
-        encoding="analog",
+        coding=InputCoding("analog", t_d),
         weight_decay=train_p["weight_decay"],
         optimizer=train_p["optimizer"],
         schedule=train_p["schedule"],
@@ -164,21 +160,28 @@ def transfer_run(
     direct = direct.cpu().eval()
     cal = splits.calibration.head(cal_p["max_samples"])
     (_maps, stats), t_cal = timed(
-        device, calibrate, direct, cal, "analog", t_d, enc, t_e, device, cal_p["max_points"]
+        device,
+        calibrate,
+        direct,
+        cal,
+        InputCoding("analog", t_d),
+        InputCoding(enc, t_e),
+        device,
+        cal_p["max_points"],
     )
     (scaled, _), t_thr = timed(
-        device, build_event_network, direct, stats, cal, enc, t_e, device,
+        device, build_event_network, direct, stats, cal, InputCoding(enc, t_e), device,
         thr_p["method"], thr_p["percentile"], thr_p["iterations"],
     )  # fmt: skip
     times["calibration_s"], times["thresholds_s"] = t_cal, t_thr
     teacher, times["teacher_logits_s"] = timed(
-        device, predict_logits, direct, train, "analog", t_d, device
+        device, predict_logits, direct, train, InputCoding("analog", t_d), device
     )
     results: dict[str, Any] = {"times": times, "train_samples": len(train)}
     profiles = load_profiles(
         yaml.safe_load((CONF / "parameters_energy.yml").read_text())["energy_profiles"]
     )
-    acc_d, counts_d = evaluate_with_counts(direct, splits.test, "analog", t_d, device)
+    acc_d, counts_d = evaluate_with_counts(direct, splits.test, InputCoding("analog", t_d), device)
     e_d = profiles["per_event"].energy_uj_per_sample(counts_d)
     results["direct"] = {
         "accuracy": acc_d,
@@ -190,8 +193,7 @@ def transfer_run(
             epochs=ft_p["epochs"],
             lr=ft_p["lr"],
             batch_size=ft_p["batch_size"],
-            timesteps=t_e,
-            encoding=enc,
+            coding=InputCoding(enc, t_e),
             weight_decay=ft_p["weight_decay"],
             optimizer=ft_p["optimizer"],
             schedule=ft_p["schedule"],
@@ -199,13 +201,14 @@ def transfer_run(
             bf16=bf16 and device.type == "cuda",
         )
         (event, _), t_ft = timed(
-            device, finetune_event_network, scaled, direct, train, None, ft_cfg, device,
-            rate_lambda, ft_p["distill"], "analog", t_d, ft_p["alpha"], ft_p["temperature"],
-            progress=False, teacher_logits=teacher,
+            device, finetune_event_network, scaled, direct, train, None,
+            FinetuneConfig(ft_cfg, rate_lambda, ft_p["distill"], InputCoding("analog", t_d),
+                           ft_p["alpha"], ft_p["temperature"], progress=False),
+            device, teacher,
         )  # fmt: skip
         tuned[label] = event
         (acc_e, counts_e), t_eval = timed(
-            device, evaluate_with_counts, event, splits.test, enc, t_e, device
+            device, evaluate_with_counts, event, splits.test, InputCoding(enc, t_e), device
         )
         e_e = profiles["per_event"].energy_uj_per_sample(counts_e)
         results[f"event_{label}"] = {

@@ -236,9 +236,10 @@ def transfer_timing(device: torch.device) -> dict[str, float] | None:
         return None
     import pickle
 
+    from direct2event.snn.conversion import build_event_network, calibrate
+    from direct2event.snn.encoders import InputCoding
     from direct2event.snn.models import restore
     from direct2event.snn.training import Split
-    from direct2event.snn.transfer import build_event_network, calibrate
 
     try:
         from direct2event.data.static import load_mnist
@@ -250,9 +251,9 @@ def transfer_timing(device: torch.device) -> dict[str, float] | None:
     direct = restore(pickle.loads(models[-1].read_bytes()))
     cal = Split(torch.from_numpy(raw.train.x[:1024]), torch.from_numpy(raw.train.y[:1024]))
     start = time.perf_counter()
-    _, stats = calibrate(direct, cal, "analog", 4, "rate", 4, device)
+    _, stats = calibrate(direct, cal, InputCoding("analog", 4), InputCoding("rate", 4), device)
     mid = time.perf_counter()
-    build_event_network(direct, stats, cal, "rate", 4, device)
+    build_event_network(direct, stats, cal, InputCoding("rate", 4), device)
     end = time.perf_counter()
     return {
         "calibration_s": round(mid - start, 2),

@@ -26,7 +26,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from direct2event import services, tuning
+from direct2event.glue import services, tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 

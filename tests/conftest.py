@@ -18,6 +18,7 @@ import yaml
 
 from direct2event.data.splits import DataSplits, make_splits
 from direct2event.data.static import load_digits
+from direct2event.snn.encoders import InputCoding
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def digits_direct_model(digits_splits: DataSplits):
 
     torch.manual_seed(0)
     net = build_model("convnet", digits_splits.input_shape, 10, channels=(8, 16))
-    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, timesteps=4, encoding="analog", seed=0)
+    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, coding=InputCoding("analog", 4), seed=0)
     fit(net, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
     return net.eval()
 

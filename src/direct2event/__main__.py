@@ -1,65 +1,59 @@
-"""direct2event file for ensuring the package is executable as `direct2event` and `python -m direct2event`."""
+"""``python -m direct2event <command> [options]``: the project's one command-line entry point.
+
+Each command is a module of :mod:`direct2event.commands` with ``main(argv) -> int``. ``run``
+(Kedro's ``run``) is also what options alone start (``python -m direct2event --pipelines
+digits``), as Kedro's own ``__main__`` does; no argument prints the commands instead of starting
+the long default run.
+"""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
-from kedro.framework.cli.utils import find_run_command
-from kedro.framework.project import configure_project
+from direct2event.commands import (
+    export_nir,
+    params,
+    reap_runs,
+    registry,
+    run,
+    screenshots,
+    seeds,
+    services,
+)
 
-USAGE = "python -m direct2event export-nir models:/<name>/<version> <out.nir>"
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "run": (run.main, "run the pipelines (as `kedro run`), e.g. run --pipelines digits"),
+    "seeds": (seeds.main, "the pipeline once per seed, then mean, std and worst (make seeds)"),
+    "params": (params.main, "print a dataset's effective parameters: params <key>"),
+    "export-nir": (export_nir.main, "write a registered network's NIR graph: <uri> <out.nir>"),
+    "registry": (registry.main, "list every registered network version"),
+    "reap-runs": (reap_runs.main, "mark runs left RUNNING by gone processes FAILED"),
+    "services": (services.main, "PostgreSQL + MLflow server for sweep workers: start|stop|..."),
+    "screenshots": (screenshots.main, "PNGs of the MLflow UI (make screenshots)"),
+}
 
-
-def export_nir(argv: list[str]) -> None:
-    """``export-nir <model URI> <out.nir>``: a registered network's NIR graph, written to a file."""
-    import os
-
-    import mlflow
-
-    from direct2event import registry
-    from direct2event.snn.nir_io import NIRError
-
-    if len(argv) != 2:
-        raise SystemExit(f"usage: {USAGE}")
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
-    try:
-        path = registry.export_nir(argv[0], argv[1])
-    except (registry.RegistryError, NIRError) as err:
-        raise SystemExit(f"export-nir: {err}") from None
-    print(f"wrote {path} (NIR graph of {argv[0]})")
-
-
-HELP = """usage: python -m direct2event <command> [options]
-
-commands:
-  run [kedro run options]   run the pipelines (as `kedro run`), e.g. run --pipelines digits
-  export-nir <model URI> <out.nir>
-                            write a registered network's NIR graph
-  help                      this text
-
-other commands of the project: python -m direct2event.seeds (make seeds),
-python -m direct2event.runs (make reap-runs), python -m direct2event.services (make services),
-python -m direct2event.registry (list registered networks)"""
+HELP = (
+    "usage: python -m direct2event <command> [options]\n\ncommands:\n"
+    + "\n".join(f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items())
+    + "\n  help         this text\n\n`python -m direct2event <command> --help` describes a command."
+)
 
 
-def main(*args: str, **kwargs: object) -> object:
-    """Run the Kedro CLI for this project (``export-nir`` exports a registered network). With
-    no argument it prints the commands instead of starting the long default run."""
-    if not args and (len(sys.argv) == 1 or sys.argv[1] in ("help", "-h", "--help")):
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv`` (default: the command line) to its command; returns the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("help", "-h", "--help"):
         print(HELP)
-        return None
-    if len(sys.argv) > 1 and sys.argv[1] == "export-nir" and not args:
-        return export_nir(sys.argv[2:])
-    if len(sys.argv) > 1 and sys.argv[1] == "run" and not args:
-        del sys.argv[1]
-    package_name = Path(__file__).parent.name
-    configure_project(package_name)
-    interactive = hasattr(sys, "ps1")
-    kwargs["standalone_mode"] = not interactive
-    run = find_run_command(package_name)
-    return run(*args, **kwargs)
+        return 0
+    if args[0].startswith("-"):  # options alone: Kedro's run, as before
+        args = ["run", *args]
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"unknown command {name!r}\n\n{HELP}", file=sys.stderr)
+        return 2
+    return COMMANDS[name][0](rest)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from direct2event.params import DATASET_KEYS
+from direct2event.glue.params import DATASET_KEYS, SWEEP_SUFFIX
+from direct2event.pipelines.conversion import pipeline as transfer
 from direct2event.pipelines.data_processing import pipeline as data_processing
 from direct2event.pipelines.direct_training import pipeline as direct_training
 from direct2event.pipelines.evaluation import pipeline as evaluation
 from direct2event.pipelines.finetuning import pipeline as finetuning
 from direct2event.pipelines.reporting import pipeline as reporting
-from direct2event.pipelines.transfer import pipeline as transfer
 
 STAGES = (data_processing, direct_training, transfer, finetuning, evaluation, reporting)
 
@@ -31,9 +31,6 @@ def create_dataset_pipeline() -> Pipeline:
         ),
         Pipeline([]),
     )
-
-
-SWEEP_SUFFIX = ".sweep"
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from direct2event.hooks import CredentialMask, ProjectHooks
+from direct2event.glue.hooks import CredentialMask, ProjectHooks
 
 HOOKS = (CredentialMask(), ProjectHooks())
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from direct2event.data.splits import MIN_CALIBRATION, make_splits
+from direct2event.data.splits import make_splits
 from direct2event.data.static import load_digits
+from direct2event.snn.calibration import MIN_CALIBRATION_SAMPLES
 
 
 def test_splits_are_disjoint_and_sized_as_asked() -> None:
@@ -25,7 +26,7 @@ def test_a_calibration_split_too_small_names_the_parameter_and_a_value_that_work
     ) as err:
         make_splits(raw, 0.001, 0.1, seed=0)
     suggested = float(str(err.value).rsplit("at least ", 1)[1].rstrip("."))
-    assert len(make_splits(raw, suggested, 0.1, seed=0).calibration) >= MIN_CALIBRATION
+    assert len(make_splits(raw, suggested, 0.1, seed=0).calibration) >= MIN_CALIBRATION_SAMPLES
 
 
 def test_an_empty_validation_split_is_refused() -> None:

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from direct2event.data.splits import DataSplits
-from direct2event.params import PipelineParams, load_settings
+from direct2event.glue.params import PipelineParams, load_settings
+from direct2event.glue.tuning import TuningReport
 from direct2event.snn.models import checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def direct_model(digits_direct_model) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def calibration(direct_model, digits_splits: DataSplits, settings) -> dict[str, Any]:
-    from direct2event.pipelines.transfer.nodes import calibrate_surrogate
+    from direct2event.pipelines.conversion.nodes import calibrate_surrogate
 
     return calibrate_surrogate(direct_model, digits_splits, settings)[0]
 
@@ -71,7 +72,7 @@ def calibration(direct_model, digits_splits: DataSplits, settings) -> dict[str, 
 @pytest.fixture(scope="session")
 def scaled(direct_model, calibration, digits_splits: DataSplits, settings) -> tuple:
     """``(scaled_model, threshold_report)`` of the threshold-scaling node."""
-    from direct2event.pipelines.transfer.nodes import scale_event_thresholds
+    from direct2event.pipelines.conversion.nodes import scale_event_thresholds
 
     model, report, _ = scale_event_thresholds(direct_model, calibration, digits_splits, settings)
     return model, report
@@ -91,7 +92,7 @@ def measured(scaled, direct_model, digits_splits: DataSplits, settings) -> tuple
         evaluation,
         digits_splits,
         settings,
-        {"best_lambda": 5.0},
+        TuningReport(rate_lambda=5.0, enabled=False),
         NO_LOGITS,
         lambda0,
     )

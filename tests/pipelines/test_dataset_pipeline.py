@@ -18,7 +18,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
 from direct2event.data.static import load_digits
-from direct2event.params import load_settings
+from direct2event.glue.params import load_settings
 from direct2event.pipeline_registry import create_dataset_pipeline
 from direct2event.pipelines.evaluation.nodes import ABLATION_VARIANTS, TTFS_VARIANTS
 from tests.conftest import run
@@ -131,9 +131,13 @@ def test_dataset_pipeline_with_sequential_runner(tmp_path: Path) -> None:
     )
     assert summary["energy_reduction"] > 1.5  # thresholds plus the rate penalty cut events
     tuning = summary["tuning"]
-    assert tuning["n_trials"] == 2 and tuning["best_lambda"] in (1.5, 5.0)  # first_lambdas
-    assert summary["rate_lambda"] == tuning["best_lambda"]  # the final fine-tuning used it
-    assert tuning["pareto"] and set(tuning["pareto"][0]) == {"lambda", "val_accuracy", "energy_uJ"}
+    assert tuning["n_trials"] == 2 and summary["rate_lambda"] in (1.5, 5.0)  # first_lambdas
+    assert catalog.load("tuning_report").rate_lambda == summary["rate_lambda"]  # used by E
+    assert tuning["pareto"] and set(tuning["pareto"][0]) == {
+        "rate_lambda",
+        "val_accuracy",
+        "energy_uJ",
+    }
     energies = [p["energy_uJ"] for p in tuning["pareto"]]
     assert energies == sorted(energies)
     report = catalog.load("threshold_report")
@@ -188,8 +192,8 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     assert first.data.tags["dataset"] == "digits"
     # every parameter, flattened, under the same names for every dataset
     assert first.data.params["training.lr"] == "0.01"
-    # the lambda E was fine-tuned with, the configured one under its own name, the choice
-    assert first.data.params["transfer.finetune.rate_lambda_configured"] == "5.0"
+    # the lambda E was fine-tuned with; the configured one under its parameter's name
+    assert first.data.params["transfer.finetune.rate_lambda"] == "5.0"
     assert float(first.data.params["rate_lambda"]) == summary["rate_lambda"]
     assert first.data.params["tuning.selection_rule"].startswith("lowest energy")
     assert first.data.metrics["tuning.floor_met"] == float(summary["tuning"]["floor_met"])
@@ -224,9 +228,7 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
         if r.data.tags["mlflow.parentRunId"] == first.info.run_id
     ]
     assert len(trials) == summary["tuning"]["n_trials"] == 2
-    assert {float(t.data.params["rate_lambda"]) for t in trials} >= {
-        summary["tuning"]["best_lambda"]
-    }
+    assert {float(t.data.params["rate_lambda"]) for t in trials} >= {summary["rate_lambda"]}
     assert all("val_accuracy" in t.data.metrics and "energy_uJ" in t.data.metrics for t in trials)
     for t in trials:  # opened when the trial started, epochs streamed while it ran
         assert t.data.tags["state"] == "COMPLETE"
@@ -239,7 +241,7 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     assert study.metric_names == ["val_accuracy", "energy_uJ"]
     assert study.user_attrs["dataset"] == "digits" and study.user_attrs["setup"]["seed"] == 0
     assert "plots/tuning.png" in artifacts  # the Pareto-front plot
-    assert first.data.metrics["tuning.best_lambda"] == summary["rate_lambda"]
+    assert first.data.metrics["tuning.rate_lambda"] == summary["rate_lambda"]
 
     # the pretrained-SNN database: D and E registered with their figures as tags
     direct_v = client.get_model_version("digits-direct", "1")

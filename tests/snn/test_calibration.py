@@ -6,7 +6,8 @@ import torch
 from sklearn.isotonic import IsotonicRegression
 
 from direct2event.snn.calibration import CalibrationError, fit_calibration, pav
-from direct2event.snn.transfer import calibrate
+from direct2event.snn.conversion import calibrate
+from direct2event.snn.encoders import InputCoding
 
 
 def test_pav_matches_sklearn_isotonic_regression() -> None:
@@ -22,7 +23,11 @@ def test_pav_matches_sklearn_isotonic_regression() -> None:
 
 def test_calibration_maps_are_monotonic_and_fit(digits_splits, digits_direct_model) -> None:
     maps, stats = calibrate(
-        digits_direct_model, digits_splits.calibration, "analog", 4, "rate", 4, torch.device("cpu")
+        digits_direct_model,
+        digits_splits.calibration,
+        InputCoding("analog", 4),
+        InputCoding("rate", 4),
+        torch.device("cpu"),
     )
     assert [m.layer for m in maps] == ["layers.2", "layers.6"]
     for m, s in zip(maps, stats, strict=True):

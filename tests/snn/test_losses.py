@@ -5,11 +5,12 @@ import copy
 import pytest
 import torch
 
+from direct2event.snn.encoders import InputCoding
 from direct2event.snn.evaluation import evaluate_with_counts
+from direct2event.snn.finetuning import FinetuneConfig, finetune_event_network
 from direct2event.snn.losses import TransferLoss
 from direct2event.snn.models import to_event_network
 from direct2event.snn.training import FitConfig, predict_logits
-from direct2event.snn.transfer import finetune_event_network
 
 CPU = torch.device("cpu")
 
@@ -18,20 +19,23 @@ def test_rate_penalty_gives_fewer_spikes_than_no_penalty(
     digits_splits, digits_direct_model
 ) -> None:
     event = to_event_network(digits_direct_model)
-    cfg = FitConfig(epochs=2, lr=2e-3, batch_size=64, timesteps=4, encoding="rate", seed=3)
+    cfg = FitConfig(epochs=2, lr=2e-3, batch_size=64, coding=InputCoding("rate", 4), seed=3)
     events = {}
     for lam in (0.0, 10.0):
+        ft = FinetuneConfig(cfg, rate_lambda=lam, progress=False)
         tuned, _ = finetune_event_network(
-            event, digits_direct_model, digits_splits.train, None, cfg, CPU, lam, progress=False
+            event, digits_direct_model, digits_splits.train, None, ft, CPU
         )
-        _, counts = evaluate_with_counts(tuned, digits_splits.test, "rate", 4, CPU)
+        _, counts = evaluate_with_counts(tuned, digits_splits.test, InputCoding("rate", 4), CPU)
         events[lam] = counts.per_sample(sum(counts.neuron_events.values()))
     assert events[10.0] < 0.8 * events[0.0]
 
 
 def test_distillation_loss_runs_and_teacher_is_frozen(digits_splits, digits_direct_model) -> None:
     teacher = copy.deepcopy(digits_direct_model)
-    loss = TransferLoss(rate_lambda=1.0, teacher=teacher, teacher_encoding="analog", alpha=0.4)
+    loss = TransferLoss(
+        rate_lambda=1.0, teacher=teacher, teacher_coding=InputCoding("analog", 4), alpha=0.4
+    )
     assert not any(p.requires_grad for p in teacher.parameters())
     event = to_event_network(digits_direct_model).train()
     x = digits_splits.train.x[:16]
@@ -54,7 +58,7 @@ def test_precomputed_teacher_logits_give_the_loss_of_the_running_teacher(
     digits_splits, digits_direct_model
 ) -> None:
     train = digits_splits.train
-    table = predict_logits(digits_direct_model, train, "analog", 4, CPU)
+    table = predict_logits(digits_direct_model, train, InputCoding("analog", 4), CPU)
     assert table.shape == (len(train), 10)
     idx = torch.tensor([5, 0, 17, 3, 40])
     x, y = train.x[idx], train.y[idx]
@@ -75,19 +79,20 @@ def test_shared_teacher_logits_give_the_same_fine_tuning(
     digits_splits, digits_direct_model
 ) -> None:
     event = to_event_network(digits_direct_model)
-    cfg = FitConfig(epochs=1, lr=2e-3, batch_size=64, timesteps=4, encoding="regular", seed=1)
+    cfg = FitConfig(epochs=1, lr=2e-3, batch_size=64, coding=InputCoding("regular", 4), seed=1)
     train = digits_splits.train
-    args = (event, digits_direct_model, train, None, cfg, CPU, 1.0)
-    own, _ = finetune_event_network(*args, distill=True, progress=False)
-    table = predict_logits(digits_direct_model, train, "analog", 4, CPU)
-    shared, _ = finetune_event_network(*args, distill=True, progress=False, teacher_logits=table)
+    ft = FinetuneConfig(cfg, rate_lambda=1.0, distill=True, progress=False)
+    args = (event, digits_direct_model, train, None, ft, CPU)
+    own, _ = finetune_event_network(*args)
+    table = predict_logits(digits_direct_model, train, InputCoding("analog", 4), CPU)
+    shared, _ = finetune_event_network(*args, logits=table)
     for name, value in own.state_dict().items():
         assert torch.equal(value, shared.state_dict()[name]), name
     # the penalty and the teacher did act: the weights moved away from E's start
     moved = own.state_dict()["layers.0.weight"] - event.state_dict()["layers.0.weight"]
     assert moved.abs().max() > 0
     with pytest.raises(ValueError, match="rows"):
-        finetune_event_network(*args, distill=True, progress=False, teacher_logits=table[:-1])
+        finetune_event_network(*args, logits=table[:-1])
 
 
 def test_negative_lambda_and_bad_alpha_are_refused() -> None:

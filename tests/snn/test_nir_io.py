@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from direct2event.data.splits import DataSplits
-from direct2event.snn.encoders import encode
+from direct2event.snn.encoders import InputCoding, encode
 from direct2event.snn.models import SpikingNet, build_model, fuse_batchnorm, to_event_network
 from direct2event.snn.neurons import LIF, LIFParameters
 from direct2event.snn.nir_io import NIRError, from_nir, save_nir, to_nir
@@ -32,14 +32,13 @@ def networks(digits_splits: DataSplits) -> tuple[SpikingNet, SpikingNet]:
     direct = build_model(
         "convnet", digits_splits.input_shape, 10, channels=(8, 16), hidden=32, pooling="avg"
     )
-    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, timesteps=T, encoding="analog", seed=0)
+    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, coding=InputCoding("analog", T), seed=0)
     fit(direct, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
     event = to_event_network(direct.eval())
     scale_thresholds(
         event,
         digits_splits.calibration,
-        "rate",
-        T,
+        InputCoding("rate", T),
         torch.device("cpu"),
         "percentile",
         percentile=99.0,

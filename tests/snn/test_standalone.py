@@ -15,12 +15,14 @@ def guarded(name, *args, **kwargs):
     return real_import(name, *args, **kwargs)
 builtins.__import__ = guarded
 import torch
-from direct2event.snn import calibration, energy, evaluation, losses, ops, thresholds, transfer
+from direct2event.snn.encoders import InputCoding
+from direct2event.snn import calibration, conversion, energy, evaluation, finetuning, losses
+from direct2event.snn import nir_io, ops, thresholds
 from direct2event.snn.models import build_model
 from direct2event.snn.training import FitConfig, Split, fit
 net = build_model("convnet", (1, 8, 8), 3, channels=(4,))
 data = Split(torch.rand(16, 1, 8, 8), torch.randint(0, 3, (16,)))
-cfg = FitConfig(epochs=1, lr=1e-2, batch_size=8, timesteps=2, encoding="analog")
+cfg = FitConfig(epochs=1, lr=1e-2, batch_size=8, coding=InputCoding("analog", 2))
 history = fit(net, data, None, cfg, torch.device("cpu"))
 print("ok", len(history))
 """

@@ -3,16 +3,23 @@ from __future__ import annotations
 import pytest
 import torch
 
+from direct2event.snn.conversion import build_event_network, calibrate
+from direct2event.snn.encoders import InputCoding
 from direct2event.snn.thresholds import ThresholdError, ThresholdReport, check_thresholds
 from direct2event.snn.training import evaluate
-from direct2event.snn.transfer import build_event_network, calibrate
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def calibrated(digits_splits, digits_direct_model):
-    return calibrate(digits_direct_model, digits_splits.calibration, "analog", 4, "rate", 4, CPU)
+    return calibrate(
+        digits_direct_model,
+        digits_splits.calibration,
+        InputCoding("analog", 4),
+        InputCoding("rate", 4),
+        CPU,
+    )
 
 
 def test_isotonic_scaling_matches_target_rates(
@@ -20,7 +27,12 @@ def test_isotonic_scaling_matches_target_rates(
 ) -> None:
     _, stats = calibrated
     event, reports = build_event_network(
-        digits_direct_model, stats, digits_splits.calibration, "rate", 4, CPU, "isotonic"
+        digits_direct_model,
+        stats,
+        digits_splits.calibration,
+        InputCoding("rate", 4),
+        CPU,
+        "isotonic",
     )
     for report, s in zip(reports, stats, strict=True):
         before = ThresholdReport.mismatch(s.event_rate, s.direct_mean)
@@ -30,7 +42,7 @@ def test_isotonic_scaling_matches_target_rates(
         assert after < before
         assert torch.all(report.thresholds > 0) and torch.all(torch.isfinite(report.thresholds))
     # the scaled network E still classifies (well above chance) with rate input
-    assert evaluate(event, digits_splits.test, "rate", 4, CPU) > 0.8
+    assert evaluate(event, digits_splits.test, InputCoding("rate", 4), CPU) > 0.8
 
 
 def test_percentile_baseline_runs_and_sets_thresholds(
@@ -38,7 +50,13 @@ def test_percentile_baseline_runs_and_sets_thresholds(
 ) -> None:
     _, stats = calibrated
     event, reports = build_event_network(
-        digits_direct_model, stats, digits_splits.calibration, "rate", 4, CPU, "percentile", 99.9
+        digits_direct_model,
+        stats,
+        digits_splits.calibration,
+        InputCoding("rate", 4),
+        CPU,
+        "percentile",
+        99.9,
     )
     for lif, report in zip(event.lif_layers(), reports, strict=True):
         assert torch.equal(lif.threshold, report.thresholds)

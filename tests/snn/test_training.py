@@ -4,6 +4,8 @@ import math
 
 import torch
 
+from direct2event.snn.encoders import InputCoding
+from direct2event.snn.finetuning import FinetuneConfig, finetune_event_network
 from direct2event.snn.models import build_model, checkpoint, restore, to_event_network
 from direct2event.snn.training import FitConfig, evaluate, fit
 
@@ -12,13 +14,13 @@ def test_bf16_autocast_training_learns(digits_splits) -> None:
     torch.manual_seed(0)
     net = build_model("convnet", digits_splits.input_shape, 10, channels=(8, 16))
     cfg = FitConfig(
-        epochs=3, lr=1e-2, batch_size=64, timesteps=4, encoding="analog", seed=0, bf16=True
+        epochs=3, lr=1e-2, batch_size=64, coding=InputCoding("analog", 4), seed=0, bf16=True
     )
     history = fit(net, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
     assert all(math.isfinite(h["train_loss"]) for h in history)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert next(net.parameters()).dtype == torch.float32  # autocast leaves the weights in fp32
-    accuracy = evaluate(net, digits_splits.test, "analog", 4, torch.device("cpu"))
+    accuracy = evaluate(net, digits_splits.test, InputCoding("analog", 4), torch.device("cpu"))
     assert accuracy > 0.8
 
 
@@ -33,9 +35,8 @@ def test_checkpoint_restore_round_trip(digits_direct_model) -> None:
 def test_finetuning_is_deterministic_so_a_sweep_trial_can_stand_in(
     digits_splits, digits_direct_model
 ) -> None:
-    from direct2event.snn.transfer import finetune_event_network
-
-    cfg = FitConfig(epochs=1, lr=2e-3, batch_size=64, timesteps=4, encoding="rate", seed=3)
+    fit_cfg = FitConfig(epochs=1, lr=2e-3, batch_size=64, coding=InputCoding("rate", 4), seed=3)
+    cfg = FinetuneConfig(fit_cfg, rate_lambda=5.0, progress=False)
     event = to_event_network(digits_direct_model)
     nets = [
         finetune_event_network(
@@ -45,8 +46,6 @@ def test_finetuning_is_deterministic_so_a_sweep_trial_can_stand_in(
             None,
             cfg,
             torch.device("cpu"),
-            5.0,
-            progress=False,
         )[0]
         for _ in range(2)
     ]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from direct2event.data.containers import LabelledArrays, RawData
+from direct2event.snn.calibration import MIN_CALIBRATION_SAMPLES
 from direct2event.snn.training import Split
 
 SPLIT_NAMES = ("train", "calibration", "validation", "test")
@@ -37,9 +38,6 @@ def _to_split(part: LabelledArrays, index: np.ndarray | None = None) -> Split:
     return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y)))
 
 
-MIN_CALIBRATION = 16  # samples: the calibration map needs activations of several inputs
-
-
 def check_split_sizes(
     raw: RawData,
     calibration_fraction: float,
@@ -51,12 +49,12 @@ def check_split_sizes(
     """Stop before any training when a split would be too small for what uses it, naming the
     parameter and a value that works."""
     n = len(raw.train)
-    if n_cal < MIN_CALIBRATION:
-        need = MIN_CALIBRATION / n if n else 1.0
+    if n_cal < MIN_CALIBRATION_SAMPLES:
+        need = MIN_CALIBRATION_SAMPLES / n if n else 1.0
         raise ValueError(
             f"{raw.name}: data.calibration_fraction = {calibration_fraction:g} leaves {n_cal} "
             f"calibration sample(s) of {n} training samples; the surrogate-to-spike calibration "
-            f"needs at least {MIN_CALIBRATION}. Set data.calibration_fraction to at least "
+            f"needs at least {MIN_CALIBRATION_SAMPLES}. Set data.calibration_fraction to at least "
             f"{math.ceil(need * 10_000) / 10_000:g}."
         )
     n_val = len(raw.val) if raw.val is not None else round(validation_fraction * (n - n_cal))

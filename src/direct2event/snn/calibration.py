@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from direct2event.snn.activity import record_activity
-from direct2event.snn.encoders import Encoding
+from direct2event.snn.encoders import InputCoding
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.training import Split, encoded_batches
 
@@ -105,8 +105,7 @@ def _channel_mean(x: Tensor) -> Tensor:
 def layer_time_means(
     model: SpikingNet,
     data: Split,
-    encoding: Encoding,
-    timesteps: int,
+    coding: InputCoding,
     device: torch.device,
     batch_size: int | None = None,
     seed: int = 0,
@@ -114,7 +113,7 @@ def layer_time_means(
     """Mean output per step of every LIF neuron for every sample: one ``[N, ...]`` per layer."""
     model.to(device).eval()
     per_layer: list[list[Tensor]] = []
-    for _, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed):
+    for _, inputs in encoded_batches(data, coding, device, batch_size, seed):
         with record_activity(model, detach=True) as acts:
             model(inputs)
         if not per_layer:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from direct2event.snn.encoders import Encoding, encodes_events
+from direct2event.snn.encoders import InputCoding, encodes_events
+from direct2event.snn.energy import EnergyProfile
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.ops import OpCounts, count_operations, input_event_count
 from direct2event.snn.training import Split, encoded_batches
@@ -14,19 +17,43 @@ from direct2event.snn.training import Split, encoded_batches
 def evaluate_with_counts(
     model: SpikingNet,
     data: Split,
-    encoding: Encoding,
-    timesteps: int,
+    coding: InputCoding,
     device: torch.device,
     batch_size: int | None = None,
     seed: int = 0,
 ) -> tuple[float, OpCounts]:
     """Test accuracy plus events and synaptic operations counted on the same forward passes."""
     model.to(device).eval()
-    events_in = encodes_events(encoding)
+    events_in = encodes_events(coding.encoding)
     correct = 0
     with count_operations(model, input_events=events_in) as counts:
-        for idx, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed):
+        for idx, inputs in encoded_batches(data, coding, device, batch_size, seed):
             counts.input_events += input_event_count(inputs, events_in)
             counts.samples += len(idx)
             correct += int((model(inputs).argmax(1).cpu() == data.y[idx]).sum())
     return correct / max(len(data), 1), counts
+
+
+def measure(
+    net: SpikingNet,
+    split: Split,
+    coding: InputCoding,
+    device: torch.device,
+    profiles: dict[str, EnergyProfile],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy, counted events and synops, firing rates and energy of one network: every
+    network of a run (sweep trials, evaluation, ablation rows) is measured by this one function,
+    so their numbers compare."""
+    accuracy, counts = evaluate_with_counts(net, split, coding, device, seed=seed)
+    return {
+        "accuracy": accuracy,
+        **counts.summary(),
+        "energy_uJ_by_model": {k: p.energy_uj_per_sample(counts) for k, p in profiles.items()},
+        "layer_energy_uJ": {k: p.layer_energy_uj_per_sample(counts) for k, p in profiles.items()},
+        "firing_rates": counts.firing_rates(),
+        "synops_by_layer": {
+            k: {"op": c.op, "per_sample": counts.per_sample(c.synops)}
+            for k, c in counts.layers.items()
+        },
+    }

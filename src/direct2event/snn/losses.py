@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from direct2event.snn.encoders import Encoding, encode
+from direct2event.snn.encoders import InputCoding, encode
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.training import mean_rate
 
@@ -33,8 +33,7 @@ class TransferLoss:
 
     rate_lambda: float = 0.0
     teacher: SpikingNet | None = None
-    teacher_encoding: Encoding = "analog"
-    teacher_timesteps: int = 4
+    teacher_coding: InputCoding = field(default_factory=lambda: InputCoding("analog", 4))
     alpha: float = 0.4
     temperature: float = 2.0
     teacher_logits: Tensor | None = None
@@ -68,9 +67,8 @@ class TransferLoss:
             teacher_logits = self.teacher_logits[idx].to(logits.device)
         elif self.teacher is not None:
             with torch.no_grad():
-                teacher_logits = self.teacher(
-                    encode(x, self.teacher_encoding, self.teacher_timesteps)
-                )
+                coding = self.teacher_coding
+                teacher_logits = self.teacher(encode(x, coding.encoding, coding.timesteps))
         else:
             raise ValueError("Precomputed teacher logits need the batch's sample indices.")
         kl = F.kl_div(

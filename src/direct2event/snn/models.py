@@ -227,8 +227,6 @@ def build_model(
 def model_from_config(config: dict[str, Any]) -> SpikingNet:
     """Rebuild an (untrained) network from the ``config`` a :class:`SpikingNet` carries."""
     if config["arch"] == "nir":  # a network read from a NIR graph: its layer list
-        from direct2event.snn.nir_io import build_from_specs
-
         return build_from_specs(config)
     return build_model(
         config["arch"],
@@ -239,6 +237,51 @@ def model_from_config(config: dict[str, Any]) -> SpikingNet:
         config["hidden"],
         config.get("pooling", "max"),
     )
+
+
+class Scale(nn.Module):
+    """Multiplies by a constant (NIR's Scale; a SumPool2d read as average pooling times k*k)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def build_from_specs(config: dict[str, Any]) -> SpikingNet:
+    """The (untrained) network a NIR import describes: ``config["layers"]`` in order."""
+    layers: list[nn.Module] = []
+    for spec in config["layers"]:
+        kind = spec["type"]
+        if kind == "conv2d":
+            layers.append(
+                nn.Conv2d(
+                    spec["in"],
+                    spec["out"],
+                    tuple(spec["kernel"]),
+                    tuple(spec["stride"]),
+                    tuple(spec["padding"]),
+                    tuple(spec["dilation"]),
+                    spec["groups"],
+                    bias=True,
+                )
+            )
+        elif kind == "linear":
+            layers.append(nn.Linear(spec["in"], spec["out"]))
+        elif kind == "flatten":
+            layers.append(nn.Flatten())
+        elif kind == "avgpool":
+            layers.append(nn.AvgPool2d(tuple(spec["kernel"]), tuple(spec["stride"])))
+        elif kind == "scale":
+            layers.append(Scale(spec["factor"]))
+        elif kind == "lif":
+            params = LIFParameters(beta=spec["beta"], width=spec["width"], reset=spec["reset"])
+            layers.append(LIF(spec["channels"], params))
+        else:
+            raise ValueError(f"unknown layer spec {kind!r} in a network read from NIR")
+    return SpikingNet(layers, "nir", config)
 
 
 def _fuse_sequential(seq: nn.Sequential) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from direct2event.snn.models import SpikingNet, fuse_batchnorm
+from direct2event.snn.models import SpikingNet, build_from_specs, fuse_batchnorm
 from direct2event.snn.neurons import LIF, LIFParameters
 
 DT = 1e-4  # seconds per time step written to the graph (snnTorch's and SpikingJelly's)
@@ -430,48 +430,3 @@ def from_nir(graph_or_path: Any, width: float = 1.0, reset_default: str = "subtr
         )
     mode = "graded" if meta.get("neuron_output") == "graded" else "binary"
     return net.set_mode(mode).eval()
-
-
-class Scale(nn.Module):
-    """Multiplies by a constant (NIR's Scale; a SumPool2d read as average pooling times k*k)."""
-
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
-
-
-def build_from_specs(config: dict[str, Any]) -> SpikingNet:
-    """The (untrained) network a NIR import describes: ``config["layers"]`` in order."""
-    layers: list[nn.Module] = []
-    for spec in config["layers"]:
-        kind = spec["type"]
-        if kind == "conv2d":
-            layers.append(
-                nn.Conv2d(
-                    spec["in"],
-                    spec["out"],
-                    tuple(spec["kernel"]),
-                    tuple(spec["stride"]),
-                    tuple(spec["padding"]),
-                    tuple(spec["dilation"]),
-                    spec["groups"],
-                    bias=True,
-                )
-            )
-        elif kind == "linear":
-            layers.append(nn.Linear(spec["in"], spec["out"]))
-        elif kind == "flatten":
-            layers.append(nn.Flatten())
-        elif kind == "avgpool":
-            layers.append(nn.AvgPool2d(tuple(spec["kernel"]), tuple(spec["stride"])))
-        elif kind == "scale":
-            layers.append(Scale(spec["factor"]))
-        elif kind == "lif":
-            params = LIFParameters(beta=spec["beta"], width=spec["width"], reset=spec["reset"])
-            layers.append(LIF(spec["channels"], params))
-        else:
-            raise NIRError(f"unknown layer spec {kind}")
-    return SpikingNet(layers, "nir", config)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from direct2event.snn.encoders import Encoding
+from direct2event.snn.encoders import InputCoding
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.neurons import LIF, lif_multistep
 from direct2event.snn.training import INFERENCE_FOLDED_BATCH, Split, encoded_batches
@@ -38,8 +38,7 @@ def capture_currents(
     model: SpikingNet,
     layer: LIF,
     data: Split,
-    encoding: Encoding,
-    timesteps: int,
+    coding: InputCoding,
     device: torch.device,
     batch_size: int | None = None,
     seed: int = 0,
@@ -49,7 +48,7 @@ def capture_currents(
     chunks: list[Tensor] = []
     handle = layer.register_forward_pre_hook(lambda _m, inp: chunks.append(inp[0].detach().cpu()))
     try:
-        for _, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed):
+        for _, inputs in encoded_batches(data, coding, device, batch_size, seed):
             model(inputs)
     finally:
         handle.remove()
@@ -144,8 +143,7 @@ def check_thresholds(name: str, theta: Tensor) -> None:
 def scale_thresholds(
     model: SpikingNet,
     data: Split,
-    encoding: Encoding,
-    timesteps: int,
+    coding: InputCoding,
     device: torch.device,
     method: str,
     targets: list[Tensor] | None = None,
@@ -166,7 +164,7 @@ def scale_thresholds(
     names = {id(m): n for n, m in model.named_modules()}
     reports = []
     for i, layer in enumerate(model.lif_layers()):
-        currents = capture_currents(model, layer, data, encoding, timesteps, device, seed=seed)
+        currents = capture_currents(model, layer, data, coding, device, seed=seed)
         before = channel_rates(layer, currents, layer.threshold.cpu())
         if method == "isotonic":
             assert targets is not None and starts is not None

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from direct2event.snn.activity import record_activity
-from direct2event.snn.encoders import Encoding, encode
+from direct2event.snn.encoders import InputCoding, encode
 from direct2event.snn.models import SpikingNet
 
 try:
@@ -120,8 +120,7 @@ INFERENCE_FOLDED_BATCH = 256
 
 def encoded_batches(
     data: Split,
-    encoding: Encoding,
-    timesteps: int,
+    coding: InputCoding,
     device: torch.device,
     batch_size: int | None = None,
     seed: int = 0,
@@ -134,10 +133,13 @@ def encoded_batches(
     0.43 at 1024).
     """
     gen = torch.Generator().manual_seed(seed)
-    size = batch_size or max(8, INFERENCE_FOLDED_BATCH // timesteps)
+    size = batch_size or max(8, INFERENCE_FOLDED_BATCH // coding.timesteps)
     for idx in batches(len(data), size):
         xb = as_float(data.x[idx]).to(device)
-        yield idx, encode(xb, encoding, timesteps, gen if device.type == "cpu" else None)
+        yield (
+            idx,
+            encode(xb, coding.encoding, coding.timesteps, gen if device.type == "cpu" else None),
+        )
 
 
 @dataclass(frozen=True)
@@ -147,13 +149,11 @@ class FitConfig:
     epochs: int
     lr: float
     batch_size: int
-    timesteps: int
-    encoding: Encoding
+    coding: InputCoding
     weight_decay: float = 0.0
     optimizer: str = "adam"
     schedule: str = "onecycle"
     shift_augment: int = 0
-    val_encoding: Encoding | None = None
     seed: int = 0
     bf16: bool = False  # bf16 autocast of the forward pass (for GPUs with bf16 units)
 
@@ -234,7 +234,9 @@ def fit(
         for idx in bar:
             xb = random_shift(as_float(train.x[idx]), cfg.shift_augment, gen).to(device)
             yb = train.y[idx].to(device)
-            inputs = encode(xb, cfg.encoding, cfg.timesteps, gen if device.type == "cpu" else None)
+            inputs = encode(
+                xb, cfg.coding.encoding, cfg.coding.timesteps, gen if device.type == "cpu" else None
+            )
             with (
                 torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
                 record_activity(model) as acts,
@@ -272,9 +274,7 @@ def fit(
             "lr": opt.param_groups[0]["lr"],
         }
         if val is not None and len(val):
-            record["val_accuracy"] = evaluate(
-                model, val, cfg.val_encoding or cfg.encoding, cfg.timesteps, device, seed=cfg.seed
-            )
+            record["val_accuracy"] = evaluate(model, val, cfg.coding, device, seed=cfg.seed)
         history.append(record)
         logger.info(epoch_line(desc, record, cfg.epochs))
         if on_epoch is not None:
@@ -295,8 +295,7 @@ def mean_rate(activity: list[Tensor]) -> Tensor:
 def evaluate(
     model: SpikingNet,
     data: Split,
-    encoding: Encoding,
-    timesteps: int,
+    coding: InputCoding,
     device: torch.device,
     batch_size: int | None = None,
     seed: int = 0,
@@ -304,7 +303,7 @@ def evaluate(
     """Accuracy (0-1) of ``model`` on ``data`` (the model is put in eval mode)."""
     if not len(data):
         return float("nan")
-    predicted = predict_logits(model, data, encoding, timesteps, device, batch_size, seed)
+    predicted = predict_logits(model, data, coding, device, batch_size, seed)
     return int((predicted.argmax(1) == data.y).sum()) / len(data)
 
 
@@ -312,8 +311,7 @@ def evaluate(
 def predict_logits(
     model: SpikingNet,
     data: Split,
-    encoding: Encoding,
-    timesteps: int,
+    coding: InputCoding,
     device: torch.device,
     batch_size: int | None = None,
     seed: int = 0,
@@ -324,6 +322,6 @@ def predict_logits(
     return torch.cat(
         [
             model(inputs).float().cpu()
-            for _, inputs in encoded_batches(data, encoding, timesteps, device, batch_size, seed)
+            for _, inputs in encoded_batches(data, coding, device, batch_size, seed)
         ]
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from direct2event.data.splits import DataSplits
+from direct2event.glue.tuning import TuningReport
 from direct2event.pipelines.evaluation.nodes import (
     ABLATION_VARIANTS,
     evaluate_transfer,
@@ -41,7 +42,7 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
         evaluation,
         digits_splits,
         settings,
-        {"best_lambda": 20.0},
+        TuningReport(rate_lambda=20.0, enabled=False),
         NO_LOGITS,
         lambda0,
     )
@@ -60,7 +61,7 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
         evaluation,
         digits_splits,
         tiny(transfer={"ablation": {"enabled": False}}),
-        {"best_lambda": 20.0},
+        TuningReport(rate_lambda=20.0, enabled=False),
         NO_LOGITS,
         {},
     )

@@ -5,12 +5,14 @@ from pathlib import Path
 import torch
 
 from direct2event.data.splits import DataSplits
+from direct2event.glue.tuning import TuningReport
 from direct2event.pipelines.finetuning.nodes import (
     drop_dominated,
     finetune_event_model,
     finetune_lambda0,
     tune_rate_lambda,
 )
+from direct2event.snn.finetuning import finetune_event_network
 from direct2event.snn.models import restore
 from tests.pipelines.conftest import NO_LOGITS, tiny
 
@@ -32,8 +34,8 @@ def test_sweep_off_uses_the_configured_lambda(scaled, direct_model, digits_split
     report, metrics, reuse = tune_rate_lambda(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )
-    assert report["best_lambda"] == 7.0 and report["enabled"] is False
-    assert report["n_trials"] == 0 and metrics == {} and reuse == {}
+    assert report.rate_lambda == 7.0 and report.enabled is False
+    assert report.n_trials == 0 and metrics == {} and reuse == {}
 
 
 def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
@@ -51,27 +53,27 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )
     assert (
-        report["n_trials"] == 2
-        and report["lambda0"] is None
-        and {t["lambda"] for t in report["trials"]} == {1.5, 30.0}
+        report.n_trials == 2
+        and report.lambda0 is None
+        and {t.rate_lambda for t in report.trials} == {1.5, 30.0}
     )
-    assert report["study_name"] == settings.study_name
-    by_lambda = {t["lambda"]: t for t in report["trials"]}
-    assert by_lambda[30.0]["energy_uJ"] < by_lambda[1.5]["energy_uJ"]  # stronger penalty
-    floor = report["retention_floor"] * report["direct_val_accuracy"]
-    passing = [t for t in report["trials"] if t["val_accuracy"] >= floor]
-    expected = min(passing, key=lambda t: t["energy_uJ"]) if passing else None
+    assert report.study_name == settings.study_name
+    by_lambda = {t.rate_lambda: t for t in report.trials}
+    assert by_lambda[30.0].energy_uJ < by_lambda[1.5].energy_uJ  # stronger penalty
+    floor = report.retention_floor * report.direct_val_accuracy
+    passing = [t for t in report.trials if t.val_accuracy >= floor]
+    expected = min(passing, key=lambda t: t.energy_uJ) if passing else None
     if expected is not None:
-        assert report["floor_met"] and report["best_lambda"] == expected["lambda"]
-    assert metrics["tuning.best_lambda"]["value"] == report["best_lambda"]
+        assert report.floor_met and report.rate_lambda == expected.rate_lambda
+    assert metrics["tuning.rate_lambda"]["value"] == report.rate_lambda
     # a margin above the floor no trial reaches: the most accurate trial, floor not met
     strict = tiny(tuning={**settings.tuning.model_dump(), "retention_margin": 0.09})
     assert strict.study_name == settings.study_name  # the same study, no new trials
     again, _, _ = tune_rate_lambda(scaled[0], direct_model, digits_splits, strict, NO_LOGITS, {})
-    best = max(report["trials"], key=lambda t: (t["val_accuracy"], -t["energy_uJ"]))
-    assert again["floor_met"] is False and again["best_lambda"] == best["lambda"]
-    assert again["retention_margin"] == 0.09 and again["n_trials"] == 2
-    assert reuse["rate_lambda"] == report["best_lambda"]
+    best = max(report.trials, key=lambda t: (t.val_accuracy, -t.energy_uJ))
+    assert again.floor_met is False and again.rate_lambda == best.rate_lambda
+    assert again.retention_margin == 0.09 and again.n_trials == 2
+    assert reuse["rate_lambda"] == report.rate_lambda
     # the final fine-tuning takes the sweep's network instead of training it again
     event, log = finetune_event_model(
         scaled[0], direct_model, digits_splits, settings, report, reuse, NO_LOGITS, {}
@@ -95,18 +97,25 @@ def test_lambda0_network_is_trained_once_and_reported_beside_the_trials(
     assert lambda0["rate_lambda"] == 0.0 and [h["epoch"] for h in lambda0["history"]] == [1]
     # exactly the network the final fine-tuning trains at lambda = 0
     same, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}, NO_LOGITS, {}
+        scaled[0],
+        direct_model,
+        digits_splits,
+        settings,
+        TuningReport(rate_lambda=0.0, enabled=False),
+        {},
+        NO_LOGITS,
+        {},
     )
     for key, value in same["state_dict"].items():
         assert torch.equal(value, lambda0["model"]["state_dict"][key]), key
     report, _, reuse = tune_rate_lambda(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, lambda0
     )
-    trial, ref = report["trials"][0], report["lambda0"]
-    assert ref["lambda"] == 0.0 and ref["energy_uJ"] > trial["energy_uJ"]  # no penalty: busier
+    trial, ref = report.trials[0], report.lambda0
+    assert ref.rate_lambda == 0.0 and ref.energy_uJ > trial.energy_uJ  # no penalty: busier
     # a floor of 0.999 + 0.001: the only trial misses it and is still chosen (E at lambda = 0
     # is a reference, not a candidate: it would give up most of the energy gain)
-    assert report["floor_met"] is False and report["best_lambda"] == 40.0
+    assert report.floor_met is False and report.rate_lambda == 40.0
     assert reuse["rate_lambda"] == 40.0
     off = tiny(transfer={"ablation": {"enabled": False}})
     assert finetune_lambda0(scaled[0], direct_model, digits_splits, off, NO_LOGITS) == {}
@@ -116,10 +125,24 @@ def test_finetune_event_model_trains_at_the_chosen_lambda(
     scaled, direct_model, digits_splits: DataSplits, settings
 ) -> None:
     low, log = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 0.0}, {}, NO_LOGITS, {}
+        scaled[0],
+        direct_model,
+        digits_splits,
+        settings,
+        TuningReport(rate_lambda=0.0, enabled=False),
+        {},
+        NO_LOGITS,
+        {},
     )
     high, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 30.0}, {}, NO_LOGITS, {}
+        scaled[0],
+        direct_model,
+        digits_splits,
+        settings,
+        TuningReport(rate_lambda=30.0, enabled=False),
+        {},
+        NO_LOGITS,
+        {},
     )
     assert [h["epoch"] for h in log] == [1]
     x = digits_splits.test.x[:64].float()
@@ -146,10 +169,24 @@ def test_fine_tuning_can_train_the_thresholds(scaled, direct_model, digits_split
 
     settings = tiny(transfer={"finetune": {"train_thresholds": True}})
     tuned, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 5.0}, {}, NO_LOGITS, {}
+        scaled[0],
+        direct_model,
+        digits_splits,
+        settings,
+        TuningReport(rate_lambda=5.0, enabled=False),
+        {},
+        NO_LOGITS,
+        {},
     )
     fixed, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, tiny(), {"best_lambda": 5.0}, {}, NO_LOGITS, {}
+        scaled[0],
+        direct_model,
+        digits_splits,
+        tiny(),
+        TuningReport(rate_lambda=5.0, enabled=False),
+        {},
+        NO_LOGITS,
+        {},
     )
     before = [lif.threshold for lif in restore(scaled[0]).lif_layers()]
     after = [lif.threshold for lif in restore(tuned).lif_layers()]
@@ -180,13 +217,20 @@ def test_d_logits_are_computed_once_and_change_nothing(
         direct_model,
         digits_splits,
         distil,
-        {"best_lambda": 5.0},
+        TuningReport(rate_lambda=5.0, enabled=False),
         {},
         {"logits": logits},
         {},
     )
     own, _ = finetune_event_model(
-        scaled[0], direct_model, digits_splits, distil, {"best_lambda": 5.0}, {}, NO_LOGITS, {}
+        scaled[0],
+        direct_model,
+        digits_splits,
+        distil,
+        TuningReport(rate_lambda=5.0, enabled=False),
+        {},
+        NO_LOGITS,
+        {},
     )
     for key, value in own["state_dict"].items():
         assert torch.equal(shared["state_dict"][key], value), key
@@ -197,8 +241,6 @@ def test_d_logits_are_computed_once_and_change_nothing(
 def test_lambda_warm_up_trains_lambda0_once_and_every_lambda_continues_from_it(
     scaled, direct_model, digits_splits: DataSplits, tmp_path: Path
 ) -> None:
-    from direct2event.finetuning import finetune
-
     settings = tiny(
         transfer={"finetune": {"warmup_epochs": 1, "epochs": 1}},
         tuning={
@@ -212,10 +254,22 @@ def test_lambda_warm_up_trains_lambda0_once_and_every_lambda_continues_from_it(
     assert [h["epoch"] for h in warm["history"]] == [1]
     # E = the warm-up network fine-tuned at lambda: the same weights as doing it by hand
     event, log = finetune_event_model(
-        scaled[0], direct_model, digits_splits, settings, {"best_lambda": 5.0}, {}, NO_LOGITS, warm
+        scaled[0],
+        direct_model,
+        digits_splits,
+        settings,
+        TuningReport(rate_lambda=5.0, enabled=False),
+        {},
+        NO_LOGITS,
+        warm,
     )
-    by_hand, _ = finetune(
-        restore(warm["model"]), restore(direct_model), digits_splits.train, None, settings, 5.0
+    by_hand, _ = finetune_event_network(
+        restore(warm["model"]),
+        restore(direct_model),
+        digits_splits.train,
+        None,
+        settings.finetune_config(5.0),
+        settings.device,
     )
     for key, value in by_hand.state_dict().items():
         assert torch.equal(event["state_dict"][key], value), key
@@ -224,8 +278,8 @@ def test_lambda_warm_up_trains_lambda0_once_and_every_lambda_continues_from_it(
     report, _, reuse = tune_rate_lambda(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, warm
     )
-    assert report["best_lambda"] == 5.0 or report["best_lambda"] == 0.0
-    if report["best_lambda"] == 5.0:
+    assert report.rate_lambda == 5.0 or report.rate_lambda == 0.0
+    if report.rate_lambda == 5.0:
         for key, value in event["state_dict"].items():
             assert torch.equal(reuse["model"]["state_dict"][key], value), key
         assert [h["epoch"] for h in reuse["history"]] == [1, 2]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from direct2event.glue.tuning import TrialRecord, TuningReport
 from direct2event.pipelines.reporting import figures
 from tests.pipelines.conftest import tiny
 
@@ -35,20 +36,24 @@ def test_each_figure_shows_its_data(scaled, calibration, measured, settings) -> 
 
 
 def test_tuning_figure_marks_the_choice_and_says_when_there_is_none(settings) -> None:
-    report = {
-        "trials": [
-            {"number": 0, "lambda": 1.5, "val_accuracy": 0.95, "energy_uJ": 2.0},
-            {"number": 1, "lambda": 5.0, "val_accuracy": 0.93, "energy_uJ": 1.0},
-        ],
-        "chosen_trial": 1,
-        "retention_floor": 0.95,
-        "direct_val_accuracy": 0.97,
-        "energy_model": "per_event",
-        "n_trials": 2,
-        "study_name": "digits-x",
-    }
-    report["pareto"] = report["trials"][::-1]
+    trials = [
+        TrialRecord(number=0, rate_lambda=1.5, val_accuracy=0.95, energy_uJ=2.0),
+        TrialRecord(number=1, rate_lambda=5.0, val_accuracy=0.93, energy_uJ=1.0),
+    ]
+    report = TuningReport(
+        rate_lambda=5.0,
+        enabled=True,
+        trials=trials,
+        pareto=trials[::-1],
+        chosen_trial=1,
+        floor_met=True,
+        retention_floor=0.95,
+        direct_val_accuracy=0.97,
+        energy_model="per_event",
+        n_trials=2,
+        study_name="digits-x",
+    )
     fig = figures.plot_tuning(report, settings)
     assert "chosen: λ = 5" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    empty = figures.plot_tuning({"trials": [], "enabled": False}, settings)
+    empty = figures.plot_tuning(TuningReport(rate_lambda=5.0, enabled=False), settings)
     assert "tuning disabled" in empty.texts[0].get_text()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from direct2event.data.splits import DataSplits
+from direct2event.glue.tuning import TuningReport
 from direct2event.pipelines.reporting.nodes import (
     build_summary,
     register_networks,
@@ -11,7 +12,7 @@ from direct2event.pipelines.reporting.nodes import (
 
 def test_summary_ratios_and_metrics(measured, digits_splits: DataSplits, settings) -> None:
     evaluation, ablation = measured
-    tuning = {"best_lambda": 5.0, "n_trials": 0, "pareto": []}
+    tuning = TuningReport(rate_lambda=5.0, enabled=False)
     summary, metrics = build_summary(digits_splits, settings, evaluation, ablation, tuning)
     d, e = summary["direct"], summary["event"]
     assert summary["dataset"] == "digits" and summary["seed"] == 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from direct2event.data.containers import RawData
-from direct2event.data.kedro_datasets import EventSource
 from direct2event.data.splits import DataSplits, make_splits
-from direct2event.params import PipelineParams
+from direct2event.glue.datasets import EventSource
+from direct2event.glue.params import PipelineParams
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,9 @@ from typing import Any
 
 import torch
 
-from direct2event import registry, tracking
 from direct2event.data.splits import DataSplits
-from direct2event.finetuning import device_of, fit_config
-from direct2event.params import PipelineParams
+from direct2event.glue import registry, tracking
+from direct2event.glue.params import PipelineParams
 from direct2event.snn.models import build_model, checkpoint
 from direct2event.snn.neurons import LIFParameters
 from direct2event.snn.training import TrainingDiverged, fit
@@ -44,7 +43,7 @@ def train_direct_model(
     if settings.source_model is not None:
         return _load_registered(splits, settings), []
     model, train = settings.model, settings.training
-    device = device_of(settings)
+    device = settings.device
     torch.manual_seed(settings.seed)
     net = build_model(
         model.arch,
@@ -55,7 +54,7 @@ def train_direct_model(
         model.hidden,
         model.pooling,
     )
-    cfg = fit_config(train, settings.direct_coding, settings.seed, train.bf16, train.shift_augment)
+    cfg = settings.direct_fit_config()
     logger.info("Training network D (%s) on %s for %d epochs", model.arch, device, train.epochs)
     try:
         history = fit(

@@ -9,12 +9,13 @@ from typing import Any
 from torch import Tensor
 
 from direct2event.data.splits import DataSplits
-from direct2event.finetuning import device_of, finetune
-from direct2event.measuring import measure
-from direct2event.params import PipelineParams
+from direct2event.glue.params import PipelineParams
+from direct2event.glue.tuning import TuningReport
+from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.encoders import InputCoding
+from direct2event.snn.evaluation import measure
+from direct2event.snn.finetuning import finetune_event_network
 from direct2event.snn.models import SpikingNet, restore, to_event_network
-from direct2event.snn.transfer import build_event_network, calibrate
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def evaluate_transfer(
     settings: PipelineParams,
 ) -> dict[str, Any]:
     """Test accuracy, counted activity and energy of D and E on the same samples."""
-    device, profiles = device_of(settings), settings.profiles()
+    device, profiles = settings.device, settings.profiles()
     results = {
         "direct": measure(
             restore(direct_model),
@@ -76,16 +77,14 @@ def _ttfs_variants(
     """The distillation reading's rows, all with TTFS input: naive, CE-only fine-tuning, SKD
     (distillation, no thresholds), and this pipeline (thresholds + the chosen lambda) without /
     with SKD."""
-    device, th = device_of(settings), settings.transfer.thresholds
+    device, th = settings.device, settings.transfer.thresholds
     cal = splits.calibration.head(settings.transfer.calibration.max_samples)
-    d_coding, timesteps = settings.direct_coding, settings.event_coding.timesteps
+    ttfs = InputCoding("ttfs", settings.event_coding.timesteps)
     _, stats = calibrate(
         direct,
         cal,
-        d_coding.encoding,
-        d_coding.timesteps,
-        "ttfs",
-        timesteps,
+        settings.direct_coding,
+        ttfs,
         device,
         settings.transfer.calibration.max_points,
         settings.seed,
@@ -94,8 +93,7 @@ def _ttfs_variants(
         direct,
         stats,
         cal,
-        "ttfs",
-        timesteps,
+        ttfs,
         device,
         th.method,
         th.percentile,
@@ -105,9 +103,17 @@ def _ttfs_variants(
     naive = to_event_network(direct)
 
     def tuned(start: SpikingNet, lam: float, distill: bool) -> SpikingNet:
+        cfg = settings.finetune_config(lam).with_changes(coding=ttfs, distill=distill)
         shared = logits if distill else None
-        return finetune(
-            start, direct, splits.train, splits.validation, settings, lam, "ttfs", distill, shared
+        return finetune_event_network(
+            start,
+            direct,
+            splits.train,
+            splits.validation,
+            cfg,
+            device,
+            shared,
+            label=settings.dataset,
         )[0]
 
     return {
@@ -135,7 +141,7 @@ def run_ablation(
     evaluation: dict[str, Any],
     splits: DataSplits,
     settings: PipelineParams,
-    tuning_report: dict[str, Any],
+    tuning_report: TuningReport,
     direct_logits: dict[str, Tensor | None],
     lambda0_event_model: dict[str, Any],
 ) -> list[dict[str, Any]]:
@@ -143,9 +149,9 @@ def run_ablation(
     ``lambda0_event_model``, not trained again), + fine-tuning with the chosen lambda (E itself),
     then the TTFS rows when asked; every fine-tuned row names its lambda. Each row's share of the
     final energy gain is measured against D."""
-    device, profiles = device_of(settings), settings.profiles()
+    device, profiles = settings.device, settings.profiles()
     energy_model, coding = settings.transfer.energy_model, settings.event_coding
-    chosen = float(tuning_report["best_lambda"])
+    chosen = tuning_report.rate_lambda
     direct, scaled = restore(direct_model), restore(scaled_model)
     logits = direct_logits["logits"]
     rows: list[dict[str, Any]] = []

@@ -13,11 +13,13 @@ from typing import Any
 
 from torch import Tensor
 
-from direct2event import tracking, tuning
 from direct2event.data.splits import DataSplits
-from direct2event.finetuning import device_of, finetune, teacher_logits
-from direct2event.measuring import measure
-from direct2event.params import PipelineParams, mask_credentials
+from direct2event.glue import tracking, tuning
+from direct2event.glue.masking import mask_credentials
+from direct2event.glue.params import PipelineParams
+from direct2event.glue.tuning import TrialRecord, TuningReport
+from direct2event.snn.evaluation import measure
+from direct2event.snn.finetuning import finetune_event_network, teacher_logits
 from direct2event.snn.models import SpikingNet, checkpoint, restore
 from direct2event.snn.training import EpochCallback
 
@@ -48,30 +50,31 @@ def trial_evaluator(
     trial beats on both accuracy and energy: the chosen trial is always one of them.
     ``logits``: D's logits from :func:`predict_direct_logits` (computed by the first trial that
     distils when not given, then shared)."""
-    device, profiles = device_of(settings), settings.profiles()
+    device, profiles = settings.device, settings.profiles()
     val = splits.validation.head(settings.tuning.max_validation or len(splits.validation))
     energy_model = settings.transfer.energy_model
     direct_acc = measure(direct, val, settings.direct_coding, device, profiles, settings.seed)[
         "accuracy"
     ]
-    ft = settings.transfer.finetune
-    distill = ft.distill and ft.epochs > 0
+    base = settings.finetune_config(0.0)
+    distill = base.distill and base.fit.epochs > 0
 
     @functools.cache
     def shared_logits() -> Tensor:
         """D's logits for distillation: given, or computed by the first trial, then shared."""
-        return logits if logits is not None else teacher_logits(direct, splits.train, settings)
+        return logits if logits is not None else teacher_logits(direct, splits.train, base, device)
 
     def evaluate(lam: float, on_epoch: EpochCallback | None = None) -> dict[str, float]:
-        net, history = finetune(
+        net, history = finetune_event_network(
             scaled,
             direct,
             splits.train,
             splits.validation,
-            settings,
-            lam,
+            settings.finetune_config(lam),
+            device,
             logits=shared_logits() if distill else None,
             on_epoch=on_epoch,
+            label=settings.dataset,
         )
         res = measure(net, val, settings.event_coding, device, profiles, settings.seed)
         if trained is not None:
@@ -94,15 +97,9 @@ def trial_evaluator(
     return evaluate, direct_acc
 
 
-def _configured(settings: PipelineParams, **extra: Any) -> dict[str, Any]:
+def _configured(settings: PipelineParams, **where: Any) -> TuningReport:
     """The report when no trial chose lambda: the configured one is used."""
-    return {
-        "best_lambda": settings.transfer.finetune.rate_lambda,
-        "n_trials": 0,
-        "pareto": [],
-        "trials": [],
-        **extra,
-    }
+    return TuningReport(rate_lambda=settings.transfer.finetune.rate_lambda, **where)
 
 
 def predict_direct_logits(
@@ -115,7 +112,8 @@ def predict_direct_logits(
     needed = ft.epochs > 0 and (ft.distill or settings.transfer.ablation.ttfs_rows)
     if not needed:
         return {"logits": None}
-    return {"logits": teacher_logits(restore(direct_model), splits.train, settings)}
+    cfg = settings.finetune_config(0.0)
+    return {"logits": teacher_logits(restore(direct_model), splits.train, cfg, settings.device)}
 
 
 def finetune_lambda0(
@@ -133,16 +131,16 @@ def finetune_lambda0(
     ft = settings.transfer.finetune
     if not (ft.warmup_epochs or settings.transfer.ablation.enabled):
         return {}
-    net, history = finetune(
+    net, history = finetune_event_network(
         restore(scaled_model),
         restore(direct_model),
         splits.train,
         splits.validation,
-        settings,
-        0.0,
+        settings.finetune_config(0.0).with_changes(epochs=ft.warmup_epochs or ft.epochs),
+        settings.device,
         logits=direct_logits["logits"] if ft.distill else None,
-        epochs=ft.warmup_epochs or ft.epochs,
         on_epoch=tracking.epoch_logger("finetune_lambda0"),
+        label=settings.dataset,
     )
     return {"rate_lambda": 0.0, "model": checkpoint(net.cpu()), "history": history}
 
@@ -164,7 +162,7 @@ def joined(before: list[dict[str, float]], after: list[dict[str, float]]) -> lis
 
 def _lambda0_record(
     lambda0_event_model: dict[str, Any], splits: DataSplits, settings: PipelineParams
-) -> dict[str, Any] | None:
+) -> TrialRecord | None:
     """E at lambda = 0 measured like a trial (``number`` None), or None when not trained."""
     if not lambda0_event_model:
         return None
@@ -173,12 +171,12 @@ def _lambda0_record(
         restore(lambda0_event_model["model"]),
         val,
         settings.event_coding,
-        device_of(settings),
+        settings.device,
         settings.profiles(),
         settings.seed,
     )
     energy = res["energy_uJ_by_model"][settings.transfer.energy_model]
-    return {"lambda": 0.0, "val_accuracy": res["accuracy"], "energy_uJ": energy, "number": None}
+    return TrialRecord(rate_lambda=0.0, val_accuracy=res["accuracy"], energy_uJ=energy)
 
 
 def tune_rate_lambda(
@@ -188,7 +186,7 @@ def tune_rate_lambda(
     settings: PipelineParams,
     direct_logits: dict[str, Tensor | None],
     lambda0_event_model: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, dict], dict[str, Any]]:
+) -> tuple[TuningReport, dict[str, dict], dict[str, Any]]:
     """The sweep's report, its metrics, and the chosen network when this run trained it (``{}``
     otherwise): a trial fine-tunes exactly as the final fine-tuning does, so that node can reuse
     it. E at lambda = 0 (``lambda0_event_model``), measured on the same validation samples, is
@@ -230,7 +228,7 @@ def tune_rate_lambda(
         return _configured(settings, **where), {}, {}
     required = tune_p.retention_floor + tune_p.retention_margin
     chosen, floor_met = tuning.select_trial(trials, direct_acc, required)
-    record = tuning.trial_record(chosen) | {"number": chosen.number}
+    record = tuning.trial_record(chosen)
     lambda0 = _lambda0_record(lambda0_event_model, splits, settings)
     if not floor_met:
         logger.warning(
@@ -239,31 +237,31 @@ def tune_rate_lambda(
             required,
             tune_p.retention_floor,
             tune_p.retention_margin,
-            record["lambda"],
+            record.rate_lambda,
         )
-    report = {
+    report = TuningReport(
         **where,
-        "best_lambda": record["lambda"],
-        "n_trials": len(complete),
-        "pareto": [tuning.trial_record(t) for t in tuning.pareto_front(trials)],
-        "trials": [tuning.trial_record(t) | {"number": t.number} for t in complete],
-        "lambda0": lambda0,
-        "chosen_trial": record["number"],
-        "floor_met": floor_met,
-        "retention_floor": tune_p.retention_floor,
-        "retention_margin": tune_p.retention_margin,
-        "direct_val_accuracy": direct_acc,
-        "energy_model": settings.transfer.energy_model,
-    }
+        rate_lambda=record.rate_lambda,
+        n_trials=len(complete),
+        pareto=[tuning.trial_record(t, numbered=False) for t in tuning.pareto_front(trials)],
+        trials=[tuning.trial_record(t) for t in complete],
+        lambda0=lambda0,
+        chosen_trial=record.number,
+        floor_met=floor_met,
+        retention_floor=tune_p.retention_floor,
+        retention_margin=tune_p.retention_margin,
+        direct_val_accuracy=direct_acc,
+        energy_model=settings.transfer.energy_model,
+    )
     metrics = {
-        "tuning.best_lambda": {"value": report["best_lambda"], "step": 0},
+        "tuning.rate_lambda": {"value": report.rate_lambda, "step": 0},
         "tuning.n_trials": {"value": float(len(complete)), "step": 0},
-        "tuning.chosen_val_accuracy": {"value": record["val_accuracy"], "step": 0},
-        "tuning.chosen_energy_uJ": {"value": record["energy_uJ"], "step": 0},
+        "tuning.chosen_val_accuracy": {"value": record.val_accuracy, "step": 0},
+        "tuning.chosen_energy_uJ": {"value": record.energy_uJ, "step": 0},
     }
-    best = trained.get(report["best_lambda"])
+    best = trained.get(report.rate_lambda)
     reuse = (
-        {"rate_lambda": report["best_lambda"], "model": best[0], "history": joined(warmup, best[1])}
+        {"rate_lambda": report.rate_lambda, "model": best[0], "history": joined(warmup, best[1])}
         if best
         else {}
     )
@@ -275,7 +273,7 @@ def finetune_event_model(
     direct_model: dict[str, Any],
     splits: DataSplits,
     settings: PipelineParams,
-    tuning_report: dict[str, Any],
+    tuning_report: TuningReport,
     tuned_event_model: dict[str, Any],
     direct_logits: dict[str, Tensor | None],
     lambda0_event_model: dict[str, Any],
@@ -284,7 +282,7 @@ def finetune_event_model(
     the sweep chose (``transfer.finetune.rate_lambda`` when the sweep is off), after the
     lambda = 0 warm-up when configured. When the sweep trained that very network in this run
     (same lambda, settings and seed), it is taken as it is instead of being trained again."""
-    rate_lambda = float(tuning_report["best_lambda"])
+    rate_lambda = tuning_report.rate_lambda
     if tuned_event_model and tuned_event_model["rate_lambda"] == rate_lambda:
         logger.info(
             "Network E for λ = %.4g taken from the sweep's trial (not trained twice)", rate_lambda
@@ -293,14 +291,15 @@ def finetune_event_model(
         return tuned_event_model["model"], tuned_event_model["history"]
     start, warmup = start_network(scaled_model, lambda0_event_model, settings)
     tracking.log_epochs(warmup, "finetune")
-    net, history = finetune(
+    net, history = finetune_event_network(
         start,
         restore(direct_model),
         splits.train,
         splits.validation,
-        settings,
-        rate_lambda,
+        settings.finetune_config(rate_lambda),
+        settings.device,
         logits=direct_logits["logits"] if settings.transfer.finetune.distill else None,
         on_epoch=tracking.epoch_logger("finetune", offset=len(warmup)),
+        label=settings.dataset,
     )
     return checkpoint(net.cpu()), joined(warmup, history)

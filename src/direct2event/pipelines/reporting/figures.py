@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from direct2event.params import PipelineParams
+from direct2event.glue.params import PipelineParams
+from direct2event.glue.tuning import TuningReport
 
 # What the paper reports for the share of the final energy gain (unverified secondary summary).
 PAPER_GAIN_CLAIM = {"thresholds": 0.6, "finetune_lambda": 0.8}
@@ -63,9 +64,9 @@ def plot_direct_training(log: list[dict[str, float]], settings: PipelineParams) 
     return training_curve(log, f"Network D on {settings.dataset}")
 
 
-def plot_finetuning(log: list[dict[str, float]], tuning_report: dict[str, Any]) -> Figure:
+def plot_finetuning(log: list[dict[str, float]], tuning_report: TuningReport) -> Figure:
     """Network E's fine-tuning curve at the chosen lambda."""
-    return training_curve(log, f"Network E fine-tuning (λ = {tuning_report['best_lambda']:.3g})")
+    return training_curve(log, f"Network E fine-tuning (λ = {tuning_report.rate_lambda:.3g})")
 
 
 def plot_calibration(calibration: dict[str, Any]) -> Figure:
@@ -97,54 +98,54 @@ def plot_thresholds(threshold_report: dict[str, Any]) -> Figure:
     return _finish(fig, axes)
 
 
-def plot_tuning(report: dict[str, Any], settings: PipelineParams) -> Figure:
+def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
     """Every trial (energy vs validation accuracy), the Pareto front and the chosen trial."""
-    trials, front = report["trials"], report.get("pareto", [])
+    trials, front = report.trials, report.pareto
     if not trials:
-        why = "tuning disabled" if not report.get("enabled") else "no complete trial"
+        why = "tuning disabled" if not report.enabled else "no complete trial"
         return _note(f"{why}: λ from transfer.finetune.rate_lambda")
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.scatter(
-        [t["energy_uJ"] for t in trials],
-        [100 * t["val_accuracy"] for t in trials],
+        [t.energy_uJ for t in trials],
+        [100 * t.val_accuracy for t in trials],
         c="grey",
         alpha=0.6,
         label="trials",
     )
     ax.plot(
-        [t["energy_uJ"] for t in front],
-        [100 * t["val_accuracy"] for t in front],
+        [t.energy_uJ for t in front],
+        [100 * t.val_accuracy for t in front],
         "o-",
         color="C0",
         label="Pareto front",
     )
-    lambda0 = report.get("lambda0")
-    if lambda0:  # the accuracy the penalty trades against
+    lambda0 = report.lambda0
+    if lambda0 is not None:  # the accuracy the penalty trades against
         ax.scatter(
-            [lambda0["energy_uJ"]],
-            [100 * lambda0["val_accuracy"]],
+            [lambda0.energy_uJ],
+            [100 * lambda0.val_accuracy],
             marker="D",
             color="C2",
             label="E at λ = 0 (reference)",
         )
-    chosen = next(t for t in trials if t["number"] == report["chosen_trial"])
+    chosen = next(t for t in trials if t.number == report.chosen_trial)
     ax.scatter(
-        [chosen["energy_uJ"]],
-        [100 * chosen["val_accuracy"]],
+        [chosen.energy_uJ],
+        [100 * chosen.val_accuracy],
         marker="*",
         s=260,
         color="C3",
         zorder=5,
-        label=f"chosen: λ = {chosen['lambda']:.3g}",
+        label=f"chosen: λ = {chosen.rate_lambda:.3g}",
     )
-    floor = 100 * report["retention_floor"] * report["direct_val_accuracy"]
+    floor = 100 * (report.retention_floor or 0.0) * (report.direct_val_accuracy or 0.0)
     ax.axhline(
-        floor, color="C3", ls=":", lw=1, label=f"retention floor {report['retention_floor']} x D"
+        floor, color="C3", ls=":", lw=1, label=f"retention floor {report.retention_floor} x D"
     )
-    margin = report.get("retention_margin", 0.0)
+    margin = report.retention_margin or 0.0
     if margin:
         ax.axhline(
-            floor + 100 * margin * report["direct_val_accuracy"],
+            floor + 100 * margin * (report.direct_val_accuracy or 0.0),
             color="C3",
             ls="--",
             lw=1,
@@ -152,16 +153,16 @@ def plot_tuning(report: dict[str, Any], settings: PipelineParams) -> Figure:
         )
     for t in trials:
         ax.annotate(
-            f"{t['lambda']:.2g}",
-            (t["energy_uJ"], 100 * t["val_accuracy"]),
+            f"{t.rate_lambda:.2g}",
+            (t.energy_uJ, 100 * t.val_accuracy),
             fontsize=7,
             xytext=(3, 3),
             textcoords="offset points",
         )
-    ax.set_xlabel(f"energy per sample (µJ, {report['energy_model']})")
+    ax.set_xlabel(f"energy per sample (µJ, {report.energy_model})")
     ax.set_ylabel("validation accuracy of E (%)")
     ax.set_title(
-        f"λ sweep on {settings.dataset}: {report['n_trials']} trials ({report['study_name']})",
+        f"λ sweep on {settings.dataset}: {report.n_trials} trials ({report.study_name})",
         fontsize=9,
     )
     ax.legend(fontsize=7)

@@ -7,9 +7,10 @@ import logging
 import math
 from typing import Any
 
-from direct2event import registry, runs
 from direct2event.data.splits import DataSplits
-from direct2event.params import PipelineParams
+from direct2event.glue import registry, runs
+from direct2event.glue.params import PipelineParams
+from direct2event.glue.tuning import TuningReport
 from direct2event.snn.models import restore
 from direct2event.snn.nir_io import NIRError, NotExported, to_nir
 
@@ -43,7 +44,7 @@ def build_summary(
     settings: PipelineParams,
     evaluation: dict[str, Any],
     ablation: list[dict[str, Any]],
-    tuning_report: dict[str, Any],
+    tuning_report: TuningReport,
 ) -> tuple[dict[str, Any], dict[str, dict]]:
     """The run's report (``summary.json``), built in this one place, and its MLflow metrics."""
     energy_model = settings.transfer.energy_model
@@ -70,12 +71,11 @@ def build_summary(
         "accuracy_retention": event["accuracy"] / direct["accuracy"]
         if direct["accuracy"] > 0
         else None,
-        "rate_lambda": float(tuning_report["best_lambda"]),
+        "rate_lambda": tuning_report.rate_lambda,
         "tuning": {
-            "best_lambda": float(tuning_report["best_lambda"]),
-            "n_trials": int(tuning_report["n_trials"]),
-            "floor_met": tuning_report.get("floor_met"),  # None: no sweep chose lambda
-            "pareto": tuning_report["pareto"],
+            "n_trials": tuning_report.n_trials,
+            "floor_met": tuning_report.floor_met,  # None: no sweep chose lambda
+            "pareto": [t.model_dump(exclude={"number"}) for t in tuning_report.pareto],
         },
         "ablation": [{k: row[k] for k in ABLATION_FIELDS} for row in ablation],
     }

@@ -1,0 +1,417 @@
+"""The parameters of every dataset pipeline: validated once, before any node, into typed objects.
+
+The defaults here are the one source of defaults; they are MNIST's settings. Each
+``conf/base/parameters_<key>.yml`` holds only what differs for that dataset, and
+:class:`direct2event.glue.hooks.ProjectHooks` validates it (plus ``energy_profiles``) with
+:func:`load_settings` and hands the result to every node as the dataset ``<key>.settings``.
+``python -m direct2event params <key>`` prints a dataset's effective parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from direct2event.glue.masking import mask_credentials
+from direct2event.glue.tuning import study_name
+from direct2event.snn.calibration import MIN_CALIBRATION_SAMPLES
+from direct2event.snn.encoders import InputCoding
+from direct2event.snn.energy import EnergyProfile, load_profiles
+from direct2event.snn.finetuning import FinetuneConfig
+from direct2event.snn.training import FitConfig, resolve_device
+
+DATASET_KEYS: tuple[str, ...] = (
+    "mnist",
+    "nmnist_sim",
+    "digits",
+    "cifar10",
+    "nmnist",
+    "dvs_gesture",
+    "cifar10_dvs",
+    "imagenet_subset",
+)
+SWEEP_SUFFIX = ".sweep"  # <key>.sweep: a sweep worker's pipeline (up to the lambda sweep)
+EVENT_DATASETS: tuple[str, ...] = ("nmnist_sim", "nmnist", "dvs_gesture", "cifar10_dvs")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Strict):
+    """How the source is split: calibration always comes out of train, test is never touched."""
+
+    calibration_fraction: float = Field(0.02, gt=0, lt=0.5)
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=0.5, description="used only when the source has no validation part"
+    )
+    max_train: int | None = Field(None, ge=1)
+    max_validation: int | None = Field(5000, ge=1)
+    max_test: int | None = Field(None, ge=1)
+
+
+class ModelParams(_Strict):
+    """Architecture and neuron model shared by networks D and E."""
+
+    arch: Literal["convnet", "vgg", "resnet"] = "convnet"
+    channels: list[int | Literal["M"]] | None = Field(
+        None, description="layer widths; null: the architecture's default ([16, 32] for convnet)"
+    )
+    hidden: int = Field(128, ge=0, description="width of the hidden linear layer (0: none)")
+    pooling: Literal["max", "avg"] = Field(
+        "max",
+        description="max: spikes after the LIF layer; avg: currents before it (NIR can express "
+        "it: export to NIR needs avg)",
+    )
+    timesteps: int = Field(4, ge=1, le=256, description="T of network D")
+    beta: float = Field(0.5, ge=0, le=1, description="membrane decay per step")
+    surrogate_width: float = Field(1.0, gt=0, description="width of the piecewise-linear surrogate")
+    reset: Literal["subtract", "zero"] = "subtract"
+
+    @model_validator(mode="after")
+    def _pooling_fits(self) -> ModelParams:
+        if self.pooling == "avg" and self.arch == "resnet":
+            raise ValueError("pooling 'avg' is offered for convnet and vgg; resnet pools with max")
+        return self
+
+
+class TrainingParams(_Strict):
+    """Direct-coded (surrogate-gradient BPTT) training of network D."""
+
+    epochs: int = Field(4, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    shift_augment: int = Field(1, ge=0, le=8, description="random shifts of up to N pixels")
+    device: str = Field("auto", description="auto = CUDA when present, else CPU")
+    bf16: bool = Field(False, description="bf16 autocast in training and fine-tuning (GPU)")
+    progress: bool = True
+    min_accuracy_over_chance: float = Field(
+        2.0,
+        ge=0,
+        description="quality gate: D's validation accuracy must reach this multiple of chance "
+        "(at most halfway from chance to 100 %), else the run stops before calibration; 0: off",
+    )
+
+    @model_validator(mode="after")
+    def _device_known(self) -> TrainingParams:
+        if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
+        return self
+
+
+class CalibrationParams(_Strict):
+    """Surrogate-to-spike calibration on the calibration split."""
+
+    max_samples: int = Field(
+        1024, ge=MIN_CALIBRATION_SAMPLES, description="calibration samples used"
+    )
+    max_points: int = Field(200_000, ge=1000, description="(activation, rate) pairs per layer")
+
+
+class ThresholdParams(_Strict):
+    """Adaptive threshold scaling (``isotonic``) or the robust-normalisation baseline."""
+
+    method: Literal["isotonic", "percentile"] = "isotonic"
+    percentile: float = Field(99.9, gt=0, le=100)
+    iterations: int = Field(14, ge=1, le=60, description="bisection steps on log(theta)")
+
+
+class FinetuneParams(_Strict):
+    """Regularised event-driven fine-tuning: ``CE + rate_lambda * mean spike rate``."""
+
+    epochs: int = Field(3, ge=0, description="passes over the training split")
+    warmup_epochs: int = Field(
+        0,
+        ge=0,
+        description="passes at lambda = 0 before the penalty, trained once per run (the "
+        "ablation's lambda = 0 row); every trial and the final fine-tuning continue from it",
+    )
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    rate_lambda: float = Field(
+        5.0, ge=0, description="lambda when the sweep is off (the sweep chooses it otherwise)"
+    )
+    distill: bool = Field(True, description="alpha*CE + (1-alpha)*KL(D || E), D frozen")
+    alpha: float = Field(0.4, ge=0, le=1)
+    temperature: float = Field(2.0, gt=0)
+    max_train: int | None = Field(None, ge=1, description="training samples per fine-tuning")
+    train_thresholds: bool = Field(
+        False, description="train E's per-channel thresholds with the weights (kept positive)"
+    )
+    optimizer: Literal["adam", "sgd"] = "adam"
+    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class AblationParams(_Strict):
+    """Which ablation rows to run besides the four main ones."""
+
+    enabled: bool = True
+    ttfs_rows: bool = False
+
+
+class TuningParams(_Strict):
+    """The Optuna sweep of lambda: validation accuracy of E (max) against energy (min)."""
+
+    enabled: bool = True
+    n_trials: int = Field(2, ge=0, description="complete trials the study should hold")
+    timeout_s: float | None = Field(None, gt=0, description="time budget of this run's trials")
+    lambda_min: float = Field(0.5, gt=0)
+    lambda_max: float = Field(50.0, gt=0)
+    first_lambdas: list[float] = Field(
+        default_factory=lambda: [2.0, 3.0],
+        description="tried first when the study is new, in this order",
+    )
+    retention_floor: float = Field(0.995, gt=0, le=1)
+    retention_margin: float = Field(
+        0.001,
+        ge=0,
+        lt=0.1,
+        description="chosen trials must reach retention_floor + this on validation: room for "
+        "the validation-to-test shift of retention",
+    )
+    storage: str = Field(
+        "sqlite:///data/07_model_output/optuna.db",
+        description="the study's database: several workers share a PostgreSQL one",
+    )
+    heartbeat_interval_s: int = Field(
+        30, ge=1, description="a running trial's heartbeat; idle workers poll this often"
+    )
+    grace_period_s: int = Field(
+        90, ge=2, description="a trial without heartbeat this long failed (its worker died)"
+    )
+    study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
+    max_validation: int | None = Field(5000, ge=1, description="validation samples per trial")
+
+    @model_validator(mode="after")
+    def _range(self) -> TuningParams:
+        if self.lambda_min >= self.lambda_max:
+            raise ValueError(
+                f"tuning.lambda_min ({self.lambda_min}) must be below tuning.lambda_max "
+                f"({self.lambda_max})"
+            )
+        if self.grace_period_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"tuning.grace_period_s ({self.grace_period_s}) must exceed "
+                f"tuning.heartbeat_interval_s ({self.heartbeat_interval_s}), else live trials "
+                "are failed"
+            )
+        outside = [v for v in self.first_lambdas if not self.lambda_min <= v <= self.lambda_max]
+        if outside:
+            raise ValueError(
+                f"tuning.first_lambdas {outside} lie outside [lambda_min, lambda_max] = "
+                f"[{self.lambda_min}, {self.lambda_max}]"
+            )
+        return self
+
+
+class TransferParams(_Strict):
+    """Everything from network D to network E."""
+
+    input_encoding: Literal["rate", "regular", "ttfs", "analog", "frames"] = Field(
+        "regular",
+        description="E's input: rate | regular | ttfs | analog (hybrid: first layer MACs) | "
+        "frames (event datasets)",
+    )
+    timesteps: int = Field(3, ge=1, le=256, description="T of network E")
+    energy_model: str = Field("per_event", description="a profile of energy_profiles")
+    calibration: CalibrationParams = CalibrationParams()
+    thresholds: ThresholdParams = ThresholdParams()
+    finetune: FinetuneParams = FinetuneParams()
+    ablation: AblationParams = AblationParams()
+
+
+class PipelineParams(_Strict):
+    """Everything under one dataset key, plus the shared energy profiles."""
+
+    dataset: Literal[DATASET_KEYS]  # type: ignore[valid-type]
+    seed: int = Field(
+        0, description="one seed for the split, data order, initialisation, encoders and sweep"
+    )
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    training: TrainingParams = TrainingParams()
+    transfer: TransferParams = TransferParams()
+    tuning: TuningParams = TuningParams()
+    source_model: str | None = Field(
+        None,
+        description="start from a registered network D (models:/<key>-direct/<version>, "
+        "models:/<key>-direct/latest or latest) instead of training one",
+    )
+    register_models: bool = True
+    energy_profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="conf/base/parameters_energy.yml (shared)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineParams:
+        events = self.dataset in EVENT_DATASETS
+        encoding = self.transfer.input_encoding
+        if events and encoding != "frames":
+            raise ValueError(
+                f"transfer.input_encoding must be 'frames' for the event dataset {self.dataset}"
+            )
+        if not events and encoding == "frames":
+            raise ValueError(
+                f"transfer.input_encoding 'frames' needs an event dataset; {self.dataset} is "
+                "static: use rate, regular, ttfs or analog"
+            )
+        if events and self.transfer.ablation.ttfs_rows:
+            raise ValueError(
+                "transfer.ablation.ttfs_rows needs a static-image dataset (TTFS encodes images); "
+                f"{self.dataset} is an event dataset"
+            )
+        if events and self.model.timesteps % self.transfer.timesteps:
+            raise ValueError(
+                "transfer.timesteps must divide model.timesteps for event datasets (the frames "
+                "are binned once, to model.timesteps bins; E's steps each sum adjacent bins): "
+                f"got {self.transfer.timesteps} and {self.model.timesteps}"
+            )
+        try:
+            profiles = load_profiles(self.energy_profiles)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"energy_profiles (conf/base/parameters_energy.yml): {err}") from None
+        if self.transfer.energy_model not in profiles:
+            raise ValueError(
+                f"transfer.energy_model is '{self.transfer.energy_model}', which is not a "
+                f"profile in energy_profiles; choose one of {sorted(profiles)} or add it to "
+                "conf/base/parameters_energy.yml"
+            )
+        return self
+
+    @property
+    def is_event_dataset(self) -> bool:
+        return self.dataset in EVENT_DATASETS
+
+    @property
+    def direct_coding(self) -> InputCoding:
+        """Network D's input: analog images, or event frames fed as values, at model.timesteps."""
+        return InputCoding("frames" if self.is_event_dataset else "analog", self.model.timesteps)
+
+    @property
+    def event_coding(self) -> InputCoding:
+        """Network E's input: the configured event encoding at transfer.timesteps."""
+        return InputCoding(self.transfer.input_encoding, self.transfer.timesteps)
+
+    def profiles(self) -> dict[str, EnergyProfile]:
+        """The energy profiles as :class:`direct2event.snn.energy.EnergyProfile` objects."""
+        return load_profiles(self.energy_profiles)
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device named by ``training.device`` (auto: CUDA when present)."""
+        return resolve_device(self.training.device)
+
+    def direct_fit_config(self) -> FitConfig:
+        """The BPTT settings of network D's direct-coded training."""
+        train = self.training
+        return FitConfig(
+            epochs=train.epochs,
+            lr=train.lr,
+            batch_size=train.batch_size,
+            coding=self.direct_coding,
+            weight_decay=train.weight_decay,
+            optimizer=train.optimizer,
+            schedule=train.schedule,
+            shift_augment=train.shift_augment,
+            seed=self.seed,
+            bf16=train.bf16,
+        )
+
+    def finetune_config(self, rate_lambda: float) -> FinetuneConfig:
+        """E's fine-tuning at strength ``rate_lambda`` as configured: every fine-tuning of a run
+        (the sweep's trials, the final one, the ablation rows) starts from this one object."""
+        ft = self.transfer.finetune
+        fit = FitConfig(
+            epochs=ft.epochs,
+            lr=ft.lr,
+            batch_size=ft.batch_size,
+            coding=self.event_coding,
+            weight_decay=ft.weight_decay,
+            optimizer=ft.optimizer,
+            schedule=ft.schedule,
+            seed=self.seed,
+            bf16=self.training.bf16,
+        )
+        return FinetuneConfig(
+            fit=fit,
+            rate_lambda=rate_lambda,
+            distill=ft.distill,
+            teacher=self.direct_coding,
+            alpha=ft.alpha,
+            temperature=ft.temperature,
+            train_thresholds=ft.train_thresholds,
+            max_train=ft.max_train,
+            progress=self.training.progress,
+        )
+
+    def setup_fingerprint(self) -> dict[str, Any]:
+        """What changes a sweep trial's result: the default study name is derived from it."""
+        return {
+            "seed": self.seed,
+            "data": self.data.model_dump(),
+            "model": self.model.model_dump(),
+            "training": self.training.model_dump(exclude={"progress", "device"}),
+            "transfer": self.transfer.model_dump(exclude={"ablation"}),
+            "source_model": self.source_model,
+        }
+
+    @property
+    def study_name(self) -> str:
+        """``tuning.study_name``, or ``<key>-<8 hex digits of the setup fingerprint>``."""
+        if self.tuning.study_name:
+            return self.tuning.study_name
+        return study_name(self.dataset, self.setup_fingerprint())
+
+    def loggable(self) -> dict[str, Any]:
+        """Every parameter flattened (``training.lr``), credentials in URLs masked: what MLflow
+        shows. The energy profiles are logged as a file, not as parameters."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                flat[prefix] = mask_credentials(value) if isinstance(value, str) else value
+
+        walk("", self.model_dump(exclude={"energy_profiles"}))
+        return flat
+
+
+class ParameterError(ValueError):
+    """Parameters that fail validation; the message lists each bad key and what is allowed."""
+
+
+def load_settings(
+    namespace: str, raw: dict[str, Any] | None, energy_profiles: dict[str, Any]
+) -> PipelineParams:
+    """Validate one dataset's parameters (its yml over the defaults here) and the shared energy
+    profiles, raising :class:`ParameterError` with one readable line per bad key."""
+    values = {"dataset": namespace, **(raw or {}), "energy_profiles": energy_profiles}
+    try:
+        params = PipelineParams.model_validate(values)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) or "input" not in e else f" (got {got!r})"
+            key = f"{namespace}.{where}" if where else namespace
+            lines.append(f"  {key}: {mask_credentials(e['msg'] + shown)}")
+        raise ParameterError(
+            f"Invalid parameters for dataset '{namespace}' (conf/base/parameters_{namespace}.yml, "
+            "conf/base/parameters_energy.yml or --params):\n" + "\n".join(lines)
+        ) from None
+    if params.dataset != namespace:
+        raise ParameterError(
+            f"parameters_{namespace}.yml sets dataset: {params.dataset}; it must be '{namespace}'."
+        )
+    return params

@@ -1,0 +1,340 @@
+"""The pretrained-SNN database: networks D and E in the MLflow Model Registry.
+
+Each dataset's run registers ``<key>-direct`` (network D) and ``<key>-event`` (network E) as
+``mlflow.pytorch`` models, tagged with what a user picks a model by (accuracy, energy, timesteps,
+lambda, architecture, code version). A run can start from a registered network D
+(``source_model``) and then skips training.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
+
+from direct2event import __version__
+from direct2event.glue import runs
+from direct2event.glue.params import ModelParams
+from direct2event.snn.models import SpikingNet
+from direct2event.snn.nir_io import NIRError, from_nir, save_nir
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURE_TAGS = ("arch", "channels", "hidden", "pooling", "beta", "surrogate_width", "reset")
+_UNTAGGED = {"pooling": "max"}  # versions registered before the tag existed
+
+
+class RegistryError(ValueError):
+    """A registered model that does not exist or does not fit the configured network."""
+
+
+def model_name(dataset: str, kind: str) -> str:
+    """``<key>-direct`` or ``<key>-event``."""
+    return f"{dataset}-{kind}"
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(  # noqa: S603 (only the fixed git calls below)
+        ["git", *args],  # noqa: S607 (git from PATH)
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.strip()
+
+
+def code_version() -> str:
+    """The git commit of the project (``+dirty`` when it has local changes), else the version."""
+    try:
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        return _git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def architecture_tags(model: ModelParams) -> dict[str, str]:
+    """The configured architecture as registry tags (compared when a model is reused)."""
+    return {
+        "arch": model.arch,
+        "channels": str(list(model.channels) if model.channels is not None else None),
+        "hidden": str(model.hidden),
+        "pooling": model.pooling,
+        "beta": str(model.beta),
+        "surrogate_width": str(model.surrogate_width),
+        "reset": model.reset,
+        "timesteps": str(model.timesteps),
+    }
+
+
+def _latest(client: MlflowClient, name: str) -> str:
+    versions = complete_versions(client, name)
+    if not versions:
+        raise RegistryError(
+            f"No registered model '{name}'. Run the pipeline once to register it, or list the "
+            "database with: python -m direct2event registry"
+        )
+    return str(max(int(v.version) for v in versions))
+
+
+def resolve(source: str, dataset: str) -> tuple[str, str]:
+    """``(name, version)`` of ``models:/<name>/<version>``, ``models:/<name>/latest`` or
+    ``latest`` (the newest ``<dataset>-direct``)."""
+    client = MlflowClient()
+    if source == "latest":
+        name = model_name(dataset, "direct")
+        return name, _latest(client, name)
+    match = re.fullmatch(r"models:/([^/]+)/(\d+|latest)", source)
+    if match is None:
+        raise RegistryError(
+            f"source_model '{source}' is not a registry URI; use models:/{dataset}-direct/<version>, "
+            f"models:/{dataset}-direct/latest or latest."
+        )
+    name, version = match.groups()
+    return name, _latest(client, name) if version == "latest" else version
+
+
+def is_registry_uri(source: str | None) -> bool:
+    """Whether ``source_model`` names a registered network (not a NIR file, not None)."""
+    return source is not None and not source.startswith(NIR_PREFIX)
+
+
+NIR_PREFIX = "nir:"
+
+
+def check_source(source: str, dataset: str, model: ModelParams) -> str:
+    """The resolved ``models:/<name>/<version>`` of ``source``, after checking that it exists
+    and was registered with the configured architecture (before any training starts). A
+    ``nir:<path>`` source is checked by reading it (its nodes must be supported)."""
+    if source.startswith(NIR_PREFIX):
+        load_nir(source, model)
+        return source
+    name, version = resolve(source, dataset)
+    try:
+        registered = MlflowClient().get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(
+            f"Registered model '{name}' has no version {version}. List the database with: "
+            "python -m direct2event registry"
+        ) from None
+    wanted = architecture_tags(model)
+    differ = {
+        k: (registered.tags.get(k, _UNTAGGED.get(k)), wanted[k])
+        for k in (*ARCHITECTURE_TAGS, "timesteps")
+        if registered.tags.get(k, _UNTAGGED.get(k)) != wanted[k]
+    }
+    if differ:
+        detail = ", ".join(f"{k}: registered {a}, configured {b}" for k, (a, b) in differ.items())
+        raise RegistryError(
+            f"models:/{name}/{version} has another architecture than {dataset}.model ({detail}). "
+            "Configure the same model or pick another version."
+        )
+    return f"models:/{name}/{version}"
+
+
+CHAMPION = "champion"
+
+
+def signature(net: SpikingNet, timesteps: int) -> ModelSignature:
+    """What the network takes and gives: encoded input ``[T, batch, *input_shape]`` (spikes,
+    event frames or analog values, float32) to time-averaged logits ``[batch, classes]``."""
+    shape = (timesteps, -1, *net.config["input_shape"])
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), shape, "encoded_input")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, net.config["classes"]), "logits")]),
+    )
+
+
+COMPLETE_TAG = "registered_by"  # written with the version in one transaction: never partial
+ELIGIBLE_TAG = "champion_eligible"
+WHY_NOT_TAG = "not_champion_because"
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def register(
+    net: SpikingNet,
+    dataset: str,
+    kind: str,
+    tags: dict[str, Any],
+    timesteps: int,
+    description: str = "",
+    nir_graph: Any = None,
+) -> str:
+    """Log ``net`` to the active run (its only copy in MLflow) and register it as
+    ``<dataset>-<kind>`` with its signature, tags and description, and its NIR graph as the
+    model's file ``<name>.nir`` when given; returns its URI.
+
+    The version is created with all its tags and its description in one database transaction
+    (MLflow's ``log_model(registered_model_name=...)`` would create it bare and tag it after,
+    so a stop in between left versions with 3 of 21 tags), inside a section no SIGTERM cuts."""
+    name = model_name(dataset, kind)
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = []
+        if nir_graph is not None:
+            import nir
+
+            extra.append(str(Path(tmp) / f"{name}.nir"))
+            nir.write(extra[0], nir_graph)
+        info = mlflow.pytorch.log_model(
+            net.cpu().eval(),
+            name=f"{dataset}_{kind}_network",
+            signature=signature(net, timesteps),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+            serialization_format="pickle",  # the LIF autograd.Function does not trace to pt2
+            extra_files=extra or None,
+        )
+    client = MlflowClient()
+    run = mlflow.active_run()
+    with runs.uninterrupted():
+        _ensure_registered_model(client, name)
+        version = client.create_model_version(
+            name,
+            source=info.model_uri,
+            run_id=run.info.run_id if run is not None else None,
+            tags={**{k: str(v) for k, v in tags.items()}, COMPLETE_TAG: "direct2event"},
+            description=description or None,
+            model_id=info.model_id,
+        ).version
+    logger.info("Registered %s version %s", name, version)
+    return f"models:/{name}/{version}"
+
+
+def complete_versions(client: MlflowClient, name: str) -> list[Any]:
+    """The versions of ``name`` registered whole (all tags written with the version); versions
+    left bare by a process killed inside MLflow's older two-step registration are skipped with
+    a warning that names them."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    whole = [v for v in versions if COMPLETE_TAG in v.tags or "arch" in v.tags]
+    partial = sorted(int(v.version) for v in versions if v not in whole)
+    if partial:
+        logger.warning(
+            "%s versions %s were registered only in part (the process stopped during "
+            "registration): never used as latest or champion",
+            name,
+            partial,
+        )
+    return whole
+
+
+def crown_champion(name: str, floor: float | None) -> str | None:
+    """Point the ``champion`` alias of ``name`` at its best version: for E, the lowest energy
+    among versions whose test accuracy retention reaches ``floor``; for D (``floor`` None),
+    the most accurate. A version tagged ``champion_eligible=false`` (its run missed its own
+    target) is never chosen. Returns the version (None when no version qualifies)."""
+    client = MlflowClient()
+    versions = [
+        v for v in complete_versions(client, name) if v.tags.get(ELIGIBLE_TAG, "true") == "true"
+    ]
+    if floor is None:
+        candidates = [v for v in versions if "accuracy" in v.tags]
+        best = max(
+            candidates, key=lambda v: (float(v.tags["accuracy"]), -int(v.version)), default=None
+        )
+    else:
+        candidates = [v for v in versions if float(v.tags.get("accuracy_retention", "0")) >= floor]
+        best = min(
+            candidates, key=lambda v: (float(v.tags["energy_uJ"]), int(v.version)), default=None
+        )
+    if best is None:
+        return None
+    with runs.uninterrupted():
+        client.set_registered_model_alias(name, CHAMPION, best.version)
+    return str(best.version)
+
+
+def _model_files(uri: str) -> str:
+    """Where a registered version's files lie, for an error message."""
+    try:
+        return str(mlflow.artifacts.download_artifacts(uri))  # a local store: its own folder
+    except Exception as err:
+        return f"(not listed: {err})"
+
+
+def load_nir(source: str, model: ModelParams) -> SpikingNet:
+    """Network D from ``nir:<path>`` (a graph written by this project or another framework),
+    graded like a D: its neurons' reset, when the graph does not say, and the surrogate width
+    come from ``model``."""
+    path = Path(source.removeprefix(NIR_PREFIX))
+    if not path.is_file():
+        raise RegistryError(
+            f"source_model {source}: no file {path}; give nir:<path to a .nir file>"
+        )
+    try:
+        net = from_nir(path, width=model.surrogate_width, reset_default=model.reset)
+    except NIRError as err:
+        raise RegistryError(f"source_model {source}: {err}") from None
+    except Exception as err:  # not HDF5, not a NIR graph
+        raise RegistryError(f"source_model {source} is not a readable NIR graph: {err}") from None
+    return net.set_mode("graded")
+
+
+def load(uri: str) -> SpikingNet:
+    """A registered network, on the CPU. A model file that cannot be read (truncated, not a
+    pickle) is named with the version it belongs to."""
+    try:
+        net = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except MlflowException:
+        raise
+    except Exception as err:
+        raise RegistryError(
+            f"{uri} cannot be loaded: its model file is damaged or not a direct2event network "
+            f"({type(err).__name__}: {err}). Model files of this version: "
+            f"{_model_files(uri)}. Register it again (run the pipeline) or pick another version."
+        ) from None
+    if not isinstance(net, SpikingNet):
+        raise RegistryError(f"{uri} holds a {type(net).__name__}, not a direct2event SpikingNet.")
+    return net.eval()
+
+
+def export_nir(uri: str, out: str | Path) -> Path:
+    """Write the NIR graph of a registered network (``models:/<name>/<version>`` or
+    ``models:/<name>@<alias>``) to ``out``, with the T and input encoding it was registered
+    with."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@(\w+))", uri)
+    if match is None:
+        raise RegistryError(
+            f"{uri} is not a model version; use models:/<name>/<version> or models:/<name>@champion"
+        )
+    name, version, alias = match.groups()
+    client = MlflowClient()
+    try:
+        mv = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, version)
+        )
+    except MlflowException:
+        raise RegistryError(
+            f"{uri} does not exist. List the database with: python -m direct2event registry"
+        ) from None
+    net = load(f"models:/{name}/{mv.version}")
+    network = "E" if name.endswith("-event") else "D"
+    return save_nir(net, out, int(mv.tags["timesteps"]), mv.tags["input_encoding"], network)
+
+
+def listing() -> list[dict[str, Any]]:
+    """Every registered version with its tags, newest first."""
+    rows = []
+    for version in MlflowClient().search_model_versions():
+        rows.append({"name": version.name, "version": int(version.version), **version.tags})
+    return sorted(rows, key=lambda r: (r["name"], -r["version"]))

@@ -1,0 +1,91 @@
+"""Live MLflow logging of per-epoch figures (tracking side; the library only calls back).
+
+Training of D, the sweep's trials and the final fine-tuning hand each epoch's record to an
+:func:`epoch_logger` as the epoch ends, so the MLflow UI draws the curves while a run is going
+instead of when its node finishes. Each record goes to the run that is active when the logger is
+made (the pipeline's run, or a trial's nested run), under ``<prefix>.<name>`` at step = epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import mlflow
+from filelock import FileLock
+from mlflow.entities import Metric
+
+from direct2event.snn.training import EpochCallback
+
+
+def epoch_metrics(record: dict[str, float], prefix: str, offset: int = 0) -> list[Metric]:
+    """One epoch's finite figures as MLflow metrics ``<prefix>.<name>`` at step epoch + offset."""
+    step, now = int(record["epoch"]) + offset, int(time.time() * 1000)
+    return [
+        Metric(f"{prefix}.{key}", float(value), now, step)
+        for key, value in record.items()
+        if key != "epoch" and math.isfinite(value)
+    ]
+
+
+def epoch_logger(prefix: str, offset: int = 0) -> EpochCallback | None:
+    """A callback logging each epoch to the active run as it ends (None when no run is active).
+    ``offset`` numbers the epochs on (fine-tuning after a warm-up)."""
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    client, run_id = mlflow.MlflowClient(), run.info.run_id
+
+    def log(record: dict[str, float]) -> None:
+        client.log_batch(run_id, metrics=epoch_metrics(record, prefix, offset))
+
+    return log
+
+
+def log_epochs(history: list[dict[str, float]], prefix: str) -> None:
+    """A finished epoch log, all at once (a network trained elsewhere in this run, now chosen)."""
+    log = epoch_logger(prefix)
+    if log is not None:
+        for record in history:
+            log(record)
+
+
+SQLITE = "sqlite:///"
+DEFAULT_URI = "sqlite:///mlflow.db"  # conf/base/mlflow.yml's default, for the project root
+
+
+def use_configured_store() -> str:
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` (default: the project's ``mlflow.db``), as the
+    pipelines do, for the commands that read the store outside a Kedro session."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working folder), else None."""
+    if not uri.startswith(SQLITE):
+        return None
+    return Path(uri.removeprefix(SQLITE).split("?", 1)[0])
+
+
+def prepare_store(uri: str) -> None:
+    """Create or upgrade the MLflow schema of a SQLite store once, under a file lock beside it.
+
+    MLflow creates the tables (and runs its migrations) the first time a process opens a store,
+    without a guard: two processes opening a new ``mlflow.db`` at once fail with
+    ``table _alembic_tmp_experiments already exists`` or ``duplicate column name``. Every
+    process of this project (``kedro run``, the seeds study, sweep workers, tests) calls this
+    first; the first one creates the schema, the others wait on the lock and then find it made.
+    A server or another database URI is left alone (its server or its own DDL lock guards it).
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=600):
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # tracking tables, default experiment
+        client.search_registered_models(max_results=1)  # the registry's tables

@@ -1,0 +1,506 @@
+"""Optuna sweep of the rate-penalty strength lambda (tracking side: Optuna and MLflow, no torch).
+
+The study has two objectives, validation accuracy of network E (maximise) and its energy per
+sample (minimise); lambda is drawn log-uniformly. It lives in an Optuna storage given by URL, so
+a run that is started again continues the same study (the trial count only grows), and several
+processes or machines can add trials to one study through a shared database. The study's
+default name carries a fingerprint of everything that changes what a trial measures (data,
+model, training, transfer settings, source model), so a changed setup starts a new study
+instead of mixing incomparable trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import sqlalchemy.exc
+from optuna.distributions import FloatDistribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, ConfigDict, Field
+
+from direct2event.glue.masking import mask_credentials
+from direct2event.glue.runs import Terminated, alive
+from direct2event.glue.tracking import epoch_logger
+
+logger = logging.getLogger(__name__)
+
+PARAM = "rate_lambda"
+DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)
+OBJECTIVES = ("val_accuracy", "energy_uJ")
+_SCHEMA_ATTEMPTS = 5
+POLL_S = 2.0  # how often a waiting worker looks at the study (a cheap query)
+CONNECT_TIMEOUT_S = 5  # a PostgreSQL that does not answer fails the worker after this
+
+
+class TuningError(ValueError):
+    """A storage that cannot be opened, or a stored study that does not fit the configuration."""
+
+
+def lambda_distribution(lambda_min: float, lambda_max: float) -> FloatDistribution:
+    """The search space: lambda log-uniform in ``[lambda_min, lambda_max]``."""
+    return FloatDistribution(lambda_min, lambda_max, log=True)
+
+
+def study_name(dataset: str, setup: dict[str, Any]) -> str:
+    """``<dataset>-<8 hex digits>``: the same setup gives the same study, a changed one a new."""
+    digest = hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{dataset}-{digest[:8]}"
+
+
+def open_storage(
+    url: str, heartbeat_interval_s: int = 30, grace_period_s: int = 90
+) -> optuna.storages.BaseStorage:
+    """An Optuna RDB storage (SQLite, PostgreSQL, MySQL URL); fails early with a clear message.
+
+    A heartbeat (every ``heartbeat_interval_s`` while a trial runs) marks trials of killed
+    workers as failed once it is ``grace_period_s`` old, so they are neither lost silently nor
+    counted as finished. A database that does not answer fails within seconds (no hang).
+    """
+    url = postgres_driver(url)
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_absolute():  # inside the project (data/...): create it like Kedro does
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():
+            raise TuningError(
+                f"Cannot open the Optuna storage '{url}': the folder '{path.parent}' does not "
+                "exist. Create it or set tuning.storage to another URL."
+            )
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 120}  # several local workers share one file
+    elif url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    # Workers started together against a new database all create its schema; Optuna does not
+    # guard that, so the losers fail ("table ... already exists", a duplicate alembic version
+    # row). The schema exists by then, so opening again succeeds.
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is marked experimental in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=heartbeat_interval_s,
+                    grace_period=grace_period_s,
+                )
+        except sqlalchemy.exc.IntegrityError as err:
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise _storage_error(url, err) from None
+            time.sleep(0.2 * (attempt + 1))
+        except sqlalchemy.exc.OperationalError as err:
+            # a schema race ("table ... already exists", a locked SQLite file); a server that
+            # cannot be reached is not retried
+            retry = url.startswith("sqlite") or "already exists" in str(err)
+            if not retry or attempt == _SCHEMA_ATTEMPTS - 1:
+                raise _storage_error(url, err) from None
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as err:  # driver missing, host unreachable, bad credentials, bad URL
+            raise _storage_error(url, err) from None
+    raise AssertionError("unreachable")
+
+
+def _driver_hint(url: str) -> str:
+    """What the URL's PostgreSQL driver needs, named for the URL form given."""
+    if url.startswith("postgresql+psycopg://") or (
+        url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None
+    ):
+        return "postgresql:// and postgresql+psycopg:// need psycopg 3 (pip install 'psycopg[binary]'), postgresql+psycopg2:// needs psycopg2 (pip install psycopg2-binary); the password goes in PGPASSFILE"
+    if url.startswith("postgresql"):
+        return "postgresql+psycopg2:// needs psycopg2 (pip install psycopg2-binary); the password goes in PGPASSFILE"
+    return "a PostgreSQL URL needs its driver and its password in PGPASSFILE"
+
+
+def postgres_driver(url: str) -> str:
+    """``postgresql://...`` with the PostgreSQL driver that is installed. SQLAlchemy 2.1 reads
+    a plain ``postgresql://`` as psycopg 3, which this project does not install (Optuna then
+    says only "Failed to import DB access module"); with psycopg2 present and psycopg absent
+    the URL is read as ``postgresql+psycopg2://``."""
+    if not url.startswith("postgresql://"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _storage_error(url: str, err: Exception) -> TuningError:
+    return TuningError(
+        mask_credentials(
+            f"Cannot open the Optuna storage (the study's database) '{url}': "
+            f"{type(err).__name__}: {str(err).strip()}. Check tuning.storage and that the "
+            "database runs and is reachable from this machine (make services starts one here; "
+            f"{_driver_hint(url)}), e.g. "
+            "sqlite:///data/07_model_output/optuna.db or "
+            "postgresql+psycopg2://d2e@127.0.0.1:5433/optuna."
+        )
+    )
+
+
+def check_study(url: str, name: str, space: FloatDistribution) -> int:
+    """Open the storage and, when the study exists, check its space and objectives.
+
+    Returns the number of complete trials the study already holds (0 for a new study).
+    """
+    storage = open_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    directions = tuple(storage.get_study_directions(study_id))
+    if directions != DIRECTIONS:
+        raise TuningError(
+            f"Study '{name}' in {url} optimises {[d.name for d in directions]}, not "
+            f"{[d.name for d in DIRECTIONS]} (validation accuracy, energy). Set tuning.study_name "
+            "to a new name."
+        )
+    complete = 0
+    for trial in storage.get_all_trials(study_id, deepcopy=False):
+        stored = dict(trial.distributions)
+        if stored and stored != {PARAM: space}:
+            raise TuningError(
+                f"Study '{name}' in {url} was run over {stored}, but the configuration asks for "
+                f"{{'{PARAM}': {space}}} (tuning.lambda_min / lambda_max). Restore the range, or "
+                "set tuning.study_name to a new name to start another study."
+            )
+        complete += trial.state == TrialState.COMPLETE
+    return complete
+
+
+def select_trial(
+    trials: list[FrozenTrial], direct_accuracy: float, retention_floor: float
+) -> tuple[FrozenTrial, bool]:
+    """The chosen trial: the lowest energy among those whose validation accuracy retention
+    (E / D) reaches the floor; when none does, the most accurate trial. Also returns whether the
+    floor was met."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+    if not complete:
+        raise TuningError("The study has no complete trial to choose lambda from.")
+    passing = [t for t in complete if t.values[0] >= retention_floor * direct_accuracy]
+    if passing:
+        return min(passing, key=lambda t: (t.values[1], -t.values[0], t.number)), True
+    return max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number)), False
+
+
+def non_dominated(scores: dict[Any, tuple[float, float]]) -> set[Any]:
+    """Keys whose ``(accuracy, energy)`` no other entry beats on both (ties are kept)."""
+    return {
+        key
+        for key, (acc, energy) in scores.items()
+        if not any(a >= acc and e <= energy and (a, e) != (acc, energy) for a, e in scores.values())
+    }
+
+
+def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Complete trials no other trial beats on both objectives, by increasing energy."""
+    complete = {
+        t.number: t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
+    }
+    front = non_dominated({n: (t.values[0], t.values[1]) for n, t in complete.items()})
+    return sorted((complete[n] for n in front), key=lambda t: t.values[1])
+
+
+EpochCallback = Callable[[dict[str, float]], None]
+Evaluate = Callable[[float, EpochCallback | None], dict[str, float]]
+# A trial's tracking: entered when the trial starts (number, lambda), it yields the callback for
+# the trial's epochs; it receives the trial's results before it exits.
+TrialRun = Callable[[int, float], AbstractContextManager["TrialTracker"]]
+
+
+class TrialTracker:
+    """What a trial's tracking context hands the objective: an epoch callback and a sink for
+    the trial's results (both no-ops when nothing tracks)."""
+
+    def __init__(self, on_epoch: EpochCallback | None = None) -> None:
+        self.on_epoch = on_epoch
+
+    def finish(self, results: dict[str, float], seconds: float) -> None:
+        """Record the trial's results (nothing to do without tracking)."""
+
+
+class SurplusTrial(Exception):
+    """A trial started while the study already held ``n_trials`` complete or running ones
+    (several workers asked at once); it fails before any work and leaves no MLflow run."""
+
+
+def run_study(
+    url: str,
+    name: str,
+    space: FloatDistribution,
+    evaluate: Evaluate,
+    n_trials: int,
+    timeout_s: float | None = None,
+    seed: int = 0,
+    trial_run: TrialRun | None = None,
+    first: Sequence[float] = (),
+    user_attrs: dict[str, Any] | None = None,
+    heartbeat_interval_s: int = 30,
+    grace_period_s: int = 90,
+) -> optuna.Study:
+    """Add trials until the study holds ``n_trials`` complete ones (or ``timeout_s`` passes).
+
+    ``evaluate(lambda, on_epoch)`` fine-tunes and measures network E and returns at least
+    ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes, with
+    the worker's host and pid. ``trial_run`` tracks each trial while it runs (see
+    :func:`mlflow_trial_run`). ``first`` lambdas are queued when the study is new, so a short
+    default sweep measures informative values. The objectives are named (``val_accuracy``,
+    ``energy_uJ``) and ``user_attrs`` describe the study's setup, for optuna-dashboard.
+
+    Several workers (processes, machines) may run this on one study at once; together they
+    leave exactly ``n_trials`` complete trials. A worker starts a trial only while fewer than
+    ``n_trials`` are complete or running; when the last ones run elsewhere it waits (polling
+    every 2 s) until they complete, or until the heartbeat fails a trial
+    whose worker died (after ``grace_period_s``) and it runs a trial in its place.
+    """
+    storage = open_storage(url, heartbeat_interval_s, grace_period_s)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=[d.name.lower() for d in DIRECTIONS],
+        load_if_exists=True,
+        # reseeded by the study's size so a resumed run or a second worker draws new values
+        sampler=optuna.samplers.TPESampler(seed=seed + len(study_trials(storage, name))),
+    )
+    if study.metric_names != list(OBJECTIVES):
+        with warnings.catch_warnings():  # experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
+    for key, value in (user_attrs or {}).items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    if not study.get_trials(deepcopy=False):
+        for lam in first:
+            study.enqueue_trial({PARAM: float(lam)}, skip_if_exists=True)
+    worker = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        # counted before any work: complete trials, and running ones that started earlier
+        ahead = [
+            t
+            for t in study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)
+            )
+            if t.state == TrialState.COMPLETE or t.number < trial.number
+        ]
+        if len(ahead) >= n_trials:
+            trial.set_user_attr("fail_reason", "surplus: n_trials complete or running elsewhere")
+            raise SurplusTrial(f"trial {trial.number}: the study needs no more trials")
+        for key, value in worker.items():
+            trial.set_user_attr(key, value)
+        lam = trial.suggest_float(PARAM, space.low, space.high, log=True)
+        started = time.perf_counter()
+        tracking = trial_run(trial.number, lam) if trial_run else nullcontext(TrialTracker())
+        try:
+            with tracking as tracker:
+                result = evaluate(lam, tracker.on_epoch)
+                tracker.finish(result, time.perf_counter() - started)
+        except Terminated as err:  # Optuna marks it FAIL; the next worker runs its lambda again
+            trial.set_user_attr("fail_reason", str(err))
+            raise
+        for key, value in result.items():
+            trial.set_user_attr(key, float(value))
+        return float(result["val_accuracy"]), float(result["energy_uJ"])
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    waiting_logged = False
+    poll_s = min(heartbeat_interval_s, POLL_S)
+    while deadline is None or time.monotonic() < deadline:
+        with warnings.catch_warnings():  # experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # trials of workers that died -> FAIL
+        fail_dead_local_trials(study)  # this host's dead workers: at once, not after the grace
+        requeue_interrupted_trials(study)  # a stopped trial's lambda is measured again
+        trials = study.get_trials(deepcopy=False)
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if complete >= n_trials:
+            logger.info("Study %s holds %d complete trials (n_trials %d)", name, complete, n_trials)
+            break
+        if complete + running >= n_trials:
+            if not waiting_logged:
+                logger.info(
+                    "Study %s: %d complete, %d running elsewhere; waiting for them (a trial "
+                    "whose worker died fails after %d s and is run again here)",
+                    name,
+                    complete,
+                    running,
+                    grace_period_s,
+                )
+                waiting_logged = True
+            time.sleep(poll_s)
+            continue
+        waiting_logged = False
+        if running:  # other workers share the sampler's seed: draw apart from them
+            study.sampler.reseed_rng()
+        try:
+            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
+        except (ValueError, RuntimeError) as err:
+            # another worker failed this worker's trial as stale (no heartbeat for
+            # grace_period_s: an overloaded machine); its result cannot be told any more
+            if "Cannot tell a" not in str(err) and "has already finished" not in str(err):
+                raise
+            logger.warning(
+                "A trial of this worker was failed by another worker while it ran (heartbeat "
+                "older than %d s; raise tuning.grace_period_s on a loaded machine); its result "
+                "is dropped and the sweep goes on: %s",
+                grace_period_s,
+                err,
+            )
+    return study
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the running trials of workers on this host whose process is gone (SIGKILL, a
+    crash): known dead at once, so the sweep need not wait ``grace_period_s`` for the heartbeat
+    to lapse. Returns their numbers."""
+    host, failed = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != host or not isinstance(pid, int) or alive(pid):
+            continue
+        storage = study._storage  # Optuna's own API for this (fail_stale_trials) uses it too
+        try:
+            storage.set_trial_user_attr(
+                trial._trial_id, "fail_reason", f"worker process {pid} on {host} is gone"
+            )
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another worker failed it first
+            continue
+        logger.warning("Trial %d failed: its worker %d on %s is gone", trial.number, pid, host)
+        failed.append(trial.number)
+    return failed
+
+
+RETRIED_REASONS = ("stopped by", "worker process")  # a stop or a dead worker, not an error
+
+
+def requeue_interrupted_trials(study: optuna.Study) -> list[int]:
+    """Queue again the lambda of every trial a stop or a dead worker failed (once per failed
+    trial), so that an interrupted sweep ends with the same trials as an uninterrupted one
+    instead of drawing a new lambda in their place. A trial that failed by an error is not
+    retried. Returns the numbers of the trials queued again."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    queued = []
+    for t in trials:
+        reason = str(t.user_attrs.get("fail_reason", ""))
+        if t.state != TrialState.FAIL or not t.params or t.number in retried:
+            continue
+        if not reason.startswith(RETRIED_REASONS):
+            continue
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=t.params,
+                distributions=t.distributions,
+                user_attrs={"retry_of": t.number},
+                system_attrs={"failed_trial": t.number},
+            )
+        )
+        logger.info("Trial %d (%s) queued again: %s", t.number, t.params, reason)
+        queued.append(t.number)
+    return queued
+
+
+def study_trials(storage: optuna.storages.BaseStorage, name: str) -> list[FrozenTrial]:
+    """All trials of a stored study (none when it does not exist yet)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return []
+    return storage.get_all_trials(study_id, deepcopy=False)
+
+
+class TrialRecord(BaseModel):
+    """One measured fine-tuning of E on the sweep's validation samples: a complete trial
+    (``number``), or E at lambda = 0 (``number`` None)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_lambda: float
+    val_accuracy: float
+    energy_uJ: float
+    number: int | None = None
+
+
+def trial_record(trial: FrozenTrial, numbered: bool = True) -> TrialRecord:
+    """A complete trial's lambda, validation accuracy and energy (and its number)."""
+    return TrialRecord(
+        rate_lambda=float(trial.params[PARAM]),
+        val_accuracy=float(trial.values[0]),
+        energy_uJ=float(trial.values[1]),
+        number=trial.number if numbered else None,
+    )
+
+
+class TuningReport(BaseModel):
+    """What the lambda sweep decided (``tuning_report.json``): ``rate_lambda`` is the strength
+    E's final fine-tuning uses (the configured one when the sweep is off or no trial completed).
+    The fields after ``trials`` are set when a trial chose it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_lambda: float
+    enabled: bool
+    n_trials: int = 0
+    pareto: list[TrialRecord] = Field(default_factory=list)
+    trials: list[TrialRecord] = Field(default_factory=list)
+    study_name: str | None = None
+    storage: str | None = None  # credentials masked
+    lambda0: TrialRecord | None = None
+    chosen_trial: int | None = None
+    floor_met: bool | None = None  # None: no trial chose lambda
+    retention_floor: float | None = None
+    retention_margin: float | None = None
+    direct_val_accuracy: float | None = None
+    energy_model: str | None = None
+
+    @property
+    def chosen_by_sweep(self) -> bool:
+        """Whether a trial of the sweep chose ``rate_lambda``."""
+        return self.floor_met is not None
+
+
+def mlflow_trial_run(
+    dataset: str, name: str, prefix: str = "finetune", offset: int = 0
+) -> TrialRun | None:
+    """Each trial as a nested MLflow run under the active (pipeline) run, opened when the trial
+    starts and closed when it ends (so it spans the trial's real time), with the trial's epochs
+    streamed as ``<prefix>.<name>`` while it runs (numbered on by ``offset``: after a warm-up);
+    a trial that raises ends FAILED. None when no run is active."""
+    if mlflow.active_run() is None:
+        return None
+
+    class MlflowTrial(TrialTracker):
+        def finish(self, results: dict[str, float], seconds: float) -> None:
+            mlflow.log_metrics({**results, "trial_seconds": seconds})
+            mlflow.set_tag("state", TrialState.COMPLETE.name)
+
+    @contextmanager
+    def run(number: int, lam: float) -> Iterator[TrialTracker]:
+        # the trial number is a tag written with the run itself, so a run whose worker dies right
+        # after its creation (SIGKILL) still names its trial; the params follow in a second write
+        tags = {"dataset": dataset, "study": name, "kind": "tuning_trial", "state": "RUNNING"}
+        tags["trial_number"] = str(number)
+        with mlflow.start_run(run_name=f"{dataset}-trial-{number}", nested=True, tags=tags):
+            mlflow.log_params({PARAM: lam, "trial_number": number})
+            try:
+                yield MlflowTrial(epoch_logger(prefix, offset))
+            except BaseException:
+                mlflow.set_tag("state", TrialState.FAIL.name)
+                raise
+
+    return run

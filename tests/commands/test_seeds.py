@@ -1,0 +1,87 @@
+"""The multi-seed study on digits: real `kedro run`s, one per seed, side by side."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from direct2event.commands import seeds
+from tests.conftest import tiny_project
+
+
+def test_aggregate_mean_std_and_worst() -> None:
+    runs = [
+        {
+            "seed": s,
+            "direct_accuracy": d,
+            "event_accuracy": e,
+            "accuracy_retention": e / d,
+            "energy_reduction": r,
+            "energy_reduction_by_model": {"per_event": r, "synops_45nm": 3 * r},
+            "events_per_sample": 100.0 * s,
+            "synops_per_sample": 1000.0 * s,
+            "rate_lambda": 2.0,
+        }
+        for s, d, e, r in ((0, 0.99, 0.985, 7.0), (1, 0.98, 0.977, 6.0), (2, 0.99, 0.99, 8.5))
+    ]
+    study = seeds.aggregate("mnist", runs, {"machine": "cpu", "torch": "2"})
+    assert study["seeds"] == [0, 1, 2] and study["machine"] == "cpu"
+    assert study["mean"]["energy_reduction"] == pytest.approx(7.1666666)
+    assert study["std"]["energy_reduction"] == pytest.approx(statistics.stdev([7.0, 6.0, 8.5]))
+    assert study["worst"]["accuracy_retention"] == pytest.approx(0.985 / 0.99)
+    assert study["worst"]["energy_reduction"] == 6.0
+    assert study["worst"]["energy_reduction_by_model"] == {"per_event": 6.0, "synops_45nm": 18.0}
+    with pytest.raises(ValueError, match="no seed"):
+        seeds.aggregate("mnist", [], {"machine": "cpu", "torch": "2"})
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tests' tiny digits project, as the working folder (the study runs where it is)."""
+    tiny_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def test_seed_study_on_digits(project: Path) -> None:
+    study = seeds.run_study("digits", [0, 1], jobs=2, root=project, threads=1)
+    written = json.loads((project / "data/08_reporting/digits/seeds.json").read_text())
+    assert written == json.loads(json.dumps(study))
+    assert (project / "data/08_reporting/digits/seeds.png").stat().st_size > 10_000
+    runs = {r["seed"]: r for r in written["runs"]}
+    for seed in (0, 1):  # each row is that seed's own summary
+        summary = json.loads(
+            (project / f"data/08_reporting/digits/seed_{seed}/summary.json").read_text()
+        )
+        assert summary["seed"] == seed
+        assert runs[seed]["event_accuracy"] == summary["event"]["accuracy"]
+        assert runs[seed]["accuracy_retention"] == summary["accuracy_retention"]
+    assert runs[0]["event_accuracy"] != runs[1]["event_accuracy"] or (
+        runs[0]["events_per_sample"] != runs[1]["events_per_sample"]
+    )  # another seed, another network
+    retention = [r["accuracy_retention"] for r in written["runs"]]
+    assert written["mean"]["accuracy_retention"] == pytest.approx(statistics.fmean(retention))
+    assert written["std"]["accuracy_retention"] == pytest.approx(statistics.stdev(retention))
+    assert written["worst"]["accuracy_retention"] == min(retention)
+    reduction = [r["energy_reduction"] for r in written["runs"]]
+    assert written["worst"]["energy_reduction"] == min(reduction)
+    assert "per seed" in written["machine"] and written["torch"]
+
+    # MLflow: one parent run, one child per seed
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    found = mlflow.search_runs(experiment_names=["direct2event"], output_format="list")
+    (parent,) = [r for r in found if r.data.tags.get("kind") == "seed_study"]
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" for r in [parent, *children])
+    assert parent.data.metrics["worst.accuracy_retention"] == min(retention)
+
+    # the same seed again (a new study, same thread count) gives the same run on this machine
+    again = seeds.run_study("digits", [1], jobs=1, root=project, threads=1)
+    first = {k: v for k, v in runs[1].items() if k != "seconds"}
+    assert {k: v for k, v in again["runs"][0].items() if k != "seconds"} == first

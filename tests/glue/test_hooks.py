@@ -1,0 +1,29 @@
+"""Project hooks: a password given on the command line never reaches the tracking store, the log
+or any file the run writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from tests.conftest import run
+
+
+def test_a_password_on_the_command_line_is_written_nowhere(project: Path) -> None:
+    secret = "S3cret-PW-do-not-log"
+    url = f"postgresql+psycopg2://alice:{secret}@127.0.0.1:1/optuna"
+    done = run(project, f"digits.tuning.storage={url}")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0  # nothing listens on port 1: stopped before any node
+    assert "Cannot open the Optuna storage" in out and "alice:***@127.0.0.1:1" in out
+    assert secret not in out
+    written = [p for p in project.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in written)
+    for path in written:  # mlflow.db (params, tags), logs, artifacts
+        assert secret.encode() not in path.read_bytes(), path
+    # the failed run is in the store, with the command line's parameters masked
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    (failed,) = mlflow.search_runs(experiment_names=["direct2event"], output_format="list")
+    assert failed.info.status == "FAILED"
+    assert "alice:***@127.0.0.1:1" in failed.data.tags["runtime_params"]

@@ -1,0 +1,270 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from direct2event.data.splits import make_splits
+from direct2event.glue.masking import mask_credentials
+from direct2event.glue.params import (
+    DATASET_KEYS,
+    ParameterError,
+    PipelineParams,
+    load_settings,
+)
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+PROFILES = yaml.safe_load((CONF / "parameters_energy.yml").read_text())["energy_profiles"]
+
+
+def shipped(key: str) -> dict:
+    return yaml.safe_load((CONF / f"parameters_{key}.yml").read_text())[key]
+
+
+def validate_params(key: str, raw: dict, profiles: dict | None = None) -> PipelineParams:
+    return load_settings(key, raw, PROFILES if profiles is None else profiles)
+
+
+@pytest.mark.parametrize("key", DATASET_KEYS)
+def test_every_shipped_parameter_file_is_valid(key: str) -> None:
+    params = validate_params(key, shipped(key))
+    assert params.dataset == key
+    assert set(params.profiles()) == {"per_event", "synops_45nm"}
+
+
+def test_defaults_live_in_one_place_and_files_hold_only_differences() -> None:
+    """The mnist file is empty (the defaults are MNIST's settings); no other file repeats a
+    default value; every key a file sets changes something."""
+    defaults = validate_params("mnist", {}).model_dump()
+    assert shipped("mnist") == {}
+
+    def walk(raw: dict, base: dict, where: str) -> None:
+        for key, value in raw.items():
+            if isinstance(value, dict):
+                walk(value, base[key], f"{where}.{key}")
+            else:
+                assert base[key] != value, f"{where}.{key} repeats the default {value!r}"
+
+    for key in DATASET_KEYS:
+        walk(shipped(key), defaults, key)
+    digits = validate_params("digits", shipped("digits"))
+    assert digits.training.epochs == 8 and digits.training.weight_decay == 1e-4  # file + default
+    assert digits.direct_coding.encoding == "analog" and digits.event_coding.encoding == "rate"
+    sim = validate_params("nmnist_sim", shipped("nmnist_sim"))
+    assert (sim.direct_coding.encoding, sim.direct_coding.timesteps) == ("frames", 8)
+
+
+def test_one_seed_and_masked_credentials_in_what_is_logged() -> None:
+    url = "postgresql+psycopg2://alice:s3cr3t@db.example:5432/optuna"
+    params = validate_params("digits", {"seed": 3, "tuning": {"storage": url}})
+    logged = params.loggable()
+    assert logged["seed"] == 3 and "data.seed" not in logged
+    assert logged["tuning.storage"] == "postgresql+psycopg2://alice:***@db.example:5432/optuna"
+    assert "s3cr3t" not in repr(logged)
+    assert mask_credentials("sqlite:///data/x.db") == "sqlite:///data/x.db"
+    with pytest.raises(ParameterError) as err:
+        validate_params("digits", {"tuning": {"storage": url, "n_trials": -1}, "seed": "x"})
+    assert "s3cr3t" not in str(err.value)
+
+
+def test_study_name_follows_the_setup_but_not_the_display_settings() -> None:
+    base = validate_params("digits", {})
+    assert base.study_name.startswith("digits-") and len(base.study_name) == len("digits-") + 8
+    assert validate_params("digits", {"training": {"progress": False}}).study_name == (
+        base.study_name
+    )
+    assert validate_params("digits", {"seed": 1}).study_name != base.study_name
+    assert validate_params("digits", {"tuning": {"study_name": "mine"}}).study_name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("model", "timesteps"), 0, "model.timesteps: Input should be greater than or equal to 1"),
+        (("training", "lr"), -0.1, "training.lr: Input should be greater than 0"),
+        (("model", "arch"), "transformer", "model.arch"),
+        (("transfer", "finetune", "rate_lambda"), -1.0, "transfer.finetune.rate_lambda"),
+        (("training", "device"), "tpu", "device must be 'auto'"),
+        (("training", "epoch"), 3, "training.epoch: Extra inputs are not permitted"),
+        (("transfer", "input_encoding"), "frames", "needs an event dataset"),
+        (("tuning", "lambda_min"), 60.0, "must be below tuning.lambda_max"),
+        (("tuning", "first_lambdas"), [0.1, 5.0], "[0.1] lie outside"),
+        (("tuning", "retention_floor"), 1.2, "tuning.retention_floor"),
+        (("tuning", "n_trials"), -1, "tuning.n_trials"),
+        (("tuning", "grace_period_s"), 30, "must exceed tuning.heartbeat_interval_s (30)"),
+        (("model", "pooling"), "min", "model.pooling"),
+    ],
+)
+def test_bad_parameters_name_key_and_allowed_values(
+    path: tuple, value: object, message: str
+) -> None:
+    raw: dict = copy.deepcopy(shipped("mnist"))
+    node = raw
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    with pytest.raises(ParameterError, match="parameters_mnist.yml") as err:
+        validate_params("mnist", raw)
+    assert message in str(err.value)
+
+
+def test_average_pooling_is_offered_for_convnet_and_vgg_only() -> None:
+    assert validate_params("mnist", {"model": {"pooling": "avg"}}).model.pooling == "avg"
+    with pytest.raises(ParameterError, match="offered for convnet and vgg"):
+        validate_params("mnist", {"model": {"pooling": "avg", "arch": "resnet"}})
+
+
+def test_event_dataset_needs_frames_and_dividing_timesteps() -> None:
+    raw = copy.deepcopy(shipped("nmnist_sim"))
+    raw["transfer"]["input_encoding"] = "rate"
+    with pytest.raises(ParameterError, match="must be 'frames'"):
+        validate_params("nmnist_sim", raw)
+    raw = copy.deepcopy(shipped("nmnist_sim"))
+    raw["model"]["timesteps"], raw["transfer"]["timesteps"] = 8, 3
+    with pytest.raises(ParameterError, match="must divide model.timesteps"):
+        validate_params("nmnist_sim", raw)
+    raw["transfer"]["timesteps"] = 4  # E's steps each sum two of the eight bins
+    assert validate_params("nmnist_sim", raw).transfer.timesteps == 4
+
+
+def test_unknown_energy_model_or_bad_profile() -> None:
+    with pytest.raises(ParameterError, match="not a profile.*per_event"):
+        validate_params("mnist", {"transfer": {"energy_model": "loihi2"}})
+    broken = {**PROFILES, "mine": {"kind": "per_event"}}
+    with pytest.raises(ParameterError, match="e_event_pj > 0"):
+        validate_params("mnist", {}, broken)
+
+
+def test_namespace_and_dataset_must_agree() -> None:
+    with pytest.raises(ParameterError, match="it must be 'digits'"):
+        validate_params("digits", {"dataset": "mnist"})
+
+
+def test_gpu_check_reads_the_mnist_pipelines_effective_parameters() -> None:
+    """benchmarks/gpu_check.py runs where only torch, numpy and PyYAML are: it reads a dump of
+    the MNIST parameters, which must equal what the pipeline would use."""
+    dumped = yaml.safe_load((CONF.parents[1] / "benchmarks/mnist_params.yml").read_text())
+    effective = validate_params("mnist", shipped("mnist")).model_dump(exclude={"energy_profiles"})
+    assert dumped == effective, (
+        "regenerate: python -m direct2event params mnist > benchmarks/mnist_params.yml"
+    )
+
+
+# Property tests over the parameter schema (hypothesis): what passes validation runs or stops with
+# a named error; what fails validation names the key and never reaches a node.
+
+_ENERGY = PROFILES
+
+# (section path, a strategy of values the schema must refuse there)
+_INVALID = [
+    (("training", "lr"), st.floats(max_value=0.0, allow_nan=False)),
+    (("training", "epochs"), st.integers(max_value=0)),
+    (("training", "batch_size"), st.integers(max_value=0)),
+    (
+        ("data", "calibration_fraction"),
+        st.one_of(st.floats(max_value=0.0), st.floats(min_value=0.5)),
+    ),
+    (("data", "validation_fraction"), st.floats(min_value=0.5, allow_infinity=False)),
+    (("transfer", "timesteps"), st.integers(min_value=257)),
+    (
+        ("transfer", "input_encoding"),
+        st.text(min_size=1).filter(
+            lambda s: s not in ("rate", "regular", "ttfs", "analog", "frames")
+        ),
+    ),
+    (("tuning", "retention_floor"), st.floats(min_value=1.0001, allow_infinity=False)),
+    (("model", "beta"), st.floats(min_value=1.0001, allow_infinity=False)),
+    (("transfer", "finetune", "warmup_epochs"), st.integers(max_value=-1)),
+]
+
+
+def _nested(path: tuple[str, ...], value: object) -> dict:
+    out: dict = {path[-1]: value}
+    for key in reversed(path[:-1]):
+        out = {key: out}
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(range(len(_INVALID))).flatmap(
+        lambda i: st.tuples(st.just(_INVALID[i][0]), _INVALID[i][1])
+    )
+)
+def test_invalid_values_are_refused_naming_the_key(case: tuple) -> None:
+    path, value = case
+    with pytest.raises(ParameterError) as err:
+        load_settings("digits", _nested(path, value), _ENERGY)
+    assert f"digits.{'.'.join(path)}" in str(err.value)
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    phases=(Phase.generate,),  # each example is a whole pipeline run: no shrinking
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    calibration=st.sampled_from([0.0005, 0.005, 0.05]),
+    timesteps=st.sampled_from([1, 2, 4]),
+    encoding=st.sampled_from(["rate", "regular", "ttfs", "analog"]),
+    warmup=st.integers(0, 1),
+)
+def test_valid_small_configurations_run_or_stop_with_a_named_error(
+    tmp_path_factory: pytest.TempPathFactory,
+    calibration: float,
+    timesteps: int,
+    encoding: str,
+    warmup: int,
+) -> None:
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+    from kedro_datasets.json import JSONDataset
+
+    from direct2event.data.static import load_digits
+    from direct2event.pipeline_registry import create_dataset_pipeline
+
+    storage = tmp_path_factory.mktemp("optuna") / "optuna.db"
+    raw = {
+        "data": {"calibration_fraction": calibration, "max_validation": 100, "max_test": 200},
+        "model": {"channels": [4], "hidden": 0, "timesteps": 2},
+        # one epoch of a 4-channel net is about wiring, not quality: the gate is tested elsewhere
+        "training": {
+            "epochs": 1,
+            "batch_size": 128,
+            "shift_augment": 0,
+            "progress": False,
+            "min_accuracy_over_chance": 0,
+        },
+        "transfer": {
+            "input_encoding": encoding,
+            "timesteps": timesteps,
+            "finetune": {"epochs": 1, "warmup_epochs": warmup, "max_train": 200},
+        },
+        "tuning": {"n_trials": 1, "first_lambdas": [2.0], "storage": f"sqlite:///{storage}"},
+        "register_models": False,
+    }
+    params = load_settings("digits", raw, _ENERGY)  # valid: it must not raise here
+    data = load_digits()
+    too_small = round(calibration * len(data.train)) < 16
+    summary_path = tmp_path_factory.mktemp("summary") / "summary.json"
+    catalog = DataCatalog(
+        {
+            "raw_data": MemoryDataset(data),
+            "settings": MemoryDataset(params),
+            "summary": JSONDataset(filepath=str(summary_path)),  # kept after the run
+        }
+    )
+    if too_small:  # stopped by the first node, before any training, naming the parameter
+        with pytest.raises(Exception, match="data.calibration_fraction"):
+            SequentialRunner().run(create_dataset_pipeline(), catalog)
+        return
+    make_splits(data, calibration, 0.1, 0)  # the splits this run uses are sound
+    SequentialRunner().run(create_dataset_pipeline(), catalog)
+    summary = catalog.load("summary")
+    assert summary["event_timesteps"] == timesteps and summary["input_encoding"] == encoding
+    assert 0 < summary["event"]["accuracy"] <= 1 and summary["energy_reduction"] > 0

@@ -1,0 +1,241 @@
+"""The lambda sweep: selection rule, Pareto front, storage errors, resume and parallel workers."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState, create_trial
+
+from direct2event.glue import tuning
+from direct2event.snn.models import checkpoint, to_event_network
+
+SPACE = tuning.lambda_distribution(0.5, 50.0)
+WORKER = Path(__file__).with_name("sweep_worker.py")
+
+
+def trial(lam: float, acc: float, energy: float, number: int) -> optuna.trial.FrozenTrial:
+    t = create_trial(
+        params={tuning.PARAM: lam}, distributions={tuning.PARAM: SPACE}, values=[acc, energy]
+    )
+    t.number = number
+    return t
+
+
+HAND_MADE = [
+    trial(0.5, 0.981, 0.025, 0),
+    trial(1.0, 0.979, 0.020, 1),
+    trial(3.0, 0.976, 0.012, 2),
+    trial(10.0, 0.970, 0.008, 3),
+    trial(2.0, 0.975, 0.030, 4),  # dominated by trial 1 and 2
+]
+
+
+def test_selection_takes_lowest_energy_above_the_retention_floor() -> None:
+    # D has 0.98 on validation; floor 0.995 -> accuracy >= 0.9751: trials 0, 1, 2 qualify
+    chosen, met = tuning.select_trial(HAND_MADE, 0.98, 0.995)
+    assert (chosen.number, met) == (2, True)
+    # a looser floor (0.985 -> 0.9653) admits trial 3, the cheapest
+    assert tuning.select_trial(HAND_MADE, 0.98, 0.985)[0].number == 3
+    # against a D with 0.99 nobody reaches 0.995 * 0.99 = 0.985: the most accurate, flagged
+    chosen, met = tuning.select_trial(HAND_MADE, 0.99, 0.995)
+    assert (chosen.number, met) == (0, False)
+    with pytest.raises(tuning.TuningError, match="no complete trial"):
+        tuning.select_trial([], 0.98, 0.995)
+
+
+def test_pareto_front_drops_dominated_trials_and_sorts_by_energy() -> None:
+    front = tuning.pareto_front(HAND_MADE)
+    assert [t.number for t in front] == [3, 2, 1, 0]
+    assert tuning.trial_record(front[0]) == tuning.TrialRecord(
+        rate_lambda=10.0, val_accuracy=0.97, energy_uJ=0.008, number=3
+    )
+
+
+def test_unreachable_storage_and_changed_space_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(tuning.TuningError, match="does not exist"):
+        tuning.check_study("sqlite:////nonexistent-folder/optuna.db", "s", SPACE)
+    with pytest.raises(tuning.TuningError, match="Cannot open the Optuna storage"):
+        tuning.check_study("postgresql+psycopg2://nobody@127.0.0.1:9/none", "s", SPACE)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert tuning.check_study(url, "s", SPACE) == 0  # a new study is fine
+    study = optuna.create_study(study_name="s", storage=url, directions=["maximize", "minimize"])
+    study.add_trial(trial(1.0, 0.9, 0.01, 0))
+    assert tuning.check_study(url, "s", SPACE) == 1
+    with pytest.raises(tuning.TuningError, match="lambda_min / lambda_max"):
+        tuning.check_study(url, "s", tuning.lambda_distribution(1.0, 10.0))
+    optuna.create_study(study_name="single", storage=url, direction="maximize")
+    with pytest.raises(tuning.TuningError, match="optimises"):
+        tuning.check_study(url, "single", SPACE)
+
+
+def test_study_names_follow_the_setup() -> None:
+    a = tuning.study_name("mnist", {"model": {"timesteps": 4}})
+    assert a == tuning.study_name("mnist", {"model": {"timesteps": 4}})
+    assert a != tuning.study_name("mnist", {"model": {"timesteps": 8}})
+    assert a.startswith("mnist-") and len(a) == len("mnist-") + 8
+
+
+@pytest.fixture(scope="module")
+def saved_networks(tmp_path_factory: pytest.TempPathFactory, digits_direct_model) -> Path:
+    folder = tmp_path_factory.mktemp("networks")
+    (folder / "direct.pkl").write_bytes(pickle.dumps(checkpoint(digits_direct_model)))
+    (folder / "scaled.pkl").write_bytes(
+        pickle.dumps(checkpoint(to_event_network(digits_direct_model)))
+    )
+    return folder
+
+
+def worker(folder: Path, url: str, n_trials: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(WORKER), str(folder), url, "study", str(n_trials)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def complete(url: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="study", storage=tuning.open_storage(url))
+    return [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+
+
+OPEN_AT = """
+import sys, time
+from pathlib import Path
+from direct2event.glue import tuning
+ready, go = Path(sys.argv[2]), Path(sys.argv[3])
+ready.write_text("imported")
+while not go.exists():  # a barrier: all four open the new database at the same instant
+    time.sleep(0.001)
+storage = tuning.open_storage(sys.argv[1])
+print(len(storage.get_all_studies()))
+"""
+
+
+def test_workers_opening_a_new_database_together_all_succeed(tmp_path: Path) -> None:
+    """Optuna's schema creation races; every worker must still get the storage."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT, url, str(tmp_path / f"ready{i}"), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(4)
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(4)):  # all have imported
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    go.write_text("go")
+    outs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(outs)[-2000:]
+    assert [o.split()[-1] for o in outs] == ["0"] * 4
+    storage = tuning.open_storage(url)
+    assert storage.get_all_studies() == []
+
+
+def test_two_workers_share_one_study(saved_networks: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    procs = [worker(saved_networks, url, 6) for _ in range(2)]
+    for p in procs:
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 0, out[-2000:]
+    study = optuna.load_study(study_name="study", storage=url)
+    assert study.metric_names == ["val_accuracy", "energy_uJ"]  # named axes in optuna-dashboard
+    trials = study.get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    # both stop once the study holds 6 complete trials; one may finish a trial in flight
+    assert 6 <= len(done) <= 7
+    assert all(t.state == TrialState.COMPLETE for t in trials)  # none lost or left running
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert len({t.datetime_start for t in done}) == len(done)
+    for t in done:  # each trial measured a real fine-tuned network
+        assert 0.5 <= t.params[tuning.PARAM] <= 50
+        assert 0.3 < t.values[0] <= 1 and t.values[1] > 0
+        assert t.user_attrs["events_per_sample"] == pytest.approx(t.values[1] * 1e6)
+
+
+def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(
+    saved_networks: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proc = worker(saved_networks, url, 50)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # the event: two trials complete in the store
+        try:
+            if len(complete(url)) >= 2:
+                break
+        except KeyError:  # the study is not created yet
+            pass
+        assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = {t.number: t.values for t in complete(url)}
+    assert len(before) >= 2
+    resumed = worker(saved_networks, url, len(before) + 2)
+    out = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0, out[-2000:]
+    after = {t.number: t.values for t in complete(url)}
+    assert len(after) == len(before) + 2  # the count only grows, by exactly what was missing
+    assert {k: after[k] for k in before} == before  # finished trials keep their values
+    assert torch.tensor(list(after)).unique().numel() == len(after)
+
+
+def test_a_dead_workers_trial_on_this_host_fails_at_once(tmp_path: Path) -> None:
+    """A trial whose worker process on this host is gone is failed without waiting for the
+    heartbeat's grace period; a live worker's trial is left running."""
+    import socket
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=tuning.open_storage(url), directions=["maximize"] * 2)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone, live = study.ask(), study.ask()
+    for trial, pid in ((gone, dead.pid), (live, os.getpid())):
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", pid)
+    assert tuning.fail_dead_local_trials(study) == [gone.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {gone.number: TrialState.FAIL, live.number: TrialState.RUNNING}
+    assert f"worker process {dead.pid}" in study.get_trials()[gone.number].user_attrs["fail_reason"]
+
+
+def test_plain_postgresql_urls_use_the_installed_driver() -> None:
+    """SQLAlchemy 2.1 reads postgresql:// as psycopg 3; with psycopg2 here it is used."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        assert tuning.postgres_driver("postgresql://u@h:1/o") == "postgresql+psycopg2://u@h:1/o"
+    assert tuning.postgres_driver("sqlite:///x.db") == "sqlite:///x.db"
+    with pytest.raises(tuning.TuningError) as err:  # a closed port: refused, with the hint
+        tuning.open_storage("postgresql://u@127.0.0.1:1/o")
+    assert "Failed to import DB access module" not in str(err.value)
+    assert "postgresql+psycopg2:// needs psycopg2" in str(err.value)
+
+
+def test_a_stopped_trials_lambda_is_measured_again_once(tmp_path: Path) -> None:
+    """A trial failed by a stop or a dead worker is queued again with its lambda (once); one
+    failed by an error is not."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=tuning.open_storage(url), directions=["maximize"] * 2)
+    space = tuning.lambda_distribution(0.5, 50.0)
+    for reason in ("stopped by SIGTERM", "ValueError: nan", None):
+        trial = study.ask({tuning.PARAM: space})
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+    stopped = study.get_trials()[0]
+    assert tuning.requeue_interrupted_trials(study) == [0]
+    assert tuning.requeue_interrupted_trials(study) == []  # once
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.params for t in waiting] == [stopped.params]
+    assert waiting[0].user_attrs == {"retry_of": 0}
