@@ -38,7 +38,7 @@ JOBS ?=
 PARAMS ?=
 NAME ?= variant
 seeds: install
-	cd $(CURDIR) && $(PY) -m direct2event.commands.seeds --key $(KEY) --seeds $(SEEDS) $(if $(JOBS),--jobs $(JOBS),) $(if $(PARAMS),--params "$(PARAMS)" --name $(NAME),)
+	cd $(CURDIR) && $(PY) -m direct2event seeds --key $(KEY) --seeds $(SEEDS) $(if $(JOBS),--jobs $(JOBS),) $(if $(PARAMS),--params "$(PARAMS)" --name $(NAME),)
 
 test: install-dev
 	$(PY) -m pytest -q
@@ -69,11 +69,11 @@ optuna-dashboard: install
 
 # MLflow runs left RUNNING by a killed or lost process: marked FAILED with the reason.
 reap-runs: install
-	$(PY) -m direct2event.glue.runs
+	$(PY) -m direct2event reap-runs
 
 # The MLflow UI's runs table, compare view and E's champion version as PNGs (headless Chromium).
 screenshots: install
-	$(PY) -m direct2event.commands.screenshots --out docs/img
+	$(PY) -m direct2event screenshots --out docs/img
 
 # Scale-out: PostgreSQL (Optuna study + MLflow backend) and an MLflow server on 127.0.0.1,
 # data in data/services; `source data/services/env.sh` points a worker at them.
@@ -81,10 +81,10 @@ PG_PORT ?= 5433
 MLFLOW_PORT ?= 5001
 services: install
 	$(PIP) install -q -e ".[services]"
-	$(PY) -m direct2event.glue.services start --pg-port $(PG_PORT) --mlflow-port $(MLFLOW_PORT)
+	$(PY) -m direct2event services start --pg-port $(PG_PORT) --mlflow-port $(MLFLOW_PORT)
 
 services-stop:
-	$(PY) -m direct2event.glue.services stop
+	$(PY) -m direct2event services stop
 
 clean:
 	rm -rf $(VENV)

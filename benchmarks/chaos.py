@@ -302,7 +302,8 @@ def seeds_study(rng: random.Random, work: Path, n: int) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
-        "direct2event.commands.seeds",
+        "direct2event",
+        "seeds",
         "--key",
         "digits",
         "--seeds",
