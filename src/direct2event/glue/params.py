@@ -309,39 +309,33 @@ class PipelineParams(_Strict):
         """The torch device named by ``training.device`` (auto: CUDA when present)."""
         return resolve_device(self.training.device)
 
+    def _fit_config(
+        self, section: TrainingParams | FinetuneParams, coding: InputCoding, shift_augment: int = 0
+    ) -> FitConfig:
+        """BPTT settings from a section (D's training and E's fine-tuning share these fields)."""
+        return FitConfig(
+            epochs=section.epochs,
+            lr=section.lr,
+            batch_size=section.batch_size,
+            coding=coding,
+            weight_decay=section.weight_decay,
+            optimizer=section.optimizer,
+            schedule=section.schedule,
+            shift_augment=shift_augment,
+            seed=self.seed,
+            bf16=self.training.bf16,
+        )
+
     def direct_fit_config(self) -> FitConfig:
         """The BPTT settings of network D's direct-coded training."""
-        train = self.training
-        return FitConfig(
-            epochs=train.epochs,
-            lr=train.lr,
-            batch_size=train.batch_size,
-            coding=self.direct_coding,
-            weight_decay=train.weight_decay,
-            optimizer=train.optimizer,
-            schedule=train.schedule,
-            shift_augment=train.shift_augment,
-            seed=self.seed,
-            bf16=train.bf16,
-        )
+        return self._fit_config(self.training, self.direct_coding, self.training.shift_augment)
 
     def finetune_config(self, rate_lambda: float) -> FinetuneConfig:
         """E's fine-tuning at strength ``rate_lambda`` as configured: every fine-tuning of a run
         (the sweep's trials, the final one, the ablation rows) starts from this one object."""
         ft = self.transfer.finetune
-        fit = FitConfig(
-            epochs=ft.epochs,
-            lr=ft.lr,
-            batch_size=ft.batch_size,
-            coding=self.event_coding,
-            weight_decay=ft.weight_decay,
-            optimizer=ft.optimizer,
-            schedule=ft.schedule,
-            seed=self.seed,
-            bf16=self.training.bf16,
-        )
         return FinetuneConfig(
-            fit=fit,
+            fit=self._fit_config(ft, self.event_coding),
             rate_lambda=rate_lambda,
             distill=ft.distill,
             teacher=self.direct_coding,

@@ -12,6 +12,7 @@ from direct2event.pipelines.finetuning.nodes import (
     finetune_lambda0,
     tune_rate_lambda,
 )
+from direct2event.snn.encoders import InputCoding
 from direct2event.snn.finetuning import finetune_event_network
 from direct2event.snn.models import restore
 from tests.pipelines.conftest import NO_LOGITS, tiny
@@ -27,6 +28,14 @@ def test_only_pareto_optimal_trial_networks_are_kept() -> None:
     }
     drop_dominated(trained)
     assert sorted(trained) == [0.5, 1.5, 5.0, 6.0]
+
+
+def final_at(lam: float, scaled, direct_model, splits, settings, warm=None) -> tuple:
+    """The final fine-tuning at ``lam`` with the sweep off (no trial network to reuse)."""
+    report = TuningReport(rate_lambda=lam, enabled=False)
+    return finetune_event_model(
+        scaled[0], direct_model, splits, settings, report, {}, NO_LOGITS, warm or {}
+    )
 
 
 def test_sweep_off_uses_the_configured_lambda(scaled, direct_model, digits_splits) -> None:
@@ -96,16 +105,7 @@ def test_lambda0_network_is_trained_once_and_reported_beside_the_trials(
     lambda0 = finetune_lambda0(scaled[0], direct_model, digits_splits, settings, NO_LOGITS)
     assert lambda0["rate_lambda"] == 0.0 and [h["epoch"] for h in lambda0["history"]] == [1]
     # exactly the network the final fine-tuning trains at lambda = 0
-    same, _ = finetune_event_model(
-        scaled[0],
-        direct_model,
-        digits_splits,
-        settings,
-        TuningReport(rate_lambda=0.0, enabled=False),
-        {},
-        NO_LOGITS,
-        {},
-    )
+    same, _ = final_at(0.0, scaled, direct_model, digits_splits, settings)
     for key, value in same["state_dict"].items():
         assert torch.equal(value, lambda0["model"]["state_dict"][key]), key
     report, _, reuse = tune_rate_lambda(
@@ -124,26 +124,8 @@ def test_lambda0_network_is_trained_once_and_reported_beside_the_trials(
 def test_finetune_event_model_trains_at_the_chosen_lambda(
     scaled, direct_model, digits_splits: DataSplits, settings
 ) -> None:
-    low, log = finetune_event_model(
-        scaled[0],
-        direct_model,
-        digits_splits,
-        settings,
-        TuningReport(rate_lambda=0.0, enabled=False),
-        {},
-        NO_LOGITS,
-        {},
-    )
-    high, _ = finetune_event_model(
-        scaled[0],
-        direct_model,
-        digits_splits,
-        settings,
-        TuningReport(rate_lambda=30.0, enabled=False),
-        {},
-        NO_LOGITS,
-        {},
-    )
+    low, log = final_at(0.0, scaled, direct_model, digits_splits, settings)
+    high, _ = final_at(30.0, scaled, direct_model, digits_splits, settings)
     assert [h["epoch"] for h in log] == [1]
     x = digits_splits.test.x[:64].float()
     inputs = (torch.rand(4, *x.shape, generator=torch.Generator().manual_seed(0)) < x).float()
@@ -168,16 +150,7 @@ def test_fine_tuning_can_train_the_thresholds(scaled, direct_model, digits_split
     from direct2event.snn.neurons import THRESHOLD_FLOOR
 
     settings = tiny(transfer={"finetune": {"train_thresholds": True}})
-    tuned, _ = finetune_event_model(
-        scaled[0],
-        direct_model,
-        digits_splits,
-        settings,
-        TuningReport(rate_lambda=5.0, enabled=False),
-        {},
-        NO_LOGITS,
-        {},
-    )
+    tuned, _ = final_at(5.0, scaled, direct_model, digits_splits, settings)
     fixed, _ = finetune_event_model(
         scaled[0],
         direct_model,
@@ -208,7 +181,7 @@ def test_d_logits_are_computed_once_and_change_nothing(
     distil = tiny(transfer={"finetune": {"distill": True}})
     logits = predict_direct_logits(direct_model, digits_splits, distil)["logits"]
     expected = predict_logits(
-        restore(direct_model), digits_splits.train, "analog", 4, torch.device("cpu")
+        restore(direct_model), digits_splits.train, InputCoding("analog", 4), torch.device("cpu")
     )
     assert torch.equal(logits, expected) and logits.shape == (len(digits_splits.train), 10)
     # the final fine-tuning with the shared table equals the one that computes its own
@@ -222,16 +195,7 @@ def test_d_logits_are_computed_once_and_change_nothing(
         {"logits": logits},
         {},
     )
-    own, _ = finetune_event_model(
-        scaled[0],
-        direct_model,
-        digits_splits,
-        distil,
-        TuningReport(rate_lambda=5.0, enabled=False),
-        {},
-        NO_LOGITS,
-        {},
-    )
+    own, _ = final_at(5.0, scaled, direct_model, digits_splits, distil)
     for key, value in own["state_dict"].items():
         assert torch.equal(shared["state_dict"][key], value), key
     ttfs = tiny(transfer={"ablation": {"ttfs_rows": True}})  # the SKD rows distil
@@ -253,16 +217,7 @@ def test_lambda_warm_up_trains_lambda0_once_and_every_lambda_continues_from_it(
     warm = finetune_lambda0(scaled[0], direct_model, digits_splits, settings, NO_LOGITS)
     assert [h["epoch"] for h in warm["history"]] == [1]
     # E = the warm-up network fine-tuned at lambda: the same weights as doing it by hand
-    event, log = finetune_event_model(
-        scaled[0],
-        direct_model,
-        digits_splits,
-        settings,
-        TuningReport(rate_lambda=5.0, enabled=False),
-        {},
-        NO_LOGITS,
-        warm,
-    )
+    event, log = final_at(5.0, scaled, direct_model, digits_splits, settings, warm)
     by_hand, _ = finetune_event_network(
         restore(warm["model"]),
         restore(direct_model),
