@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,6 +45,25 @@ def networks(digits_splits: DataSplits) -> tuple[SpikingNet, SpikingNet]:
         percentile=99.0,
     )
     return direct.eval(), event
+
+
+@pytest.fixture(scope="module")
+def max_pooled_event(digits_splits: DataSplits) -> SpikingNet:
+    """E of a max-pooled D (the default architecture) trained on digits."""
+    torch.manual_seed(0)
+    direct = build_model("convnet", digits_splits.input_shape, 10, channels=(8, 16), hidden=32)
+    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, coding=InputCoding("analog", T), seed=0)
+    fit(direct, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
+    event = to_event_network(direct.eval())
+    scale_thresholds(
+        event,
+        digits_splits.calibration,
+        InputCoding("rate", T),
+        torch.device("cpu"),
+        "percentile",
+        percentile=99.0,
+    )
+    return event
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +114,73 @@ def test_round_trip_gives_identical_logits(networks, spikes_in, tmp_path) -> Non
     assert sum(isinstance(n, nir.SumPool2d) for n in graph.nodes.values()) == 2
 
 
-def test_max_pooling_cannot_be_exported_and_names_the_option() -> None:
-    net = build_model("convnet", (1, 8, 8), 3, channels=(4,))
-    with pytest.raises(NIRError, match=r"model\.pooling: avg"):
-        to_nir(net, T, "rate")
+def test_d_with_max_pooling_is_refused_naming_why_and_the_option() -> None:
+    net = build_model("convnet", (1, 8, 8), 3, channels=(4,))  # graded D, max-pooled
+    with pytest.raises(NIRError, match=r"cannot express exactly.*model\.pooling: avg"):
+        to_nir(net, T, "analog")
+
+
+def or_gate_graph(role: bool) -> Any:
+    """SumPool2d(2) -> the OR gate as :func:`to_nir` writes it, on ``[2, 4, 4]`` spikes;
+    without ``role`` a reader sees a plain IF node (reset to zero)."""
+    gate = to_nir(
+        to_event_network(build_model("convnet", (2, 4, 4), 3, channels=(2,))), T, "rate"
+    ).nodes["3_or_gate"]
+    if not role:
+        gate.metadata = {"reset": gate.metadata["reset"]}
+    shape = np.array([2, 2, 2])
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 4, 4])}),
+        "pool": nir.SumPool2d(
+            kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])
+        ),
+        "gate": gate,
+        "output": nir.Output(output_type={"output": shape}),
+    }
+    return nir.NIRGraph(
+        nodes=nodes, edges=[("input", "pool"), ("pool", "gate"), ("gate", "output")]
+    )
+
+
+def test_the_or_gate_is_exact_where_several_inputs_spike_in_one_window() -> None:
+    """Max-pooling of spikes as NIR writes it (count, then a gate that keeps nothing), against
+    max-pooling itself, on windows holding 0 to 4 spikes, over steps (a leftover charge would
+    show as a spike one step later): our reader (as max-pooling, and as a plain IF node), Norse
+    as it reads the graph, and sinabs with its reader-side bridge (one spike per step, reset to
+    zero: as read it fires 5 times for 4 spikes)."""
+    x = torch.zeros(3, 2, 2, 4, 4)  # [T, N, C, H, W]
+    x[0, 0, 0, 0:2, 0:2] = 1  # 4 spikes in one window
+    x[0, 0, 1, 0, 2] = x[0, 0, 1, 1, 3] = 1  # 2
+    x[1, 0, 0, 2, 2] = 1  # 1
+    x[2, 1, 1, 2:4, 2:4] = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # 3
+    expected = torch.stack([torch.nn.functional.max_pool2d(step, 2) for step in x])
+    assert expected.sum() == 4 and x.sum() == 10
+    as_max = from_nir(or_gate_graph(role=True))
+    assert [type(m).__name__ for m in as_max.layers] == ["MaxPool2d"]
+    for role in (True, False):
+        net = from_nir(or_gate_graph(role)).set_mode("binary")
+        assert torch.equal(net.run_folded(x).unflatten(0, (3, 2)), expected), role
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        norse = pytest.importorskip("norse.torch")
+        sinabs = pytest.importorskip("sinabs")
+        import sinabs.layers as sl
+        from sinabs.activation import MembraneReset, SingleSpike
+    model, state, steps = norse.from_nir(or_gate_graph(role=False), dt=1e-4), None, []
+    for step in x:
+        out, state = model(step, state)
+        steps.append(out)
+    assert torch.equal(torch.stack(steps), expected)  # Norse: IF resets to v_reset, as written
+    batch_major = x.transpose(0, 1).reshape(-1, 2, 4, 4)
+    for bridged in (False, True):
+        model = sinabs.from_nir(or_gate_graph(role=False), batch_size=2)
+        if bridged:
+            for layer in model.modules():
+                if isinstance(layer, sl.IAFSqueeze):
+                    layer.spike_fn, layer.reset_fn = SingleSpike, MembraneReset()
+        out = model(batch_major)
+        out = (out[0] if isinstance(out, tuple) else out).reshape(2, 3, 2, 2, 2).transpose(0, 1)
+        assert torch.equal(out, expected) == bridged, bridged
 
 
 def test_sinabs_reads_e_and_spikes_identically(networks, spikes_in) -> None:
@@ -266,3 +349,66 @@ def test_lif_parameters_survive_a_non_default_beta_and_if(tmp_path) -> None:
         assert [lif.params.beta for lif in back.lif_layers()] == pytest.approx([beta] * 2)
         with torch.no_grad():
             assert torch.equal(back(x), e(x))
+
+
+def test_max_pooled_e_exports_exactly_for_us_sinabs_and_norse(
+    max_pooled_event, spikes_in, tmp_path
+) -> None:
+    """The default (max-pooled) E written to NIR and read back: identical predictions and
+    spike counts per LIF layer in our reader (as max-pooling, and reading the gate as a plain
+    IF node), in Norse (the bridges of :func:`norse_logits`; it reads the gate as written) and
+    in sinabs (the LIF bridges of the test above, and one spike per step with reset to zero on
+    the gate)."""
+    event = max_pooled_event
+    ours, logits = layer_spikes(event, spikes_in)
+    assert min(ours) > 0 and len(ours) == 3
+    path = save_nir(event, tmp_path / "E.nir", T, "rate")
+    graph = nir.read(str(path))
+    assert sum(isinstance(n, nir.SumPool2d) for n in graph.nodes.values()) == 2
+    back = from_nir(path)
+    assert [type(m).__name__ for m in back.layers] == [
+        type(m).__name__ for m in event.layers if not isinstance(m, torch.nn.Identity)
+    ]
+    back_counts, back_logits = layer_spikes(back, spikes_in)
+    assert back_counts == ours and torch.equal(back_logits, logits)
+    plain = nir.read(str(path))  # the gates without their role: plain IF nodes, reset to zero
+    for node in plain.nodes.values():
+        if isinstance(node, nir.IF):
+            node.metadata = {"reset": node.metadata["reset"]}
+    as_if = from_nir(plain)
+    assert len(as_if.lif_layers()) == 5  # three LIF layers and two gates
+    assert torch.equal(as_if(spikes_in), logits)
+
+    # (a graph read from a file lists its nodes by name: norse_logits walks them in chain order)
+    theirs, their_logits = norse_logits(to_nir(event, T, "rate"), spikes_in, subtract=True)
+    assert theirs == ours
+    assert torch.equal(their_logits.argmax(1), logits.argmax(1))
+    assert torch.allclose(their_logits, logits, atol=1e-4)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sinabs = pytest.importorskip("sinabs")
+        import sinabs.layers as sl
+        from sinabs.activation import MembraneReset, SingleSpike
+    graph = nir.read(str(path))
+    beta = event.lif_layers()[0].params.beta
+    for node in graph.nodes.values():
+        if isinstance(node, nir.LIF):
+            node.tau = np.full_like(node.tau, -1.0 / math.log(beta))  # steps
+            node.v_leak = np.zeros(1, np.float32)
+    model = sinabs.from_nir(graph, batch_size=N)
+    counted: list[float] = []
+    for layer in model.modules():
+        if isinstance(layer, sl.LIFSqueeze):
+            layer.spike_fn = SingleSpike
+            layer.register_forward_hook(lambda _m, _i, out: counted.append(float(out.sum())))
+        elif isinstance(layer, sl.IAFSqueeze):  # the OR gates
+            layer.spike_fn, layer.reset_fn = SingleSpike, MembraneReset()
+    batch_major = spikes_in.transpose(0, 1).reshape(N * T, *spikes_in.shape[2:])
+    with torch.no_grad():
+        out = model(batch_major)
+    out = out[0] if isinstance(out, tuple) else out
+    sinabs_logits = out.reshape(N, T, -1).mean(1)
+    assert counted == ours
+    assert torch.equal(sinabs_logits.argmax(1), logits.argmax(1))
+    assert torch.allclose(sinabs_logits, logits, atol=1e-5)

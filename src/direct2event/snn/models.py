@@ -274,6 +274,8 @@ def build_from_specs(config: dict[str, Any]) -> SpikingNet:
             layers.append(nn.Flatten())
         elif kind == "avgpool":
             layers.append(nn.AvgPool2d(tuple(spec["kernel"]), tuple(spec["stride"])))
+        elif kind == "maxpool":
+            layers.append(MaxPool2d(tuple(spec["kernel"]), tuple(spec["stride"])))
         elif kind == "scale":
             layers.append(Scale(spec["factor"]))
         elif kind == "lif":

@@ -43,6 +43,13 @@ from direct2event.snn.models import SpikingNet, build_from_specs, fuse_batchnorm
 from direct2event.snn.neurons import LIF, LIFParameters
 
 DT = 1e-4  # seconds per time step written to the graph (snnTorch's and SpikingJelly's)
+# Max-pooling of binary spikes in E is written as SumPool2d -> IF "gate": r = 1, threshold 0.5,
+# reset to zero. The count in a window is a whole number, so the gate fires exactly when it is
+# at least 1 whether the reader compares with > or >=, and after a reset to zero nothing is
+# left over (v is 0, or at least 1 and fires). A reader that subtracts the threshold instead
+# would carry 0.5 or more into the next step: the gate's node says reset: zero.
+OR_GATE = "max_pool_or_gate"
+OR_GATE_THRESHOLD = 0.5
 SUPPORTED = (
     "Input",
     "Output",
@@ -93,14 +100,16 @@ def to_nir(
     """The NIR graph of ``net`` (network D or E; not modified: batch norm is folded in a copy).
     ``timesteps`` and ``input_encoding`` describe how the graph is meant to be fed."""
     nir = _nir()
-    for module in net.modules():
-        if isinstance(module, nn.MaxPool2d):
-            raise NIRError(
-                "NIR has no max-pooling node: this network pools with max. Build it with "
-                "average pooling (model.pooling: avg) to export it."
-            )
+    if net.mode != "binary" and any(isinstance(m, nn.MaxPool2d) for m in net.modules()):
+        raise NIRError(
+            "network D max-pools graded outputs, which NIR cannot express exactly (it has no "
+            "max-pooling node; on E's binary spikes max-pooling is an OR, which it can). Export "
+            "E, or build D with average pooling (model.pooling: avg) to export D too."
+        )
     if any(type(m).__name__ == "ResidualBlock" for m in net.modules()):
-        raise NIRError("NIR export covers convnet and vgg (chains); resnet is not exported.")
+        raise NIRError(
+            "NIR export writes chains (convnet, vgg); resnet's residual adds are not exported."
+        )
     folded = fuse_batchnorm(copy.deepcopy(net).cpu().eval())
     shape = list(net.config["input_shape"])
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(shape)})}
@@ -146,6 +155,26 @@ def to_nir(
                 kernel_size=np.array(k), stride=np.array(st), padding=np.array((0, 0))
             )
             shape = [shape[0], (shape[1] - k[0]) // st[0] + 1, (shape[2] - k[1]) // st[1] + 1]
+        elif isinstance(layer, nn.MaxPool2d):
+            k = _pair(layer.kernel_size)
+            st = _pair(layer.stride or layer.kernel_size)
+            if any(_pair(layer.padding)) or _pair(layer.dilation) != (1, 1) or layer.ceil_mode:
+                raise NIRError(f"layer {i}: max-pooling with padding or dilation is not exported")
+            # E max-pools binary spikes: the window's maximum is an OR, written exactly as the
+            # count of spikes in the window (SumPool2d) and a gate that fires when the count is
+            # at least 1 and keeps nothing (see OR_GATE)
+            nodes[name] = nir.SumPool2d(
+                kernel_size=np.array(k), stride=np.array(st), padding=np.array((0, 0))
+            )
+            order.append(name)
+            shape = [shape[0], (shape[1] - k[0]) // st[0] + 1, (shape[2] - k[1]) // st[1] + 1]
+            name = f"{i}_or_gate"
+            node = nir.IF(
+                r=np.ones(shape, np.float32),
+                v_threshold=np.full(shape, OR_GATE_THRESHOLD, np.float32),
+                v_reset=np.zeros(shape, np.float32),
+                metadata={"reset": "zero", "role": OR_GATE},
+            )
         elif isinstance(layer, nn.Flatten):
             node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
             shape = [int(np.prod(shape))]
@@ -276,6 +305,12 @@ def _per_channel(values: np.ndarray, node: str) -> torch.Tensor:
     return torch.from_numpy(per[:, 0].copy())
 
 
+def _is_or_gate(node: Any) -> bool:
+    """Whether ``node`` is the gate :func:`to_nir` writes after a SumPool2d for max-pooling."""
+    meta = getattr(node, "metadata", None) or {}
+    return type(node).__name__ == "IF" and meta.get("role") == OR_GATE
+
+
 def from_nir(graph_or_path: Any, width: float = 1.0, reset_default: str = "subtract") -> SpikingNet:
     """A :class:`SpikingNet` from a NIR graph (this project's or another framework's), in the
     mode the graph's metadata names (``graded`` for a D, else ``binary``).
@@ -304,10 +339,24 @@ def from_nir(graph_or_path: Any, width: float = 1.0, reset_default: str = "subtr
     specs: list[dict[str, Any]] = []
     state: dict[str, torch.Tensor] = {}
     gain_pending: list[int] = []  # index of the last synaptic layer (gain of a neuron folds in)
-    for name in order[1:-1]:
+    inner = order[1:-1]
+    gates = {
+        after
+        for before, after in itertools.pairwise(inner)
+        if type(graph.nodes[before]).__name__ == "SumPool2d" and _is_or_gate(graph.nodes[after])
+    }
+    for position, name in enumerate(inner):
         node = graph.nodes[name]
         kind = type(node).__name__
         idx = len(specs)
+        if name in gates:  # read with the SumPool2d before it as max-pooling
+            continue
+        if kind == "SumPool2d" and position + 1 < len(inner) and inner[position + 1] in gates:
+            if any(_ints2(node.padding, name)):
+                raise NIRError(f"node '{name}': padded pooling is not supported")
+            k, s = _ints2(node.kernel_size, name), _ints2(node.stride, name)
+            specs.append({"type": "maxpool", "kernel": k, "stride": s})
+            continue
         if kind == "Conv2d":
             w = torch.from_numpy(np.asarray(node.weight, dtype=np.float32).copy())
             b = node.bias
@@ -409,7 +458,7 @@ def from_nir(graph_or_path: Any, width: float = 1.0, reset_default: str = "subtr
         "classes": int(specs and specs[-1].get("out", 0)),
         "channels": None,
         "hidden": 0,
-        "pooling": "avg",
+        "pooling": "max" if any(s["type"] == "maxpool" for s in specs) else "avg",
         "layers": specs,
         "lif": {
             "beta": next((s["beta"] for s in specs if s["type"] == "lif"), 0.5),
