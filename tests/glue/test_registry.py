@@ -11,6 +11,7 @@ import torch
 
 from direct2event.glue import registry
 from direct2event.glue.params import ModelParams
+from direct2event.snn.encoders import InputCoding
 
 DIGITS_MODEL = ModelParams(channels=[8, 16])
 
@@ -25,10 +26,13 @@ def tracking(tmp_path: Path):
     mlflow.set_tracking_uri(previous)
 
 
+ANALOG4 = InputCoding("analog", 4)
+
+
 def test_register_and_load_round_trip_weights_exactly(tracking, digits_direct_model) -> None:
     net = copy.deepcopy(digits_direct_model)
     tags = {**registry.architecture_tags(DIGITS_MODEL), "accuracy": 0.93, "energy_uJ": 0.01}
-    uri = registry.register(net, "digits", "direct", tags, 4, "Network D for digits.")
+    uri = registry.register(net, "digits", "direct", tags, ANALOG4, 0, "Network D for digits.")
     assert uri == "models:/digits-direct/1"
     loaded = registry.load(uri)
     original = digits_direct_model.state_dict()
@@ -43,7 +47,7 @@ def test_register_and_load_round_trip_weights_exactly(tracking, digits_direct_mo
 
     assert registry.check_source("latest", "digits", DIGITS_MODEL) == uri
     assert registry.check_source("models:/digits-direct/latest", "digits", DIGITS_MODEL) == uri
-    assert registry.register(net, "digits", "direct", tags, 4) == "models:/digits-direct/2"
+    assert registry.register(net, "digits", "direct", tags, ANALOG4, 0) == "models:/digits-direct/2"
     assert registry.check_source("latest", "digits", DIGITS_MODEL) == "models:/digits-direct/2"
     assert [r["version"] for r in registry.listing()] == [2, 1]
 
@@ -56,7 +60,8 @@ def test_missing_or_mismatched_models_are_refused(tracking, digits_direct_model)
         "digits",
         "direct",
         registry.architecture_tags(DIGITS_MODEL),
-        4,
+        ANALOG4,
+        0,
     )
     with pytest.raises(registry.RegistryError, match="has no version 7"):
         registry.check_source("models:/digits-direct/7", "digits", DIGITS_MODEL)
@@ -77,7 +82,7 @@ def test_champion_is_the_lowest_energy_version_above_the_floor(
         (0.997, 0.015, 0.96),
     ):
         tags = {"accuracy_retention": retention, "energy_uJ": energy, "accuracy": accuracy}
-        registry.register(net, "digits", "event", tags, 4)
+        registry.register(net, "digits", "event", tags, ANALOG4, 0)
     assert registry.crown_champion("digits-event", 0.995) == "3"  # v2 is cheaper but below
     champion = mlflow.MlflowClient().get_model_version_by_alias("digits-event", "champion")
     assert str(champion.version) == "3"
@@ -99,8 +104,8 @@ def test_a_version_that_misses_its_runs_target_is_never_champion(
     assert missed[registry.ELIGIBLE_TAG] == "false"
     assert "0.99 is below this run's tuning.retention_floor 0.996" in missed[registry.WHY_NOT_TAG]
     base = {**registry.architecture_tags(DIGITS_MODEL), "accuracy": 0.9}
-    registry.register(net, "digits", "event", base | ok | _e(0.997, 0.02), 4)
-    registry.register(net, "digits", "event", base | missed | _e(0.990, 0.01), 4)
+    registry.register(net, "digits", "event", base | ok | _e(0.997, 0.02), ANALOG4, 0)
+    registry.register(net, "digits", "event", base | missed | _e(0.990, 0.01), ANALOG4, 0)
     # ... and a third one as a process killed inside MLflow's two-step registration left it
     client = mlflow.MlflowClient()
     source = client.get_model_version("digits-event", "1").source
@@ -115,9 +120,9 @@ def _e(retention: float, energy: float) -> dict[str, float]:
 
 
 def test_a_truncated_model_file_names_its_version_and_file(tracking, digits_direct_model) -> None:
-    uri = registry.register(copy.deepcopy(digits_direct_model), "digits", "direct", {}, 4)
+    uri = registry.register(copy.deepcopy(digits_direct_model), "digits", "direct", {}, ANALOG4, 0)
     folder = Path(mlflow.artifacts.download_artifacts(uri))
-    for data in folder.rglob("model.pth"):
+    for data in folder.rglob("network.pt"):
         data.write_bytes(data.read_bytes()[:100])
     with pytest.raises(registry.RegistryError) as err:
         registry.load(uri)

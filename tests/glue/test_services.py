@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import mlflow
-import mlflow.pytorch
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from direct2event.glue import services
+from direct2event.glue import registry, services
 from tests.conftest import run
 
 N_TRIALS = 6
@@ -174,7 +173,7 @@ def test_three_workers_one_killed_share_postgres_and_an_mlflow_server(
     assert len(versions) == 2  # the first run's E (configured lambda) and the final run's
     [event] = [v for v in versions if v.run_id == final_run.info.run_id]
     assert float(event.tags["rate_lambda"]) == pytest.approx(chosen)
-    net = mlflow.pytorch.load_model(f"models:/digits-event/{event.version}")
+    net = registry.load(f"models:/digits-event/{event.version}")
     assert net.config["classes"] == 10
 
 

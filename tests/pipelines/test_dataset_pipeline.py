@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import mlflow
-import mlflow.pytorch
 import optuna
 import pytest
 import torch
@@ -20,6 +19,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
 from direct2event.data.static import load_digits
+from direct2event.glue import registry
 from direct2event.glue.params import load_settings
 from direct2event.pipeline_registry import create_dataset_pipeline
 from direct2event.pipelines.evaluation.nodes import ABLATION_VARIANTS, TTFS_VARIANTS
@@ -417,7 +417,7 @@ def test_nir_graphs_are_written_registered_exported_and_read_back_as_d(project: 
     files = mlflow.artifacts.download_artifacts(
         "models:/digits-event/2", dst_path=str(project / "m")
     )
-    in_version = nir.read(str(Path(files) / "extra_files" / "digits-event.nir"))
+    in_version = nir.read(str(Path(files) / "artifacts" / "digits-event.nir"))
     assert in_version.metadata["network"] == "E"
 
     cmd = [
@@ -445,7 +445,7 @@ def test_nir_graphs_are_written_registered_exported_and_read_back_as_d(project: 
     assert from_nir(project / "out.nir").mode == "binary"
     read = from_nir(project / "max.nir")
     assert "MaxPool2d" in [type(m).__name__ for m in read.layers]
-    registered = mlflow.pytorch.load_model("models:/digits-event/1")
+    registered = registry.load("models:/digits-event/1")
     x = (torch.rand(4, 16, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     with torch.no_grad():
         assert torch.equal(read(x), registered.eval()(x))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pyfunc
 import mlflow.pytorch
 import numpy as np
 import torch
@@ -27,7 +28,9 @@ from mlflow.types import Schema, TensorSpec
 from direct2event import __version__
 from direct2event.glue import runs
 from direct2event.glue.params import ModelParams
-from direct2event.snn.models import SpikingNet
+from direct2event.glue.serving import PACKAGE_DIR, ServedNetwork
+from direct2event.snn.encoders import InputCoding
+from direct2event.snn.models import SpikingNet, checkpoint
 from direct2event.snn.nir_io import NIRError, from_nir, save_nir
 
 logger = logging.getLogger(__name__)
@@ -148,14 +151,24 @@ def check_source(source: str, dataset: str, model: ModelParams) -> str:
 CHAMPION = "champion"
 
 
-def signature(net: SpikingNet, timesteps: int) -> ModelSignature:
-    """What the network takes and gives: encoded input ``[T, batch, *input_shape]`` (spikes,
-    event frames or analog values, float32) to time-averaged logits ``[batch, classes]``."""
-    shape = (timesteps, -1, *net.config["input_shape"])
+def signature(net: SpikingNet, coding: InputCoding) -> ModelSignature:
+    """What the served network takes and gives: raw inputs (images ``[batch, C, H, W]`` in
+    [0, 1], or event frames ``[batch, bins, C, H, W]``) to class probabilities."""
+    shape = tuple(net.config["input_shape"])
+    inputs = (-1, -1, *shape) if coding.encoding == "frames" else (-1, *shape)
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), shape, "encoded_input")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, net.config["classes"]), "logits")]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), inputs, "inputs")]),
+        outputs=Schema(
+            [TensorSpec(np.dtype(np.float32), (-1, net.config["classes"]), "probabilities")]
+        ),
     )
+
+
+def example_input(net: SpikingNet, coding: InputCoding) -> np.ndarray:
+    """Two blank inputs in the served layout (shown with the model in the MLflow UI)."""
+    shape = tuple(net.config["input_shape"])
+    bins = (coding.timesteps,) if coding.encoding == "frames" else ()
+    return np.zeros((2, *bins, *shape), np.float32)
 
 
 COMPLETE_TAG = "registered_by"  # written with the version in one transaction: never partial
@@ -176,32 +189,49 @@ def register(
     dataset: str,
     kind: str,
     tags: dict[str, Any],
-    timesteps: int,
+    coding: InputCoding,
+    seed: int,
     description: str = "",
     nir_graph: Any = None,
 ) -> str:
-    """Log ``net`` to the active run (its only copy in MLflow) and register it as
+    """Log ``net`` to the active run (its only copy in MLflow) as a servable pyfunc model
+    (:class:`direct2event.glue.serving.ServedNetwork`: raw inputs in, class probabilities out,
+    encoded with ``coding`` and ``seed``; this package as its code) and register it as
     ``<dataset>-<kind>`` with its signature, tags and description, and its NIR graph as the
-    model's file ``<name>.nir`` when given; returns its URI.
+    model's artifact ``<name>.nir`` when given; returns its URI.
 
     The version is created with all its tags and its description in one database transaction
     (MLflow's ``log_model(registered_model_name=...)`` would create it bare and tag it after,
     so a stop in between left versions with 3 of 21 tags), inside a section no SIGTERM cuts."""
     name = model_name(dataset, kind)
+    served = ServedNetwork(coding, net.config["input_shape"], net.config["classes"], seed)
     with tempfile.TemporaryDirectory() as tmp:
-        extra = []
+        artifacts = {"network": str(Path(tmp) / "network.pt")}
+        torch.save(checkpoint(net.cpu().eval()), artifacts["network"])
         if nir_graph is not None:
             import nir
 
-            extra.append(str(Path(tmp) / f"{name}.nir"))
-            nir.write(extra[0], nir_graph)
-        info = mlflow.pytorch.log_model(
-            net.cpu().eval(),
+            artifacts["nir"] = str(Path(tmp) / f"{name}.nir")
+            nir.write(artifacts["nir"], nir_graph)
+        info = mlflow.pyfunc.log_model(
             name=f"{dataset}_{kind}_network",
-            signature=signature(net, timesteps),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-            serialization_format="pickle",  # the LIF autograd.Function does not trace to pt2
-            extra_files=extra or None,
+            python_model=served,
+            artifacts=artifacts,
+            code_paths=[str(PACKAGE_DIR)],
+            signature=signature(net, coding),
+            input_example=example_input(net, coding),
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"numpy=={np.__version__}",
+                f"mlflow=={mlflow.__version__}",
+            ],
+            metadata={
+                "input_encoding": coding.encoding,
+                "timesteps": coding.timesteps,
+                "input_shape": list(net.config["input_shape"]),
+                "classes": int(net.config["classes"]),
+                "seed": seed,
+            },
         )
     client = MlflowClient()
     run = mlflow.active_run()
@@ -289,10 +319,15 @@ def load_nir(source: str, model: ModelParams) -> SpikingNet:
 
 
 def load(uri: str) -> SpikingNet:
-    """A registered network, on the CPU. A model file that cannot be read (truncated, not a
-    pickle) is named with the version it belongs to."""
+    """A registered network, on the CPU (a served pyfunc version, or a PyTorch-flavoured one
+    registered before serving). A model file that cannot be read (truncated, not a pickle) is
+    named with the version it belongs to."""
     try:
-        net = mlflow.pytorch.load_model(uri, map_location="cpu")
+        flavors = mlflow.models.get_model_info(uri).flavors
+        if "pytorch" in flavors:
+            net = mlflow.pytorch.load_model(uri, map_location="cpu")
+        else:
+            net = getattr(mlflow.pyfunc.load_model(uri).unwrap_python_model(), "network", None)
     except MlflowException:
         raise
     except Exception as err:

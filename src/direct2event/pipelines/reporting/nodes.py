@@ -164,12 +164,11 @@ def register_networks(
                 else summary["input_encoding"]
             ),
         }
-        timesteps = summary["timesteps"]
+        coding = settings.direct_coding if network == "direct" else settings.event_coding
+        tags["timesteps"] = coding.timesteps
         if network == "event":
-            timesteps = summary["event_timesteps"]
             tags |= {
                 "rate_lambda": summary["rate_lambda"],
-                "timesteps": timesteps,
                 "accuracy_retention": summary["accuracy_retention"],
                 "energy_reduction": summary["energy_reduction"],
                 "floor_met": summary["tuning"].get("floor_met"),
@@ -180,7 +179,8 @@ def register_networks(
             settings.dataset,
             network,
             tags,
-            timesteps,
+            coding,
+            settings.seed,
             version_description(network, summary, tags["input_encoding"])
             + (
                 f" Never champion: {tags[registry.WHY_NOT_TAG]}."
