@@ -257,10 +257,35 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     )
     model_info = mlflow.models.get_model_info("models:/digits-event/1")
     (spec,) = model_info.signature.inputs.inputs
-    assert spec.shape == (4, -1, 1, 8, 8)  # [T, batch, C, H, W]
-    assert model_info.signature.outputs.inputs[0].shape == (-1, 10)
+    assert spec.shape == (-1, 1, 8, 8)  # raw images [batch, C, H, W]: the model encodes them
+    assert model_info.signature.outputs.inputs[0].shape == (-1, 10)  # class probabilities
+    assert model_info.metadata["input_encoding"] == "rate" and model_info.metadata["timesteps"] == 4
     if summary["accuracy_retention"] >= 0.995:
         assert str(client.get_model_version_by_alias("digits-event", "champion").version) == "1"
+    else:  # the registered model says why it has no champion
+        why = client.get_registered_model("digits-event").tags["no_champion_because"]
+        assert "test retention >= 0.995" in why and "0 pass the rule" in why
+
+    # the dashboards open on the result
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    note = first.data.tags["mlflow.note.content"]  # the run's description: its headline
+    for value in (
+        f"D {summary['direct']['accuracy']:.2%}",
+        f"E {summary['event']['accuracy']:.2%}",
+        f"retention {summary['accuracy_retention']:.4f}",
+        f"{summary['energy_reduction_by_model']['synops_45nm']:.2f}x (synops_45nm)",
+        f"λ = {summary['rate_lambda']:g}",
+    ):
+        assert value in note, (value, note)
+    for model, reduction in summary["energy_reduction_by_model"].items():
+        assert first.data.metrics[f"energy_reduction.{model}"] == pytest.approx(reduction)
+    assert not [m for m in first.data.metrics if m.startswith("node_seconds.")][1:]  # total only
+    top = {a.path for a in client.list_artifacts(first.info.run_id)}
+    assert {"summary.json", "tuning.png", "energy.png", "node_seconds.json"} <= top
+    chosen = [t for t in trials if t.data.tags.get("chosen") == "true"]
+    assert len(chosen) == 1 and chosen[0].data.tags["chosen_by_run"] == first.info.run_id
+    assert float(chosen[0].data.params["rate_lambda"]) == summary["rate_lambda"]
+    assert study.user_attrs["chosen_trial"] == int(chosen[0].data.tags["trial_number"])
     assert str(client.get_model_version_by_alias("digits-direct", "champion").version) == "1"
 
     # started from the registered D: no training, the same evaluation numbers

@@ -20,7 +20,7 @@ from direct2event.glue.masking import mask_credentials, mask_logs, masked
 from direct2event.glue.params import SWEEP_SUFFIX, PipelineParams, load_settings
 from direct2event.glue.runs import PARENT_RUN_ENV
 from direct2event.glue.services import ServiceError, health
-from direct2event.glue.tracking import prepare_store
+from direct2event.glue.tracking import headline, prepare_store
 from direct2event.glue.tuning import TuningReport
 from direct2event.snn.training import resolve_device
 
@@ -88,13 +88,20 @@ def log_choice(report: TuningReport, prefix: str = "") -> None:
         mlflow.log_param(prefix + "tuning.selection_rule", "configured (sweep off or no trial)")
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on runs
+TOP_LEVEL_ARTIFACTS = ("summary", "tuning_plot", "energy_plot")  # also at the run's top level
+
+
 def describe_experiment() -> None:
-    """The experiment's description (shown on its page in the MLflow UI)."""
+    """The experiment's description (shown on its page in the MLflow UI), and its kind: a
+    model-development experiment, which the UI opens on its runs (not the GenAI overview)."""
     run = mlflow.active_run()
     if run is not None:
-        mlflow.MlflowClient().set_experiment_tag(
+        client = mlflow.MlflowClient()
+        client.set_experiment_tag(
             run.info.experiment_id, "mlflow.note.content", EXPERIMENT_DESCRIPTION
         )
+        client.set_experiment_tag(run.info.experiment_id, *EXPERIMENT_KIND)
 
 
 class CredentialMask:
@@ -197,8 +204,13 @@ class ProjectHooks:
         artifact_path = (getattr(dataset, "metadata", None) or {}).get("mlflow_artifact_path")
         if artifact_path and isinstance(dataset, AbstractVersionedDataset):
             path = dataset._get_versioned_path(dataset.resolve_save_version())
-            if Path(path).exists():  # a dataset may write nothing (no NIR graph of max-pooling)
+            if Path(path).exists():  # a dataset may write nothing (no NIR graph of D max-pooled)
                 mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        if dataset_name.rsplit(".", 1)[-1] in TOP_LEVEL_ARTIFACTS and len(self._keys) == 1:
+            # the compare view lists only artifacts common to the runs at their top level
+            path = getattr(dataset, "_filepath", None)
+            if path is not None and Path(path).exists():
+                mlflow.log_artifact(str(path))
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:
@@ -213,12 +225,12 @@ class ProjectHooks:
                 if name.rsplit(".", 1)[-1] == "tuning_report":
                     prefix = "" if len(self._keys) == 1 else f"{name.split('.')[0]}."
                     log_choice(value, prefix)
+                if name.rsplit(".", 1)[-1] == "summary" and len(self._keys) == 1:
+                    mlflow.set_tag("mlflow.note.content", headline(value))
         # one dataset per run: the metric drops its key, so runs of datasets line up in MLflow
         name = node.name.split(".", 1)[1] if len(self._keys) == 1 and node.namespace else node.name
         self.node_seconds[name] = seconds
         logger.info("node %s took %.1f s", node.name, seconds)
-        if mlflow.active_run() is not None:
-            mlflow.log_metric(f"node_seconds.{name}", seconds)
 
     def _watch_run(self) -> None:
         """Keep the run's heartbeat (host and pid are tagged as MLflow creates it: run_context)
@@ -261,5 +273,8 @@ class ProjectHooks:
             {k: round(v, 1) for k, v in self.node_seconds.items()},
             total,
         )
-        if mlflow.active_run() is not None:
+        if mlflow.active_run() is not None:  # one metric; the nodes' times in one file
             mlflow.log_metric("node_seconds.total", total)
+            mlflow.log_dict(
+                {k: round(v, 3) for k, v in self.node_seconds.items()}, "node_seconds.json"
+            )

@@ -174,6 +174,7 @@ def example_input(net: SpikingNet, coding: InputCoding) -> np.ndarray:
 COMPLETE_TAG = "registered_by"  # written with the version in one transaction: never partial
 ELIGIBLE_TAG = "champion_eligible"
 WHY_NOT_TAG = "not_champion_because"
+NO_CHAMPION_TAG = "no_champion_because"  # on the registered model while no version qualifies
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
@@ -285,10 +286,20 @@ def crown_champion(name: str, floor: float | None) -> str | None:
         best = min(
             candidates, key=lambda v: (float(v.tags["energy_uJ"]), int(v.version)), default=None
         )
-    if best is None:
+    if best is None:  # the registered model says why it has no champion
+        rule = "the most accurate" if floor is None else f"test retention >= {floor}"
+        client.set_registered_model_tag(
+            name,
+            NO_CHAMPION_TAG,
+            f"no version is eligible ({rule}, not tagged {ELIGIBLE_TAG}=false): "
+            f"{len(versions)} of {len(complete_versions(client, name))} versions are eligible, "
+            f"{len(candidates)} pass the rule",
+        )
         return None
     with runs.uninterrupted():
         client.set_registered_model_alias(name, CHAMPION, best.version)
+        if NO_CHAMPION_TAG in client.get_registered_model(name).tags:
+            client.delete_registered_model_tag(name, NO_CHAMPION_TAG)
     return str(best.version)
 
 

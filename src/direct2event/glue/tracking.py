@@ -12,6 +12,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from filelock import FileLock
@@ -89,3 +90,21 @@ def prepare_store(uri: str) -> None:
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)  # tracking tables, default experiment
         client.search_registered_models(max_results=1)  # the registry's tables
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """A run's result in a few lines (its description in the MLflow UI): dataset, D's and E's
+    test accuracy, retention, energy reduction under every energy model, lambda."""
+    d, e = summary["direct"], summary["event"]
+    by_model = summary.get("energy_reduction_by_model") or {}
+    reductions = ", ".join(
+        f"{v:.2f}x ({k})" for k, v in by_model.items() if v is not None and math.isfinite(v)
+    )
+    return (
+        f"**{summary['dataset']}** (seed {summary['seed']}): D {d['accuracy']:.2%} -> "
+        f"E {e['accuracy']:.2%} test accuracy, retention {summary['accuracy_retention']:.4f}; "
+        f"energy reduction {reductions}; λ = {summary['rate_lambda']:g}; E: "
+        f"{summary['input_encoding']} input, T = {summary['event_timesteps']}, "
+        f"{e['events_per_sample']:.0f} events per sample ({1000 * e['energy_uJ']:.3f} nJ, "
+        f"{summary['energy_model']})."
+    )

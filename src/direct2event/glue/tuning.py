@@ -504,3 +504,26 @@ def mlflow_trial_run(
                 raise
 
     return run
+
+
+CHOSEN_ATTR = "chosen_trial"  # the study's user attribute: the trial the final run chose
+
+
+def mark_chosen(url: str, name: str, record: TrialRecord) -> None:
+    """Name the chosen trial where people look: the study's user attributes (``chosen_trial``,
+    ``chosen_rate_lambda``; Optuna refuses to change a finished trial's own attributes) and,
+    on the trial's MLflow run, the tag ``chosen=true`` with the choosing run's id."""
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    study.set_user_attr(CHOSEN_ATTR, record.number)
+    study.set_user_attr("chosen_rate_lambda", record.rate_lambda)
+    active = mlflow.active_run()
+    if active is None:
+        return
+    client = mlflow.MlflowClient()
+    query = (
+        f"tags.kind = 'tuning_trial' and tags.study = '{name}' "
+        f"and tags.trial_number = '{record.number}'"
+    )
+    for run in client.search_runs([active.info.experiment_id], query):
+        client.set_tag(run.info.run_id, "chosen", "true")
+        client.set_tag(run.info.run_id, "chosen_by_run", active.info.run_id)

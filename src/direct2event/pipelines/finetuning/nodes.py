@@ -253,6 +253,7 @@ def tune_rate_lambda(
         direct_val_accuracy=direct_acc,
         energy_model=settings.transfer.energy_model,
     )
+    tuning.mark_chosen(tune_p.storage, name, record)
     metrics = {
         "tuning.rate_lambda": {"value": report.rate_lambda, "step": 0},
         "tuning.n_trials": {"value": float(len(complete)), "step": 0},

@@ -89,6 +89,8 @@ def build_summary(
         "energy_reduction": summary["energy_reduction"],
         "accuracy_retention": summary["accuracy_retention"],
     }
+    for model, reduction in summary["energy_reduction_by_model"].items():
+        metrics[f"energy_reduction.{model}"] = reduction
     for row in ablation:
         metrics[f"ablation.{row['variant']}.accuracy"] = row["accuracy"]
         metrics[f"ablation.{row['variant']}.energy_uJ"] = row["energy_uJ"]
@@ -231,6 +233,6 @@ def version_description(network: str, summary: dict[str, Any], encoding: str) ->
         f"{summary['rate_lambda']:g}. Test accuracy {res['accuracy']:.2%} (retention "
         f"{summary['accuracy_retention']:.4f} of D), {res['events_per_sample']:.0f} events per "
         f"sample ({res['energy_uJ']:.4f} µJ, {summary['energy_reduction']:.2f}x less than D under "
-        f"{summary['energy_model']}). Input: [T, batch, *input_shape] float32; output: "
-        "time-averaged logits."
+        f"{summary['energy_model']}). Serves with mlflow.pyfunc: raw inputs in (images [batch, C, "
+        "H, W] in [0, 1], or event frames), class probabilities out."
     )
