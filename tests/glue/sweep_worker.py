@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 import torch
-from pipelines.conftest import tiny  # this script runs with tests/ first on sys.path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests importable
 from direct2event.data.splits import make_splits
 from direct2event.data.static import load_digits
 from direct2event.glue import tuning
 from direct2event.pipelines.finetuning.nodes import trial_evaluator
 from direct2event.snn.models import restore
+from tests.pipelines.conftest import tiny
 
 
 def main() -> None:
