@@ -20,6 +20,7 @@ from kedro_datasets.json import JSONDataset
 
 from direct2event.data.static import load_digits
 from direct2event.glue import registry
+from direct2event.glue.datasets import TuningReportDataset
 from direct2event.glue.params import load_settings
 from direct2event.pipeline_registry import create_dataset_pipeline
 from direct2event.pipelines.evaluation.nodes import ABLATION_VARIANTS, TTFS_VARIANTS
@@ -93,6 +94,7 @@ def test_dataset_pipeline_with_sequential_runner(tmp_path: Path) -> None:
                 name: JSONDataset(filepath=str(tmp_path / f"{name}.json"))
                 for name in ("summary", "threshold_report", "registry_report")
             },
+            "tuning_report": TuningReportDataset(filepath=str(tmp_path / "tuning_report.json")),
         }
     )
     SequentialRunner().run(create_dataset_pipeline(), catalog)
