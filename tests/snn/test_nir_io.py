@@ -26,12 +26,11 @@ T = 4
 N = 512  # test samples fed to every framework
 
 
-@pytest.fixture(scope="module")
-def networks(digits_splits: DataSplits) -> tuple[SpikingNet, SpikingNet]:
-    """A network D with average pooling trained on digits, and its E (percentile thresholds)."""
+def trained(digits_splits: DataSplits, pooling: str) -> tuple[SpikingNet, SpikingNet]:
+    """A network D trained on digits and its E (percentile thresholds)."""
     torch.manual_seed(0)
     direct = build_model(
-        "convnet", digits_splits.input_shape, 10, channels=(8, 16), hidden=32, pooling="avg"
+        "convnet", digits_splits.input_shape, 10, channels=(8, 16), hidden=32, pooling=pooling
     )
     cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, coding=InputCoding("analog", T), seed=0)
     fit(direct, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
@@ -48,22 +47,15 @@ def networks(digits_splits: DataSplits) -> tuple[SpikingNet, SpikingNet]:
 
 
 @pytest.fixture(scope="module")
+def networks(digits_splits: DataSplits) -> tuple[SpikingNet, SpikingNet]:
+    """D with average pooling and its E."""
+    return trained(digits_splits, "avg")
+
+
+@pytest.fixture(scope="module")
 def max_pooled_event(digits_splits: DataSplits) -> SpikingNet:
-    """E of a max-pooled D (the default architecture) trained on digits."""
-    torch.manual_seed(0)
-    direct = build_model("convnet", digits_splits.input_shape, 10, channels=(8, 16), hidden=32)
-    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, coding=InputCoding("analog", T), seed=0)
-    fit(direct, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
-    event = to_event_network(direct.eval())
-    scale_thresholds(
-        event,
-        digits_splits.calibration,
-        InputCoding("rate", T),
-        torch.device("cpu"),
-        "percentile",
-        percentile=99.0,
-    )
-    return event
+    """E of a max-pooled D (the default architecture)."""
+    return trained(digits_splits, "max")[1]
 
 
 @pytest.fixture(scope="module")
