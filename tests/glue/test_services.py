@@ -145,7 +145,7 @@ def test_three_workers_one_killed_share_postgres_and_an_mlflow_server(
         [r] = by_number[t.number]  # exactly one MLflow run per complete trial
         assert r.info.status == "FINISHED"
         assert r.data.metrics["val_accuracy"] == pytest.approx(t.values[0])
-        assert r.data.metrics["energy_uJ"] == pytest.approx(t.values[1])
+        assert r.data.metrics["energy_nJ"] == pytest.approx(1000 * t.values[1])
         assert r.data.tags["mlflow.parentRunId"] in {w.info.run_id for w in worker_runs}
     # the killed worker's run and its trial run were marked FAILED by the restarted worker
     [killed_run] = by_number[killed_trial]

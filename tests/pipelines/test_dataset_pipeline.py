@@ -233,7 +233,7 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     ]
     assert len(trials) == summary["tuning"]["n_trials"] == 2
     assert {float(t.data.params["rate_lambda"]) for t in trials} >= {summary["rate_lambda"]}
-    assert all("val_accuracy" in t.data.metrics and "energy_uJ" in t.data.metrics for t in trials)
+    assert all("val_accuracy" in t.data.metrics and "energy_nJ" in t.data.metrics for t in trials)
     for t in trials:  # opened when the trial started, epochs streamed while it ran
         assert t.data.tags["state"] == "COMPLETE"
         assert (t.info.end_time - t.info.start_time) / 1000 >= t.data.metrics["trial_seconds"]

@@ -92,6 +92,20 @@ def prepare_store(uri: str) -> None:
         client.search_registered_models(max_results=1)  # the registry's tables
 
 
+NJ_PER_UJ = 1000.0
+
+
+def in_nanojoules(metrics: dict[str, float]) -> dict[str, float]:
+    """MLflow shows metrics with few digits: energies of about 0.002 µJ showed as 0.00. Metrics
+    ``*energy_uJ`` are logged as ``*energy_nJ`` (values x 1000); reports keep µJ."""
+    return {
+        (k.removesuffix("energy_uJ") + "energy_nJ" if k.endswith("energy_uJ") else k): (
+            v * NJ_PER_UJ if k.endswith("energy_uJ") else v
+        )
+        for k, v in metrics.items()
+    }
+
+
 def headline(summary: dict[str, Any]) -> str:
     """A run's result in a few lines (its description in the MLflow UI): dataset, D's and E's
     test accuracy, retention, energy reduction under every energy model, lambda."""

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from direct2event.glue.masking import mask_credentials
 from direct2event.glue.runs import Terminated, alive
-from direct2event.glue.tracking import epoch_logger
+from direct2event.glue.tracking import epoch_logger, in_nanojoules
 
 logger = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ def mlflow_trial_run(
 
     class MlflowTrial(TrialTracker):
         def finish(self, results: dict[str, float], seconds: float) -> None:
-            mlflow.log_metrics({**results, "trial_seconds": seconds})
+            mlflow.log_metrics({**in_nanojoules(results), "trial_seconds": seconds})
             mlflow.set_tag("state", TrialState.COMPLETE.name)
 
     @contextmanager

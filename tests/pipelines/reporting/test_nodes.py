@@ -25,7 +25,8 @@ def test_summary_ratios_and_metrics(measured, digits_splits: DataSplits, setting
     assert summary["rate_lambda"] == 5.0
     assert [r["variant"] for r in summary["ablation"]] == [r["variant"] for r in ablation]
     assert metrics["event.test_accuracy"] == {"value": e["accuracy"], "step": 0}
-    assert metrics["ablation.naive.energy_uJ"]["value"] == ablation[0]["energy_uJ"]
+    assert metrics["ablation.naive.energy_nJ"]["value"] == 1000 * ablation[0]["energy_uJ"]
+    assert not [k for k in metrics if k.endswith("energy_uJ")]  # MLflow shows nJ
 
 
 def test_no_registration_without_an_mlflow_run(direct_model, settings) -> None:

@@ -258,7 +258,7 @@ def tune_rate_lambda(
         "tuning.rate_lambda": {"value": report.rate_lambda, "step": 0},
         "tuning.n_trials": {"value": float(len(complete)), "step": 0},
         "tuning.chosen_val_accuracy": {"value": record.val_accuracy, "step": 0},
-        "tuning.chosen_energy_uJ": {"value": record.energy_uJ, "step": 0},
+        "tuning.chosen_energy_nJ": {"value": record.energy_uJ * tracking.NJ_PER_UJ, "step": 0},
     }
     best = trained.get(report.rate_lambda)
     reuse = (

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from direct2event.data.splits import DataSplits
-from direct2event.glue import registry, runs
+from direct2event.glue import registry, runs, tracking
 from direct2event.glue.params import PipelineParams
 from direct2event.glue.tuning import TuningReport
 from direct2event.snn.models import restore
@@ -82,7 +82,7 @@ def build_summary(
     metrics = {
         "direct.test_accuracy": direct["accuracy"],
         "event.test_accuracy": event["accuracy"],
-        "direct.energy_uJ": direct["energy_uJ"],
+        "direct.energy_uJ": direct["energy_uJ"],  # logged in nJ: tracking.in_nanojoules
         "event.energy_uJ": event["energy_uJ"],
         "direct.events_per_sample": direct["events_per_sample"],
         "event.events_per_sample": event["events_per_sample"],
@@ -96,7 +96,7 @@ def build_summary(
         metrics[f"ablation.{row['variant']}.energy_uJ"] = row["energy_uJ"]
     clean = {
         k: {"value": float(v), "step": 0}
-        for k, v in metrics.items()
+        for k, v in tracking.in_nanojoules(metrics).items()
         if v is not None and math.isfinite(v)
     }
     return summary, clean
