@@ -277,16 +277,14 @@ def pipeline_node_seconds() -> dict[str, float] | None:
     )
     if "tags.mlflow.parentRunId" in runs:  # nested runs are sweep trials, not pipeline runs
         runs = runs[runs["tags.mlflow.parentRunId"].isna()]
-    full = "metrics.node_seconds.mnist.train_direct_model"  # a whole run, not a --nodes subset
-    runs = runs[runs[full].notna()] if full in runs else runs.iloc[0:0]
-    if runs.empty:
-        return None
-    row = runs.iloc[0]
-    return {
-        c.removeprefix("metrics.node_seconds.").removeprefix("mnist."): round(float(row[c]), 1)
-        for c in runs.columns
-        if c.startswith("metrics.node_seconds.") and row[c] == row[c]
-    }
+    for _, row in runs.iterrows():  # node times: the run's node_seconds.json (whole runs only)
+        try:
+            times = mlflow.artifacts.load_dict(f"runs:/{row['run_id']}/node_seconds.json")
+        except Exception:  # a run from before the file, or a --nodes subset without it
+            continue
+        if "train_direct_model" in times:
+            return {k: round(float(v), 1) for k, v in times.items()}
+    return None
 
 
 def markdown(result: dict) -> str:
