@@ -280,7 +280,7 @@ def pipeline_node_seconds() -> dict[str, float] | None:
     for _, row in runs.iterrows():  # node times: the run's node_seconds.json (whole runs only)
         try:
             times = mlflow.artifacts.load_dict(f"runs:/{row['run_id']}/node_seconds.json")
-        except Exception:  # a run from before the file, or a --nodes subset without it
+        except Exception:  # noqa: S112 (a run from before the file, or a --nodes subset)
             continue
         if "train_direct_model" in times:
             return {k: round(float(v), 1) for k, v in times.items()}
