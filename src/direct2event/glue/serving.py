@@ -29,7 +29,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/direct2event: the model
 # MLflow asks for type hints on predict to validate inputs itself; this model validates them
 # (and names the layout expected) in ServedNetwork.inputs, so its advice is silenced, only it
 warnings.filterwarnings(
-    "ignore", message="Add type hints to the `predict` method", category=UserWarning
+    "ignore", message=".*Add type hints to the `predict` method", category=UserWarning
 )
 
 
