@@ -13,7 +13,6 @@ at load time: this module imports nothing else of the project but the library.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,6 @@ from direct2event.snn.models import SpikingNet, restore
 from direct2event.snn.training import Split, encoded_batches
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/direct2event: the model's code path
-# MLflow asks for type hints on predict to validate inputs itself; this model validates them
-# (and names the layout expected) in ServedNetwork.inputs, so its advice is silenced, only it
-warnings.filterwarnings(
-    "ignore", message=".*Add type hints to the `predict` method", category=UserWarning
-)
 
 
 class ServedNetwork(mlflow.pyfunc.PythonModel):
