@@ -13,6 +13,7 @@ at load time: this module imports nothing else of the project but the library.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,56 +28,62 @@ from direct2event.snn.training import Split, encoded_batches
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/direct2event: the model's code path
 
 
-class ServedNetwork(mlflow.pyfunc.PythonModel):
-    """Network D or E with its input coding: raw inputs in, class probabilities out."""
+# MLflow advises, once per subclass and inside its own warning filters, type hints on predict
+# so that it can validate inputs; this model validates them itself (ServedNetwork.inputs, which
+# names the layout expected), so the advice is kept off every command's output.
+with warnings.catch_warnings(record=True):
 
-    def __init__(self, coding: InputCoding, input_shape: list[int], classes: int, seed: int):
-        self.coding = coding
-        self.input_shape = [int(v) for v in input_shape]
-        self.classes = int(classes)
-        self.seed = int(seed)
-        self.network: SpikingNet | None = None
+    class ServedNetwork(mlflow.pyfunc.PythonModel):
+        """Network D or E with its input coding: raw inputs in, class probabilities out."""
 
-    def load_context(self, context: Any) -> None:
-        saved = torch.load(context.artifacts["network"], map_location="cpu", weights_only=False)
-        self.network = restore(saved)
+        def __init__(self, coding: InputCoding, input_shape: list[int], classes: int, seed: int):
+            self.coding = coding
+            self.input_shape = [int(v) for v in input_shape]
+            self.classes = int(classes)
+            self.seed = int(seed)
+            self.network: SpikingNet | None = None
 
-    def inputs(self, model_input: Any) -> torch.Tensor:
-        """``model_input`` as a float tensor of the stored input layout, or a ValueError that
-        names the layout expected."""
-        if isinstance(model_input, dict):  # MLflow hands a named tensor input as {name: array}
-            model_input = model_input.get("inputs", next(iter(model_input.values()), None))
-        if hasattr(model_input, "to_numpy"):  # a DataFrame
-            model_input = model_input.to_numpy()
-        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-        events = self.coding.encoding == "frames"
-        sample = self.input_shape if not events else ["bins", *self.input_shape]
-        if not events and x.dim() == len(self.input_shape) and self.input_shape[0] == 1:
-            x = x.unsqueeze(1)  # [batch, H, W] of one-channel images
-        if x.dim() != len(sample) + 1 or list(x.shape[-len(self.input_shape) :]) != (
-            self.input_shape
-        ):
-            what = "event frames" if events else "images in [0, 1]"
-            raise ValueError(
-                f"expected {what} shaped [batch, {', '.join(map(str, sample))}], got "
-                f"{list(x.shape)}"
-            )
-        if not events and x.numel() and (x.min() < 0 or x.max() > 1):
-            raise ValueError("images must lie in [0, 1]: divide 8-bit images by 255")
-        return x
+        def load_context(self, context: Any) -> None:
+            saved = torch.load(context.artifacts["network"], map_location="cpu", weights_only=False)
+            self.network = restore(saved)
 
-    @torch.no_grad()
-    def predict(self, context, model_input, params=None) -> np.ndarray:
-        """Class probabilities ``[batch, classes]`` (softmax of the time-averaged logits)."""
-        if self.network is None:
-            raise RuntimeError("the network is not loaded (load it with mlflow.pyfunc)")
-        x = self.inputs(model_input)
-        split = Split(x, torch.zeros(len(x), dtype=torch.long))
-        device = torch.device("cpu")
-        net = self.network.to(device).eval()
-        logits = [
-            net(inputs) for _, inputs in encoded_batches(split, self.coding, device, seed=self.seed)
-        ]
-        if not logits:
-            return np.zeros((0, self.classes), np.float32)
-        return torch.softmax(torch.cat(logits).float(), dim=1).numpy()
+        def inputs(self, model_input: Any) -> torch.Tensor:
+            """``model_input`` as a float tensor of the stored input layout, or a ValueError that
+            names the layout expected."""
+            if isinstance(model_input, dict):  # MLflow hands a named tensor input as {name: array}
+                model_input = model_input.get("inputs", next(iter(model_input.values()), None))
+            if hasattr(model_input, "to_numpy"):  # a DataFrame
+                model_input = model_input.to_numpy()
+            x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+            events = self.coding.encoding == "frames"
+            sample = self.input_shape if not events else ["bins", *self.input_shape]
+            if not events and x.dim() == len(self.input_shape) and self.input_shape[0] == 1:
+                x = x.unsqueeze(1)  # [batch, H, W] of one-channel images
+            if x.dim() != len(sample) + 1 or list(x.shape[-len(self.input_shape) :]) != (
+                self.input_shape
+            ):
+                what = "event frames" if events else "images in [0, 1]"
+                raise ValueError(
+                    f"expected {what} shaped [batch, {', '.join(map(str, sample))}], got "
+                    f"{list(x.shape)}"
+                )
+            if not events and x.numel() and (x.min() < 0 or x.max() > 1):
+                raise ValueError("images must lie in [0, 1]: divide 8-bit images by 255")
+            return x
+
+        @torch.no_grad()
+        def predict(self, context, model_input, params=None) -> np.ndarray:
+            """Class probabilities ``[batch, classes]`` (softmax of the time-averaged logits)."""
+            if self.network is None:
+                raise RuntimeError("the network is not loaded (load it with mlflow.pyfunc)")
+            x = self.inputs(model_input)
+            split = Split(x, torch.zeros(len(x), dtype=torch.long))
+            device = torch.device("cpu")
+            net = self.network.to(device).eval()
+            logits = [
+                net(inputs)
+                for _, inputs in encoded_batches(split, self.coding, device, seed=self.seed)
+            ]
+            if not logits:
+                return np.zeros((0, self.classes), np.float32)
+            return torch.softmax(torch.cat(logits).float(), dim=1).numpy()

@@ -1,0 +1,1 @@
+"""Kedro, MLflow and Optuna around the library (docs/architecture.md)."""
