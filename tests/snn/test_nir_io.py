@@ -112,6 +112,20 @@ def test_d_with_max_pooling_is_refused_naming_why_and_the_option() -> None:
         to_nir(net, T, "analog")
 
 
+def test_vgg_exports_and_resnet_is_refused_naming_why() -> None:
+    torch.manual_seed(0)
+    vgg = to_event_network(build_model("vgg", (1, 8, 8), 3, channels=[8, "M", 16, "M"]).eval())
+    for lif in vgg.lif_layers():  # thresholds that let every layer spike
+        lif.threshold.copy_(torch.rand_like(lif.threshold) * 0.3 + 0.1)
+    x = (torch.rand(T, 16, 1, 8, 8) < 0.5).float()
+    counts, logits = layer_spikes(vgg, x)
+    back_counts, back_logits = layer_spikes(from_nir(to_nir(vgg, T, "rate")), x)
+    assert min(counts) > 0 and back_counts == counts and torch.equal(back_logits, logits)
+    resnet = to_event_network(build_model("resnet", (1, 8, 8), 3, channels=[4]).eval())
+    with pytest.raises(NIRError, match="chains.*residual adds are not exported"):
+        to_nir(resnet, T, "rate")
+
+
 def or_gate_graph(role: bool) -> Any:
     """SumPool2d(2) -> the OR gate as :func:`to_nir` writes it, on ``[2, 4, 4]`` spikes;
     without ``role`` a reader sees a plain IF node (reset to zero)."""
