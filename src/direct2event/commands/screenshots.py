@@ -71,7 +71,8 @@ def shoot(browser: str, url: str, out: Path, size: str = "1600,1000") -> Path:
 
 
 def pages(base: str) -> dict[str, str]:
-    """The three pages: runs table, two datasets' latest runs compared, E's champion version."""
+    """The pages: the experiment as it opens, its runs table, the latest run (its description is
+    the headline), two datasets' latest runs compared, E's champion version."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
@@ -92,7 +93,9 @@ def pages(base: str) -> dict[str, str]:
     chosen = list(latest.values())[:2]
     compare = urllib.parse.quote(json.dumps(chosen))
     found = {
+        "mlflow_experiment": f"{base}/#/experiments/{exp}",  # where the UI opens: the runs
         "mlflow_runs": f"{base}/#/experiments/{exp}/runs",
+        "mlflow_run": f"{base}/#/experiments/{exp}/runs/{chosen[0]}" if chosen else "",
         "mlflow_compare": f"{base}/#/compare-runs?runs={compare}&experiments="
         + urllib.parse.quote(json.dumps([exp])),
     }
@@ -140,6 +143,8 @@ def main(argv: list[str]) -> int:
         wait_for(base)
         args.out.mkdir(parents=True, exist_ok=True)
         for name, url in pages(base).items():
+            if not url:
+                continue
             path = shoot(browser, url, args.out / f"{name}.png")
             print(f"{path}  <- {url}")
     finally:
