@@ -428,8 +428,8 @@ def test_nir_graphs_are_written_registered_exported_and_read_back_as_d(project: 
 
     done = run(project, "digits.tuning.enabled=false,digits.model.pooling=avg")
     assert done.returncode == 0, done.stderr[-3000:]
-    [e_file] = (project / "data/06_models/digits/event_model.nir").iterdir()
-    [d_file] = (project / "data/06_models/digits/direct_model.nir").iterdir()
+    *_, e_file = sorted((project / "data/06_models/digits/event_model.nir").iterdir())  # newest
+    [d_file] = (project / "data/06_models/digits/direct_model.nir").iterdir()  # avg: D too
     graph = nir.read(str(e_file / "event_model.nir"))
     assert graph.metadata["network"] == "E" and graph.metadata["timesteps"] == 4
 
