@@ -61,7 +61,9 @@ viz: install
 	$(PIP) install -q -e ".[viz]"
 	$(VENV)/bin/kedro viz build
 
+# MLflow 3's UI opens in its GenAI mode unless told otherwise: this URL opens the runs.
 mlflow-ui: install
+	@echo "open http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 optuna-dashboard: install

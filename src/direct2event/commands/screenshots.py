@@ -92,10 +92,11 @@ def pages(base: str) -> dict[str, str]:
             latest.setdefault(dataset, run.info.run_id)
     chosen = list(latest.values())[:2]
     compare = urllib.parse.quote(json.dumps(chosen))
+    mode = "?workflowType=machine_learning"  # MLflow 3's UI opens in GenAI mode otherwise
     found = {
-        "mlflow_experiment": f"{base}/#/experiments/{exp}",  # where the UI opens: the runs
-        "mlflow_runs": f"{base}/#/experiments/{exp}/runs",
-        "mlflow_run": f"{base}/#/experiments/{exp}/runs/{chosen[0]}" if chosen else "",
+        "mlflow_experiment": f"{base}/#/experiments/{exp}{mode}",  # opens on the runs
+        "mlflow_runs": f"{base}/#/experiments/{exp}/runs{mode}",
+        "mlflow_run": f"{base}/#/experiments/{exp}/runs/{chosen[0]}{mode}" if chosen else "",
         "mlflow_compare": f"{base}/#/compare-runs?runs={compare}&experiments="
         + urllib.parse.quote(json.dumps([exp])),
     }
