@@ -225,14 +225,14 @@ def version_description(network: str, summary: dict[str, Any], encoding: str) ->
             f"Network D for {dataset} (seed {summary['seed']}): direct-coded ({encoding} input, "
             f"T = {summary['timesteps']}), graded surrogate activations. Test accuracy "
             f"{res['accuracy']:.2%}, {res['events_per_sample']:.0f} events per sample "
-            f"({res['energy_uJ']:.4f} µJ, {summary['energy_model']})."
+            f"({1000 * res['energy_uJ']:.3f} nJ, {summary['energy_model']})."
         )
     return (
         f"Network E for {dataset} (seed {summary['seed']}): event-driven ({encoding} input, "
         f"T = {summary['event_timesteps']}), fine-tuned with rate penalty lambda = "
         f"{summary['rate_lambda']:g}. Test accuracy {res['accuracy']:.2%} (retention "
         f"{summary['accuracy_retention']:.4f} of D), {res['events_per_sample']:.0f} events per "
-        f"sample ({res['energy_uJ']:.4f} µJ, {summary['energy_reduction']:.2f}x less than D under "
+        f"sample ({1000 * res['energy_uJ']:.3f} nJ, {summary['energy_reduction']:.2f}x less than D under "
         f"{summary['energy_model']}). Serves with mlflow.pyfunc: raw inputs in (images [batch, C, "
         "H, W] in [0, 1], or event frames), class probabilities out."
     )
