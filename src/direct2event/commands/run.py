@@ -17,6 +17,5 @@ def main(argv: list[str]) -> int:
 
     configure_project(PACKAGE)
     run = find_run_command(PACKAGE)
-    interactive = hasattr(sys, "ps1")
-    result = run(argv, standalone_mode=not interactive)
-    return int(result or 0) if isinstance(result, int) else 0
+    run(argv, standalone_mode=not hasattr(sys, "ps1"))  # standalone: Kedro exits with the code
+    return 0

@@ -273,9 +273,8 @@ def crown_champion(name: str, floor: float | None) -> str | None:
     the most accurate. A version tagged ``champion_eligible=false`` (its run missed its own
     target) is never chosen. Returns the version (None when no version qualifies)."""
     client = MlflowClient()
-    versions = [
-        v for v in complete_versions(client, name) if v.tags.get(ELIGIBLE_TAG, "true") == "true"
-    ]
+    whole = complete_versions(client, name)
+    versions = [v for v in whole if v.tags.get(ELIGIBLE_TAG, "true") == "true"]
     if floor is None:
         candidates = [v for v in versions if "accuracy" in v.tags]
         best = max(
@@ -292,7 +291,7 @@ def crown_champion(name: str, floor: float | None) -> str | None:
             name,
             NO_CHAMPION_TAG,
             f"no version is eligible ({rule}, not tagged {ELIGIBLE_TAG}=false): "
-            f"{len(versions)} of {len(complete_versions(client, name))} versions are eligible, "
+            f"{len(versions)} of {len(whole)} versions are eligible, "
             f"{len(candidates)} pass the rule",
         )
         return None

@@ -98,12 +98,11 @@ NJ_PER_UJ = 1000.0
 def in_nanojoules(metrics: dict[str, float]) -> dict[str, float]:
     """MLflow shows metrics with few digits: energies of about 0.002 µJ showed as 0.00. Metrics
     ``*energy_uJ`` are logged as ``*energy_nJ`` (values x 1000); reports keep µJ."""
-    return {
-        (k.removesuffix("energy_uJ") + "energy_nJ" if k.endswith("energy_uJ") else k): (
-            v * NJ_PER_UJ if k.endswith("energy_uJ") else v
-        )
-        for k, v in metrics.items()
-    }
+    shown = {k: v for k, v in metrics.items() if not k.endswith("energy_uJ")}
+    for key, value in metrics.items():
+        if key.endswith("energy_uJ"):
+            shown[key.removesuffix("uJ") + "nJ"] = value * NJ_PER_UJ
+    return shown
 
 
 def headline(summary: dict[str, Any]) -> str:
