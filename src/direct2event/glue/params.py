@@ -344,6 +344,7 @@ class PipelineParams(_Strict):
             train_thresholds=ft.train_thresholds,
             max_train=ft.max_train,
             progress=self.training.progress,
+            label=self.dataset,
         )
 
     def setup_fingerprint(self) -> dict[str, Any]:

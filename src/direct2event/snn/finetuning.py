@@ -36,11 +36,12 @@ class FinetuneConfig:
     train_thresholds: bool = False
     max_train: int | None = None
     progress: bool = True
+    label: str = ""  # what the progress bar names first (the dataset)
 
     @property
     def desc(self) -> str:
         """The progress bar's label."""
-        return f"E λ={self.rate_lambda:.3g}"
+        return f"{self.label} E λ={self.rate_lambda:.3g}".strip()
 
     def with_changes(self, **changes: object) -> FinetuneConfig:
         """A copy with ``changes``; ``epochs`` and ``coding`` change the BPTT settings."""
@@ -77,7 +78,6 @@ def finetune_event_network(
     device: torch.device,
     logits: Tensor | None = None,
     on_epoch: EpochCallback | None = None,
-    label: str = "",
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """E fine-tuned as ``cfg`` says (a copy; ``event_model`` itself is returned untouched when
     ``cfg.fit.epochs`` is 0), and its epoch history.
@@ -85,7 +85,7 @@ def finetune_event_network(
     When distilling without shift augmentation, D's logits for the training samples
     (``logits``, from :func:`teacher_logits`; computed here when not given) are looked up per
     batch. ``train_thresholds``: E's per-channel thresholds are trained with the weights (kept
-    at or above the floor) and fixed again afterwards. ``label`` prefixes the progress bar.
+    at or above the floor) and fixed again afterwards.
     """
     if cfg.fit.epochs == 0:
         return event_model, []
@@ -120,7 +120,7 @@ def finetune_event_network(
         device,
         extra_loss=loss,
         progress=cfg.progress,
-        desc=f"{label} {cfg.desc}".strip(),
+        desc=cfg.desc,
         on_epoch=on_epoch,
     )
     for lif in model.lif_layers():

@@ -113,7 +113,6 @@ def _ttfs_variants(
             cfg,
             device,
             shared,
-            label=settings.dataset,
         )[0]
 
     return {

@@ -74,7 +74,6 @@ def trial_evaluator(
             device,
             logits=shared_logits() if distill else None,
             on_epoch=on_epoch,
-            label=settings.dataset,
         )
         res = measure(net, val, settings.event_coding, device, profiles, settings.seed)
         if trained is not None:
@@ -140,7 +139,6 @@ def finetune_lambda0(
         settings.device,
         logits=direct_logits["logits"] if ft.distill else None,
         on_epoch=tracking.epoch_logger("finetune_lambda0"),
-        label=settings.dataset,
     )
     return {"rate_lambda": 0.0, "model": checkpoint(net.cpu()), "history": history}
 
@@ -301,6 +299,5 @@ def finetune_event_model(
         settings.device,
         logits=direct_logits["logits"] if settings.transfer.finetune.distill else None,
         on_epoch=tracking.epoch_logger("finetune", offset=len(warmup)),
-        label=settings.dataset,
     )
     return checkpoint(net.cpu()), joined(warmup, history)
