@@ -193,34 +193,45 @@ def test_sinabs_reads_e_and_spikes_identically(networks, spikes_in) -> None:
     """sinabs' LIF equals ours (reset by subtraction); its reader takes tau in steps
     (alpha = exp(-1/tau)), ignores r, and fires several spikes per step by default: those are
     adapted on the reader side (the graph stays NIR-correct)."""
+    _, event = networks
+    theirs, their_logits = sinabs_logits(to_nir(event, T, "rate"), event, spikes_in)
+    ours, logits = layer_spikes(event, spikes_in)
+    assert min(ours) > 0  # every layer spikes
+    assert theirs == ours  # identical spike counts per layer
+    assert torch.allclose(their_logits, logits, atol=1e-5)
+    assert torch.equal(their_logits.argmax(1), logits.argmax(1))
+
+
+def sinabs_logits(graph, event: SpikingNet, x: torch.Tensor) -> tuple[list[float], torch.Tensor]:
+    """sinabs' reading of ``graph`` run over ``x[T, N, ...]``: per-LIF-layer spikes and logits.
+
+    Reader-side adaptations (the graph stays NIR-correct): sinabs takes ``tau`` in steps
+    (``alpha = exp(-1/tau)``: it gets ``tau = -1/ln beta``), trips on full-shape ``v_leak``,
+    ignores ``r`` and fires several spikes per step unless ``SingleSpike``; the OR gates
+    (``IAFSqueeze``) also get ``MembraneReset``, the reset to zero their node states."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sinabs = pytest.importorskip("sinabs")
         import sinabs.layers as sl
-        from sinabs.activation import SingleSpike
-    _, event = networks
-    graph = to_nir(event, T, "rate")
+        from sinabs.activation import MembraneReset, SingleSpike
     beta = event.lif_layers()[0].params.beta
     for node in graph.nodes.values():
         if isinstance(node, nir.LIF):
             node.tau = np.full_like(node.tau, -1.0 / math.log(beta))  # steps
             node.v_leak = np.zeros(1, np.float32)  # its reader's any(array) check
-    model = sinabs.from_nir(graph, batch_size=N)
-    theirs: list[float] = []
+    model = sinabs.from_nir(graph, batch_size=x.shape[1])
+    counted: list[float] = []
     for layer in model.modules():
         if isinstance(layer, sl.LIFSqueeze):
             layer.spike_fn = SingleSpike
-            layer.register_forward_hook(lambda _m, _i, out: theirs.append(float(out.sum())))
-    ours, logits = layer_spikes(event, spikes_in)
-    batch_major = spikes_in.transpose(0, 1).reshape(N * T, *spikes_in.shape[2:])
+            layer.register_forward_hook(lambda _m, _i, out: counted.append(float(out.sum())))
+        elif isinstance(layer, sl.IAFSqueeze):  # the OR gates
+            layer.spike_fn, layer.reset_fn = SingleSpike, MembraneReset()
+    batch_major = x.transpose(0, 1).reshape(-1, *x.shape[2:])
     with torch.no_grad():
         out = model(batch_major)
     out = out[0] if isinstance(out, tuple) else out
-    their_logits = out.reshape(N, T, -1).mean(1)
-    assert min(ours) > 0  # every layer spikes
-    assert theirs == ours  # identical spike counts per layer
-    assert torch.allclose(their_logits, logits, atol=1e-5)
-    assert torch.equal(their_logits.argmax(1), logits.argmax(1))
+    return counted, out.reshape(x.shape[1], x.shape[0], -1).mean(1)
 
 
 def norse_logits(graph, x: torch.Tensor, subtract: bool) -> tuple[list[float], torch.Tensor]:
@@ -391,30 +402,7 @@ def test_max_pooled_e_exports_exactly_for_us_sinabs_and_norse(
     assert torch.equal(their_logits.argmax(1), logits.argmax(1))
     assert torch.allclose(their_logits, logits, atol=1e-4)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sinabs = pytest.importorskip("sinabs")
-        import sinabs.layers as sl
-        from sinabs.activation import MembraneReset, SingleSpike
-    graph = nir.read(str(path))
-    beta = event.lif_layers()[0].params.beta
-    for node in graph.nodes.values():
-        if isinstance(node, nir.LIF):
-            node.tau = np.full_like(node.tau, -1.0 / math.log(beta))  # steps
-            node.v_leak = np.zeros(1, np.float32)
-    model = sinabs.from_nir(graph, batch_size=N)
-    counted: list[float] = []
-    for layer in model.modules():
-        if isinstance(layer, sl.LIFSqueeze):
-            layer.spike_fn = SingleSpike
-            layer.register_forward_hook(lambda _m, _i, out: counted.append(float(out.sum())))
-        elif isinstance(layer, sl.IAFSqueeze):  # the OR gates
-            layer.spike_fn, layer.reset_fn = SingleSpike, MembraneReset()
-    batch_major = spikes_in.transpose(0, 1).reshape(N * T, *spikes_in.shape[2:])
-    with torch.no_grad():
-        out = model(batch_major)
-    out = out[0] if isinstance(out, tuple) else out
-    sinabs_logits = out.reshape(N, T, -1).mean(1)
+    counted, sinabs_out = sinabs_logits(nir.read(str(path)), event, spikes_in)
     assert counted == ours
-    assert torch.equal(sinabs_logits.argmax(1), logits.argmax(1))
-    assert torch.allclose(sinabs_logits, logits, atol=1e-5)
+    assert torch.equal(sinabs_out.argmax(1), logits.argmax(1))
+    assert torch.allclose(sinabs_out, logits, atol=1e-5)
