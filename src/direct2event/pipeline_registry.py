@@ -11,13 +11,14 @@ from direct2event.pipelines.direct_training import pipeline as direct_training
 from direct2event.pipelines.evaluation import pipeline as evaluation
 from direct2event.pipelines.finetuning import pipeline as finetuning
 from direct2event.pipelines.reporting import pipeline as reporting
+from direct2event.pipelines.shift import pipeline as shift
 
-STAGES = (data_processing, direct_training, transfer, finetuning, evaluation, reporting)
+STAGES = (data_processing, direct_training, transfer, finetuning, evaluation, shift, reporting)
 
 
 def create_dataset_pipeline() -> Pipeline:
     """prep -> D -> calibration -> thresholds -> lambda sweep -> fine-tuning -> evaluation ->
-    ablation -> report and registry, for one dataset (inputs ``raw_data`` and ``settings``)."""
+    ablation -> shift benchmark -> report and registry, for one dataset (inputs ``raw_data`` and ``settings``)."""
     # Each stage is a namespace of its own (kedro-viz draws it as a group); the datasets keep
     # their names, so the stages connect.
     return sum(

@@ -164,6 +164,29 @@ def events_to_frames(
     return out
 
 
+def read_recordings(
+    key: str, root: Path, n: int, seed: int = 0, test_fraction: float = 0.2
+) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int, int]]:
+    """``n`` test recordings (a seeded sample) as event arrays, their labels and the sensor size:
+    the raw events the shift benchmark perturbs before binning. The test part is the one
+    :func:`load_tonic` holds out (for datasets without one, its fixed-seed ``test_fraction``)."""
+    layout = TONIC_LAYOUTS[key]
+    if "test" in layout.parts:
+        files = _list_files(Path(root), layout, "test")
+    else:
+        everything = _list_files(Path(root), layout, "all")
+        order = np.random.default_rng(0).permutation(len(everything))
+        files = [everything[i] for i in order[: max(1, round(test_fraction * len(everything)))]]
+    pick = np.sort(np.random.default_rng(seed).permutation(len(files))[:n])
+    events, labels = [], []
+    for i in pick:
+        rec = layout.reader(files[i])
+        check_events(rec, layout.sensor_size, str(files[i]))
+        events.append(rec)
+        labels.append(layout.label(files[i]))
+    return events, np.asarray(labels, dtype=np.int64), layout.sensor_size
+
+
 def load_tonic(
     key: str,
     root: Path,

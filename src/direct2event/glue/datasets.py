@@ -19,8 +19,9 @@ from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Ve
 from kedro.io.core import VersionNotFoundError
 
 from direct2event.data.containers import LabelledArrays, RawData
-from direct2event.data.events import TONIC_LAYOUTS, load_tonic
-from direct2event.data.nmnist_sim import simulate_frames
+from direct2event.data.event_shifts import EventRecordings
+from direct2event.data.events import TONIC_LAYOUTS, load_tonic, read_recordings
+from direct2event.data.nmnist_sim import SENSOR_SIZE, simulate_frames, simulate_recordings
 from direct2event.data.static import (
     load_cifar10,
     load_digits,
@@ -88,11 +89,25 @@ class ImageFolderDataset(_ReadOnlyDataset):
 class EventSource:
     """Event data that still has to be binned to ``timesteps`` frames; binned frames are cached."""
 
-    def __init__(self, name: str, cache_dir: str, settings: dict[str, Any], builder: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        cache_dir: str,
+        settings: dict[str, Any],
+        builder: Any,
+        recordings: Any = None,
+    ) -> None:
         self.name = name
         self.cache_dir = Path(cache_dir)
         self.settings = settings
         self._builder = builder
+        self._recordings = recordings
+
+    def test_recordings(self, n: int, seed: int) -> EventRecordings:
+        """``n`` raw test recordings (seeded sample) for the event shifts."""
+        if self._recordings is None:
+            raise DatasetError(f"{self.name} cannot provide raw event recordings.")
+        return self._recordings(n, seed)
 
     def cache_path(self, timesteps: int) -> Path:
         key = json.dumps({**self.settings, "timesteps": timesteps}, sort_keys=True)
@@ -216,7 +231,17 @@ class SimulatedNMNISTDataset(_ReadOnlyDataset):
         )
 
     def load(self) -> EventSource:
-        return EventSource("nmnist_sim", self.cache_dir, self._settings(), self._build)
+        return EventSource(
+            "nmnist_sim", self.cache_dir, self._settings(), self._build, self._recordings
+        )
+
+    def _recordings(self, n: int, seed: int) -> EventRecordings:
+        """Test digits' recordings, simulated again (the frame cache keeps no events)."""
+        test = load_mnist(Path(self.mnist_idx_dir)).test
+        total = min(self.n_test, len(test))
+        idx = np.sort(np.random.default_rng(seed).permutation(total)[:n])
+        events = simulate_recordings(test.x[idx, 0], self.contrast, self.eps, self.saccade_ms)
+        return EventRecordings(events, np.asarray(test.y[idx]), SENSOR_SIZE)
 
 
 class TonicEventDataset(_ReadOnlyDataset):
@@ -246,7 +271,11 @@ class TonicEventDataset(_ReadOnlyDataset):
         def build(timesteps: int) -> RawData:
             return load_tonic(self.key, Path(self.save_to), timesteps, self.target_size, self.limit)
 
-        return EventSource(self.key, self.cache_dir, settings, build)
+        def recordings(n: int, seed: int) -> EventRecordings:
+            events, labels, sensor = read_recordings(self.key, Path(self.save_to), n, seed)
+            return EventRecordings(events, labels, sensor, self.target_size)
+
+        return EventSource(self.key, self.cache_dir, settings, build, recordings)
 
 
 class NIRDataset(AbstractVersionedDataset):

@@ -41,11 +41,12 @@ def measure(
     device: torch.device,
     profiles: dict[str, EnergyProfile],
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Accuracy, counted events and synops, firing rates and energy of one network: every
     network of a run (sweep trials, evaluation, ablation rows) is measured by this one function,
     so their numbers compare."""
-    accuracy, counts = evaluate_with_counts(net, split, coding, device, seed=seed)
+    accuracy, counts = evaluate_with_counts(net, split, coding, device, batch_size, seed)
     return {
         "accuracy": accuracy,
         **counts.summary(),

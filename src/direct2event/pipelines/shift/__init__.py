@@ -1,0 +1,1 @@
+"""The shift benchmark stage: E off its calibration distribution, with online adaptation."""

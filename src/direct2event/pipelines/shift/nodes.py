@@ -1,0 +1,437 @@
+"""The shift benchmark: D and E on shifted test data, E with online threshold adaptation, the
+recalibration and calibration-size baselines, and the stream test. Evaluation only: no network
+is trained or saved here."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from direct2event.data.event_shifts import shift_recordings
+from direct2event.data.events import events_to_frames
+from direct2event.data.splits import DataSplits
+from direct2event.glue import tracking
+from direct2event.glue.datasets import EventSource
+from direct2event.glue.params import PipelineParams
+from direct2event.snn.adaptation import (
+    OnlineAdaptation,
+    plateau,
+    recovery_samples,
+    reference_statistics,
+    sliding_accuracy,
+    stream,
+)
+from direct2event.snn.conversion import build_event_network, calibrate
+from direct2event.snn.evaluation import measure
+from direct2event.snn.models import SpikingNet, restore
+from direct2event.snn.robustness import (
+    corruption_error,
+    method_summary,
+    qualifying_shifts,
+    recovered_fraction,
+)
+from direct2event.snn.thresholds import scale_thresholds
+from direct2event.snn.training import Split, evaluate
+
+logger = logging.getLogger(__name__)
+
+ShiftedData = Callable[[str, int, str], Split]  # (shift, level, "eval" | "extra") -> data
+
+
+class _Shifted:
+    """The clean evaluation sample and an extra (unlabelled-use) sample, shifted on demand and
+    cached: image shifts act on the test images, event shifts on raw recordings before binning."""
+
+    def __init__(self, splits: DataSplits, raw: Any, settings: PipelineParams) -> None:
+        p = settings.shift
+        self.table = p.table(settings.is_event_dataset)
+        self.seed, self.timesteps = settings.seed, settings.model.timesteps
+        n_extra = max(p.recalibration_samples, p.stream.held_out)
+        if settings.is_event_dataset:
+            if not isinstance(raw, EventSource):
+                raise TypeError(f"{settings.dataset}: the shift stage needs an event source.")
+            self.recordings = raw.test_recordings(p.max_samples + n_extra, settings.seed)
+            total = len(self.recordings)
+        else:
+            order = torch.randperm(
+                len(splits.test), generator=torch.Generator().manual_seed(settings.seed)
+            )
+            self.images = Split(splits.test.x[order], splits.test.y[order])
+            total = len(self.images)
+        n_eval = min(p.max_samples, max(total - n_extra, total // 2))
+        self.parts = {"eval": slice(0, n_eval), "extra": slice(n_eval, total)}
+        self._cache: dict[tuple[str, int, str], Split] = {}
+
+    def __call__(self, shift: str, level: int, part: str) -> Split:
+        """Level 0 is clean; levels 1..n the shift's severities."""
+        key = (shift if level else "clean", level, part)
+        if key not in self._cache:
+            self._cache[key] = self._make(shift, level, self.parts[part])
+        return self._cache[key]
+
+    def _make(self, shift: str, level: int, part: slice) -> Split:
+        names = list(self.table)
+        seed = [self.seed, names.index(shift) if level else 0, level, part.start]
+        if hasattr(self, "images"):
+            x, y = self.images.x[part], self.images.y[part]
+            if level:
+                fn, severities = self.table[shift]
+                gen = torch.Generator().manual_seed(
+                    int(np.random.SeedSequence(seed).generate_state(1)[0])
+                )
+                x = fn(x.float(), severities[level - 1], gen).to(x.dtype)
+            return Split(x, y)
+        rec = self.recordings
+        sub = type(rec)(rec.events[part], rec.labels[part], rec.sensor_size, rec.target_size)
+        events = sub.events
+        if level:
+            fn, severities = self.table[shift]
+            events = shift_recordings(
+                sub,
+                fn,
+                severities[level - 1],
+                int(np.random.SeedSequence(seed).generate_state(1)[0]),
+            )
+        frames = np.stack(
+            [events_to_frames(e, sub.sensor_size, self.timesteps, sub.target_size) for e in events]
+        )
+        return Split(torch.from_numpy(frames), torch.from_numpy(np.asarray(sub.labels)))
+
+
+def _row_measure(net: SpikingNet, data: Split, settings: PipelineParams, batch: int | None) -> dict:
+    res = measure(
+        net, data, settings.event_coding, settings.device, settings.profiles(), settings.seed, batch
+    )
+    return {
+        "accuracy": res["accuracy"],
+        "events_per_sample": res["events_per_sample"],
+        "energy_uJ_by_model": res["energy_uJ_by_model"],
+    }
+
+
+def _adapted(event: SpikingNet, refs: list, data: Split, settings: PipelineParams) -> dict:
+    """E with each adaptation method, online from the calibrated state over ``data``."""
+    a = settings.shift.adaptation
+    out = {}
+    for method in a.methods:
+        with OnlineAdaptation(event, refs, a.config(method)):
+            out[method] = _row_measure(event, data, settings, a.batch_size)
+    return out
+
+
+def _recalibrated(
+    event: SpikingNet, refs: list, data: Split, settings: PipelineParams
+) -> SpikingNet:
+    """E with its thresholds scaled again on unlabelled shifted data, to the per-channel rates it
+    had on clean calibration data (the project's threshold scaling; the upper reference)."""
+    net = copy.deepcopy(event)
+    scale_thresholds(
+        net,
+        data,
+        settings.event_coding,
+        settings.device,
+        "isotonic",
+        targets=[r.rate for r in refs],
+        starts=[layer.threshold.detach().cpu().flatten().clone() for layer in net.lif_layers()],
+        iterations=settings.transfer.thresholds.iterations,
+        seed=settings.seed,
+    )
+    return net
+
+
+def _calibration_sizes(
+    direct: SpikingNet,
+    clean: Split,
+    d_accuracy: float,
+    splits: DataSplits,
+    settings: PipelineParams,
+) -> list[dict]:
+    """Conversion (calibration + threshold scaling, no fine-tuning) from clean calibration sets
+    of each size: how many samples E's thresholds need."""
+    rows = []
+    th, cal = settings.transfer.thresholds, settings.transfer.calibration
+    for n in settings.shift.calibration_sizes:
+        if n > len(splits.calibration):
+            rows.append(
+                {"samples": n, "skipped": f"the calibration split holds {len(splits.calibration)}"}
+            )
+            continue
+        data = splits.calibration.head(n)
+        _, stats = calibrate(
+            direct,
+            data,
+            settings.direct_coding,
+            settings.event_coding,
+            settings.device,
+            cal.max_points,
+            settings.seed,
+        )
+        net, _ = build_event_network(
+            direct,
+            stats,
+            data,
+            settings.event_coding,
+            settings.device,
+            th.method,
+            th.percentile,
+            th.iterations,
+            settings.seed,
+        )
+        res = _row_measure(net, clean, settings, None)
+        rows.append(
+            {"samples": n, **res, "retention": res["accuracy"] / d_accuracy if d_accuracy else None}
+        )
+    return rows
+
+
+def _stream_test(
+    event: SpikingNet,
+    refs: list,
+    shifted: _Shifted,
+    name: str,
+    level: int,
+    settings: PipelineParams,
+) -> dict[str, Any]:
+    """Clean -> shifted -> clean, one sample at a time, for E alone and each method."""
+    p = settings.shift.stream
+    data, extra = shifted("clean", 0, "eval"), shifted("clean", 0, "extra")
+    sdata, sextra = shifted(name, level, "eval"), shifted(name, level, "extra")
+    n = min(p.segment, len(data) // 3)
+    held = min(p.held_out, len(extra))
+    segments = [
+        (Split(data.x[:n], data.y[:n]), extra.head(held)),
+        (Split(sdata.x[n : 2 * n], sdata.y[n : 2 * n]), sextra.head(held)),
+        (Split(data.x[2 * n : 3 * n], data.y[2 * n : 3 * n]), extra.head(held)),
+    ]
+    out: dict[str, Any] = {
+        "shift": name,
+        "level": level,
+        "segment": n,
+        "held_out": held,
+        "window": p.window,
+        "methods": {},
+    }
+    a = settings.shift.adaptation
+    for method in ["none", *a.methods]:
+        if method == "none":
+            trace = stream(
+                event,
+                segments,
+                settings.event_coding,
+                settings.device,
+                None,
+                p.checkpoint_every,
+                settings.seed,
+            )
+        else:
+            with OnlineAdaptation(event, refs, a.config(method)) as adapt:
+                trace = stream(
+                    event,
+                    segments,
+                    settings.event_coding,
+                    settings.device,
+                    adapt,
+                    p.checkpoint_every,
+                    settings.seed,
+                )
+        result = {
+            "sliding_accuracy": sliding_accuracy(trace["correct"], p.window),
+            "positions": trace["positions"],
+            "held_out_accuracy": trace["held_out_accuracy"],
+        }
+        for seg, label in ((1, "to_shift"), (2, "back")):
+            pos = [
+                q - seg * n
+                for q, s in zip(trace["positions"], trace["checkpoint_segment"], strict=True)
+                if s == seg
+            ]
+            acc = [
+                v
+                for v, s in zip(
+                    trace["held_out_accuracy"], trace["checkpoint_segment"], strict=True
+                )
+                if s == seg
+            ]
+            result[f"plateau_{label}"] = plateau(acc)
+            result[f"recovery_{label}"] = recovery_samples(
+                pos, acc, result[f"plateau_{label}"], p.tolerance
+            )
+        out["methods"][method] = result
+    return out
+
+
+def benchmark_shifts(
+    direct_model: dict[str, Any],
+    event_model: dict[str, Any],
+    splits: DataSplits,
+    raw_data: Any,
+    settings: PipelineParams,
+    evaluation: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, dict]]:
+    """``shift.json`` and its MLflow metrics ``shift.<name>.<level>.*`` (level 1..3 = mild,
+    middle, strong severity), or a report that says the stage is off (``shift.enabled``)."""
+    p = settings.shift
+    if not p.enabled:
+        logger.info("Shift benchmark off (shift.enabled: false).")
+        return {"enabled": False}, {}
+    start = time.perf_counter()
+    device = settings.device
+    direct, event = restore(direct_model), restore(event_model)
+    shifted = _Shifted(splits, raw_data, settings)
+    refs = reference_statistics(
+        event,
+        splits.calibration.head(settings.transfer.calibration.max_samples),
+        settings.event_coding,
+        device,
+        settings.seed,
+    )
+    clean_data = shifted("clean", 0, "eval")
+    e_clean = _row_measure(event, clean_data, settings, None)
+    clean = {
+        "d_accuracy": evaluate(
+            direct, clean_data, settings.direct_coding, device, seed=settings.seed
+        ),
+        "e_accuracy": e_clean["accuracy"],
+        "e_events_per_sample": e_clean["events_per_sample"],
+        "e_energy_uJ_by_model": e_clean["energy_uJ_by_model"],
+        "adapted": _adapted(event, refs, clean_data, settings),
+    }
+    logger.info(
+        "Shift benchmark of %s on %d test samples: clean E %.4f",
+        settings.dataset,
+        len(clean_data),
+        clean["e_accuracy"],
+    )
+    rows = []
+    for name, (_, severities) in shifted.table.items():
+        for level, severity in enumerate(severities, start=1):
+            data = shifted(name, level, "eval")
+            e = _row_measure(event, data, settings, None)
+            row = {
+                "shift": name,
+                "level": level,
+                "severity": severity,
+                "d_accuracy": evaluate(
+                    direct, data, settings.direct_coding, device, seed=settings.seed
+                ),
+                "e_accuracy": e["accuracy"],
+                "e_events_per_sample": e["events_per_sample"],
+                "e_energy_uJ_by_model": e["energy_uJ_by_model"],
+                "adapted": _adapted(event, refs, data, settings),
+            }
+            row["retention"] = row["e_accuracy"] / row["d_accuracy"] if row["d_accuracy"] else None
+            rows.append(row)
+            logger.info(
+                "shift %s %s: D %.4f, E %.4f, adapted %s",
+                name,
+                severity,
+                row["d_accuracy"],
+                row["e_accuracy"],
+                {m: round(v["accuracy"], 4) for m, v in row["adapted"].items()},
+            )
+    summary = {m: method_summary(m, rows, clean, p.qualifying_loss) for m in p.adaptation.methods}
+    qualifying = qualifying_shifts(rows, clean["e_accuracy"], p.qualifying_loss)
+    for r in qualifying:
+        net = _recalibrated(event, refs, shifted(r["shift"], r["level"], "extra"), settings)
+        r["recalibrated"] = _row_measure(
+            net, shifted(r["shift"], r["level"], "eval"), settings, None
+        )
+    baseline = {
+        "recalibration": {
+            "samples": p.recalibration_samples,
+            "recovered_fraction": statistics.fmean(
+                recovered_fraction(
+                    clean["e_accuracy"], r["e_accuracy"], r["recalibrated"]["accuracy"]
+                )
+                for r in qualifying
+            )
+            if qualifying
+            else None,
+        },
+        "calibration_sizes": _calibration_sizes(
+            direct, clean_data, clean["d_accuracy"], splits, settings
+        ),
+    }
+    # The stream test runs on the shift that costs E most at its middle severity.
+    mids = {r["shift"]: r for r in qualifying_shifts(rows, math.inf, -math.inf)}
+    stream_shift = p.stream.shift or min(mids.values(), key=lambda r: r["e_accuracy"])["shift"]
+    level = mids[stream_shift]["level"]
+    stream_result = _stream_test(event, refs, shifted, stream_shift, level, settings)
+    for m in p.adaptation.methods:
+        res = stream_result["methods"][m]
+        done = [res["recovery_to_shift"], res["recovery_back"]]
+        summary[m]["recovery_samples"] = None if None in done else max(done)
+        summary[m]["recovery_to_shift"], summary[m]["recovery_back"] = done
+    ce = {
+        "event": corruption_error(rows),
+        "direct": corruption_error(rows, "d_accuracy"),
+        **{m: corruption_error(rows, f"adapted/{m}/accuracy") for m in p.adaptation.methods},
+    }
+    report = {
+        "enabled": True,
+        "dataset": settings.dataset,
+        "seed": settings.seed,
+        "samples": len(clean_data),
+        "energy_model": settings.transfer.energy_model,
+        "adaptation": p.adaptation.model_dump(),
+        "clean": clean,
+        "rows": rows,
+        "summary": summary,
+        "mean_corruption_error": {k: sum(v.values()) / len(v) for k, v in ce.items() if v},
+        "corruption_error": ce,
+        "baselines": baseline,
+        "stream": stream_result,
+        "full_test": {
+            k: evaluation[k]["accuracy"] for k in ("direct", "event") if evaluation and k in evaluation
+        },
+        "seconds": time.perf_counter() - start,
+    }
+    return report, _metrics(report)
+
+
+def _metrics(report: dict[str, Any]) -> dict[str, dict]:
+    """Dataset-neutral MLflow metrics of the report (energy in nJ, as every energy metric)."""
+    m: dict[str, float | None] = {
+        "shift.clean.event_accuracy": report["clean"]["e_accuracy"],
+        "shift.clean.direct_accuracy": report["clean"]["d_accuracy"],
+        "shift.seconds": report["seconds"],
+    }
+    for method, v in report["clean"]["adapted"].items():
+        m[f"shift.clean.{method}.event_accuracy"] = v["accuracy"]
+        m[f"shift.clean.{method}.events_per_sample"] = v["events_per_sample"]
+    for r in report["rows"]:
+        base = f"shift.{r['shift']}.{r['level']}"
+        m[f"{base}.direct_accuracy"] = r["d_accuracy"]
+        m[f"{base}.event_accuracy"] = r["e_accuracy"]
+        m[f"{base}.events_per_sample"] = r["e_events_per_sample"]
+        for model, uj in r["e_energy_uJ_by_model"].items():
+            m[f"{base}.{model}.energy_uJ"] = uj
+        for method, v in r["adapted"].items():
+            m[f"{base}.{method}.event_accuracy"] = v["accuracy"]
+            m[f"{base}.{method}.events_per_sample"] = v["events_per_sample"]
+        if "recalibrated" in r:
+            m[f"{base}.recalibrated.event_accuracy"] = r["recalibrated"]["accuracy"]
+    for method, s in report["summary"].items():
+        for key in (
+            "recovered_fraction",
+            "clean_cost_pp",
+            "clean_events_change",
+            "shift_events_change",
+            "recovery_samples",
+        ):
+            m[f"shift.{method}.{key}"] = s.get(key)
+    for name, value in report["mean_corruption_error"].items():
+        m[f"shift.mce.{name}"] = value
+    return {
+        k: {"value": float(v), "step": 0}
+        for k, v in tracking.in_nanojoules(m).items()
+        if v is not None and math.isfinite(v)
+    }
