@@ -131,5 +131,5 @@ def test_the_rules_see_the_whole_package() -> None:
     """The checks above read every module (a moved package is not silently skipped)."""
     layers = {layer(m) for m in MODULES}
     assert {"snn", "data", "glue", "commands", "root", "package", "pipelines"} <= layers
-    assert sum(1 for lay in layers if lay.startswith("pipelines.")) == 6  # the six stages
+    assert sum(1 for lay in layers if lay.startswith("pipelines.")) == 7  # the seven stages
     assert GRAPH["direct2event.glue.hooks"]  # imports are found

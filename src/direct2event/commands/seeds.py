@@ -117,6 +117,72 @@ def aggregate(dataset: str, runs: list[dict[str, Any]], machine: dict[str, str])
     }
 
 
+SHIFT_FIELDS = (
+    "recovered_fraction",
+    "clean_cost_pp",
+    "clean_events_change",
+    "shift_events_change",
+    "recovery_samples",
+)
+
+
+def _worst(field: str, values: list[float]) -> float:
+    """The worst seed against the shift targets: least recovered, most clean cost, largest
+    event change either way, slowest recovery."""
+    if field == "recovered_fraction":
+        return min(values)
+    if field.endswith("events_change"):
+        return max(values, key=abs)
+    return max(values)
+
+
+def shift_study(
+    reports: list[dict[str, Any]], run_seconds: list[float | None], stage_inside: bool = True
+) -> dict[str, Any] | None:
+    """The shift benchmark over seeds (each seed's ``shift.json``): per adaptation method the
+    mean, std and worst of every target figure; the recalibration baseline; the mean corruption
+    errors; and the stage's share of the run time (``stage_inside``: the run's seconds include
+    the stage, else it ran afterwards on the finished run)."""
+    done = [r for r in reports if r.get("enabled")]
+    if not done:
+        return None
+
+    def stats(values: list[Any], field: str) -> dict[str, Any]:
+        if any(v is None for v in values):
+            return {"mean": None, "std": None, "worst": None, "values": values}
+        v = [float(x) for x in values]
+        return {
+            "mean": statistics.fmean(v),
+            "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+            "worst": _worst(field, v),
+            "values": v,
+        }
+
+    methods = list(done[0]["summary"])
+    shares = [
+        r["seconds"] / (t if stage_inside else t + r["seconds"])
+        for r, t in zip(done, run_seconds, strict=False)
+        if t
+    ]
+    recal = [r["baselines"]["recalibration"]["recovered_fraction"] for r in done]
+    return {
+        "seeds": [r["seed"] for r in done],
+        "samples": done[0]["samples"],
+        "methods": {
+            m: {f: stats([r["summary"][m].get(f) for r in done], f) for f in SHIFT_FIELDS}
+            | {"qualifying_shifts": [r["summary"][m]["qualifying_shifts"] for r in done]}
+            for m in methods
+        },
+        "recalibration_recovered_fraction": stats(recal, "recovered_fraction"),
+        "mean_corruption_error": {
+            k: statistics.fmean(r["mean_corruption_error"][k] for r in done)
+            for k in done[0]["mean_corruption_error"]
+        },
+        "stage_seconds": statistics.fmean(r["seconds"] for r in done),
+        "stage_share": {"mean": statistics.fmean(shares), "worst": max(shares)} if shares else None,
+    }
+
+
 def machine_info(threads: int) -> dict[str, str]:
     """The CPU model, core and thread count, and torch build the study ran on."""
     import torch
@@ -294,6 +360,9 @@ def run_study(
                 )
             runs.append(run_record(seed, json.loads(path.read_text())) | {"seconds": seconds})
         study = aggregate(key, runs, machine_info(threads))
+        study["shift"] = shift_study(
+            _shift_reports(report_dir, seeds), [r["seconds"] for r in runs]
+        )
         out = report_dir / "seeds.json"
         out.write_text(json.dumps(study, indent=2))
         fig = seeds_figure(study)
@@ -303,6 +372,11 @@ def run_study(
         for stat in ("mean", "std", "worst"):
             for field in ("accuracy_retention", "energy_reduction"):
                 mlflow.log_metric(f"{stat}.{field}", study[stat][field])
+        for method, fields in ((study["shift"] or {}).get("methods") or {}).items():
+            for field in SHIFT_FIELDS:
+                for stat in ("mean", "worst"):
+                    if fields[field][stat] is not None:
+                        mlflow.log_metric(f"{stat}.shift.{method}.{field}", fields[field][stat])
         mlflow.log_params({"seeds": " ".join(map(str, seeds)), "jobs": jobs, "params": params})
         mlflow.end_run()
     except BaseException as err:
@@ -316,13 +390,55 @@ def run_study(
     return study
 
 
+def _shift_reports(report_dir: Path, seeds: list[int]) -> list[dict[str, Any]]:
+    out = []
+    for seed in seeds:
+        path = report_dir / f"seed_{seed}" / "shift.json"
+        if path.exists():
+            out.append(json.loads(path.read_text()))
+    return out
+
+
+def aggregate_only(key: str, seeds: list[int], name: str = "", root: Path = Path()) -> dict:
+    """Rebuild ``seeds.json`` and its figure from the seeds' reports already written (e.g. after
+    running a new stage on finished seeds), without running anything or logging to MLflow. The
+    earlier study's run times are kept; its runs did not include a stage run afterwards."""
+    report_dir = (
+        root / "data" / "08_reporting" / key / name
+        if name
+        else root / "data" / "08_reporting" / key
+    )
+    old_path = report_dir / "seeds.json"
+    old = json.loads(old_path.read_text()) if old_path.exists() else {}
+    seconds = {r["seed"]: r.get("seconds") for r in old.get("runs", [])}
+    runs = []
+    for seed in seeds:
+        path = report_dir / f"seed_{seed}" / "summary.json"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run the seed first (without --aggregate-only)")
+        runs.append(run_record(seed, json.loads(path.read_text())) | {"seconds": seconds.get(seed)})
+    machine = {"machine": old.get("machine", "unknown"), "torch": old.get("torch", "unknown")}
+    study = aggregate(key, runs, machine)
+    study["shift"] = shift_study(
+        _shift_reports(report_dir, seeds), [seconds.get(s) for s in seeds], stage_inside=False
+    )
+    old_path.write_text(json.dumps(study, indent=2))
+    seeds_figure(study).savefig(report_dir / "seeds.png", dpi=110)
+    return study
+
+
 def _fmt(study: dict[str, Any]) -> str:
     m, s, w = study["mean"], study["std"], study["worst"]
+    shift = ""
+    for method, v in ((study.get("shift") or {}).get("methods") or {}).items():
+        rf = v["recovered_fraction"]
+        if rf["mean"] is not None:
+            shift += f"; {method} recovers {rf['mean']:.2f} (worst {rf['worst']:.2f})"
     return (
         f"{study['dataset']} over seeds {study['seeds']}: retention {m['accuracy_retention']:.4f} "
         f"± {s['accuracy_retention']:.4f} (worst {w['accuracy_retention']:.4f}), energy reduction "
         f"{m['energy_reduction']:.2f}x ± {s['energy_reduction']:.2f} (worst "
-        f"{w['energy_reduction']:.2f}x); {study['machine']}, torch {study['torch']}"
+        f"{w['energy_reduction']:.2f}x); {study['machine']}, torch {study['torch']}{shift}"
     )
 
 
@@ -341,10 +457,19 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--params", default="", help="extra --params for every seed")
     parser.add_argument("--name", default="", help="a variant's folder under the key's reports")
+    parser.add_argument(
+        "--aggregate-only",
+        action="store_true",
+        help="rebuild seeds.json from the seeds' reports already written; run nothing",
+    )
     args = parser.parse_args(argv)
     if args.params and not args.name:
         parser.error("--params changes the runs: give the variant a --name")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.aggregate_only:
+        study = aggregate_only(args.key, args.seeds, args.name)
+        print(_fmt(study))
+        return 0
     study = run_study(args.key, args.seeds, args.jobs, params=args.params, name=args.name)
     print(_fmt(study))
     if not all(math.isfinite(r["accuracy_retention"]) for r in study["runs"]):

@@ -262,8 +262,8 @@ class StreamParams(_Strict):
     shift: str | None = Field(
         None, description="default: the shift that costs E most at its middle severity"
     )
-    segment: int = Field(300, ge=10, description="samples per segment")
-    held_out: int = Field(256, ge=10, description="held-out samples each checkpoint is scored on")
+    segment: int = Field(200, ge=10, description="samples per segment")
+    held_out: int = Field(200, ge=10, description="held-out samples each checkpoint is scored on")
     checkpoint_every: int = Field(20, ge=1)
     window: int = Field(50, ge=1, description="sliding window of the online accuracy")
     tolerance: float = Field(0.01, gt=0, description="recovered: within this of the plateau")
@@ -273,7 +273,7 @@ class ShiftParams(_Strict):
     """The shift benchmark: E (and D) on shifted test data, with and without adaptation."""
 
     enabled: bool = True
-    max_samples: int = Field(1000, ge=10, description="test samples per shift and severity")
+    max_samples: int = Field(500, ge=10, description="test samples per shift and severity")
     severities: dict[str, list[float]] = Field(
         default_factory=dict,
         description="built-in shifts' severities to override (default: all of the dataset kind)",
@@ -288,7 +288,7 @@ class ShiftParams(_Strict):
         description="clean calibration-set sizes of the conversion baseline",
     )
     recalibration_samples: int = Field(
-        256, ge=MIN_CALIBRATION_SAMPLES, description="unlabelled shifted samples to recalibrate"
+        128, ge=MIN_CALIBRATION_SAMPLES, description="unlabelled shifted samples to recalibrate"
     )
     adaptation: AdaptationParams = AdaptationParams()
     stream: StreamParams = StreamParams()

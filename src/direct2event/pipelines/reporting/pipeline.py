@@ -11,6 +11,9 @@ from direct2event.pipelines.reporting.figures import (
     plot_direct_training,
     plot_energy,
     plot_finetuning,
+    plot_shift_accuracy,
+    plot_shift_energy,
+    plot_stream,
     plot_thresholds,
     plot_tuning,
 )
@@ -57,6 +60,9 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             Node(
                 plot_finetuning,
+                plot_shift_accuracy,
+                plot_shift_energy,
+                plot_stream,
                 inputs=["finetune_log", "tuning_report"],
                 outputs="finetune_curve",
                 name="plot_finetuning",
@@ -68,6 +74,14 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 outputs="ablation_plot",
                 name="plot_ablation",
             ),
+            Node(plot_shift_accuracy, inputs="shift", outputs="shift_plot", name="plot_shift"),
+            Node(
+                plot_shift_energy,
+                inputs="shift",
+                outputs="shift_energy_plot",
+                name="plot_shift_energy",
+            ),
+            Node(plot_stream, inputs="shift", outputs="stream_curve", name="plot_stream"),
             Node(
                 export_nir,
                 inputs=["direct_model", "event_model", "settings"],

@@ -13,7 +13,13 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             Node(
                 benchmark_shifts,
-                inputs=["direct_model", "event_model", "splits", "raw_data", "settings", "evaluation"],
+                inputs=[
+                    "direct_model",
+                    "event_model",
+                    "splits",
+                    "raw_data",
+                    "settings",
+                ],
                 outputs=["shift", "shift_metrics"],
                 name="benchmark_shifts",
             )

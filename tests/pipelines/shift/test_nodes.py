@@ -1,0 +1,143 @@
+"""The shift benchmark node on digits: every shift and severity, both adaptation methods, the
+baselines, the stream test, its metrics; a user's shift by import path; switched off."""
+
+from __future__ import annotations
+
+import pytest
+
+from direct2event.glue.params import ParameterError
+from direct2event.pipelines.shift.nodes import benchmark_shifts
+from direct2event.snn.models import restore
+from direct2event.snn.shifts import IMAGE_SHIFTS
+from direct2event.snn.training import evaluate
+from tests.pipelines.conftest import tiny
+
+SMALL = {
+    "max_samples": 150,
+    "calibration_sizes": [16, 64],
+    "recalibration_samples": 64,
+    "stream": {"segment": 40, "held_out": 50, "checkpoint_every": 10},
+}
+
+
+@pytest.fixture(scope="module")
+def benchmark(direct_model, scaled, digits_splits):
+    settings = tiny(shift=SMALL)
+    return benchmark_shifts(
+        direct_model, scaled[0], scaled[0], digits_splits, None, settings
+    ), settings
+
+
+def test_every_shift_and_severity_has_its_row(benchmark):
+    (report, _), _ = benchmark
+    rows = report["rows"]
+    assert [(r["shift"], r["level"]) for r in rows] == [
+        (name, level) for name in IMAGE_SHIFTS for level in (1, 2, 3)
+    ]
+    for r in rows:
+        assert 0 <= r["e_accuracy"] <= 1 and 0 <= r["d_accuracy"] <= 1
+        assert r["e_events_per_sample"] > 0
+        assert set(r["e_energy_uJ_by_model"]) == {"per_event", "synops_45nm"}
+        assert set(r["adapted"]) == {"modulation", "homeostasis"}
+    assert report["samples"] == 150
+
+
+def test_clean_accuracy_is_es_own_on_the_same_samples(benchmark, scaled, digits_splits):
+    """The clean row is E measured on the benchmark's sample, nothing adapted."""
+    (report, _), settings = benchmark
+    e = restore(scaled[0])
+    full = evaluate(e, digits_splits.test, settings.event_coding, settings.device)
+    assert abs(report["clean"]["e_accuracy"] - full) < 0.1  # a 150-sample subset of the same test
+
+
+def test_summary_holds_the_target_figures_per_method(benchmark):
+    (report, _), _ = benchmark
+    for method in ("modulation", "homeostasis"):
+        s = report["summary"][method]
+        for key in (
+            "recovered_fraction",
+            "clean_cost_pp",
+            "clean_events_change",
+            "shift_events_change",
+        ):
+            assert key in s
+        if s["qualifying_shifts"]:
+            assert s["recovered_fraction"] == pytest.approx(
+                sum(s["recovered_fraction_by_shift"].values()) / len(s["qualifying_shifts"])
+            )
+        assert s["recovery_samples"] is None or 0 <= s["recovery_samples"] <= 40
+    sizes = [row["samples"] for row in report["baselines"]["calibration_sizes"]]
+    assert sizes == [16, 64]
+    for row in report["baselines"]["calibration_sizes"]:
+        assert 0 < row["retention"] <= 1.2 and row["energy_reduction_by_model"]["per_event"] > 0
+    qualifying = report["summary"]["modulation"]["qualifying_shifts"]
+    assert all(
+        "recalibrated" in r for r in report["rows"] if r["shift"] in qualifying and r["level"] == 2
+    )
+
+
+def test_metrics_have_dataset_neutral_names(benchmark):
+    (report, metrics), _ = benchmark
+    assert metrics["shift.contrast.2.event_accuracy"]["value"] == pytest.approx(
+        report["rows"][3 * list(IMAGE_SHIFTS).index("contrast") + 1]["e_accuracy"]
+    )
+    assert "shift.contrast.2.modulation.event_accuracy" in metrics
+    assert "shift.contrast.2.per_event.energy_nJ" in metrics  # energies in nJ, as every metric
+    assert not any("digits" in k for k in metrics)
+
+
+def test_stream_runs_clean_shifted_clean(benchmark):
+    (report, _), _ = benchmark
+    st = report["stream"]
+    assert st["segment"] == 40 and set(st["methods"]) == {"none", "modulation", "homeostasis"}
+    for res in st["methods"].values():
+        assert len(res["sliding_accuracy"]) == 120
+        assert res["positions"] == list(range(0, 121, 10))
+    none = st["methods"]["none"]
+    assert none["recovery_to_shift"] == 0 and none["recovery_back"] == 0  # nothing adapts
+
+
+def test_a_user_shift_by_import_path_runs_in_the_stage(direct_model, scaled, digits_splits):
+    settings = tiny(
+        shift={
+            **SMALL,
+            "skip": list(IMAGE_SHIFTS),
+            "custom": {
+                "dim_rows": {
+                    "function": "tests.pipelines.shift.user_shift:dim_rows",
+                    "severities": [0.3, 0.6, 0.9],
+                }
+            },
+            "calibration_sizes": [16],
+        }
+    )
+    report, metrics = benchmark_shifts(
+        direct_model, scaled[0], scaled[0], digits_splits, None, settings
+    )
+    assert [r["shift"] for r in report["rows"]] == ["dim_rows"] * 3
+    assert report["rows"][2]["e_accuracy"] <= report["clean"]["e_accuracy"]
+    assert "shift.dim_rows.3.event_accuracy" in metrics
+
+
+def test_switched_off(direct_model, scaled, digits_splits):
+    report, metrics = benchmark_shifts(
+        direct_model, scaled[0], scaled[0], digits_splits, None, tiny(shift={"enabled": False})
+    )
+    assert report == {"enabled": False} and metrics == {}
+
+
+@pytest.mark.parametrize(
+    "shift, message",
+    [
+        (
+            {"custom": {"mine": {"function": "nowhere_module_x:f", "severities": [1]}}},
+            "shift.custom.mine",
+        ),
+        ({"severities": {"background_noise": [1, 2, 3]}}, "not built-in image shifts"),
+        ({"calibration_sizes": [4]}, "below 16"),
+        ({"stream": {"shift": "fog"}}, "not a shift of this run"),
+    ],
+)
+def test_bad_shift_parameters_fail_before_any_work(shift, message):
+    with pytest.raises(ParameterError, match=message):
+        tiny(shift=shift)
