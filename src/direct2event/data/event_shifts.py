@@ -29,6 +29,10 @@ class EventRecordings:
     sensor_size: SensorSize
     target_size: int | None = None  # tonic Downsample to this width before binning
 
+    def __post_init__(self) -> None:
+        if len(self.events) != len(self.labels):
+            raise ValueError(f"{len(self.events)} recordings but {len(self.labels)} labels.")
+
     def __len__(self) -> int:
         return len(self.labels)
 

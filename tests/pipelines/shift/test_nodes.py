@@ -141,3 +141,57 @@ def test_switched_off(direct_model, scaled, digits_splits):
 def test_bad_shift_parameters_fail_before_any_work(shift, message):
     with pytest.raises(ParameterError, match=message):
         tiny(shift=shift)
+
+
+def test_event_data_are_shifted_as_recordings_then_binned():
+    """For an event dataset the stage asks the source for raw test recordings, shifts the events
+    (tonic) and bins them as the dataset's frames; the evaluation and extra samples are disjoint."""
+    import numpy as np
+
+    from direct2event.data.event_shifts import EventRecordings
+    from direct2event.data.events import events_to_frames
+    from direct2event.data.nmnist_sim import SENSOR_SIZE, simulate_recordings
+    from direct2event.data.static import load_digits
+    from direct2event.glue.datasets import EventSource
+    from direct2event.pipelines.shift.nodes import _Shifted
+
+    digits = load_digits().train.x[:40, 0]
+    images = np.pad(
+        np.kron(digits, np.ones((3, 3), dtype=np.float32))[:, :24, :24], ((0, 0), (2, 2), (2, 2))
+    )
+    events = simulate_recordings(images, saccade_ms=30)
+    asked = []
+
+    def recordings(n: int, seed: int) -> EventRecordings:
+        asked.append((n, seed))
+        return EventRecordings(events[:n], np.arange(n) % 10, SENSOR_SIZE)
+
+    source = EventSource("nmnist_sim", "unused", {}, None, recordings)
+    settings = load_settings_for_events(max_samples=20, recalibration_samples=16, held_out=10)
+    shifted = _Shifted(None, source, settings)  # type: ignore[arg-type]
+    assert asked == [(36, settings.seed)]  # 20 evaluated + 16 extra
+    clean, extra = shifted("clean", 0, "eval"), shifted("clean", 0, "extra")
+    assert len(clean) == 20 and len(extra) == 16
+    expected = np.stack(
+        [events_to_frames(e, SENSOR_SIZE, settings.model.timesteps) for e in events[:20]]
+    )
+    assert np.array_equal(clean.x.numpy(), expected)
+    noisy = shifted("background_noise", 3, "eval")
+    assert noisy.x.sum() > clean.x.sum()  # 20 Hz per pixel of noise events
+    assert shifted("background_noise", 3, "eval") is noisy  # made once
+
+
+def load_settings_for_events(max_samples: int, recalibration_samples: int, held_out: int):
+    from direct2event.glue.params import load_settings
+    from tests.pipelines.conftest import PROFILES
+
+    raw = {
+        "model": {"timesteps": 8},
+        "transfer": {"input_encoding": "frames", "timesteps": 8},
+        "shift": {
+            "max_samples": max_samples,
+            "recalibration_samples": recalibration_samples,
+            "stream": {"held_out": held_out},
+        },
+    }
+    return load_settings("nmnist_sim", raw, PROFILES)
