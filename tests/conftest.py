@@ -58,6 +58,7 @@ def tiny_project(folder: Path) -> Path:
     digits["training"].update(epochs=3, progress=False)  # 2 left seed 1 at chance (1 thread)
     digits["transfer"]["finetune"]["epochs"] = 1
     digits["transfer"]["ablation"] = {"enabled": False}
+    digits["shift"]["enabled"] = False  # one test turns it on (test_dataset_pipeline)
     path.write_text(yaml.safe_dump(params))
     return folder
 

@@ -39,6 +39,45 @@ def test_aggregate_mean_std_and_worst() -> None:
         seeds.aggregate("mnist", [], {"machine": "cpu", "torch": "2"})
 
 
+def shift_report(seed: int, recovered: float, cost: float, recovery: int | None) -> dict:
+    """A hand-made ``shift.json`` with one method (the fields shift_study reads)."""
+    return {
+        "enabled": True,
+        "seed": seed,
+        "samples": 500,
+        "seconds": 30.0,
+        "summary": {
+            "modulation": {
+                "recovered_fraction": recovered,
+                "clean_cost_pp": cost,
+                "clean_events_change": -0.02 * (seed + 1),
+                "shift_events_change": 0.1 * (-1) ** seed,
+                "recovery_samples": recovery,
+                "qualifying_shifts": ["contrast"],
+            }
+        },
+        "baselines": {"recalibration": {"recovered_fraction": 0.8}},
+        "mean_corruption_error": {"event": 0.2, "modulation": 0.1},
+    }
+
+
+def test_shift_study_mean_std_and_worst_against_the_targets() -> None:
+    reports = [shift_report(0, 0.6, 0.1, 120), shift_report(1, 0.4, -0.1, 200)]
+    study = seeds.shift_study(reports, [300.0, 270.0])
+    m = study["methods"]["modulation"]
+    assert m["recovered_fraction"]["mean"] == pytest.approx(0.5)
+    assert m["recovered_fraction"]["worst"] == 0.4  # least recovered
+    assert m["clean_cost_pp"]["worst"] == 0.1  # most costly
+    assert m["clean_events_change"]["worst"] == pytest.approx(-0.04)  # largest either way
+    assert m["recovery_samples"]["worst"] == 200
+    assert study["stage_share"]["worst"] == pytest.approx(30 / 270)
+    separately = seeds.shift_study(reports, [300.0, 270.0], stage_inside=False)
+    assert separately["stage_share"]["worst"] == pytest.approx(30 / 300)
+    never = seeds.shift_study([shift_report(0, 0.6, 0.1, None)], [300.0])
+    assert never["methods"]["modulation"]["recovery_samples"]["mean"] is None
+    assert seeds.shift_study([{"enabled": False}], [1.0]) is None
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The tests' tiny digits project, as the working folder (the study runs where it is)."""
@@ -80,6 +119,18 @@ def test_seed_study_on_digits(project: Path) -> None:
     assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
     assert all(r.info.status == "FINISHED" for r in [parent, *children])
     assert parent.data.metrics["worst.accuracy_retention"] == min(retention)
+
+    # a stage run afterwards on the finished seeds: seeds.json rebuilt from their reports
+    assert written["shift"] is None  # the tiny project runs no shift benchmark
+    for seed, recovered in ((0, 0.7), (1, 0.5)):
+        path = project / f"data/08_reporting/digits/seed_{seed}/shift.json"
+        path.write_text(json.dumps(shift_report(seed, recovered, 0.0, 100)))
+    rebuilt = seeds.aggregate_only("digits", [0, 1], root=project)
+    assert rebuilt["mean"] == written["mean"]  # the transfer figures are the same seeds'
+    assert rebuilt["shift"]["methods"]["modulation"]["recovered_fraction"]["mean"] == pytest.approx(
+        0.6
+    )
+    assert json.loads((project / "data/08_reporting/digits/seeds.json").read_text())["shift"]
 
     # the same seed again (a new study, same thread count) gives the same run on this machine
     again = seeds.run_study("digits", [1], jobs=1, root=project, threads=1)

@@ -183,7 +183,7 @@ def runs(project: Path, trials: bool = False) -> list:
 
 
 def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(project: Path) -> None:
-    done = run(project)
+    done = run(project, "digits.shift.enabled=true")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary_path = project / "data/08_reporting/digits/summary.json"
     summary = json.loads(summary_path.read_text())
@@ -222,6 +222,15 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
         "plots/calibration_curves.png",
     } <= artifacts
     assert "reports/summary.json" in artifacts
+    # the shift benchmark: its report on disk and in MLflow, its plots, dataset-neutral metrics
+    shift = json.loads((project / "data/08_reporting/digits/shift.json").read_text())
+    assert shift["enabled"] and len(shift["rows"]) == 21
+    assert {"reports/shift.json", "plots/shift.png", "plots/shift_energy.png"} <= artifacts
+    assert "plots/stream_curve.png" in artifacts
+    assert first.data.metrics["shift.contrast.2.event_accuracy"] == pytest.approx(
+        next(r for r in shift["rows"] if r["shift"] == "contrast" and r["level"] == 2)["e_accuracy"]
+    )
+    assert "shift.modulation.clean_cost_pp" in first.data.metrics
     model_versions = project / "data/06_models/digits/direct_model.pkl"
     assert len(list(model_versions.iterdir())) == 1
 
