@@ -241,9 +241,19 @@ class AdaptationParams(_Strict):
     momentum: float = Field(
         0.99, ge=0, lt=1, description="per sample; time constant ~ 1/(1-momentum) samples"
     )
-    step: float = Field(0.02, ge=0, description="homeostasis: log-threshold step per sample")
+    step: float = Field(
+        0.02, ge=0, le=1, description="homeostasis: share of the rate error corrected per sample"
+    )
     max_gain: float = Field(4.0, ge=1, description="bound of the gain / threshold factor")
-    batch_size: int = Field(16, ge=1, description="samples per adaptation update in the table")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="samples per adaptation update in the table (default: E's "
+        "evaluation batch; small batches run several times slower per sample on a CPU)",
+    )
+    warmup: int = Field(
+        100, ge=0, description="unlabelled shifted samples adapted on before the table's samples"
+    )
 
     def config(self, method: str) -> AdaptationConfig:
         return AdaptationConfig(method, self.momentum, self.step, self.max_gain)  # type: ignore[arg-type]
@@ -263,8 +273,8 @@ class StreamParams(_Strict):
         None, description="default: the shift that costs E most at its middle severity"
     )
     segment: int = Field(200, ge=10, description="samples per segment")
-    held_out: int = Field(200, ge=10, description="held-out samples each checkpoint is scored on")
-    checkpoint_every: int = Field(20, ge=1)
+    held_out: int = Field(150, ge=10, description="held-out samples each checkpoint is scored on")
+    checkpoint_every: int = Field(25, ge=1)
     window: int = Field(50, ge=1, description="sliding window of the online accuracy")
     tolerance: float = Field(0.01, gt=0, description="recovered: within this of the plateau")
 

@@ -15,8 +15,8 @@ runs, sample by sample on a stream or batch by batch:
     biases can run it.
 ``homeostasis``
     Rate homeostasis: each channel's running firing rate is steered back to its calibrated rate by
-    a multiplicative threshold update, ``log k += step * log(r_run / r_ref)``, threshold
-    ``k * theta``. It keeps E's events (and energy) near their budget.
+    a multiplicative threshold update, ``log k += step * log(r_run / r_ref)`` per sample,
+    threshold ``k * theta``. It keeps E's events (and energy) near their budget.
 
 ``momentum`` is per sample: the running statistics keep ``momentum`` of their value with every
 sample, so a batch of ``B`` counts as ``B`` samples and batch size does not change the time
@@ -52,7 +52,7 @@ class AdaptationConfig:
 
     method: Method
     momentum: float = 0.99  # per sample; time constant ~ 1 / (1 - momentum) samples
-    step: float = 0.02  # homeostasis: log-threshold change per sample per unit log-rate error
+    step: float = 0.02  # homeostasis: share of the log-rate error corrected per sample
     max_gain: float = 4.0  # bound of the gain (modulation) and threshold factor (homeostasis)
 
     def __post_init__(self) -> None:
@@ -62,9 +62,9 @@ class AdaptationConfig:
             )
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
-        if self.step < 0 or self.max_gain < 1:
+        if not 0 <= self.step <= 1 or self.max_gain < 1:
             raise ValueError(
-                f"step must be >= 0 and max_gain >= 1, got {self.step}, {self.max_gain}."
+                f"step must be in [0, 1] and max_gain >= 1, got {self.step}, {self.max_gain}."
             )
 
 
@@ -244,7 +244,11 @@ class OnlineAdaptation:
             rates = _per_sample(out.detach().double().cpu())
             s.rate = _ema(s.rate.double(), rates, c.momentum).float()
             error = torch.log((s.rate + _EPS) / (s.ref.rate + _EPS))
-            step = c.step * rates.shape[0] * torch.where(s.active, error, torch.zeros_like(error))
+            # ``step`` of the error corrected per sample, compounded over the batch: a batch of B
+            # corrects 1 - (1 - step)^B of it (never more than all of it, so large batches
+            # stay stable although they see the new threshold only at the next batch)
+            fraction = 1.0 - (1.0 - c.step) ** rates.shape[0]
+            step = fraction * torch.where(s.active, error, torch.zeros_like(error))
             limit = math.log(c.max_gain)
             s.log_factor = (s.log_factor + step).clamp(-limit, limit)
 

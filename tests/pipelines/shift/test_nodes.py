@@ -192,6 +192,7 @@ def load_settings_for_events(max_samples: int, recalibration_samples: int, held_
             "max_samples": max_samples,
             "recalibration_samples": recalibration_samples,
             "stream": {"held_out": held_out},
+            "adaptation": {"warmup": 10},
         },
     }
     return load_settings("nmnist_sim", raw, PROFILES)
