@@ -242,7 +242,7 @@ class AdaptationParams(_Strict):
         0.99, ge=0, lt=1, description="per sample; time constant ~ 1/(1-momentum) samples"
     )
     step: float = Field(
-        0.02, ge=0, le=1, description="homeostasis: share of the rate error corrected per sample"
+        0.005, ge=0, le=1, description="homeostasis: share of the rate error corrected per sample"
     )
     max_gain: float = Field(4.0, ge=1, description="bound of the gain / threshold factor")
     batch_size: int | None = Field(

@@ -52,7 +52,7 @@ class AdaptationConfig:
 
     method: Method
     momentum: float = 0.99  # per sample; time constant ~ 1 / (1 - momentum) samples
-    step: float = 0.02  # homeostasis: share of the log-rate error corrected per sample
+    step: float = 0.005  # homeostasis: share of the log-rate error corrected per sample
     max_gain: float = 4.0  # bound of the gain (modulation) and threshold factor (homeostasis)
 
     def __post_init__(self) -> None:
