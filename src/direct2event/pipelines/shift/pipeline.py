@@ -15,6 +15,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 benchmark_shifts,
                 inputs=[
                     "direct_model",
+                    "scaled_model",
                     "event_model",
                     "splits",
                     "raw_data",
