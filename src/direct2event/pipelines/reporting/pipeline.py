@@ -60,9 +60,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             Node(
                 plot_finetuning,
-                plot_shift_accuracy,
-                plot_shift_energy,
-                plot_stream,
+                plot_finetuning,
                 inputs=["finetune_log", "tuning_report"],
                 outputs="finetune_curve",
                 name="plot_finetuning",
