@@ -60,7 +60,6 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             Node(
                 plot_finetuning,
-                plot_finetuning,
                 inputs=["finetune_log", "tuning_report"],
                 outputs="finetune_curve",
                 name="plot_finetuning",
