@@ -40,6 +40,8 @@ def test_every_shift_and_severity_has_its_row(benchmark):
         assert set(r["e_energy_uJ_by_model"]) == {"per_event", "synops_45nm"}
         assert set(r["adapted"]) == {"modulation", "homeostasis"}
     assert report["samples"] == 150
+    # the extra (warm-up, recalibration, held-out) sample is as large as its largest use
+    assert report["baselines"]["recalibration"]["samples"] == 64
 
 
 def test_clean_accuracy_is_es_own_on_the_same_samples(benchmark, scaled, digits_splits):

@@ -67,7 +67,10 @@ class _Shifted:
             self.images = Split(splits.test.x[order], splits.test.y[order])
             total = len(self.images)
         n_eval = min(p.max_samples, max(total - n_extra, total // 2))
-        self.parts = {"eval": slice(0, n_eval), "extra": slice(n_eval, total)}
+        self.parts = {
+            "eval": slice(0, n_eval),
+            "extra": slice(n_eval, min(total, n_eval + n_extra)),
+        }
         self._cache: dict[tuple[str, int, str], Split] = {}
 
     def __call__(self, shift: str, level: int, part: str) -> Split:
