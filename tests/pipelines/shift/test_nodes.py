@@ -198,3 +198,15 @@ def load_settings_for_events(max_samples: int, recalibration_samples: int, held_
         },
     }
     return load_settings("nmnist_sim", raw, PROFILES)
+
+
+def test_the_static_samples_are_disjoint_and_sized_by_their_use(digits_splits):
+    from direct2event.pipelines.shift.nodes import _Shifted
+
+    settings = tiny(shift={**SMALL, "adaptation": {"warmup": 30}})
+    shifted = _Shifted(digits_splits, None, settings)
+    evaluated, extra = shifted("clean", 0, "eval"), shifted("clean", 0, "extra")
+    assert len(evaluated) == 150
+    assert len(extra) == 64  # max(recalibration 64, held-out 50, warm-up 30)
+    rows = {tuple(x.flatten().tolist()) for x in evaluated.x}
+    assert not rows & {tuple(x.flatten().tolist()) for x in extra.x}
