@@ -346,17 +346,23 @@ def stream(
             encoded_batches(part, coding, device, batch_size=1, seed=seed + k)
         ):
             if i % checkpoint_every == 0:
-                with frozen(adaptation):
-                    out["held_out_accuracy"].append(
-                        _accuracy(model, held_out, coding, device, seed)
-                    )
+                if adaptation is None and i > 0:  # nothing adapts: the segment's first score holds
+                    out["held_out_accuracy"].append(out["held_out_accuracy"][-1])
+                else:
+                    with frozen(adaptation):
+                        out["held_out_accuracy"].append(
+                            _accuracy(model, held_out, coding, device, seed)
+                        )
                 out["positions"].append(seen)
                 out["checkpoint_segment"].append(k)
             out["correct"].append(int(model(inputs).argmax(1).cpu()[0] == part.y[idx][0]))
             out["segment"].append(k)
             seen += 1
-    with frozen(adaptation):
-        out["held_out_accuracy"].append(_accuracy(model, segments[-1][1], coding, device, seed))
+    if adaptation is None:
+        out["held_out_accuracy"].append(out["held_out_accuracy"][-1])
+    else:
+        with frozen(adaptation):
+            out["held_out_accuracy"].append(_accuracy(model, segments[-1][1], coding, device, seed))
     out["positions"].append(seen)
     out["checkpoint_segment"].append(len(segments) - 1)
     return out
