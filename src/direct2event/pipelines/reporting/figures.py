@@ -326,6 +326,10 @@ def plot_shift_energy(shift: dict[str, Any]) -> Figure:
     return fig
 
 
+def _settles(samples: int | None) -> str:
+    return "does not settle" if samples is None else f"settles in {samples}"
+
+
 def plot_stream(shift: dict[str, Any]) -> Figure:
     """The stream test: online accuracy over a sliding window (top) and the held-out accuracy
     of the adaptation's state at each checkpoint (bottom), clean -> shifted -> clean."""
@@ -344,7 +348,7 @@ def plot_stream(shift: dict[str, Any]) -> Figure:
         extra = (
             ""
             if method == "none"
-            else f" (recovers in {res['recovery_to_shift']}, back in {res['recovery_back']})"
+            else f" ({_settles(res['recovery_to_shift'])}, back: {_settles(res['recovery_back'])})"
         )
         bottom.plot(
             res["positions"],
