@@ -64,7 +64,8 @@ def method_summary(
     """What one adaptation method achieves, against the targets of the shift benchmark:
     ``recovered_fraction`` (mean over the qualifying shifts), ``clean_cost_pp`` (accuracy it
     costs on clean data, in points), ``clean_events_change`` and ``shift_events_change``
-    (events per sample relative to clean unadapted E; the latter a mean over qualifying shifts)."""
+    (events per sample relative to clean unadapted E; the latter the qualifying shift with the
+    largest change, signed)."""
     e_clean = clean["e_accuracy"]
     picked = qualifying_shifts(rows, e_clean, min_loss)
     adapted_clean = clean["adapted"][method]
@@ -87,5 +88,6 @@ def method_summary(
                 r["adapted"][method]["events_per_sample"] / clean["e_events_per_sample"] - 1.0
             )
         out["recovered_fraction"] = statistics.fmean(out["recovered_fraction_by_shift"].values())
-        out["shift_events_change"] = statistics.fmean(out["shift_events_change_by_shift"].values())
+        # the worst shift, not a mean: +30 % on one shift and -30 % on another keep no budget
+        out["shift_events_change"] = max(out["shift_events_change_by_shift"].values(), key=abs)
     return out
