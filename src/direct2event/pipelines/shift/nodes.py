@@ -9,7 +9,6 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,9 +41,6 @@ from direct2event.snn.thresholds import scale_thresholds
 from direct2event.snn.training import Split, evaluate
 
 logger = logging.getLogger(__name__)
-
-ShiftedData = Callable[[str, int, str], Split]  # (shift, level, "eval" | "extra") -> data
-
 
 class _Shifted:
     """The clean evaluation sample and an extra (unlabelled-use) sample, shifted on demand and
