@@ -393,6 +393,7 @@ def test_runs_of_two_datasets_line_up_in_mlflow(project: Path) -> None:
         "training": {"epochs": 1, "progress": False, "min_accuracy_over_chance": 0},
         "transfer": {"finetune": {"epochs": 1}, "ablation": {"enabled": False}},
         "tuning": {"max_validation": 200},
+        "shift": {"enabled": False},  # as in the tiny digits project
     }
     (project / "conf/local/parameters.yml").write_text(yaml.safe_dump({"mnist": mnist}))
     for key in ("digits", "mnist"):
