@@ -42,6 +42,7 @@ from direct2event.snn.training import Split, evaluate
 
 logger = logging.getLogger(__name__)
 
+
 class _Shifted:
     """The clean evaluation sample and an extra (unlabelled-use) sample, shifted on demand and
     cached: image shifts act on the test images, event shifts on raw recordings before binning."""
