@@ -43,7 +43,7 @@ def noop_overhead(storage: str, n: int, tracking_uri: str) -> float:
     mlflow.set_experiment("direct2event-bench")
     space = tuning.lambda_distribution(0.5, 50.0)
 
-    def evaluate(lam: float, on_epoch) -> dict[str, float]:
+    def evaluate(lam: float, on_epoch, judge=None) -> dict[str, float]:
         for epoch in range(3):
             if on_epoch:
                 on_epoch({"epoch": epoch, "loss": 1.0 / lam, "val_accuracy": 0.9})

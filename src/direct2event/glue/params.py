@@ -160,11 +160,46 @@ class AblationParams(_Strict):
     ttfs_rows: bool = False
 
 
+class EarlyStopParams(_Strict):
+    """Sweep trials that stop before the end of their fine-tuning (see ``glue.tuning.EarlyStop``)."""
+
+    enabled: bool = True
+    check_at: list[float] = Field(
+        default_factory=lambda: [0.1, 0.25, 0.5],
+        description="fractions of a trial's optimizer steps after which it is measured",
+    )
+    slack: float = Field(
+        0.004,
+        ge=0,
+        lt=1,
+        description="a trial stops when its retention at a check is this far under the required "
+        "retention_floor + retention_margin",
+    )
+    events_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="a trial stops when its events per sample at a check exceed the best "
+        "feasible trial's at the same check by more than this fraction",
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> EarlyStopParams:
+        bad = [f for f in self.check_at if not 0 < f < 1]
+        if bad:
+            raise ValueError(
+                f"tuning.early_stop.check_at {bad} must lie strictly between 0 and 1 (fractions "
+                "of a trial's fine-tuning steps)"
+            )
+        return self
+
+
 class TuningParams(_Strict):
     """The Optuna sweep of lambda: validation accuracy of E (max) against energy (min)."""
 
     enabled: bool = True
-    n_trials: int = Field(2, ge=0, description="complete trials the study should hold")
+    n_trials: int = Field(
+        2, ge=0, description="finished trials (complete or stopped early) the study should hold"
+    )
     timeout_s: float | None = Field(None, gt=0, description="time budget of this run's trials")
     lambda_min: float = Field(0.5, gt=0)
     lambda_max: float = Field(50.0, gt=0)
@@ -192,6 +227,7 @@ class TuningParams(_Strict):
     )
     study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
     max_validation: int | None = Field(5000, ge=1, description="validation samples per trial")
+    early_stop: EarlyStopParams = Field(default_factory=EarlyStopParams)
 
     @model_validator(mode="after")
     def _range(self) -> TuningParams:

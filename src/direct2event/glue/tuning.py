@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ PARAM = "rate_lambda"
 DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)
 OBJECTIVES = ("val_accuracy", "energy_uJ")
 _SCHEMA_ATTEMPTS = 5
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward n_trials
 POLL_S = 2.0  # how often a waiting worker looks at the study (a cheap query)
 CONNECT_TIMEOUT_S = 5  # a PostgreSQL that does not answer fails the worker after this
 
@@ -153,7 +155,8 @@ def _storage_error(url: str, err: Exception) -> TuningError:
 def check_study(url: str, name: str, space: FloatDistribution) -> int:
     """Open the storage and, when the study exists, check its space and objectives.
 
-    Returns the number of complete trials the study already holds (0 for a new study).
+    Returns the number of finished (complete or early-stopped) trials the study already holds
+    (0 for a new study).
     """
     storage = open_storage(url)
     try:
@@ -176,7 +179,7 @@ def check_study(url: str, name: str, space: FloatDistribution) -> int:
                 f"{{'{PARAM}': {space}}} (tuning.lambda_min / lambda_max). Restore the range, or "
                 "set tuning.study_name to a new name to start another study."
             )
-        complete += trial.state == TrialState.COMPLETE
+        complete += trial.state in FINISHED
     return complete
 
 
@@ -214,7 +217,104 @@ def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 
 EpochCallback = Callable[[dict[str, float]], None]
-Evaluate = Callable[[float, EpochCallback | None], dict[str, float]]
+
+
+class TrialStopped(Exception):
+    """A trial stopped early by :class:`EarlyStop` (recorded as PRUNED in Optuna and MLflow)."""
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """When a sweep trial stops before the end of its fine-tuning. Optuna's pruners do not
+    serve multi-objective studies, so the rule is written here.
+
+    At each fraction ``at`` of its optimizer steps a trial is measured on the sweep's
+    validation samples. It stops when its accuracy retention (E / D) is more than ``slack``
+    under ``required`` (the retention floor plus margin: it will not be chosen), or when its
+    events per sample exceed by more than ``events_tolerance`` those of the best feasible
+    complete trial at the same check (a smaller lambda: it ends with more events than the trial
+    it would have to beat). The chosen trial is always a complete one.
+    """
+
+    at: tuple[float, ...]
+    direct_accuracy: float
+    required: float
+    slack: float = 0.004
+    events_tolerance: float = 0.01
+
+    def steps(self, total: int) -> dict[int, float]:
+        """The optimizer steps (of ``total``) after which the trial is checked, and their
+        fractions; a check at the last step is dropped (the trial is measured there anyway)."""
+        return {s: f for f in self.at if 0 < (s := max(1, round(f * total))) < total}
+
+    def reason(
+        self, check: dict[str, float], reference: dict[str, float] | None = None
+    ) -> str | None:
+        """Why the trial measured as ``check`` (``val_accuracy``, ``events_per_sample``,
+        ``fraction``) stops, or None; ``reference``: the best feasible trial at the same check."""
+        retention = check["val_accuracy"] / self.direct_accuracy if self.direct_accuracy else 0.0
+        where = f"at {check['fraction']:.0%} of its fine-tuning"
+        if retention < self.required - self.slack:
+            return (
+                f"retention {retention:.4f} {where} is more than {self.slack:g} under the "
+                f"required {self.required:.4f}"
+            )
+        if reference is not None:
+            limit = reference["events_per_sample"] * (1 + self.events_tolerance)
+            if check["events_per_sample"] > limit:
+                return (
+                    f"{check['events_per_sample']:.0f} events per sample {where} exceed the best "
+                    f"feasible trial's {reference['events_per_sample']:.0f} (+{self.events_tolerance:.0%})"
+                )
+        return None
+
+    def reference(self, trials: list[FrozenTrial]) -> list[dict[str, float]]:
+        """The checks of the trial the sweep would choose now, when it reaches ``required``
+        (its events at each check are the bar a new trial must stay under); else none."""
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+        if not complete:
+            return []
+        best, feasible = select_trial(complete, self.direct_accuracy, self.required)
+        return list(best.user_attrs.get("checks", [])) if feasible else []
+
+
+class Judge:
+    """One trial's early-stop checks: ``evaluate`` measures E at :meth:`steps` and calls the
+    judge with the fraction and the measurement; it records the check and raises
+    :class:`TrialStopped` when the rule says so."""
+
+    def __init__(
+        self,
+        rule: EarlyStop,
+        reference: Callable[[], list[dict[str, float]]],
+        on_check: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
+        self.rule, self._reference, self._on_check = rule, reference, on_check
+        self.checks: list[dict[str, float]] = []
+
+    def steps(self, total: int) -> dict[int, float]:
+        """Optimizer step -> fraction of the trial's checks."""
+        return self.rule.steps(total)
+
+    def __call__(self, fraction: float, step: int, measured: dict[str, float]) -> None:
+        check = {
+            "fraction": fraction,
+            "step": float(step),
+            "val_accuracy": float(measured["val_accuracy"]),
+            "events_per_sample": float(measured["events_per_sample"]),
+        }
+        d_acc = self.rule.direct_accuracy
+        check["accuracy_retention"] = check["val_accuracy"] / d_acc if d_acc else 0.0
+        self.checks.append(check)
+        if self._on_check is not None:
+            self._on_check(check)
+        same = [c for c in self._reference() if c.get("fraction") == fraction]
+        reason = self.rule.reason(check, same[0] if same else None)
+        if reason is not None:
+            raise TrialStopped(reason)
+
+
+Evaluate = Callable[[float, EpochCallback | None, Judge | None], dict[str, float]]
 # A trial's tracking: entered when the trial starts (number, lambda), it yields the callback for
 # the trial's epochs; it receives the trial's results before it exits.
 TrialRun = Callable[[int, float], AbstractContextManager["TrialTracker"]]
@@ -229,6 +329,9 @@ class TrialTracker:
 
     def finish(self, results: dict[str, float], seconds: float) -> None:
         """Record the trial's results (nothing to do without tracking)."""
+
+    def check(self, check: dict[str, float]) -> None:
+        """Record one early-stop check (nothing to do without tracking)."""
 
 
 class SurplusTrial(Exception):
@@ -249,12 +352,16 @@ def run_study(
     user_attrs: dict[str, Any] | None = None,
     heartbeat_interval_s: int = 30,
     grace_period_s: int = 90,
+    early_stop: EarlyStop | None = None,
 ) -> optuna.Study:
-    """Add trials until the study holds ``n_trials`` complete ones (or ``timeout_s`` passes).
+    """Add trials until the study holds ``n_trials`` finished ones, complete or stopped early
+    (or ``timeout_s`` passes).
 
-    ``evaluate(lambda, on_epoch)`` fine-tunes and measures network E and returns at least
-    ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes, with
-    the worker's host and pid. ``trial_run`` tracks each trial while it runs (see
+    ``evaluate(lambda, on_epoch, judge)`` fine-tunes and measures network E and returns at
+    least ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes,
+    with the worker's host and pid. With ``early_stop``, ``judge`` checks the trial during its
+    fine-tuning; a trial it stops is recorded as PRUNED (with ``stopped_reason`` and its
+    ``checks``) and counts toward ``n_trials``. ``trial_run`` tracks each trial while it runs (see
     :func:`mlflow_trial_run`). ``first`` lambdas are queued when the study is new, so a short
     default sweep measures informative values. The objectives are named (``val_accuracy``,
     ``energy_uJ``) and ``user_attrs`` describe the study's setup, for optuna-dashboard.
@@ -287,13 +394,11 @@ def run_study(
     worker = {"host": socket.gethostname(), "pid": os.getpid()}
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        # counted before any work: complete trials, and running ones that started earlier
+        # counted before any work: finished trials, and running ones that started earlier
         ahead = [
             t
-            for t in study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)
-            )
-            if t.state == TrialState.COMPLETE or t.number < trial.number
+            for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            if t.state in FINISHED or t.number < trial.number
         ]
         if len(ahead) >= n_trials:
             trial.set_user_attr("fail_reason", "surplus: n_trials complete or running elsewhere")
@@ -303,15 +408,30 @@ def run_study(
         lam = trial.suggest_float(PARAM, space.low, space.high, log=True)
         started = time.perf_counter()
         tracking = trial_run(trial.number, lam) if trial_run else nullcontext(TrialTracker())
+        judge = None
         try:
             with tracking as tracker:
-                result = evaluate(lam, tracker.on_epoch)
+                if early_stop is not None:
+                    judge = Judge(
+                        early_stop,
+                        lambda: early_stop.reference(study.get_trials(deepcopy=False)),
+                        tracker.check,
+                    )
+                result = evaluate(lam, tracker.on_epoch, judge)
                 tracker.finish(result, time.perf_counter() - started)
         except Terminated as err:  # Optuna marks it FAIL; the next worker runs its lambda again
             trial.set_user_attr("fail_reason", str(err))
             raise
+        except TrialStopped as err:
+            trial.set_user_attr("stopped_reason", str(err))
+            trial.set_user_attr("checks", judge.checks if judge else [])
+            trial.set_user_attr("trial_seconds", time.perf_counter() - started)
+            logger.info("Trial %d (λ = %.4g) stopped early: %s", trial.number, lam, err)
+            raise optuna.TrialPruned(str(err)) from None
         for key, value in result.items():
             trial.set_user_attr(key, float(value))
+        trial.set_user_attr("checks", judge.checks if judge else [])
+        trial.set_user_attr("trial_seconds", time.perf_counter() - started)
         return float(result["val_accuracy"]), float(result["energy_uJ"])
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -324,10 +444,10 @@ def run_study(
         fail_dead_local_trials(study)  # this host's dead workers: at once, not after the grace
         requeue_interrupted_trials(study)  # a stopped trial's lambda is measured again
         trials = study.get_trials(deepcopy=False)
-        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        complete = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if complete >= n_trials:
-            logger.info("Study %s holds %d complete trials (n_trials %d)", name, complete, n_trials)
+            logger.info("Study %s holds %d finished trials (n_trials %d)", name, complete, n_trials)
             break
         if complete + running >= n_trials:
             if not waiting_logged:
@@ -446,6 +566,30 @@ def trial_record(trial: FrozenTrial, numbered: bool = True) -> TrialRecord:
     )
 
 
+class StoppedRecord(BaseModel):
+    """A trial stopped early: its lambda, where (fraction of its fine-tuning) and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    number: int
+    rate_lambda: float
+    fraction: float
+    reason: str
+    seconds: float | None = None
+
+
+def stopped_record(trial: FrozenTrial) -> StoppedRecord:
+    """A pruned trial as reported: its last check says where it stopped."""
+    checks = trial.user_attrs.get("checks") or [{}]
+    return StoppedRecord(
+        number=trial.number,
+        rate_lambda=float(trial.params[PARAM]),
+        fraction=float(checks[-1].get("fraction", 0.0)),
+        reason=str(trial.user_attrs.get("stopped_reason", "")),
+        seconds=trial.user_attrs.get("trial_seconds"),
+    )
+
+
 class TuningReport(BaseModel):
     """What the lambda sweep decided (``tuning_report.json``): ``rate_lambda`` is the strength
     E's final fine-tuning uses (the configured one when the sweep is off or no trial completed).
@@ -455,9 +599,10 @@ class TuningReport(BaseModel):
 
     rate_lambda: float
     enabled: bool
-    n_trials: int = 0
+    n_trials: int = 0  # complete trials
     pareto: list[TrialRecord] = Field(default_factory=list)
     trials: list[TrialRecord] = Field(default_factory=list)
+    stopped: list[StoppedRecord] = Field(default_factory=list)  # early-stopped (PRUNED) trials
     study_name: str | None = None
     storage: str | None = None  # credentials masked
     lambda0: TrialRecord | None = None
@@ -479,8 +624,10 @@ def mlflow_trial_run(
 ) -> TrialRun | None:
     """Each trial as a nested MLflow run under the active (pipeline) run, opened when the trial
     starts and closed when it ends (so it spans the trial's real time), with the trial's epochs
-    streamed as ``<prefix>.<name>`` while it runs (numbered on by ``offset``: after a warm-up);
-    a trial that raises ends FAILED. None when no run is active."""
+    streamed as ``<prefix>.<name>`` while it runs (numbered on by ``offset``: after a warm-up)
+    and its early-stop checks as ``check.<name>`` by optimizer step; a trial stopped early ends
+    FINISHED with the tag ``state=PRUNED``, one that raises ends FAILED. None when no run is
+    active."""
     if mlflow.active_run() is None:
         return None
 
@@ -489,19 +636,33 @@ def mlflow_trial_run(
             mlflow.log_metrics({**in_nanojoules(results), "trial_seconds": seconds})
             mlflow.set_tag("state", TrialState.COMPLETE.name)
 
+        def check(self, check: dict[str, float]) -> None:
+            values = {k: v for k, v in check.items() if k not in ("step", "fraction")}
+            metrics = {f"check.{k}": v for k, v in values.items()}
+            mlflow.log_metrics(
+                {**metrics, "check.fraction": check["fraction"]}, step=int(check["step"])
+            )
+
     @contextmanager
     def run(number: int, lam: float) -> Iterator[TrialTracker]:
         # the trial number is a tag written with the run itself, so a run whose worker dies right
         # after its creation (SIGKILL) still names its trial; the params follow in a second write
         tags = {"dataset": dataset, "study": name, "kind": "tuning_trial", "state": "RUNNING"}
         tags["trial_number"] = str(number)
+        stopped, started = None, time.perf_counter()
         with mlflow.start_run(run_name=f"{dataset}-trial-{number}", nested=True, tags=tags):
             mlflow.log_params({PARAM: lam, "trial_number": number})
             try:
                 yield MlflowTrial(epoch_logger(prefix, offset))
+            except TrialStopped as err:  # the run ends FINISHED, its state tag says PRUNED
+                mlflow.set_tags({"state": TrialState.PRUNED.name, "stopped_reason": str(err)})
+                mlflow.log_metric("trial_seconds", time.perf_counter() - started)
+                stopped = err
             except BaseException:
                 mlflow.set_tag("state", TrialState.FAIL.name)
                 raise
+        if stopped is not None:
+            raise stopped
 
     return run
 

@@ -18,7 +18,14 @@ from torch import Tensor
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.losses import TransferLoss
 from direct2event.snn.models import SpikingNet
-from direct2event.snn.training import EpochCallback, FitConfig, Split, fit, predict_logits
+from direct2event.snn.training import (
+    EpochCallback,
+    FitConfig,
+    Split,
+    StepCallback,
+    fit,
+    predict_logits,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ def finetune_event_network(
     device: torch.device,
     logits: Tensor | None = None,
     on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """E fine-tuned as ``cfg`` says (a copy; ``event_model`` itself is returned untouched when
     ``cfg.fit.epochs`` is 0), and its epoch history.
@@ -85,7 +93,8 @@ def finetune_event_network(
     When distilling without shift augmentation, D's logits for the training samples
     (``logits``, from :func:`teacher_logits`; computed here when not given) are looked up per
     batch. ``train_thresholds``: E's per-channel thresholds are trained with the weights (kept
-    at or above the floor) and fixed again afterwards.
+    at or above the floor) and fixed again afterwards. ``on_step``: see :func:`fit` (a sweep
+    trial's early-stop checks).
     """
     if cfg.fit.epochs == 0:
         return event_model, []
@@ -122,6 +131,7 @@ def finetune_event_network(
         progress=cfg.progress,
         desc=cfg.desc,
         on_epoch=on_epoch,
+        on_step=on_step,
     )
     for lif in model.lif_layers():
         if isinstance(lif.threshold, torch.nn.Parameter):

@@ -39,6 +39,9 @@ except ImportError:  # this library must run where only torch and numpy are inst
 
 ActivityLoss = Callable[[Tensor, Tensor, list[Tensor], Tensor, Tensor], Tensor]
 EpochCallback = Callable[[dict[str, float]], None]
+# after each optimizer step: (model, steps done, steps in all); it may measure the model (it is
+# put back in training mode after) and raise to stop the training (an early-stopped trial)
+StepCallback = Callable[[SpikingNet, int, int], None]
 
 logger = logging.getLogger(__name__)
 
@@ -200,10 +203,12 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` with BPTT; returns one record per epoch, logs it as one line and hands
     it to ``on_epoch`` as each epoch ends (live tracking). ``progress``: a bar per epoch, shown
-    only on a terminal.
+    only on a terminal. ``on_step(model, step, steps)`` runs after every optimizer step (the
+    sweep's early-stop checks); an exception it raises ends the training.
 
     The loss is cross-entropy on the time-averaged logits plus
     ``extra_loss(logits, y, activity, x, idx)`` when given (``activity`` is every LIF layer's
@@ -221,6 +226,7 @@ def fit(
     steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     sched = _scheduler(opt, cfg, max(steps, 1))
     history: list[dict[str, float]] = []
+    step = 0
     for epoch in range(cfg.epochs):
         model.train()
         loss_sum = correct = seen = 0.0
@@ -260,6 +266,11 @@ def fit(
             opt.step()
             if sched is not None:
                 sched.step()
+            step += 1
+            if on_step is not None:
+                on_step(model, step, steps)
+                if not model.training:  # a check measured it in eval mode
+                    model.train()
             n = len(yb)
             loss_sum += value * n
             correct += (logits.argmax(1) == yb).sum().item()

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
+import optuna
 import torch
+from optuna.trial import TrialState
 
 from direct2event.data.splits import DataSplits
 from direct2event.glue.tuning import TuningReport
@@ -56,6 +59,7 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
             "n_trials": 2,
             "first_lambdas": [1.5, 30.0],
             "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "early_stop": {"enabled": False},  # both trials measured to the end
         }
     )
     report, metrics, reuse = tune_rate_lambda(
@@ -243,3 +247,66 @@ def test_lambda_warm_up_trains_lambda0_once_and_every_lambda_continues_from_it(
         transfer={"finetune": {"warmup_epochs": 1, "epochs": 1}, "ablation": {"enabled": False}}
     )
     assert finetune_lambda0(scaled[0], direct_model, digits_splits, no_ablation, NO_LOGITS)
+
+
+def test_doomed_trials_stop_at_their_first_check_and_a_good_one_runs_to_the_end(
+    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path
+) -> None:
+    """lambda = 1000 silences E (retention 0.86 of D at the first check, measured); lambda =
+    0.05 spends more events than the feasible lambda = 2 at the same check. Both stop there, as
+    PRUNED in Optuna and in MLflow; lambda = 2 (retention 0.93 at the checks) runs to the end and
+    is chosen. Adam's steps hardly grow with lambda, so the learning rate is raised to let the
+    absurd penalty act within a quarter of one epoch."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    settings = tiny(
+        transfer={"finetune": {"lr": 1e-2}},
+        tuning={
+            "enabled": True,
+            "n_trials": 3,
+            "lambda_min": 0.01,
+            "lambda_max": 2000.0,
+            "first_lambdas": [2.0, 1000.0, 0.05],
+            "retention_floor": 0.9,
+            "storage": url,
+            "early_stop": {"check_at": [0.25, 0.5]},
+        },
+    )
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("early-stop")
+    with mlflow.start_run() as parent:
+        report, metrics, reuse = tune_rate_lambda(
+            scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
+        )
+    study = optuna.load_study(study_name=settings.study_name, storage=url)
+    by_lambda = {t.params["rate_lambda"]: t for t in study.get_trials()}
+    good, silent, busy = by_lambda[2.0], by_lambda[1000.0], by_lambda[0.05]
+    assert good.state == TrialState.COMPLETE
+    assert [c["fraction"] for c in good.user_attrs["checks"]] == [0.25, 0.5]
+    for doomed, why in ((silent, "retention"), (busy, "events per sample")):
+        assert doomed.state == TrialState.PRUNED
+        assert len(doomed.user_attrs["checks"]) == 1  # stopped at its first check
+        assert why in doomed.user_attrs["stopped_reason"]
+    first = silent.user_attrs["checks"][0]
+    assert first["accuracy_retention"] < 0.9 - 0.004
+    assert (
+        busy.user_attrs["checks"][0]["events_per_sample"]
+        > 1.01 * (good.user_attrs["checks"][0]["events_per_sample"])
+    )
+    # the report: one complete trial chosen, two stopped; a stopped trial is never chosen
+    assert report.rate_lambda == 2.0 and report.floor_met and report.n_trials == 1
+    assert sorted(t.rate_lambda for t in report.stopped) == [0.05, 1000.0]
+    assert {t.fraction for t in report.stopped} == {0.25}
+    assert metrics["tuning.n_stopped"]["value"] == 2 and reuse["rate_lambda"] == 2.0
+    # MLflow: the stopped trials' runs end FINISHED with state PRUNED and their check logged
+    runs = mlflow.search_runs(
+        [parent.info.experiment_id], "tags.kind = 'tuning_trial'", output_format="list"
+    )
+    states = {float(r.data.params["rate_lambda"]): r for r in runs}
+    assert {k: r.data.tags["state"] for k, r in states.items()} == {
+        2.0: "COMPLETE",
+        1000.0: "PRUNED",
+        0.05: "PRUNED",
+    }
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert "retention" in states[1000.0].data.tags["stopped_reason"]
+    assert states[1000.0].data.metrics["check.accuracy_retention"] == first["accuracy_retention"]

@@ -45,7 +45,8 @@ def trial_evaluator(
     logits: Tensor | None = None,
 ) -> tuple[tuning.Evaluate, float]:
     """One sweep trial as a function of lambda (fine-tune E, measure it on the validation
-    split), and D's validation accuracy on the same samples (the retention reference).
+    split; with a judge, also at its early-stop checks), and D's validation accuracy on the
+    same samples (the retention reference).
     ``trained`` keeps, by lambda, the network and history of this run's trials that no other
     trial beats on both accuracy and energy: the chosen trial is always one of them.
     ``logits``: D's logits from :func:`predict_direct_logits` (computed by the first trial that
@@ -64,7 +65,28 @@ def trial_evaluator(
         """D's logits for distillation: given, or computed by the first trial, then shared."""
         return logits if logits is not None else teacher_logits(direct, splits.train, base, device)
 
-    def evaluate(lam: float, on_epoch: EpochCallback | None = None) -> dict[str, float]:
+    def measured(net: SpikingNet) -> dict[str, float]:
+        res = measure(net, val, settings.event_coding, device, profiles, settings.seed)
+        return {
+            "val_accuracy": res["accuracy"],
+            "energy_uJ": res["energy_uJ_by_model"][energy_model],
+            "events_per_sample": res["events_per_sample"],
+            "accuracy_retention": res["accuracy"] / direct_acc if direct_acc > 0 else 0.0,
+        }
+
+    def evaluate(
+        lam: float, on_epoch: EpochCallback | None = None, judge: tuning.Judge | None = None
+    ) -> dict[str, float]:
+        on_step = None
+        if judge is not None:
+            checks: dict[int, float] = {}
+
+            def on_step(net: SpikingNet, step: int, total: int) -> None:
+                if step == 1:
+                    checks.update(judge.steps(total))
+                if step in checks:
+                    judge(checks[step], step, measured(net))
+
         net, history = finetune_event_network(
             scaled,
             direct,
@@ -74,24 +96,19 @@ def trial_evaluator(
             device,
             logits=shared_logits() if distill else None,
             on_epoch=on_epoch,
+            on_step=on_step,
         )
-        res = measure(net, val, settings.event_coding, device, profiles, settings.seed)
+        res = measured(net)
         if trained is not None:
-            score = (res["accuracy"], res["energy_uJ_by_model"][energy_model])
-            trained[lam] = (checkpoint(net), history, score)
+            trained[lam] = (checkpoint(net), history, (res["val_accuracy"], res["energy_uJ"]))
             drop_dominated(trained)
         logger.info(
             "trial λ = %.4g: val accuracy %.4f, %.0f events/sample",
             lam,
-            res["accuracy"],
+            res["val_accuracy"],
             res["events_per_sample"],
         )
-        return {
-            "val_accuracy": res["accuracy"],
-            "energy_uJ": res["energy_uJ_by_model"][energy_model],
-            "events_per_sample": res["events_per_sample"],
-            "accuracy_retention": res["accuracy"] / direct_acc if direct_acc > 0 else 0.0,
-        }
+        return res
 
     return evaluate, direct_acc
 
@@ -204,6 +221,19 @@ def tune_rate_lambda(
         direct_logits["logits"],
     )
     name = settings.study_name
+    required = tune_p.retention_floor + tune_p.retention_margin
+    stop_p = tune_p.early_stop
+    early_stop = (
+        tuning.EarlyStop(
+            at=tuple(stop_p.check_at),
+            direct_accuracy=direct_acc,
+            required=required,
+            slack=stop_p.slack,
+            events_tolerance=stop_p.events_tolerance,
+        )
+        if stop_p.enabled
+        else None
+    )
     study = tuning.run_study(
         tune_p.storage,
         name,
@@ -217,14 +247,15 @@ def tune_rate_lambda(
         {"dataset": settings.dataset, "setup": settings.setup_fingerprint()},
         tune_p.heartbeat_interval_s,
         tune_p.grace_period_s,
+        early_stop,
     )
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == tuning.TrialState.COMPLETE]
+    stopped = [tuning.stopped_record(t) for t in trials if t.state == tuning.TrialState.PRUNED]
     where = {"enabled": True, "study_name": name, "storage": mask_credentials(tune_p.storage)}
     if not complete:
         logger.warning("No complete trial in study %s: λ from the configuration", name)
-        return _configured(settings, **where), {}, {}
-    required = tune_p.retention_floor + tune_p.retention_margin
+        return _configured(settings, **where, stopped=stopped), {}, {}
     chosen, floor_met = tuning.select_trial(trials, direct_acc, required)
     record = tuning.trial_record(chosen)
     lambda0 = _lambda0_record(lambda0_event_model, splits, settings)
@@ -243,6 +274,7 @@ def tune_rate_lambda(
         n_trials=len(complete),
         pareto=[tuning.trial_record(t, numbered=False) for t in tuning.pareto_front(trials)],
         trials=[tuning.trial_record(t) for t in complete],
+        stopped=stopped,
         lambda0=lambda0,
         chosen_trial=record.number,
         floor_met=floor_met,
@@ -255,6 +287,7 @@ def tune_rate_lambda(
     metrics = {
         "tuning.rate_lambda": {"value": report.rate_lambda, "step": 0},
         "tuning.n_trials": {"value": float(len(complete)), "step": 0},
+        "tuning.n_stopped": {"value": float(len(stopped)), "step": 0},
         "tuning.chosen_val_accuracy": {"value": record.val_accuracy, "step": 0},
         "tuning.chosen_energy_nJ": {"value": record.energy_uJ * tracking.NJ_PER_UJ, "step": 0},
     }

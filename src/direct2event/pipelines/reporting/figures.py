@@ -161,8 +161,15 @@ def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
         )
     ax.set_xlabel(f"energy per sample (µJ, {report.energy_model})")
     ax.set_ylabel("validation accuracy of E (%)")
+    stopped = report.stopped
+    if stopped:  # no final accuracy or energy to place them by: their lambdas in a corner
+        lams = ", ".join(
+            f"{t.rate_lambda:.2g}" for t in sorted(stopped, key=lambda t: t.rate_lambda)
+        )
+        ax.text(0.01, 0.01, f"stopped early: λ = {lams}", transform=ax.transAxes, fontsize=7)
     ax.set_title(
-        f"λ sweep on {settings.dataset}: {report.n_trials} trials ({report.study_name})",
+        f"λ sweep on {settings.dataset}: {report.n_trials} complete, {len(stopped)} stopped "
+        f"early ({report.study_name})",
         fontsize=9,
     )
     ax.legend(fontsize=7)

@@ -74,6 +74,7 @@ def build_summary(
         "rate_lambda": tuning_report.rate_lambda,
         "tuning": {
             "n_trials": tuning_report.n_trials,
+            "n_stopped": len(tuning_report.stopped),
             "floor_met": tuning_report.floor_met,  # None: no sweep chose lambda
             "pareto": [t.model_dump(exclude={"number"}) for t in tuning_report.pareto],
         },
