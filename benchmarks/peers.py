@@ -23,6 +23,16 @@ Spec = Sequence[int | str]
 CASES: dict[str, dict] = {
     "mnist_convnet": {"input_shape": (1, 28, 28), "spec": (16, "M", 32, "M"), "classes": 10},
     "vgg_cifar": {"input_shape": (3, 32, 32), "spec": VGG_DEFAULT, "classes": 10},
+    # the simulated N-MNIST network E fine-tunes (convnet, hidden spiking layer of 128) on event
+    # frames, T = 8: the end-to-end case
+    "nmnist_sim_convnet": {
+        "input_shape": (2, 34, 34),
+        "spec": (16, "M", 32, "M"),
+        "classes": 10,
+        "hidden": 128,
+        "timesteps": 8,
+        "input": "frames",
+    },
 }
 CONTESTANTS: tuple[str, ...] = ("ours", "spikingjelly", "snntorch", "dense_floor")
 
@@ -33,8 +43,11 @@ def ours(case: str, beta: float, detach_reset: bool = False) -> SpikingNet:
     ``detach_reset`` matches snnTorch, whose reset term carries no gradient."""
     c = CASES[case]
     params = LIFParameters(beta=beta, width=1.0, surrogate="atan", detach_reset=detach_reset)
-    if case == "mnist_convnet":
-        net = build_model("convnet", c["input_shape"], c["classes"], params, [16, 32], 0)
+    if case in ("mnist_convnet", "nmnist_sim_convnet"):
+        widths = [e for e in c["spec"] if e != "M"]
+        net = build_model(
+            "convnet", c["input_shape"], c["classes"], params, widths, c.get("hidden", 0)
+        )
     else:
         net = build_model("vgg", c["input_shape"], c["classes"], params, list(c["spec"]), 0)
     return net.set_mode("binary")
@@ -52,6 +65,16 @@ def _features(spec: Spec, c_in: int, neuron: Callable[[], nn.Module], m) -> list
     return layers
 
 
+def _head(case: str, neuron: Callable[[], nn.Module], m) -> list[nn.Module]:
+    """Flatten, the optional hidden spiking layer (linear, batch norm, neuron), the readout."""
+    c, n = CASES[case], _n_features(case)
+    layers: list[nn.Module] = [m.Flatten()]
+    if c.get("hidden"):
+        layers += [m.Linear(n, c["hidden"]), m.BatchNorm1d(c["hidden"]), neuron()]
+        n = c["hidden"]
+    return [*layers, m.Linear(n, c["classes"])]
+
+
 def _n_features(case: str) -> int:
     c = CASES[case]
     side = c["input_shape"][1] // 2 ** sum(1 for e in c["spec"] if e == "M")
@@ -66,7 +89,7 @@ class DenseFloor(nn.Module):
         super().__init__()
         c = CASES[case]
         feats = _features(c["spec"], c["input_shape"][0], nn.ReLU, nn)
-        self.net = nn.Sequential(*feats, nn.Flatten(), nn.Linear(_n_features(case), c["classes"]))
+        self.net = nn.Sequential(*feats, *_head(case, nn.ReLU, nn))
 
     def forward(self, x: Tensor) -> Tensor:
         t, b = x.shape[:2]
@@ -97,9 +120,7 @@ class SpikingJellyNet(nn.Module):
             return node
 
         feats = _features(c["spec"], c["input_shape"][0], lif, layer)
-        self.net = nn.Sequential(
-            *feats, layer.Flatten(), layer.Linear(_n_features(case), c["classes"])
-        )
+        self.net = nn.Sequential(*feats, *_head(case, lif, layer))
         functional.set_step_mode(self.net, "m")
         self._reset = functional.reset_net
 
@@ -127,9 +148,7 @@ class SnnTorchNet(nn.Module):
             )
 
         self.net = nn.Sequential(
-            *_features(c["spec"], c["input_shape"][0], lif, nn),
-            nn.Flatten(),
-            nn.Linear(_n_features(case), c["classes"]),
+            *_features(c["spec"], c["input_shape"][0], lif, nn), *_head(case, lif, nn)
         )
         self.lifs = [m for m in self.net if isinstance(m, snn.Leaky)]
 

@@ -43,8 +43,8 @@ from peers import CASES, CONTESTANTS, build, copy_weights, ours  # noqa: E402
 RESULTS = HERE / "results"
 PEER_MODULES = {"spikingjelly": "spikingjelly", "snntorch": "snntorch"}
 DEFAULT_BATCH = {
-    "cpu": {"mnist_convnet": 64, "vgg_cifar": 16},
-    "cuda": {"mnist_convnet": 256, "vgg_cifar": 128},
+    "cpu": {"mnist_convnet": 64, "vgg_cifar": 16, "nmnist_sim_convnet": 32},
+    "cuda": {"mnist_convnet": 256, "vgg_cifar": 128, "nmnist_sim_convnet": 256},
 }
 
 
@@ -63,10 +63,14 @@ def device_name(device: torch.device) -> str:
 
 
 def inputs(case: str, batch: int, timesteps: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Direct-coded input (the same image at every step) and labels, from a fixed seed."""
+    """Direct-coded input (the same image at every step), or for an event case binary event
+    frames (2 % of pixels per step, as simulated N-MNIST), and labels, from a fixed seed."""
     g = torch.Generator().manual_seed(0)
     shape = CASES[case]["input_shape"]
-    x = torch.rand(batch, *shape, generator=g).unsqueeze(0).repeat(timesteps, 1, 1, 1, 1)
+    if CASES[case].get("input") == "frames":
+        x = (torch.rand(timesteps, batch, *shape, generator=g) < 0.02).float()
+    else:
+        x = torch.rand(batch, *shape, generator=g).unsqueeze(0).repeat(timesteps, 1, 1, 1, 1)
     y = torch.randint(0, CASES[case]["classes"], (batch,), generator=g)
     return x.to(device), y.to(device)
 
@@ -119,6 +123,58 @@ def check_equal(case: str, device: torch.device, names: list[str]) -> dict[str, 
                     f"first-layer gradient {d_grad:.2e} (scale {scale:.2e})"
                 )
     return report
+
+
+def finetune_throughput(case: str, batch: int, timesteps: int, device: torch.device) -> float:
+    """Samples per second of this project's whole fine-tuning of E (``finetune_event_network``:
+    stored uint8 frames indexed and encoded per batch, rate penalty, distillation logits looked
+    up, AdamW, cosine schedule) over 40 batches, after 3 batches of warm-up."""
+    from direct2event.snn.encoders import InputCoding
+    from direct2event.snn.finetuning import FinetuneConfig, finetune_event_network
+    from direct2event.snn.models import to_event_network
+    from direct2event.snn.training import FitConfig, Split
+
+    g = torch.Generator().manual_seed(0)
+    shape = CASES[case]["input_shape"]
+
+    def run(n: int) -> float:
+        frames = (torch.rand(n, timesteps, *shape, generator=g) < 0.02).to(torch.uint8)
+        labels = torch.randint(0, CASES[case]["classes"], (n,), generator=g)
+        direct = ours(case, 0.5).set_mode("graded")
+        coding = InputCoding("frames", timesteps)
+        fit_cfg = FitConfig(epochs=1, lr=1e-3, batch_size=batch, coding=coding, schedule="cosine")
+        cfg = FinetuneConfig(fit_cfg, rate_lambda=3.0, distill=True, teacher=coding, progress=False)
+        start = time.perf_counter()
+        finetune_event_network(
+            to_event_network(direct),
+            direct,
+            Split(frames, labels),
+            None,
+            cfg,
+            device,
+            logits=torch.randn(n, CASES[case]["classes"], generator=g),
+        )
+        _sync(device)
+        return time.perf_counter() - start
+
+    warm = run(3 * batch)
+    return round(40 * batch / max(run(43 * batch) - warm, 1e-9), 1)
+
+
+def machine_peak() -> dict[str, object]:
+    """This CPU, its flags, its fp32 peak estimate (cores x clock x 64 FLOP/cycle: two AVX-512
+    FMA units) and a measured copy bandwidth (benchmarks/profile_training.py)."""
+    from profile_training import bandwidth_gbs, clock_ghz, cpu_model, flags
+
+    cores, ghz = os.cpu_count() or 1, clock_ghz()
+    return {
+        "cpu": cpu_model(),
+        "cores": cores,
+        "flags": flags(),
+        "clock_ghz": ghz,
+        "peak_gflops_fp32": round(cores * ghz * 64, 1),
+        "copy_bandwidth_gbs": round(bandwidth_gbs(), 1),
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -356,9 +412,10 @@ def main() -> None:
     }
     for case in args.cases:
         batch = args.batch or DEFAULT_BATCH[device.type][case]
+        timesteps = CASES[case].get("timesteps", args.timesteps)
         equality = check_equal(case, device, names)
         nets = networks(case, 0.5, device, names)
-        x, y = inputs(case, batch, args.timesteps, device)
+        x, y = inputs(case, batch, timesteps, device)
         steps = {k: step_functions(v, x, y, device, args.bf16) for k, v in nets.items()}
         train_ms = time_alternating(
             {k: s[0] for k, s in steps.items()}, device, args.repeats, args.warmup
@@ -374,14 +431,22 @@ def main() -> None:
         entry = {
             "name": case,
             "batch": batch,
-            "timesteps": args.timesteps,
+            "timesteps": timesteps,
             "train_step_ms": {c: train_ms.get(c) for c in CONTESTANTS},
             "infer_ms": {c: infer_ms.get(c) for c in CONTESTANTS},
             "peak_mem_mb": {c: mem.get(c) for c in CONTESTANTS},
             "max_abs_difference": equality,
         }
+        if case == "nmnist_sim_convnet":  # the end-to-end case: samples per second
+            entry["train_samples_per_s"] = {
+                c: round(1000 * batch / v, 1) if v else None
+                for c, v in entry["train_step_ms"].items()
+            }
+            entry["finetune_samples_per_s"] = finetune_throughput(case, batch, timesteps, device)
         print(json.dumps(entry))
         result["cases"].append(entry)
+    if device.type == "cpu":
+        result["machine"] = machine_peak()
     result["transfer_seconds"] = transfer_timing(device)
     result["pipeline_node_seconds"] = pipeline_node_seconds()
     args.out.mkdir(parents=True, exist_ok=True)

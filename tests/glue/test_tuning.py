@@ -249,17 +249,18 @@ def test_the_early_stop_rule_with_values() -> None:
     assert rule.steps(4) == {1: 0.1, 2: 0.5}  # 0.1 of 4 steps rounds to 0: checked after 1
     assert rule.steps(1) == {}  # a check at the last step is the trial's own measurement
     check = {"fraction": 0.1, "val_accuracy": 0.9821, "events_per_sample": 1000.0}
-    # 0.9821 / 0.99 = 0.99202: at the required 0.996 - slack 0.004 = 0.992, goes on
-    assert rule.reason(check) is None
-    low = {**check, "val_accuracy": 0.9819}  # 0.99182 < 0.992
-    assert "retention 0.9918 at 10% of its fine-tuning" in rule.reason(low)
     reference = {"fraction": 0.1, "val_accuracy": 0.99, "events_per_sample": 991.0}
-    assert rule.reason(check, reference) is None  # 1000 <= 991 * 1.01 = 1000.91
+    # 0.9821 / 0.99 = 0.99202: at the required 0.996 - slack 0.004 = 0.992, goes on
+    assert rule.reason(check, reference) is None  # and 1000 events <= 991 * 1.01 = 1000.91
+    low = {**check, "val_accuracy": 0.9819}  # 0.99182 < 0.992
+    assert "retention 0.9918 at 10% of its fine-tuning" in rule.reason(low, reference)
     busier = {**check, "events_per_sample": 1001.0}
     assert (
         "1001 events per sample at 10% of its fine-tuning exceed the best feasible trial's 991"
         in (rule.reason(busier, reference))
     )
+    # no feasible trial yet: nothing stops (the most accurate trial may have to be chosen)
+    assert rule.reason(low) is None and rule.reason(busier) is None
     # the reference is the trial the sweep would choose now, and only when it is feasible
     made = [trial(2.0, 0.987, 0.010, 0), trial(3.0, 0.9865, 0.008, 1), trial(9.0, 0.97, 0.004, 2)]
     made[0].user_attrs["checks"] = [reference]
@@ -279,9 +280,10 @@ def test_pruned_trials_count_toward_n_trials_and_are_never_chosen(tmp_path: Path
         judge(0.5, 5, {"val_accuracy": accuracy, "events_per_sample": 100 / lam})
         return {"val_accuracy": accuracy + 0.05, "energy_uJ": 1 / lam}
 
-    study = tuning.run_study(url, "s", SPACE, evaluate, 6, first=[40.0, 5.0], early_stop=rule)
+    study = tuning.run_study(url, "s", SPACE, evaluate, 6, first=[40.0, 5.0, 30.0], early_stop=rule)
     states = [t.state for t in study.get_trials()]
-    assert len(states) == 6 and states[:2] == [TrialState.PRUNED, TrialState.COMPLETE]
+    # lambda = 40 runs to the end: no trial was feasible yet (it could have been the choice)
+    assert len(states) == 6 and states[:3] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED]
     assert tuning.check_study(url, "s", SPACE) == 6
     chosen, met = tuning.select_trial(study.get_trials(), 1.0, 0.9)
     assert chosen.state == TrialState.COMPLETE and met
@@ -291,4 +293,4 @@ def test_pruned_trials_count_toward_n_trials_and_are_never_chosen(tmp_path: Path
         lam, why = t.params[tuning.PARAM], t.user_attrs["stopped_reason"]
         assert (lam > 10.4 and why.startswith("retention")) or (lam < best and "events" in why)
     record = tuning.stopped_record(pruned[0])
-    assert record.number == 0 and record.fraction == 0.5 and "retention 0.6000" in record.reason
+    assert record.number == 2 and record.fraction == 0.5 and "retention 0.7000" in record.reason

@@ -229,11 +229,13 @@ class EarlyStop:
     serve multi-objective studies, so the rule is written here.
 
     At each fraction ``at`` of its optimizer steps a trial is measured on the sweep's
-    validation samples. It stops when its accuracy retention (E / D) is more than ``slack``
-    under ``required`` (the retention floor plus margin: it will not be chosen), or when its
-    events per sample exceed by more than ``events_tolerance`` those of the best feasible
-    complete trial at the same check (a smaller lambda: it ends with more events than the trial
-    it would have to beat). The chosen trial is always a complete one.
+    validation samples. Once the study holds a feasible complete trial (retention at least
+    ``required``, the floor plus margin), a trial stops when its accuracy retention (E / D) is
+    more than ``slack`` under ``required`` (it will not be chosen), or when its events per
+    sample exceed by more than ``events_tolerance`` those of the best feasible trial at the same
+    check (a smaller lambda: it ends with more events than the trial it would have to beat).
+    Before that nothing stops: when no trial reaches the floor the most accurate one is chosen,
+    so every trial must be measured to the end. The chosen trial is always a complete one.
     """
 
     at: tuple[float, ...]
@@ -251,7 +253,10 @@ class EarlyStop:
         self, check: dict[str, float], reference: dict[str, float] | None = None
     ) -> str | None:
         """Why the trial measured as ``check`` (``val_accuracy``, ``events_per_sample``,
-        ``fraction``) stops, or None; ``reference``: the best feasible trial at the same check."""
+        ``fraction``) stops, or None; ``reference``: the best feasible trial at the same check
+        (None while the study holds no feasible trial: then nothing stops)."""
+        if reference is None:
+            return None
         retention = check["val_accuracy"] / self.direct_accuracy if self.direct_accuracy else 0.0
         where = f"at {check['fraction']:.0%} of its fine-tuning"
         if retention < self.required - self.slack:
@@ -259,13 +264,12 @@ class EarlyStop:
                 f"retention {retention:.4f} {where} is more than {self.slack:g} under the "
                 f"required {self.required:.4f}"
             )
-        if reference is not None:
-            limit = reference["events_per_sample"] * (1 + self.events_tolerance)
-            if check["events_per_sample"] > limit:
-                return (
-                    f"{check['events_per_sample']:.0f} events per sample {where} exceed the best "
-                    f"feasible trial's {reference['events_per_sample']:.0f} (+{self.events_tolerance:.0%})"
-                )
+        limit = reference["events_per_sample"] * (1 + self.events_tolerance)
+        if check["events_per_sample"] > limit:
+            return (
+                f"{check['events_per_sample']:.0f} events per sample {where} exceed the best "
+                f"feasible trial's {reference['events_per_sample']:.0f} (+{self.events_tolerance:.0%})"
+            )
         return None
 
     def reference(self, trials: list[FrozenTrial]) -> list[dict[str, float]]:
