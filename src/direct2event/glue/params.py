@@ -165,7 +165,7 @@ class EarlyStopParams(_Strict):
 
     enabled: bool = True
     check_at: list[float] = Field(
-        default_factory=lambda: [0.1, 0.25, 0.5],
+        default_factory=lambda: [0.1, 0.3],
         description="fractions of a trial's optimizer steps after which it is measured",
     )
     slack: float = Field(
