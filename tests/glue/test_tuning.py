@@ -249,26 +249,50 @@ def test_the_early_stop_rule_with_values() -> None:
     assert rule.steps(4) == {1: 0.1, 2: 0.5}  # 0.1 of 4 steps rounds to 0: checked after 1
     assert rule.steps(1) == {}  # a check at the last step is the trial's own measurement
     check = {"fraction": 0.1, "val_accuracy": 0.9821, "events_per_sample": 1000.0}
-    reference = {"fraction": 0.1, "val_accuracy": 0.99, "events_per_sample": 991.0}
-    # 0.9821 / 0.99 = 0.99202: at the required 0.996 - slack 0.004 = 0.992, goes on
-    assert rule.reason(check, reference) is None  # and 1000 events <= 991 * 1.01 = 1000.91
+    assert rule.reason(check, None) is None  # no complete trial yet: nothing stops
+    bar = tuning.Bar(retention=0.996, feasible=True, events={0.1: 991.0}, offsets={})
+    # 0.9821 / 0.99 = 0.99202 >= 0.996 - 0.004, and 1000 events <= 991 * 1.01 = 1000.91
+    assert rule.reason(check, bar) is None
     low = {**check, "val_accuracy": 0.9819}  # 0.99182 < 0.992
-    assert "retention 0.9918 at 10% of its fine-tuning" in rule.reason(low, reference)
-    busier = {**check, "events_per_sample": 1001.0}
-    assert (
-        "1001 events per sample at 10% of its fine-tuning exceed the best feasible trial's 991"
-        in (rule.reason(busier, reference))
+    assert rule.reason(low, bar) == (
+        "retention 0.9918 at 10% of its fine-tuning (final predicted 0.9918) is more than 0.004 "
+        "under the required 0.9960"
     )
-    # no feasible trial yet: nothing stops (the most accurate trial may have to be chosen)
-    assert rule.reason(low) is None and rule.reason(busier) is None
-    # the reference is the trial the sweep would choose now, and only when it is feasible
+    busier = {**check, "events_per_sample": 1001.0}
+    assert rule.reason(busier, bar) == (
+        "1001 events per sample at 10% of its fine-tuning exceed the best feasible trial's 991 (+1%)"
+    )
+    # checks that overstated the final retention by 0.002: the same check now predicts 0.99002
+    learnt = tuning.Bar(retention=0.996, feasible=True, events={}, offsets={0.1: 0.002})
+    assert "final predicted 0.9900" in rule.reason(check, learnt)
+    # no feasible trial: the bar is the most accurate trial's retention, events do not count
+    fallback = tuning.Bar(retention=0.9954, feasible=False, events={}, offsets={})
+    assert rule.reason(busier, fallback) is None
+    assert "under the best trial's 0.9954" in rule.reason(
+        {**check, "val_accuracy": 0.981}, fallback
+    )
+
+
+def test_the_bar_comes_from_the_studys_complete_trials() -> None:
+    rule = tuning.EarlyStop(at=(0.1,), direct_accuracy=0.99, required=0.996)
     made = [trial(2.0, 0.987, 0.010, 0), trial(3.0, 0.9865, 0.008, 1), trial(9.0, 0.97, 0.004, 2)]
-    made[0].user_attrs["checks"] = [reference]
-    made[1].user_attrs["checks"] = [{**reference, "events_per_sample": 800.0}]
-    assert rule.reference(made) == [
-        {**reference, "events_per_sample": 800.0}
-    ]  # 0.9865 / 0.99 feasible
-    assert rule.reference(made[2:]) == []  # none reaches 0.996: nothing to compare events with
+    for t in made:  # every check read 0.00198 above the trial's final accuracy
+        t.user_attrs["checks"] = [
+            {
+                "fraction": 0.1,
+                "val_accuracy": t.values[0] + 0.00198,
+                "events_per_sample": 1e6 * t.values[1],
+            }
+        ]
+    bar = rule.bar(made)
+    # lambda = 3 is feasible (0.9865 / 0.99 = 0.99646) and spends least: its events are the bar
+    assert bar.feasible and bar.retention == 0.996 and bar.events == {0.1: 8000.0}
+    assert bar.offsets[0.1] == pytest.approx(0.002)
+    assert rule.bar(made[:2]).offsets == {}  # fewer than 3 complete trials: no offset learnt
+    none_feasible = rule.bar(made[2:])
+    assert not none_feasible.feasible and none_feasible.events == {}
+    assert none_feasible.retention == pytest.approx(0.97 / 0.99)
+    assert rule.bar([]) is None
 
 
 def test_pruned_trials_count_toward_n_trials_and_are_never_chosen(tmp_path: Path) -> None:
@@ -276,9 +300,9 @@ def test_pruned_trials_count_toward_n_trials_and_are_never_chosen(tmp_path: Path
     rule = tuning.EarlyStop(at=(0.5,), direct_accuracy=1.0, required=0.9)
 
     def evaluate(lam: float, on_epoch=None, judge=None) -> dict[str, float]:
-        accuracy = 1.0 - lam / 100  # lambda > 10: under the required 0.9 - 0.004 at the check
+        accuracy = 1.0 - lam / 100  # lambda > 10.4: under the required 0.9 - 0.004
         judge(0.5, 5, {"val_accuracy": accuracy, "events_per_sample": 100 / lam})
-        return {"val_accuracy": accuracy + 0.05, "energy_uJ": 1 / lam}
+        return {"val_accuracy": accuracy, "energy_uJ": 1 / lam}
 
     study = tuning.run_study(url, "s", SPACE, evaluate, 6, first=[40.0, 5.0, 30.0], early_stop=rule)
     states = [t.state for t in study.get_trials()]
