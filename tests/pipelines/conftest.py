@@ -30,7 +30,6 @@ def tiny(**overrides: Any) -> PipelineParams:
             "timesteps": 4,
             "finetune": {
                 "epochs": 1,
-                "warmup_epochs": 0,
                 "lr": 2e-3,
                 "batch_size": 64,
                 "distill": False,

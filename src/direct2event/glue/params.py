@@ -129,11 +129,9 @@ class ThresholdParams(_Strict):
 class FinetuneParams(_Strict):
     """Regularised event-driven fine-tuning: ``CE + rate_lambda * mean spike rate``."""
 
-    epochs: int = Field(
-        2, ge=0, description="passes over the training split with the penalty, after the warm-up"
-    )
+    epochs: int = Field(3, ge=0, description="passes over the training split")
     warmup_epochs: int = Field(
-        1,
+        0,
         ge=0,
         description="passes at lambda = 0 before the penalty, trained once per run (the "
         "ablation's lambda = 0 row); every trial and the final fine-tuning continue from it",
@@ -200,7 +198,7 @@ class TuningParams(_Strict):
 
     enabled: bool = True
     n_trials: int = Field(
-        6, ge=0, description="finished trials (complete or stopped early) the study should hold"
+        2, ge=0, description="finished trials (complete or stopped early) the study should hold"
     )
     timeout_s: float | None = Field(None, gt=0, description="time budget of this run's trials")
     lambda_min: float = Field(0.5, gt=0)
