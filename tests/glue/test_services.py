@@ -120,7 +120,8 @@ def test_three_workers_one_killed_share_postgres_and_an_mlflow_server(
     study = optuna.load_study(study_name=name, storage=svc.storage_url)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == N_TRIALS
+    stopped = [t for t in trials if t.state == TrialState.PRUNED]  # tuning.early_stop
+    assert len(complete) + len(stopped) == N_TRIALS and complete
     killed = trials[killed_trial]
     assert killed.state == TrialState.FAIL and killed.user_attrs["pid"] == killed_pid
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -147,6 +148,10 @@ def test_three_workers_one_killed_share_postgres_and_an_mlflow_server(
         assert r.data.metrics["val_accuracy"] == pytest.approx(t.values[0])
         assert r.data.metrics["energy_nJ"] == pytest.approx(1000 * t.values[1])
         assert r.data.tags["mlflow.parentRunId"] in {w.info.run_id for w in worker_runs}
+    for t in stopped:  # a stopped trial's run ends FINISHED, marked PRUNED with its reason
+        [r] = by_number[t.number]
+        assert r.info.status == "FINISHED" and r.data.tags["state"] == "PRUNED"
+        assert r.data.tags["stopped_reason"] == t.user_attrs["stopped_reason"]
     # the killed worker's run and its trial run were marked FAILED by the restarted worker
     [killed_run] = by_number[killed_trial]
     assert killed_run.info.status == "FAILED"
