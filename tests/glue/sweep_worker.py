@@ -30,9 +30,9 @@ def main() -> None:
     }
     # the node tests' tiny digits settings (rate input at T = 4, one short fine-tuning)
     settings = tiny(transfer={"finetune": {"max_train": 400}}, training={"device": "cpu"})
-    evaluate, _ = trial_evaluator(
+    evaluate = trial_evaluator(
         restore(saved["scaled"]), restore(saved["direct"]), splits, settings
-    )
+    ).evaluate
     space = tuning.lambda_distribution(0.5, 50.0)
     tuning.run_study(url, name, space, evaluate, int(n_trials))
 

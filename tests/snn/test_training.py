@@ -7,7 +7,7 @@ import torch
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.finetuning import FinetuneConfig, finetune_event_network
 from direct2event.snn.models import build_model, checkpoint, restore, to_event_network
-from direct2event.snn.training import FitConfig, evaluate, fit
+from direct2event.snn.training import FitConfig, FitState, evaluate, fit
 
 
 def test_bf16_autocast_training_learns(digits_splits) -> None:
@@ -53,3 +53,45 @@ def test_finetuning_is_deterministic_so_a_sweep_trial_can_stand_in(
         nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), key
+
+
+def test_a_trial_taken_on_from_where_it_stopped_equals_the_whole_fine_tuning(
+    digits_splits, digits_direct_model
+) -> None:
+    """A sweep trial runs the first epoch of three (stop_after) and the chosen one goes on from
+    its FitState: weights, thresholds and the epoch history equal an uninterrupted fine-tuning,
+    with the learning-rate schedule spanning all three epochs in both."""
+    fit_cfg = FitConfig(
+        epochs=3,
+        lr=2e-3,
+        batch_size=64,
+        coding=InputCoding("rate", 4),
+        seed=3,
+        schedule="cosine",
+    )
+    cfg = FinetuneConfig(fit_cfg, rate_lambda=3.0, train_thresholds=True, progress=False)
+    event, cpu = to_event_network(digits_direct_model), torch.device("cpu")
+    args = (digits_direct_model, digits_splits.train, digits_splits.validation, cfg, cpu)
+    whole, whole_history = finetune_event_network(event, *args)
+
+    state = FitState()
+    steps_seen: list[tuple[int, int]] = []
+    trial, before = finetune_event_network(
+        event,
+        *args,
+        stop_after=1,
+        state=state,
+        on_step=lambda _net, step, total: steps_seen.append((step, total)),
+    )
+    per_epoch = math.ceil(len(digits_splits.train) / 64)
+    assert (state.epoch, state.step) == (1, per_epoch)
+    assert steps_seen[-1] == (per_epoch, per_epoch)  # checks see the trial's own steps
+    assert len(before) == 1 and before[0]["lr"] > 0.5 * 2e-3  # the schedule spans 3 epochs
+    taken_on, after = finetune_event_network(restore(checkpoint(trial)), *args, state=state)
+    assert state.epoch == 3 and [h["epoch"] for h in after] == [2.0, 3.0]
+    assert [*before, *after] == whole_history
+    for (key, a), b in zip(whole.state_dict().items(), taken_on.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+    # a trial that stops after as many epochs as there are is the whole fine-tuning
+    again, _ = finetune_event_network(event, *args, stop_after=5, state=FitState())
+    assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), again.parameters()))

@@ -227,6 +227,19 @@ class TuningParams(_Strict):
     )
     study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
     max_validation: int | None = Field(5000, ge=1, description="validation samples per trial")
+    trial_epochs: int | None = Field(
+        1,
+        ge=1,
+        description="penalised passes a trial runs: the first epochs of the final fine-tuning "
+        "(its learning-rate schedule spans transfer.finetune.epochs); the chosen trial then goes "
+        "on to the end. None (or >= transfer.finetune.epochs): every trial runs them all",
+    )
+    completions: int = Field(
+        2,
+        ge=1,
+        description="trials at most taken on to the full fine-tuning, lowest energy first, until "
+        "one reaches retention_floor + retention_margin on validation",
+    )
     early_stop: EarlyStopParams = Field(default_factory=EarlyStopParams)
 
     @model_validator(mode="after")
@@ -512,7 +525,14 @@ class PipelineParams(_Strict):
             "training": self.training.model_dump(exclude={"progress", "device"}),
             "transfer": self.transfer.model_dump(exclude={"ablation"}),
             "source_model": self.source_model,
+            "trial": {"epochs": self.trial_epochs, "validation": self.tuning.max_validation},
         }
+
+    @property
+    def trial_epochs(self) -> int:
+        """Penalised passes of a sweep trial (at most ``transfer.finetune.epochs``)."""
+        full = self.transfer.finetune.epochs
+        return min(self.tuning.trial_epochs or full, full)
 
     @property
     def study_name(self) -> str:

@@ -198,6 +198,20 @@ def select_trial(
     return max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number)), False
 
 
+def completion_order(
+    trials: list[FrozenTrial], direct_accuracy: float, required: float
+) -> list[FrozenTrial]:
+    """Complete trials in the order they are taken on to the full fine-tuning when trials run
+    only its first epochs: those whose retention reaches ``required`` at trial length, lowest
+    energy first (the choice :func:`select_trial` makes, then the next ones); when none does,
+    the most accurate alone."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+    passing = [t for t in complete if t.values[0] >= required * direct_accuracy]
+    if passing:
+        return sorted(passing, key=lambda t: (t.values[1], -t.values[0], t.number))
+    return [max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number))] if complete else []
+
+
 def non_dominated(scores: dict[Any, tuple[float, float]]) -> set[Any]:
     """Keys whose ``(accuracy, energy)`` no other entry beats on both (ties are kept)."""
     return {
@@ -643,6 +657,10 @@ class TuningReport(BaseModel):
     study_name: str | None = None
     storage: str | None = None  # credentials masked
     lambda0: TrialRecord | None = None
+    # trials taken on to the full fine-tuning (when trials run only its first trial_epochs),
+    # with their final validation accuracy and energy; the chosen one is among them
+    trial_epochs: int | None = None
+    completed: list[TrialRecord] = Field(default_factory=list)
     chosen_trial: int | None = None
     floor_met: bool | None = None  # None: no trial chose lambda
     retention_floor: float | None = None

@@ -21,6 +21,7 @@ from direct2event.snn.models import SpikingNet
 from direct2event.snn.training import (
     EpochCallback,
     FitConfig,
+    FitState,
     Split,
     StepCallback,
     fit,
@@ -86,6 +87,8 @@ def finetune_event_network(
     logits: Tensor | None = None,
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
+    stop_after: int | None = None,
+    state: FitState | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """E fine-tuned as ``cfg`` says (a copy; ``event_model`` itself is returned untouched when
     ``cfg.fit.epochs`` is 0), and its epoch history.
@@ -93,8 +96,10 @@ def finetune_event_network(
     When distilling without shift augmentation, D's logits for the training samples
     (``logits``, from :func:`teacher_logits`; computed here when not given) are looked up per
     batch. ``train_thresholds``: E's per-channel thresholds are trained with the weights (kept
-    at or above the floor) and fixed again afterwards. ``on_step``: see :func:`fit` (a sweep
-    trial's early-stop checks).
+    at or above the floor) and fixed again afterwards. ``on_step``, ``stop_after`` and
+    ``state``: see :func:`fit` (a sweep trial's early-stop checks; a trial that runs the first
+    epochs of the fine-tuning, and the chosen one going on from ``event_model`` = where it
+    stopped).
     """
     if cfg.fit.epochs == 0:
         return event_model, []
@@ -132,6 +137,8 @@ def finetune_event_network(
         desc=cfg.desc,
         on_epoch=on_epoch,
         on_step=on_step,
+        stop_after=stop_after,
+        state=state,
     )
     for lif in model.lif_layers():
         if isinstance(lif.threshold, torch.nn.Parameter):

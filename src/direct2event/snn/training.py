@@ -184,6 +184,27 @@ def _scheduler(
     raise ValueError(f"Unknown schedule '{cfg.schedule}'; use onecycle, cosine or constant.")
 
 
+@dataclass
+class FitState:
+    """Where a :func:`fit` stopped at an epoch boundary (``stop_after``), to go on exactly as an
+    uninterrupted run would: the optimizer's and scheduler's states, the batch order's and
+    torch's random states, the epochs and optimizer steps done. A sweep trial is the first
+    epochs of the final fine-tuning; the chosen trial continues from here instead of being
+    trained again."""
+
+    epoch: int = 0
+    step: int = 0
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    generator: Tensor | None = None
+    rng: Tensor | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether a fit has run into this state (else a fit starts from scratch)."""
+        return self.optimizer is not None
+
+
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite (a learning rate far too high): raised at the
     first such batch, with the epoch and the learning rate."""
@@ -204,11 +225,19 @@ def fit(
     desc: str = "train",
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
+    stop_after: int | None = None,
+    state: FitState | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` with BPTT; returns one record per epoch, logs it as one line and hands
     it to ``on_epoch`` as each epoch ends (live tracking). ``progress``: a bar per epoch, shown
     only on a terminal. ``on_step(model, step, steps)`` runs after every optimizer step (the
-    sweep's early-stop checks); an exception it raises ends the training.
+    sweep's early-stop checks; ``steps``: the steps this call will make); an exception it raises
+    ends the training.
+
+    ``stop_after``: stop after that many of the ``cfg.epochs`` epochs (the learning-rate
+    schedule still spans all of them). ``state``: filled with where the training stopped; when
+    it already holds a stopped fit's state, this call continues that fit (same ``model``, data
+    and ``cfg``) and returns the records of the epochs it adds.
 
     The loss is cross-entropy on the time-averaged logits plus
     ``extra_loss(logits, y, activity, x, idx)`` when given (``activity`` is every LIF layer's
@@ -223,11 +252,20 @@ def fit(
     gen = torch.Generator().manual_seed(cfg.seed)
     model.to(device)
     opt = _optimizer(model, cfg)
-    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
-    sched = _scheduler(opt, cfg, max(steps, 1))
+    per_epoch = math.ceil(len(train) / cfg.batch_size)
+    sched = _scheduler(opt, cfg, max(cfg.epochs * per_epoch, 1))
+    state = state if state is not None else FitState()
+    if state.started:  # go on where a stopped fit of this model left off
+        opt.load_state_dict(state.optimizer)
+        if sched is not None and state.scheduler is not None:
+            sched.load_state_dict(state.scheduler)
+        gen.set_state(state.generator)
+        torch.set_rng_state(state.rng)
+    first, step = state.epoch, state.step
+    last = cfg.epochs if stop_after is None else min(cfg.epochs, first + max(stop_after, 0))
+    steps = (last - first) * per_epoch
     history: list[dict[str, float]] = []
-    step = 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, last):
         model.train()
         loss_sum = correct = seen = 0.0
         rate_sum = 0.0
@@ -268,7 +306,7 @@ def fit(
                 sched.step()
             step += 1
             if on_step is not None:
-                on_step(model, step, steps)
+                on_step(model, step - state.step, steps)
                 if not model.training:  # a check measured it in eval mode
                     model.train()
             n = len(yb)
@@ -290,6 +328,10 @@ def fit(
         logger.info(epoch_line(desc, record, cfg.epochs))
         if on_epoch is not None:
             on_epoch(record)
+    state.epoch, state.step = last, step
+    state.optimizer = opt.state_dict()
+    state.scheduler = sched.state_dict() if sched is not None else None
+    state.generator, state.rng = gen.get_state(), torch.get_rng_state()
     return history
 
 

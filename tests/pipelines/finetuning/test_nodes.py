@@ -5,14 +5,15 @@ from pathlib import Path
 import mlflow
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from direct2event.data.splits import DataSplits
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.tuning import TuningReport, completion_order
 from direct2event.pipelines.finetuning.nodes import (
     drop_dominated,
     finetune_event_model,
     finetune_lambda0,
+    take_on,
     tune_rate_lambda,
 )
 from direct2event.snn.encoders import InputCoding
@@ -310,3 +311,92 @@ def test_doomed_trials_stop_at_their_first_check_and_a_good_one_runs_to_the_end(
     assert all(r.info.status == "FINISHED" for r in runs)
     assert "retention" in states[1000.0].data.tags["stopped_reason"]
     assert states[1000.0].data.metrics["check.accuracy_retention"] == first["accuracy_retention"]
+
+
+def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine_tuning(
+    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path
+) -> None:
+    """Trials of one epoch of three (tuning.trial_epochs = 1): the chosen trial is taken on from
+    where it stopped, and the network the sweep hands on equals the whole three-epoch
+    fine-tuning at its lambda trained from scratch (weights and epoch history)."""
+    settings = tiny(
+        transfer={"finetune": {"epochs": 3}},
+        tuning={
+            "enabled": True,
+            "n_trials": 2,
+            "first_lambdas": [1.5, 30.0],
+            "retention_floor": 0.9,
+            "trial_epochs": 1,
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "early_stop": {"enabled": False},
+        },
+    )
+    assert settings.trial_epochs == 1
+    report, metrics, reuse = tune_rate_lambda(
+        scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
+    )
+    assert report.trial_epochs == 1 and report.n_trials == 2 and report.completed
+    assert metrics["tuning.n_completed"]["value"] == len(report.completed)
+    chosen = next(c for c in report.completed if c.number == report.chosen_trial)
+    assert chosen.rate_lambda == report.rate_lambda == reuse["rate_lambda"]
+    assert metrics["tuning.chosen_val_accuracy"]["value"] == chosen.val_accuracy
+    assert [h["epoch"] for h in reuse["history"]] == [1.0, 2.0, 3.0]
+    # the whole fine-tuning at the chosen lambda, from scratch (the sweep off)
+    event, history = final_at(report.rate_lambda, scaled, direct_model, digits_splits, settings)
+    assert history == reuse["history"]
+    for (key, a), b in zip(
+        restore(event).state_dict().items(),
+        restore(reuse["model"]).state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b), key
+    # the trial's own (one-epoch) result is what Optuna and the report's trials hold
+    trial = next(t for t in report.trials if t.number == report.chosen_trial)
+    assert trial.val_accuracy != chosen.val_accuracy or trial.energy_uJ != chosen.energy_uJ
+
+
+def _numbered(number: int, lam: float, accuracy: float, energy: float) -> FrozenTrial:
+    """A complete Optuna trial as the study stores it (validation accuracy, energy)."""
+    trial = optuna.trial.create_trial(
+        params={"rate_lambda": lam},
+        distributions={"rate_lambda": optuna.distributions.FloatDistribution(0.5, 50, log=True)},
+        values=[accuracy, energy],
+    )
+    trial.number = number
+    return trial
+
+
+def test_the_lowest_energy_candidate_is_taken_on_first_and_a_weaker_penalty_after_it_falls_short(
+    scaled,
+) -> None:
+    """Trial-length results by hand (D at 1.0, required retention 0.996); the whole fine-tuning
+    loses 0.0015 of accuracy and a fifth of the energy (as MNIST's checks overstate the end)."""
+    trials = [
+        _numbered(0, 1.5, 0.999, 3.0),
+        _numbered(1, 3.0, 0.998, 2.0),
+        _numbered(2, 6.0, 0.997, 1.5),
+        _numbered(3, 20.0, 0.990, 1.0),  # under the bar at trial length: never a candidate
+        _numbered(4, 10.0, 0.9965, 1.8),  # a stronger penalty than 6, which falls short
+    ]
+    order = [t.params["rate_lambda"] for t in completion_order(trials, 1.0, 0.996)]
+    assert order == [6.0, 10.0, 3.0, 1.5]
+    taken: list[float] = []
+
+    def complete(lam: float):
+        taken.append(lam)
+        trial = next(t for t in trials if t.params["rate_lambda"] == lam)
+        acc, energy = trial.values[0] - 0.0015, trial.values[1] * 0.8
+        result = {"val_accuracy": acc, "energy_uJ": energy, "accuracy_retention": acc}
+        return restore(scaled[0]), [{"epoch": 1.0}], {**result, "events_per_sample": 1.0}
+
+    chosen, met, done, (_, history) = take_on(trials, 1.0, 0.996, 2, complete)
+    assert taken == [6.0, 3.0]  # 10 skipped: it penalises more than 6, which fell short
+    assert met and chosen.rate_lambda == 3.0 and chosen.number == 1
+    assert chosen.val_accuracy == 0.998 - 0.0015 and chosen.energy_uJ == 2.0 * 0.8
+    assert [r.rate_lambda for r in done] == [6.0, 3.0] and history == [{"epoch": 1.0}]
+    # one completion allowed: the one that fell short is the most accurate completion
+    taken.clear()
+    chosen, met, done, _ = take_on(trials, 1.0, 0.996, 1, complete)
+    assert taken == [6.0] and not met and chosen.rate_lambda == 6.0
+    # no trial reaches the bar at trial length: the most accurate alone is taken on
+    assert [t.number for t in completion_order(trials, 1.0, 0.9995)] == [0]

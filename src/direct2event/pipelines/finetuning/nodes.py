@@ -7,9 +7,11 @@ accuracy reference, the warm-up the trials continue from (``warmup_epochs``) and
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
@@ -21,11 +23,13 @@ from direct2event.glue.tuning import TrialRecord, TuningReport
 from direct2event.snn.evaluation import measure
 from direct2event.snn.finetuning import finetune_event_network, teacher_logits
 from direct2event.snn.models import SpikingNet, checkpoint, restore
-from direct2event.snn.training import EpochCallback
+from direct2event.snn.training import EpochCallback, FitState
 
 logger = logging.getLogger(__name__)
 
-TrainedTrial = tuple[dict[str, Any], list[dict[str, float]], tuple[float, float]]
+# a trial's network, epoch history, (validation accuracy, energy), and where its fine-tuning
+# stopped (to go on from there when it is chosen)
+TrainedTrial = tuple[dict[str, Any], list[dict[str, float]], tuple[float, float], FitState]
 
 
 def drop_dominated(trained: dict[float, TrainedTrial]) -> None:
@@ -36,6 +40,18 @@ def drop_dominated(trained: dict[float, TrainedTrial]) -> None:
         del trained[lam]
 
 
+Complete = Callable[[float], tuple[SpikingNet, list[dict[str, float]], dict[str, float]]]
+
+
+class TrialEvaluator(NamedTuple):
+    """A sweep's trial as a function of lambda, D's validation accuracy on the trials'
+    samples, and a trial taken on to the full fine-tuning as a function of lambda."""
+
+    evaluate: tuning.Evaluate
+    direct_accuracy: float
+    complete: Complete
+
+
 def trial_evaluator(
     scaled: SpikingNet,
     direct: SpikingNet,
@@ -43,10 +59,11 @@ def trial_evaluator(
     settings: PipelineParams,
     trained: dict[float, TrainedTrial] | None = None,
     logits: Tensor | None = None,
-) -> tuple[tuning.Evaluate, float]:
-    """One sweep trial as a function of lambda (fine-tune E, measure it on the validation
-    split; with a judge, also at its early-stop checks), and D's validation accuracy on the
-    same samples (the retention reference).
+) -> TrialEvaluator:
+    """One sweep trial as a function of lambda (fine-tune E for ``settings.trial_epochs`` of
+    the fine-tuning's epochs, measure it on the validation split; with a judge, also at its
+    early-stop checks), D's validation accuracy on the same samples (the retention reference),
+    and the completion of a trial to the full fine-tuning.
     ``trained`` keeps, by lambda, the network and history of this run's trials that no other
     trial beats on both accuracy and energy: the chosen trial is always one of them.
     ``logits``: D's logits from :func:`predict_direct_logits` (computed by the first trial that
@@ -74,6 +91,24 @@ def trial_evaluator(
             "accuracy_retention": res["accuracy"] / direct_acc if direct_acc > 0 else 0.0,
         }
 
+    def complete(lam: float) -> tuple[SpikingNet, list[dict[str, float]], dict[str, float]]:
+        """The trial at ``lam`` taken on to the full fine-tuning (from where it stopped when this
+        run trained it, else from the start: a trial of another worker), measured as a trial."""
+        cfg = settings.finetune_config(lam)
+        logits = shared_logits() if distill else None
+        if lam in (trained or {}):
+            model, before, _, state = trained[lam]
+            net, after = finetune_event_network(
+                restore(model), direct, splits.train, splits.validation, cfg, device, logits,
+                state=copy.deepcopy(state),
+            )  # fmt: skip
+            history = [*before, *after]
+        else:
+            net, history = finetune_event_network(
+                scaled, direct, splits.train, splits.validation, cfg, device, logits
+            )
+        return net, history, measured(net)
+
     def evaluate(
         lam: float, on_epoch: EpochCallback | None = None, judge: tuning.Judge | None = None
     ) -> dict[str, float]:
@@ -87,6 +122,7 @@ def trial_evaluator(
                 if step in checks:
                     judge(checks[step], step, measured(net))
 
+        state = FitState()
         net, history = finetune_event_network(
             scaled,
             direct,
@@ -97,10 +133,13 @@ def trial_evaluator(
             logits=shared_logits() if distill else None,
             on_epoch=on_epoch,
             on_step=on_step,
+            stop_after=settings.trial_epochs,
+            state=state,
         )
         res = measured(net)
         if trained is not None:
-            trained[lam] = (checkpoint(net), history, (res["val_accuracy"], res["energy_uJ"]))
+            scores = (res["val_accuracy"], res["energy_uJ"])
+            trained[lam] = (checkpoint(net), history, scores, copy.deepcopy(state))
             drop_dominated(trained)
         logger.info(
             "trial λ = %.4g: val accuracy %.4f, %.0f events/sample",
@@ -110,7 +149,7 @@ def trial_evaluator(
         )
         return res
 
-    return evaluate, direct_acc
+    return TrialEvaluator(evaluate, direct_acc, complete)
 
 
 def _configured(settings: PipelineParams, **where: Any) -> TuningReport:
@@ -212,7 +251,7 @@ def tune_rate_lambda(
         return _configured(settings, enabled=False), {}, {}
     trained: dict[float, TrainedTrial] = {}
     start, warmup = start_network(scaled_model, lambda0_event_model, settings)
-    evaluate, direct_acc = trial_evaluator(
+    evaluate, direct_acc, complete_trial = trial_evaluator(
         start,
         restore(direct_model),
         splits,
@@ -256,8 +295,15 @@ def tune_rate_lambda(
     if not complete:
         logger.warning("No complete trial in study %s: λ from the configuration", name)
         return _configured(settings, **where, stopped=stopped), {}, {}
-    chosen, floor_met = tuning.select_trial(trials, direct_acc, required)
-    record = tuning.trial_record(chosen)
+    if settings.trial_epochs < settings.transfer.finetune.epochs:
+        record, floor_met, completed, best = take_on(
+            trials, direct_acc, required, tune_p.completions, complete_trial
+        )
+    else:  # every trial ran the whole fine-tuning: the chosen one is final as it is
+        chosen, floor_met = tuning.select_trial(trials, direct_acc, required)
+        record, completed = tuning.trial_record(chosen), []
+        kept = trained.get(record.rate_lambda)
+        best = (kept[0], kept[1]) if kept else None
     lambda0 = _lambda0_record(lambda0_event_model, splits, settings)
     if not floor_met:
         logger.warning(
@@ -276,6 +322,8 @@ def tune_rate_lambda(
         trials=[tuning.trial_record(t) for t in complete],
         stopped=stopped,
         lambda0=lambda0,
+        trial_epochs=settings.trial_epochs,
+        completed=completed,
         chosen_trial=record.number,
         floor_met=floor_met,
         retention_floor=tune_p.retention_floor,
@@ -288,16 +336,70 @@ def tune_rate_lambda(
         "tuning.rate_lambda": {"value": report.rate_lambda, "step": 0},
         "tuning.n_trials": {"value": float(len(complete)), "step": 0},
         "tuning.n_stopped": {"value": float(len(stopped)), "step": 0},
+        "tuning.n_completed": {"value": float(len(completed)), "step": 0},
         "tuning.chosen_val_accuracy": {"value": record.val_accuracy, "step": 0},
         "tuning.chosen_energy_nJ": {"value": record.energy_uJ * tracking.NJ_PER_UJ, "step": 0},
     }
-    best = trained.get(report.rate_lambda)
     reuse = (
         {"rate_lambda": report.rate_lambda, "model": best[0], "history": joined(warmup, best[1])}
         if best
         else {}
     )
     return report, metrics, reuse
+
+
+def take_on(
+    trials: list[tuning.FrozenTrial],
+    direct_acc: float,
+    required: float,
+    completions: int,
+    complete_trial: Complete,
+) -> tuple[TrialRecord, bool, list[TrialRecord], tuple[dict[str, Any], list[dict[str, float]]]]:
+    """Trials that ran the first epochs of the fine-tuning taken on to its end, in
+    :func:`tuning.completion_order`, until one reaches ``required`` retention on validation
+    or ``completions`` are done; a candidate whose lambda is not below one that fell short is
+    skipped (a stronger penalty keeps less accuracy). Returns the chosen completion (feasible
+    with the lowest energy, else the most accurate), whether it is feasible, every completion's
+    record, and the chosen network and history."""
+    done: list[TrialRecord] = []
+    nets: dict[float, tuple[dict[str, Any], list[dict[str, float]]]] = {}
+    short_at = float("inf")  # the smallest lambda that fell short of the floor
+    for trial in tuning.completion_order(trials, direct_acc, required):
+        lam = float(trial.params[tuning.PARAM])
+        if len(done) >= completions:
+            break
+        if lam >= short_at:
+            continue
+        net, history, res = complete_trial(lam)
+        nets[lam] = (checkpoint(net.cpu()), history)
+        done.append(
+            TrialRecord(
+                rate_lambda=lam,
+                val_accuracy=res["val_accuracy"],
+                energy_uJ=res["energy_uJ"],
+                number=trial.number,
+            )
+        )
+        logger.info(
+            "Trial %d (λ = %.4g) taken on to the full fine-tuning: val accuracy %.4f "
+            "(retention %.4f, %s %.4f), %.0f events/sample",
+            trial.number,
+            lam,
+            res["val_accuracy"],
+            res["accuracy_retention"],
+            "reaches" if res["accuracy_retention"] >= required else "under",
+            required,
+            res["events_per_sample"],
+        )
+        if res["val_accuracy"] >= required * direct_acc:
+            break
+        short_at = lam
+    passing = [r for r in done if r.val_accuracy >= required * direct_acc]
+    if passing:
+        chosen = min(passing, key=lambda r: (r.energy_uJ, -r.val_accuracy))
+    else:
+        chosen = max(done, key=lambda r: (r.val_accuracy, -r.energy_uJ))
+    return chosen, bool(passing), done, nets[chosen.rate_lambda]
 
 
 def finetune_event_model(
