@@ -8,9 +8,10 @@ way (the ``finetune_event_model`` node with the sweep's network not handed on, s
     .venv/bin/kedro run                      # once: the networks the sweep starts from
     .venv/bin/python benchmarks/sweep_cost.py --key mnist --trials 20 [--params k=v,...]
 
-Writes ``benchmarks/results/sweep_cost-<key>.json``: the sweep's seconds, the full fine-tuning's
-seconds and their ratio, every trial (λ, state, seconds, where it stopped and why, its checks),
-the chosen λ, and the machine.
+Writes ``benchmarks/results/sweep_cost-<key>.json`` (or ``--out``): the sweep's seconds (the
+trials and the chosen ones taken on to the whole fine-tuning), the full fine-tuning's seconds and
+their ratio, every trial (λ, state, seconds, where it stopped and why, its checks), the
+completions, the chosen λ, and the machine.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--key", default="mnist")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--params", default="", help="k=v,... over the key's parameters")
+    parser.add_argument("--out", help="default benchmarks/results/sweep_cost-<key>.json")
     args = parser.parse_args()
     from profile_training import cpu_model, flags
 
@@ -114,12 +116,15 @@ def main() -> None:
         "sweep_over_full": round(sweep_s / full_s, 2),
         "complete": sum(t["state"] == "COMPLETE" for t in trials),
         "stopped": sum(t["state"] == "PRUNED" for t in trials),
+        "trial_epochs": report.trial_epochs,
+        "finetune_epochs": settings.transfer.finetune.epochs,
+        "completed": [c.model_dump() for c in report.completed],
         "chosen_rate_lambda": report.rate_lambda,
         "floor_met": report.floor_met,
         "direct_val_accuracy": report.direct_val_accuracy,
         "trial_list": trials,
     }
-    out = ROOT / "benchmarks" / "results" / f"sweep_cost-{args.key}.json"
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"sweep_cost-{args.key}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "trial_list"}, indent=1))
     for t in trials:

@@ -198,7 +198,7 @@ class TuningParams(_Strict):
 
     enabled: bool = True
     n_trials: int = Field(
-        2, ge=0, description="finished trials (complete or stopped early) the study should hold"
+        6, ge=0, description="finished trials (complete or stopped early) the study should hold"
     )
     timeout_s: float | None = Field(None, gt=0, description="time budget of this run's trials")
     lambda_min: float = Field(0.5, gt=0)
