@@ -30,7 +30,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -365,6 +365,49 @@ def stream(
             out["held_out_accuracy"].append(_accuracy(model, segments[-1][1], coding, device, seed))
     out["positions"].append(seen)
     out["checkpoint_segment"].append(len(segments) - 1)
+    return out
+
+
+def stream_test(
+    model: SpikingNet,
+    refs: list[LayerReference],
+    segments: list[tuple[Split, Split]],
+    methods: dict[str, AdaptationConfig | None],
+    coding: InputCoding,
+    device: torch.device,
+    checkpoint_every: int = 20,
+    window: int = 50,
+    tolerance: float = 0.01,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The stream test: :func:`stream` over three equal segments (clean, shifted, clean) for E
+    unadapted (a method of config None) and with each method. Per method: the sliding-window
+    accuracy, the held-out curve, and for the change to the shift (segment 1) and back (2) the
+    plateau and the samples until the curve stays within ``tolerance`` of it."""
+    n = len(segments[0][0])
+    out: dict[str, Any] = {"segment": n, "window": window, "methods": {}}
+    for method, config in methods.items():
+        if config is None:
+            trace = stream(model, segments, coding, device, None, checkpoint_every, seed)
+        else:
+            with OnlineAdaptation(model, refs, config) as adapt:
+                trace = stream(model, segments, coding, device, adapt, checkpoint_every, seed)
+        result: dict[str, Any] = {
+            "sliding_accuracy": sliding_accuracy(trace["correct"], window),
+            "positions": trace["positions"],
+            "held_out_accuracy": trace["held_out_accuracy"],
+        }
+        points = list(
+            zip(trace["positions"], trace["held_out_accuracy"], trace["checkpoint_segment"])
+        )
+        for seg, label in ((1, "to_shift"), (2, "back")):
+            pos = [q - seg * n for q, _, s in points if s == seg]
+            acc = [v for _, v, s in points if s == seg]
+            result[f"plateau_{label}"] = plateau(acc)
+            result[f"recovery_{label}"] = recovery_samples(
+                pos, acc, result[f"plateau_{label}"], tolerance
+            )
+        out["methods"][method] = result
     return out
 
 

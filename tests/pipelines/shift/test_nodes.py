@@ -155,7 +155,7 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     from direct2event.data.nmnist_sim import SENSOR_SIZE, simulate_recordings
     from direct2event.data.static import load_digits
     from direct2event.glue.datasets import EventSource
-    from direct2event.pipelines.shift.nodes import _Shifted
+    from direct2event.pipelines.shift.nodes import shifted_samples
 
     digits = load_digits().train.x[:40, 0]
     images = np.pad(
@@ -170,7 +170,7 @@ def test_event_data_are_shifted_as_recordings_then_binned():
 
     source = EventSource("nmnist_sim", "unused", {}, None, recordings)
     settings = load_settings_for_events(max_samples=20, recalibration_samples=16, held_out=10)
-    shifted = _Shifted(None, source, settings)  # type: ignore[arg-type]
+    shifted = shifted_samples(None, source, settings)  # type: ignore[arg-type]
     assert asked == [(36, settings.seed)]  # 20 evaluated + 16 extra
     clean, extra = shifted("clean", 0, "eval"), shifted("clean", 0, "extra")
     assert len(clean) == 20 and len(extra) == 16
@@ -201,10 +201,10 @@ def load_settings_for_events(max_samples: int, recalibration_samples: int, held_
 
 
 def test_the_static_samples_are_disjoint_and_sized_by_their_use(digits_splits):
-    from direct2event.pipelines.shift.nodes import _Shifted
+    from direct2event.pipelines.shift.nodes import shifted_samples
 
     settings = tiny(shift={**SMALL, "adaptation": {"warmup": 30}})
-    shifted = _Shifted(digits_splits, None, settings)
+    shifted = shifted_samples(digits_splits, None, settings)
     evaluated, extra = shifted("clean", 0, "eval"), shifted("clean", 0, "extra")
     assert len(evaluated) == 150
     assert len(extra) == 64  # max(recalibration 64, held-out 50, warm-up 30)

@@ -11,23 +11,14 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
-from direct2event.data.event_shifts import shift_recordings
-from direct2event.data.events import events_to_frames
+from direct2event.data.shifted import ShiftedSamples
 from direct2event.data.splits import DataSplits
 from direct2event.glue import tracking
 from direct2event.glue.datasets import EventSource
 from direct2event.glue.params import PipelineParams
-from direct2event.snn.adaptation import (
-    OnlineAdaptation,
-    plateau,
-    recovery_samples,
-    reference_statistics,
-    sliding_accuracy,
-    stream,
-)
+from direct2event.snn.adaptation import OnlineAdaptation, reference_statistics, stream_test
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.evaluation import measure
 from direct2event.snn.models import SpikingNet, restore
@@ -43,67 +34,22 @@ from direct2event.snn.training import Split, evaluate
 logger = logging.getLogger(__name__)
 
 
-class _Shifted:
-    """The clean evaluation sample and an extra (unlabelled-use) sample, shifted on demand and
-    cached: image shifts act on the test images, event shifts on raw recordings before binning."""
-
-    def __init__(self, splits: DataSplits, raw: Any, settings: PipelineParams) -> None:
-        p = settings.shift
-        self.table = p.table(settings.is_event_dataset)
-        self.seed, self.timesteps = settings.seed, settings.model.timesteps
-        n_extra = max(p.recalibration_samples, p.stream.held_out, p.adaptation.warmup)
-        if settings.is_event_dataset:
-            if not isinstance(raw, EventSource):
-                raise TypeError(f"{settings.dataset}: the shift stage needs an event source.")
-            self.recordings = raw.test_recordings(p.max_samples + n_extra, settings.seed)
-            total = len(self.recordings)
-        else:
-            order = torch.randperm(
-                len(splits.test), generator=torch.Generator().manual_seed(settings.seed)
-            )
-            self.images = Split(splits.test.x[order], splits.test.y[order])
-            total = len(self.images)
-        n_eval = min(p.max_samples, max(total - n_extra, total // 2))
-        self.parts = {
-            "eval": slice(0, n_eval),
-            "extra": slice(n_eval, min(total, n_eval + n_extra)),
-        }
-        self._cache: dict[tuple[str, int, str], Split] = {}
-
-    def __call__(self, shift: str, level: int, part: str) -> Split:
-        """Level 0 is clean; levels 1..n the shift's severities."""
-        key = (shift if level else "clean", level, part)
-        if key not in self._cache:
-            self._cache[key] = self._make(shift, level, self.parts[part])
-        return self._cache[key]
-
-    def _make(self, shift: str, level: int, part: slice) -> Split:
-        names = list(self.table)
-        seed = [self.seed, names.index(shift) if level else 0, level, part.start]
-        if hasattr(self, "images"):
-            x, y = self.images.x[part], self.images.y[part]
-            if level:
-                fn, severities = self.table[shift]
-                gen = torch.Generator().manual_seed(
-                    int(np.random.SeedSequence(seed).generate_state(1)[0])
-                )
-                x = fn(x.float(), severities[level - 1], gen).to(x.dtype)
-            return Split(x, y)
-        rec = self.recordings
-        sub = type(rec)(rec.events[part], rec.labels[part], rec.sensor_size, rec.target_size)
-        events = sub.events
-        if level:
-            fn, severities = self.table[shift]
-            events = shift_recordings(
-                sub,
-                fn,
-                severities[level - 1],
-                int(np.random.SeedSequence(seed).generate_state(1)[0]),
-            )
-        frames = np.stack(
-            [events_to_frames(e, sub.sensor_size, self.timesteps, sub.target_size) for e in events]
-        )
-        return Split(torch.from_numpy(frames), torch.from_numpy(np.asarray(sub.labels)))
+def shifted_samples(splits: DataSplits, raw: Any, settings: PipelineParams) -> ShiftedSamples:
+    """The stage's clean and shifted test samples: the test split's images, or (event data)
+    raw test recordings from the dataset's event source, as many as the stage uses."""
+    p = settings.shift
+    n_extra = max(p.recalibration_samples, p.stream.held_out, p.adaptation.warmup)
+    where: dict[str, Any] = {}
+    if settings.is_event_dataset:
+        if not isinstance(raw, EventSource):
+            raise TypeError(f"{settings.dataset}: the shift stage needs an event source.")
+        where["recordings"] = raw.test_recordings(p.max_samples + n_extra, settings.seed)
+    else:
+        where["images"] = splits.test
+    table = p.table(settings.is_event_dataset)
+    return ShiftedSamples(
+        table, settings.seed, p.max_samples, n_extra, settings.model.timesteps, **where
+    )
 
 
 def _row_measure(net: SpikingNet, data: Split, settings: PipelineParams, batch: int | None) -> dict:
@@ -233,13 +179,13 @@ def _convert(direct: SpikingNet, data: Split, settings: PipelineParams) -> Spiki
 def _stream_test(
     event: SpikingNet,
     refs: list,
-    shifted: _Shifted,
+    shifted: ShiftedSamples,
     name: str,
     level: int,
     settings: PipelineParams,
 ) -> dict[str, Any]:
     """Clean -> shifted -> clean, one sample at a time, for E alone and each method."""
-    p = settings.shift.stream
+    p, a = settings.shift.stream, settings.shift.adaptation
     data, extra = shifted("clean", 0, "eval"), shifted("clean", 0, "extra")
     sdata, sextra = shifted(name, level, "eval"), shifted(name, level, "extra")
     n = min(p.segment, len(data) // 3)
@@ -249,61 +195,19 @@ def _stream_test(
         (Split(sdata.x[n : 2 * n], sdata.y[n : 2 * n]), sextra.head(held)),
         (Split(data.x[2 * n : 3 * n], data.y[2 * n : 3 * n]), extra.head(held)),
     ]
-    out: dict[str, Any] = {
-        "shift": name,
-        "level": level,
-        "segment": n,
-        "held_out": held,
-        "window": p.window,
-        "methods": {},
-    }
-    a = settings.shift.adaptation
-    for method in ["none", *a.methods]:
-        if method == "none":
-            trace = stream(
-                event,
-                segments,
-                settings.event_coding,
-                settings.device,
-                None,
-                p.checkpoint_every,
-                settings.seed,
-            )
-        else:
-            with OnlineAdaptation(event, refs, a.config(method)) as adapt:
-                trace = stream(
-                    event,
-                    segments,
-                    settings.event_coding,
-                    settings.device,
-                    adapt,
-                    p.checkpoint_every,
-                    settings.seed,
-                )
-        result = {
-            "sliding_accuracy": sliding_accuracy(trace["correct"], p.window),
-            "positions": trace["positions"],
-            "held_out_accuracy": trace["held_out_accuracy"],
-        }
-        for seg, label in ((1, "to_shift"), (2, "back")):
-            pos = [
-                q - seg * n
-                for q, s in zip(trace["positions"], trace["checkpoint_segment"], strict=True)
-                if s == seg
-            ]
-            acc = [
-                v
-                for v, s in zip(
-                    trace["held_out_accuracy"], trace["checkpoint_segment"], strict=True
-                )
-                if s == seg
-            ]
-            result[f"plateau_{label}"] = plateau(acc)
-            result[f"recovery_{label}"] = recovery_samples(
-                pos, acc, result[f"plateau_{label}"], p.tolerance
-            )
-        out["methods"][method] = result
-    return out
+    result = stream_test(
+        event,
+        refs,
+        segments,
+        {"none": None, **{m: a.config(m) for m in a.methods}},
+        settings.event_coding,
+        settings.device,
+        p.checkpoint_every,
+        p.window,
+        p.tolerance,
+        settings.seed,
+    )
+    return {"shift": name, "level": level, "held_out": held, **result}
 
 
 def benchmark_shifts(
@@ -323,7 +227,7 @@ def benchmark_shifts(
     start = time.perf_counter()
     device = settings.device
     direct, event = restore(direct_model), restore(event_model)
-    shifted = _Shifted(splits, raw_data, settings)
+    shifted = shifted_samples(splits, raw_data, settings)
     refs = reference_statistics(
         event,
         splits.calibration.head(settings.transfer.calibration.max_samples),

@@ -1,0 +1,88 @@
+"""The shift benchmark's test samples, clean and shifted on demand: image shifts act on test
+images, event shifts on raw recordings before they are binned into the dataset's frames."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from direct2event.data.event_shifts import EventRecordings, shift_recordings
+from direct2event.data.events import events_to_frames
+from direct2event.snn.training import Split
+
+# shift name -> (function, severities by level); the functions of snn.shifts or
+# data.event_shifts, or a user's
+ShiftTable = dict[str, tuple[Callable[..., Any], list[Any]]]
+
+
+class ShiftedSamples:
+    """An evaluation sample (``eval``) and an extra sample (``extra``: unlabelled uses such as
+    recalibration, warm-up and held-out curves), disjoint, each shifted on demand and cached.
+    Static data: ``images`` (the test split, shuffled with ``seed``); event data: ``recordings``
+    (raw test recordings), binned into ``timesteps`` frames after shifting."""
+
+    def __init__(
+        self,
+        table: ShiftTable,
+        seed: int,
+        max_samples: int,
+        n_extra: int,
+        timesteps: int,
+        images: Split | None = None,
+        recordings: EventRecordings | None = None,
+    ) -> None:
+        if (images is None) == (recordings is None):
+            raise ValueError("ShiftedSamples needs test images or event recordings (one of them).")
+        self.table, self.seed, self.timesteps = table, seed, timesteps
+        self.recordings = recordings
+        if images is not None:
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+            self.images: Split | None = Split(images.x[order], images.y[order])
+            total = len(images)
+        else:
+            self.images = None
+            total = len(recordings)  # type: ignore[arg-type]
+        n_eval = min(max_samples, max(total - n_extra, total // 2))
+        self.parts = {
+            "eval": slice(0, n_eval),
+            "extra": slice(n_eval, min(total, n_eval + n_extra)),
+        }
+        self._cache: dict[tuple[str, int, str], Split] = {}
+
+    def __call__(self, shift: str, level: int, part: str) -> Split:
+        """Level 0 is clean; levels 1..n the shift's severities."""
+        key = (shift if level else "clean", level, part)
+        if key not in self._cache:
+            self._cache[key] = self._make(shift, level, self.parts[part])
+        return self._cache[key]
+
+    def _seed(self, shift: str, level: int, part: slice) -> int:
+        """One seed per shift, severity and sample part (independent of the order of calls)."""
+        names = list(self.table)
+        entropy = [self.seed, names.index(shift) if level else 0, level, part.start]
+        return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+    def _make(self, shift: str, level: int, part: slice) -> Split:
+        if self.images is not None:
+            x, y = self.images.x[part], self.images.y[part]
+            if level:
+                fn, severities = self.table[shift]
+                gen = torch.Generator().manual_seed(self._seed(shift, level, part))
+                x = fn(x.float(), severities[level - 1], gen).to(x.dtype)
+            return Split(x, y)
+        rec = self.recordings
+        assert rec is not None
+        sub = type(rec)(rec.events[part], rec.labels[part], rec.sensor_size, rec.target_size)
+        events = sub.events
+        if level:
+            fn, severities = self.table[shift]
+            events = shift_recordings(
+                sub, fn, severities[level - 1], self._seed(shift, level, part)
+            )
+        frames = np.stack(
+            [events_to_frames(e, sub.sensor_size, self.timesteps, sub.target_size) for e in events]
+        )
+        return Split(torch.from_numpy(frames), torch.from_numpy(np.asarray(sub.labels)))
