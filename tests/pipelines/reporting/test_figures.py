@@ -55,5 +55,15 @@ def test_tuning_figure_marks_the_choice_and_says_when_there_is_none(settings) ->
     )
     fig = figures.plot_tuning(report, settings)
     assert "chosen: λ = 5" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    # trials of one epoch, the chosen one taken on: the star sits at its whole-run values
+    final = TrialRecord(number=1, rate_lambda=5.0, val_accuracy=0.945, energy_uJ=0.8)
+    short = report.model_copy(update={"trial_epochs": 1, "completed": [final]})
+    fig = figures.plot_tuning(short, settings)
+    ax = fig.axes[0]
+    star = next(c for c in ax.collections if c.get_label().startswith("chosen"))
+    assert star.get_offsets().tolist() == [[0.8, 94.5]]
+    arrows = [a for a in ax.texts if getattr(a, "xyann", None) is not None and a.arrow_patch]
+    assert len(arrows) == 1 and arrows[0].xy == (0.8, 94.5)
+    assert "trials of 1 of" in ax.get_title()
     empty = figures.plot_tuning(TuningReport(rate_lambda=5.0, enabled=False), settings)
     assert "tuning disabled" in empty.texts[0].get_text()

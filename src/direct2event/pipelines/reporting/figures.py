@@ -128,7 +128,26 @@ def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
             color="C2",
             label="E at λ = 0 (reference)",
         )
-    chosen = next(t for t in trials if t.number == report.chosen_trial)
+    by_number = {t.number: t for t in trials}
+    for done in report.completed:  # a trial's end point at trial length -> after the whole run
+        start = by_number.get(done.number)
+        if start is not None:
+            ax.annotate(
+                "",
+                xy=(done.energy_uJ, 100 * done.val_accuracy),
+                xytext=(start.energy_uJ, 100 * start.val_accuracy),
+                arrowprops={"arrowstyle": "->", "color": "C1", "lw": 1},
+            )
+    if report.completed:
+        ax.scatter(
+            [t.energy_uJ for t in report.completed],
+            [100 * t.val_accuracy for t in report.completed],
+            marker="s",
+            color="C1",
+            label=f"taken on to the whole fine-tuning ({settings.transfer.finetune.epochs} epochs)",
+        )
+    completed = {t.number: t for t in report.completed}
+    chosen = completed.get(report.chosen_trial) or by_number[report.chosen_trial]
     ax.scatter(
         [chosen.energy_uJ],
         [100 * chosen.val_accuracy],
@@ -167,9 +186,14 @@ def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
             f"{t.rate_lambda:.2g}" for t in sorted(stopped, key=lambda t: t.rate_lambda)
         )
         ax.text(0.01, 0.01, f"stopped early: λ = {lams}", transform=ax.transAxes, fontsize=7)
+    length = (
+        f"trials of {report.trial_epochs} of {settings.transfer.finetune.epochs} epochs, "
+        if report.completed
+        else ""
+    )
     ax.set_title(
-        f"λ sweep on {settings.dataset}: {report.n_trials} complete, {len(stopped)} stopped "
-        f"early ({report.study_name})",
+        f"λ sweep on {settings.dataset}: {length}{report.n_trials} complete, {len(stopped)} "
+        f"stopped early ({report.study_name})",
         fontsize=9,
     )
     ax.legend(fontsize=7)

@@ -75,6 +75,7 @@ def build_summary(
         "tuning": {
             "n_trials": tuning_report.n_trials,
             "n_stopped": len(tuning_report.stopped),
+            "n_completed": len(tuning_report.completed),  # trials taken on to the whole run
             "floor_met": tuning_report.floor_met,  # None: no sweep chose lambda
             "pareto": [t.model_dump(exclude={"number"}) for t in tuning_report.pareto],
         },
