@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import signal
@@ -265,6 +266,17 @@ def test_the_early_stop_rule_with_values() -> None:
     # checks that overstated the final retention by 0.002: the same check now predicts 0.99002
     learnt = tuning.Bar(retention=0.996, feasible=True, events={}, offsets={0.1: 0.002})
     assert "final predicted 0.9900" in rule.reason(check, learnt)
+    # a learnt spread narrows the slack to 2 standard errors: 0.0012 * 2 = 0.0024, so the
+    # same check (predicted 0.99002) now stops; never under slack / 4 = 0.001
+    narrow = tuning.Bar(0.996, True, {}, offsets={0.1: 0.002}, spreads={0.1: 0.0012})
+    assert rule.slack_at(0.1, narrow) == pytest.approx(0.0024)
+    assert "more than 0.0024 under the required" in rule.reason(check, narrow)
+    tight = tuning.Bar(0.996, True, {}, offsets={0.1: 0.002}, spreads={0.1: 0.0001})
+    assert rule.slack_at(0.1, tight) == 0.001 and rule.slack_at(0.5, tight) == 0.004
+    wide = tuning.Bar(0.996, True, {}, offsets={0.1: 0.002}, spreads={0.1: 0.01})
+    assert rule.slack_at(0.1, wide) == 0.004
+    fixed = tuning.EarlyStop(at=(0.1,), direct_accuracy=0.99, required=0.996, slack_sd=None)
+    assert fixed.slack_at(0.1, narrow) == 0.004
     # no feasible trial: the bar is the most accurate trial's retention, events do not count
     fallback = tuning.Bar(retention=0.9954, feasible=False, events={}, offsets={})
     assert rule.reason(busier, fallback) is None
@@ -288,6 +300,10 @@ def test_the_bar_comes_from_the_studys_complete_trials() -> None:
     # lambda = 3 is feasible (0.9865 / 0.99 = 0.99646) and spends least: its events are the bar
     assert bar.feasible and bar.retention == 0.996 and bar.events == {0.1: 8000.0}
     assert bar.offsets[0.1] == pytest.approx(0.002)
+    assert bar.spreads[0.1] == pytest.approx(0.0, abs=1e-12)  # they agree: no spread
+    made[0].user_attrs["checks"][0]["val_accuracy"] += 0.001  # overstated by 0.003, 0.002, 0.002
+    spread = rule.bar(made).spreads[0.1]
+    assert spread == pytest.approx(0.001 / 0.99 / math.sqrt(3) * math.sqrt(1 + 1 / 3))
     assert rule.bar(made[:2]).offsets == {}  # fewer than 3 complete trials: no offset learnt
     none_feasible = rule.bar(made[2:])
     assert not none_feasible.feasible and none_feasible.events == {}

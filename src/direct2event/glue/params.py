@@ -175,6 +175,13 @@ class EarlyStopParams(_Strict):
         description="a trial stops when its retention at a check is this far under the required "
         "retention_floor + retention_margin",
     )
+    slack_sd: float | None = Field(
+        2.0,
+        gt=0,
+        description="once the study has learnt how much checks overstate the final retention "
+        "(3 complete trials), the slack narrows to this many standard errors of that "
+        "overstatement (between slack / 4 and slack); null: slack alone",
+    )
     events_tolerance: float = Field(
         0.01,
         ge=0,

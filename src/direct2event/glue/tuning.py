@@ -15,13 +15,15 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import socket
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +250,7 @@ class Bar:
     feasible: bool
     events: dict[float, float]
     offsets: dict[float, float]
+    spreads: dict[float, float] = field(default_factory=dict)  # its prediction's std error
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,9 @@ class EarlyStop:
     also stops when its events per sample exceed that trial's at the same check by more than
     ``events_tolerance`` (a smaller lambda: it ends with more events than the trial it would
     have to beat). Nothing stops before the first trial completes. The chosen trial is always
-    a complete one.
+    a complete one. Once offsets are learnt the slack narrows to ``slack_sd`` standard errors
+    of the learnt overstatement (between a quarter of ``slack`` and ``slack``): the prediction
+    is then trusted as far as the study has shown it to hold.
     """
 
     at: tuple[float, ...]
@@ -274,6 +279,7 @@ class EarlyStop:
     slack: float = 0.004
     events_tolerance: float = 0.01
     min_offset_trials: int = 3  # complete trials needed before offsets are used
+    slack_sd: float | None = 2.0
 
     def steps(self, total: int) -> dict[int, float]:
         """The optimizer steps (of ``total``) after which the trial is checked, and their
@@ -293,11 +299,12 @@ class EarlyStop:
         fraction = check["fraction"]
         where = f"at {fraction:.0%} of its fine-tuning"
         predicted = self.retention(check["val_accuracy"]) - bar.offsets.get(fraction, 0.0)
-        if predicted < bar.retention - self.slack:
+        slack = self.slack_at(fraction, bar)
+        if predicted < bar.retention - slack:
             target = "required" if bar.feasible else "best trial's"
             return (
                 f"retention {self.retention(check['val_accuracy']):.4f} {where} (final "
-                f"predicted {predicted:.4f}) is more than {self.slack:g} under the {target} "
+                f"predicted {predicted:.4f}) is more than {slack:.4g} under the {target} "
                 f"{bar.retention:.4f}"
             )
         reference = bar.events.get(fraction)
@@ -310,6 +317,15 @@ class EarlyStop:
             )
         return None
 
+    def slack_at(self, fraction: float, bar: Bar) -> float:
+        """How far under the bar a prediction at ``fraction`` may fall: ``slack``, narrowed to
+        ``slack_sd`` standard errors of the learnt overstatement once there is one, but never
+        under a quarter of ``slack`` (three trials may agree by chance)."""
+        spread = bar.spreads.get(fraction)
+        if self.slack_sd is None or spread is None:
+            return self.slack
+        return min(self.slack, max(self.slack_sd * spread, self.slack / 4))
+
     def bar(self, trials: list[FrozenTrial]) -> Bar | None:
         """The bar for the study's trials now (None while no trial is complete)."""
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
@@ -321,14 +337,19 @@ class EarlyStop:
             final = self.retention(t.values[0])
             for c in t.user_attrs.get("checks", []):
                 gaps.setdefault(c["fraction"], []).append(self.retention(c["val_accuracy"]) - final)
-        offsets = {f: sum(v) / len(v) for f, v in gaps.items() if len(v) >= self.min_offset_trials}
+        learnt = {f: v for f, v in gaps.items() if len(v) >= self.min_offset_trials}
+        offsets = {f: statistics.fmean(v) for f, v in learnt.items()}
+        # the standard error of predicting one more trial from n: sd * sqrt(1 + 1/n)
+        spreads = {f: statistics.stdev(v) * math.sqrt(1 + 1 / len(v)) for f, v in learnt.items()}
         events = (
             {c["fraction"]: c["events_per_sample"] for c in best.user_attrs.get("checks", [])}
             if feasible
             else {}
         )
         bar = self.required if feasible else self.retention(best.values[0])
-        return Bar(retention=bar, feasible=feasible, events=events, offsets=offsets)
+        return Bar(
+            retention=bar, feasible=feasible, events=events, offsets=offsets, spreads=spreads
+        )
 
 
 class Judge:

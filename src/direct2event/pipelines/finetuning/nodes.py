@@ -268,6 +268,7 @@ def tune_rate_lambda(
             direct_accuracy=direct_acc,
             required=required,
             slack=stop_p.slack,
+            slack_sd=stop_p.slack_sd,
             events_tolerance=stop_p.events_tolerance,
         )
         if stop_p.enabled
