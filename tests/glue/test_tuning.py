@@ -285,6 +285,36 @@ def test_the_early_stop_rule_with_values() -> None:
     )
 
 
+def test_the_overstatement_grows_with_lambda_on_a_line_learnt_from_four_trials() -> None:
+    import numpy as np
+
+    # the 30 % checks of MNIST's one-pass trials (lambda 2, 3, 6.26, 8.03; seed 0)
+    lams, gaps = [2.0, 3.0, 6.26, 8.03], [0.0014, 0.0022, 0.0043, 0.0049]
+    points = [(math.log(lam), gap) for lam, gap in zip(lams, gaps, strict=True)]
+    mean, error, (slope, centre) = tuning.overstatement(points)
+    fitted_slope, fitted_icpt = np.polyfit([p[0] for p in points], gaps, 1)
+    assert slope == pytest.approx(fitted_slope) and mean == pytest.approx(np.mean(gaps))
+    residuals = np.array(gaps) - np.polyval([fitted_slope, fitted_icpt], [p[0] for p in points])
+    assert error == pytest.approx(np.sqrt((residuals**2).sum() / 2) * np.sqrt(1 + 1 / 4))
+    bar = tuning.Bar(0.996, True, {}, {0.3: mean}, {0.3: error}, {0.3: (slope, centre)})
+    assert bar.offset(0.3, 8.03) == pytest.approx(
+        np.polyval([fitted_slope, fitted_icpt], math.log(8.03))
+    )
+    assert bar.offset(0.3, 2.0) < mean < bar.offset(0.3, 8.03) and bar.offset(0.3) == mean
+    # the same check stops a strong penalty and keeps a weak one
+    rule = tuning.EarlyStop(at=(0.3,), direct_accuracy=1.0, required=0.996)
+    check = {"fraction": 0.3, "val_accuracy": 0.9972, "events_per_sample": 1.0}
+    assert rule.reason(check, bar, 2.0) is None
+    predicted = 0.9972 - bar.offset(0.3, 8.0)  # 0.9923, under 0.996 - 0.001 (slack / 4)
+    assert f"final predicted {predicted:.4f}) is more than 0.001 under" in rule.reason(
+        check, bar, 8.0
+    )
+    # three trials: the mean alone; a falling line is held flat
+    assert tuning.overstatement(points[:3])[2] is None
+    flat = tuning.overstatement([(x, -g) for x, g in points])
+    assert flat[2][0] == 0.0
+
+
 def test_the_bar_comes_from_the_studys_complete_trials() -> None:
     rule = tuning.EarlyStop(at=(0.1,), direct_accuracy=0.99, required=0.996)
     made = [trial(2.0, 0.987, 0.010, 0), trial(3.0, 0.9865, 0.008, 1), trial(9.0, 0.97, 0.004, 2)]
