@@ -398,5 +398,11 @@ def test_the_lowest_energy_candidate_is_taken_on_first_and_a_weaker_penalty_afte
     taken.clear()
     chosen, met, done, _ = take_on(trials, 1.0, 0.996, 1, complete)
     assert taken == [6.0] and not met and chosen.rate_lambda == 6.0
+    # candidates from the floor (0.995) at trial length: lambda = 4 (0.9955) joins them
+    trials.append(_numbered(5, 4.0, 0.9955, 1.6))
+    taken.clear()
+    chosen, met, done, _ = take_on(trials, 1.0, 0.996, 3, complete, candidate_at=0.995)
+    assert taken == [6.0, 4.0, 3.0] and met and chosen.rate_lambda == 3.0
+    trials.pop()
     # no trial reaches the bar at trial length: the most accurate alone is taken on
     assert [t.number for t in completion_order(trials, 1.0, 0.9995)] == [0]
