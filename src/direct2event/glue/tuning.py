@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from direct2event.glue.masking import mask_credentials
 from direct2event.glue.runs import Terminated, alive
 from direct2event.glue.tracking import epoch_logger, in_nanojoules
+from direct2event.snn.models import checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,63 @@ def completion_order(
     if passing:
         return sorted(passing, key=lambda t: (t.values[1], -t.values[0], t.number))
     return [max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number))] if complete else []
+
+
+def take_on(
+    trials: list[FrozenTrial],
+    direct_acc: float,
+    required: float,
+    completions: int,
+    complete_trial: Callable[[float], tuple[Any, list[dict[str, float]], dict[str, float]]],
+    candidate_at: float | None = None,
+) -> tuple[TrialRecord, bool, list[TrialRecord], tuple[dict[str, Any], list[dict[str, float]]]]:
+    """Trials that ran the first epochs of the fine-tuning taken on to its end, in
+    :func:`tuning.completion_order` of those reaching ``candidate_at`` retention at trial
+    length (default ``required``), until one reaches ``required`` on validation after the
+    whole fine-tuning or ``completions`` are done; a candidate whose lambda is not below one
+    that fell short is skipped (a stronger penalty keeps less accuracy). Returns the chosen
+    completion (feasible with the lowest energy, else the most accurate), whether it is
+    feasible, every completion's record, and the chosen network and history."""
+    done: list[TrialRecord] = []
+    nets: dict[float, tuple[dict[str, Any], list[dict[str, float]]]] = {}
+    short_at = float("inf")  # the smallest lambda that fell short of the floor
+    shortlist = required if candidate_at is None else candidate_at
+    for trial in completion_order(trials, direct_acc, shortlist):
+        lam = float(trial.params[PARAM])
+        if len(done) >= completions:
+            break
+        if lam >= short_at:
+            continue
+        net, history, res = complete_trial(lam)
+        nets[lam] = (checkpoint(net.cpu()), history)  # net: a SpikingNet
+        done.append(
+            TrialRecord(
+                rate_lambda=lam,
+                val_accuracy=res["val_accuracy"],
+                energy_uJ=res["energy_uJ"],
+                number=trial.number,
+            )
+        )
+        logger.info(
+            "Trial %d (λ = %.4g) taken on to the full fine-tuning: val accuracy %.4f "
+            "(retention %.4f, %s %.4f), %.0f events/sample",
+            trial.number,
+            lam,
+            res["val_accuracy"],
+            res["accuracy_retention"],
+            "reaches" if res["accuracy_retention"] >= required else "under",
+            required,
+            res["events_per_sample"],
+        )
+        if res["val_accuracy"] >= required * direct_acc:
+            break
+        short_at = lam
+    passing = [r for r in done if r.val_accuracy >= required * direct_acc]
+    if passing:
+        chosen = min(passing, key=lambda r: (r.energy_uJ, -r.val_accuracy))
+    else:
+        chosen = max(done, key=lambda r: (r.val_accuracy, -r.energy_uJ))
+    return chosen, bool(passing), done, nets[chosen.rate_lambda]
 
 
 def non_dominated(scores: dict[Any, tuple[float, float]]) -> set[Any]:

@@ -8,12 +8,11 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from direct2event.data.splits import DataSplits
-from direct2event.glue.tuning import TuningReport, completion_order
+from direct2event.glue.tuning import TuningReport, completion_order, take_on
 from direct2event.pipelines.finetuning.nodes import (
     drop_dominated,
     finetune_event_model,
     finetune_lambda0,
-    take_on,
     tune_rate_lambda,
 )
 from direct2event.snn.encoders import InputCoding

@@ -300,7 +300,7 @@ def tune_rate_lambda(
         # a trial is taken on when it reaches the floor at trial length (one pass misjudges
         # the end by about the margin either way: MNIST seed 0, lambda = 2, 0.0020 over;
         # seed 1, lambda = 0.5, 0.0004 under) and chosen when it reaches floor + margin at the end
-        record, floor_met, completed, best = take_on(
+        record, floor_met, completed, best = tuning.take_on(
             trials,
             direct_acc,
             required,
@@ -355,63 +355,6 @@ def tune_rate_lambda(
         else {}
     )
     return report, metrics, reuse
-
-
-def take_on(
-    trials: list[tuning.FrozenTrial],
-    direct_acc: float,
-    required: float,
-    completions: int,
-    complete_trial: Complete,
-    candidate_at: float | None = None,
-) -> tuple[TrialRecord, bool, list[TrialRecord], tuple[dict[str, Any], list[dict[str, float]]]]:
-    """Trials that ran the first epochs of the fine-tuning taken on to its end, in
-    :func:`tuning.completion_order` of those reaching ``candidate_at`` retention at trial
-    length (default ``required``), until one reaches ``required`` on validation after the
-    whole fine-tuning or ``completions`` are done; a candidate whose lambda is not below one
-    that fell short is skipped (a stronger penalty keeps less accuracy). Returns the chosen
-    completion (feasible with the lowest energy, else the most accurate), whether it is
-    feasible, every completion's record, and the chosen network and history."""
-    done: list[TrialRecord] = []
-    nets: dict[float, tuple[dict[str, Any], list[dict[str, float]]]] = {}
-    short_at = float("inf")  # the smallest lambda that fell short of the floor
-    shortlist = required if candidate_at is None else candidate_at
-    for trial in tuning.completion_order(trials, direct_acc, shortlist):
-        lam = float(trial.params[tuning.PARAM])
-        if len(done) >= completions:
-            break
-        if lam >= short_at:
-            continue
-        net, history, res = complete_trial(lam)
-        nets[lam] = (checkpoint(net.cpu()), history)
-        done.append(
-            TrialRecord(
-                rate_lambda=lam,
-                val_accuracy=res["val_accuracy"],
-                energy_uJ=res["energy_uJ"],
-                number=trial.number,
-            )
-        )
-        logger.info(
-            "Trial %d (λ = %.4g) taken on to the full fine-tuning: val accuracy %.4f "
-            "(retention %.4f, %s %.4f), %.0f events/sample",
-            trial.number,
-            lam,
-            res["val_accuracy"],
-            res["accuracy_retention"],
-            "reaches" if res["accuracy_retention"] >= required else "under",
-            required,
-            res["events_per_sample"],
-        )
-        if res["val_accuracy"] >= required * direct_acc:
-            break
-        short_at = lam
-    passing = [r for r in done if r.val_accuracy >= required * direct_acc]
-    if passing:
-        chosen = min(passing, key=lambda r: (r.energy_uJ, -r.val_accuracy))
-    else:
-        chosen = max(done, key=lambda r: (r.val_accuracy, -r.energy_uJ))
-    return chosen, bool(passing), done, nets[chosen.rate_lambda]
 
 
 def finetune_event_model(
