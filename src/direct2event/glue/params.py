@@ -205,7 +205,7 @@ class TuningParams(_Strict):
 
     enabled: bool = True
     n_trials: int = Field(
-        2, ge=0, description="finished trials (complete or stopped early) the study should hold"
+        6, ge=0, description="finished trials (complete or stopped early) the study should hold"
     )
     timeout_s: float | None = Field(None, gt=0, description="time budget of this run's trials")
     lambda_min: float = Field(0.5, gt=0)
@@ -235,12 +235,13 @@ class TuningParams(_Strict):
     study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
     max_validation: int | None = Field(5000, ge=1, description="validation samples per trial")
     trial_epochs: int | None = Field(
-        None,
+        1,
         ge=1,
         description="penalised passes a trial runs: the first epochs of the final fine-tuning "
-        "(its learning-rate schedule spans transfer.finetune.epochs); the chosen trial then goes "
-        "on to the end (a wide sweep at a third of the cost on MNIST with 1). None (or >= "
-        "transfer.finetune.epochs): every trial runs them all",
+        "(its learning-rate schedule spans transfer.finetune.epochs); the trials reaching "
+        "retention_floor then go on to the end, lowest energy first (six one-pass trials on "
+        "MNIST cost what two whole ones did). None (or >= transfer.finetune.epochs): every "
+        "trial runs them all",
     )
     completions: int = Field(
         2,

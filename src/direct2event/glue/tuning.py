@@ -226,20 +226,33 @@ def take_on(
     """Trials that ran the first epochs of the fine-tuning taken on to its end, in
     :func:`tuning.completion_order` of those reaching ``candidate_at`` retention at trial
     length (default ``required``), until one reaches ``required`` on validation after the
-    whole fine-tuning or ``completions`` are done; a candidate whose lambda is not below one
-    that fell short is skipped (a stronger penalty keeps less accuracy). Returns the chosen
-    completion (feasible with the lowest energy, else the most accurate), whether it is
-    feasible, every completion's record, and the chosen network and history."""
+    whole fine-tuning or ``completions`` are done.
+
+    After a completion falls short, the next one must have a weaker penalty (lambda below it:
+    a stronger penalty keeps less accuracy) and a trial-length accuracy that reaches the
+    requirement once it changes as the short one's did from trial length to the end (so
+    lambda = 3.71 is not tried after 3.72 fell short); when no candidate is left that way, the
+    most accurate trial with a weaker penalty is the best chance. Returns the chosen completion
+    (feasible with the lowest energy, else the most accurate), whether it is feasible, every
+    completion's record, and the chosen network and history."""
     done: list[TrialRecord] = []
     nets: dict[float, tuple[dict[str, Any], list[dict[str, float]]]] = {}
-    short_at = float("inf")  # the smallest lambda that fell short of the floor
+    short_at = float("inf")  # the smallest lambda that fell short of the requirement
+    needed = float("-inf")  # trial-length accuracy a candidate needs after a shortfall
     shortlist = required if candidate_at is None else candidate_at
-    for trial in completion_order(trials, direct_acc, shortlist):
-        lam = float(trial.params[PARAM])
-        if len(done) >= completions:
+    order = completion_order(trials, direct_acc, shortlist)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+    taken: set[int] = set()
+    while len(done) < completions:
+        left = [t for t in complete if t.params[PARAM] < short_at and t.number not in taken]
+        ok = {t.number for t in left if t.values[0] >= needed}
+        trial = next((t for t in order if t.number in ok), None)
+        if trial is None and done and left:  # none predicted to reach it: the best chance
+            trial = max(left, key=lambda t: (t.values[0], -t.values[1], -t.number))
+        if trial is None:
             break
-        if lam >= short_at:
-            continue
+        lam = float(trial.params[PARAM])
+        taken.add(trial.number)
         net, history, res = complete_trial(lam)
         nets[lam] = (checkpoint(net.cpu()), history)  # net: a SpikingNet
         done.append(
@@ -264,6 +277,7 @@ def take_on(
         if res["val_accuracy"] >= required * direct_acc:
             break
         short_at = lam
+        needed = max(needed, trial.values[0] + required * direct_acc - res["val_accuracy"])
     passing = [r for r in done if r.val_accuracy >= required * direct_acc]
     if passing:
         chosen = min(passing, key=lambda r: (r.energy_uJ, -r.val_accuracy))

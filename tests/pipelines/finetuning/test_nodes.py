@@ -397,11 +397,47 @@ def test_the_lowest_energy_candidate_is_taken_on_first_and_a_weaker_penalty_afte
     taken.clear()
     chosen, met, done, _ = take_on(trials, 1.0, 0.996, 1, complete)
     assert taken == [6.0] and not met and chosen.rate_lambda == 6.0
-    # candidates from the floor (0.995) at trial length: lambda = 4 (0.9955) joins them
+    # candidates from the floor (0.995) at trial length: lambda = 4 (0.9955) joins them, but
+    # after 6 ended 0.0005 short of 0.996, a candidate needs 0.997 + 0.0005 at trial length
     trials.append(_numbered(5, 4.0, 0.9955, 1.6))
     taken.clear()
     chosen, met, done, _ = take_on(trials, 1.0, 0.996, 3, complete, candidate_at=0.995)
-    assert taken == [6.0, 4.0, 3.0] and met and chosen.rate_lambda == 3.0
+    assert taken == [6.0, 3.0] and met and chosen.rate_lambda == 3.0
     trials.pop()
     # no trial reaches the bar at trial length: the most accurate alone is taken on
     assert [t.number for t in completion_order(trials, 1.0, 0.9995)] == [0]
+
+
+def test_after_a_shortfall_a_nearly_equal_penalty_is_skipped_for_a_clearly_weaker_one(
+    scaled,
+) -> None:
+    """lambda = 3.72 falls short by 0.0008 after the whole fine-tuning: 3.71, with the same
+    trial-length accuracy, would too, so 2.0 is taken on; when no candidate promises enough,
+    the most accurate trial with a weaker penalty (even one under the candidate bar) is."""
+    trials = [
+        _numbered(0, 3.72, 0.9960, 1.0),
+        _numbered(1, 3.71, 0.9961, 1.01),
+        _numbered(2, 2.0, 0.9975, 1.4),
+        _numbered(3, 9.0, 0.9950, 0.8),  # under the candidate bar
+    ]
+    taken: list[float] = []
+    loss = {3.72: 0.0008, 3.71: 0.0008, 2.0: 0.0010, 9.0: 0.0}
+
+    def complete(lam: float):
+        taken.append(lam)
+        trial = next(t for t in trials if t.params["rate_lambda"] == lam)
+        acc = trial.values[0] - loss[lam]
+        result = {"val_accuracy": acc, "energy_uJ": trial.values[1], "accuracy_retention": acc}
+        return restore(scaled[0]), [], {**result, "events_per_sample": 1.0}
+
+    chosen, met, done, _ = take_on(trials, 1.0, 0.996, 2, complete, candidate_at=0.996)
+    assert taken == [3.72, 2.0] and met and chosen.rate_lambda == 2.0
+    assert [r.val_accuracy for r in done] == [0.9960 - 0.0008, 0.9975 - 0.0010]
+    # 2.0 starts too low to make up 3.72's shortfall (0.9960 + 0.0008 > 0.9967): no candidate is
+    # predicted to reach it, so the most accurate weaker one is the second completion
+    trials[2] = _numbered(2, 2.0, 0.9967, 1.4)
+    trials.append(_numbered(4, 1.0, 0.9958, 2.0))  # weaker still, but less accurate
+    taken.clear()
+    chosen, met, done, _ = take_on(trials, 1.0, 0.996, 2, complete, candidate_at=0.996)
+    assert taken == [3.72, 2.0] and not met and len(done) == 2
+    assert chosen.rate_lambda == 2.0 and chosen.val_accuracy == 0.9967 - 0.0010
