@@ -95,3 +95,25 @@ def test_a_trial_taken_on_from_where_it_stopped_equals_the_whole_fine_tuning(
     # a trial that stops after as many epochs as there are is the whole fine-tuning
     again, _ = finetune_event_network(event, *args, stop_after=5, state=FitState())
     assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), again.parameters()))
+
+
+def test_a_caller_measures_the_epochs_validation_in_place_of_the_accuracy_pass(
+    digits_splits,
+) -> None:
+    """``validate`` gives each epoch's val_accuracy (a sweep trial counts events in the same
+    pass); it sees the model as the epoch ended and, measuring the same, changes nothing."""
+    cfg = FitConfig(epochs=2, lr=1e-2, batch_size=64, coding=InputCoding("rate", 4), seed=0)
+    seen: list[float] = []
+
+    def validate(model) -> float:
+        seen.append(evaluate(model, digits_splits.validation, cfg.coding, torch.device("cpu")))
+        return seen[-1]
+
+    runs = []
+    for hook in (None, validate):
+        torch.manual_seed(0)
+        net = build_model("convnet", digits_splits.input_shape, 10, channels=(8, 16))
+        data = (digits_splits.train, digits_splits.validation)
+        runs.append(fit(net, *data, cfg, torch.device("cpu"), progress=False, validate=hook))
+    assert [h["val_accuracy"] for h in runs[1]] == seen and len(seen) == 2
+    assert runs[0] == runs[1]

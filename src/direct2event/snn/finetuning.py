@@ -24,6 +24,7 @@ from direct2event.snn.training import (
     FitState,
     Split,
     StepCallback,
+    Validate,
     fit,
     predict_logits,
 )
@@ -89,6 +90,7 @@ def finetune_event_network(
     on_step: StepCallback | None = None,
     stop_after: int | None = None,
     state: FitState | None = None,
+    validate: Validate | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """E fine-tuned as ``cfg`` says (a copy; ``event_model`` itself is returned untouched when
     ``cfg.fit.epochs`` is 0), and its epoch history.
@@ -96,10 +98,10 @@ def finetune_event_network(
     When distilling without shift augmentation, D's logits for the training samples
     (``logits``, from :func:`teacher_logits`; computed here when not given) are looked up per
     batch. ``train_thresholds``: E's per-channel thresholds are trained with the weights (kept
-    at or above the floor) and fixed again afterwards. ``on_step``, ``stop_after`` and
-    ``state``: see :func:`fit` (a sweep trial's early-stop checks; a trial that runs the first
-    epochs of the fine-tuning, and the chosen one going on from ``event_model`` = where it
-    stopped).
+    at or above the floor) and fixed again afterwards. ``on_step``, ``stop_after``, ``state``
+    and ``validate``: see :func:`fit` (a sweep trial's early-stop checks; a trial that runs the
+    first epochs of the fine-tuning, and the chosen one going on from ``event_model`` = where it
+    stopped; a trial's measurement at each epoch's end).
     """
     if cfg.fit.epochs == 0:
         return event_model, []
@@ -139,6 +141,7 @@ def finetune_event_network(
         on_step=on_step,
         stop_after=stop_after,
         state=state,
+        validate=validate,
     )
     for lif in model.lif_layers():
         if isinstance(lif.threshold, torch.nn.Parameter):

@@ -138,9 +138,13 @@ def count_operations(
             is_events = input_events if name == first_layer[0] else binary
             weight = _message_weight(x, is_events)
             if isinstance(module, nn.Conv2d):
-                per_position = weight.sum(dim=(0, 1))
-                fanout = conv_fanout(module, *x.shape[-2:], device=x.device)
-                synops = float((per_position * fanout).sum())
+                # messages at each position times its targets: one matrix-vector product over
+                # [batch * channels, positions], 4-20x faster than reducing batch and channels
+                # first (a strided reduction; benchmarks/ops_counting.py); row sums are exact
+                # integers for events, the total is summed in float64
+                fanout = conv_fanout(module, *x.shape[-2:], device=x.device).to(weight.dtype)
+                rows = weight.reshape(-1, fanout.numel()) @ fanout.reshape(-1)
+                synops = float(rows.double().sum())
             else:
                 synops = float(weight.sum()) * module.out_features
             entry = counts.layers.setdefault(
@@ -153,9 +157,11 @@ def count_operations(
     def neuron_hook(name: str):
         def hook(_module: nn.Module, _inputs: object, output: Tensor) -> None:
             out = output.detach()
-            counts.neuron_events[name] = counts.neuron_events.get(name, 0.0) + float(
-                (out != 0).sum()
-            )
+            if binary:  # spikes are 0 or 1: their sum is their count, 10x faster than != 0
+                fired = float(out.sum(dim=0).double().sum())
+            else:
+                fired = float(torch.count_nonzero(out))
+            counts.neuron_events[name] = counts.neuron_events.get(name, 0.0) + fired
             counts.neuron_steps[name] = counts.neuron_steps.get(name, 0.0) + float(out.numel())
 
         return hook

@@ -42,6 +42,8 @@ EpochCallback = Callable[[dict[str, float]], None]
 # after each optimizer step: (model, steps done, steps in all); it may measure the model (it is
 # put back in training mode after) and raise to stop the training (an early-stopped trial)
 StepCallback = Callable[[SpikingNet, int, int], None]
+# the validation accuracy of the model at the end of an epoch, measured by the caller
+Validate = Callable[[SpikingNet], float]
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +229,7 @@ def fit(
     on_step: StepCallback | None = None,
     stop_after: int | None = None,
     state: FitState | None = None,
+    validate: Validate | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` with BPTT; returns one record per epoch, logs it as one line and hands
     it to ``on_epoch`` as each epoch ends (live tracking). ``progress``: a bar per epoch, shown
@@ -237,7 +240,9 @@ def fit(
     ``stop_after``: stop after that many of the ``cfg.epochs`` epochs (the learning-rate
     schedule still spans all of them). ``state``: filled with where the training stopped; when
     it already holds a stopped fit's state, this call continues that fit (same ``model``, data
-    and ``cfg``) and returns the records of the epochs it adds.
+    and ``cfg``) and returns the records of the epochs it adds. ``validate(model)``: the epoch's
+    ``val_accuracy`` in place of the accuracy on ``val`` (a sweep trial measures accuracy and
+    events in one pass and keeps the events).
 
     The loss is cross-entropy on the time-averaged logits plus
     ``extra_loss(logits, y, activity, x, idx)`` when given (``activity`` is every LIF layer's
@@ -322,7 +327,9 @@ def fit(
             "mean_rate": rate_sum / seen,
             "lr": opt.param_groups[0]["lr"],
         }
-        if val is not None and len(val):
+        if validate is not None:
+            record["val_accuracy"] = validate(model)
+        elif val is not None and len(val):
             record["val_accuracy"] = evaluate(model, val, cfg.coding, device, seed=cfg.seed)
         history.append(record)
         logger.info(epoch_line(desc, record, cfg.epochs))

@@ -16,6 +16,7 @@ from direct2event.pipelines.finetuning.nodes import (
     tune_rate_lambda,
 )
 from direct2event.snn.encoders import InputCoding
+from direct2event.snn.evaluation import measure
 from direct2event.snn.finetuning import finetune_event_network
 from direct2event.snn.models import restore
 from tests.pipelines.conftest import NO_LOGITS, tiny
@@ -342,7 +343,18 @@ def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine
     assert [h["epoch"] for h in reuse["history"]] == [1.0, 2.0, 3.0]
     # the whole fine-tuning at the chosen lambda, from scratch (the sweep off)
     event, history = final_at(report.rate_lambda, scaled, direct_model, digits_splits, settings)
-    assert history == reuse["history"]
+    assert history == reuse["history"]  # epochs validated by the trial's measurement: equal
+    # the chosen completion's result is its last epoch's measurement: that of the network
+    val = digits_splits.validation.head(settings.tuning.max_validation)
+    net = restore(reuse["model"])
+    again = measure(
+        net, val, settings.event_coding, settings.device, settings.profiles(), settings.seed
+    )
+    assert (chosen.val_accuracy, chosen.energy_uJ) == (
+        again["accuracy"],
+        again["energy_uJ_by_model"][settings.transfer.energy_model],
+    )
+    assert chosen.val_accuracy == history[-1]["val_accuracy"]
     for (key, a), b in zip(
         restore(event).state_dict().items(),
         restore(reuse["model"]).state_dict().values(),

@@ -43,6 +43,23 @@ def drop_dominated(trained: dict[float, TrainedTrial]) -> None:
 Complete = Callable[[float], tuple[SpikingNet, list[dict[str, float]], dict[str, float]]]
 
 
+class EpochMeasure:
+    """A trial's validation at each epoch's end that counts events too, so that the trial's
+    measurement is its last epoch's: one pass over the validation samples instead of two."""
+
+    def __init__(self, measure: Callable[[SpikingNet], dict[str, float]]) -> None:
+        self.measure = measure
+        self.last: dict[str, float] | None = None
+
+    def __call__(self, net: SpikingNet) -> float:
+        self.last = self.measure(net)
+        return self.last["val_accuracy"]
+
+    def final(self, net: SpikingNet) -> dict[str, float]:
+        """The measurement of ``net`` as its fine-tuning ended."""
+        return self.last if self.last is not None else self.measure(net)
+
+
 class TrialEvaluator(NamedTuple):
     """A sweep's trial as a function of lambda, D's validation accuracy on the trials'
     samples, and a trial taken on to the full fine-tuning as a function of lambda."""
@@ -91,23 +108,28 @@ def trial_evaluator(
             "accuracy_retention": res["accuracy"] / direct_acc if direct_acc > 0 else 0.0,
         }
 
+    whole = len(val) == len(splits.validation)  # the epochs' validation is the trials' own
+
     def complete(lam: float) -> tuple[SpikingNet, list[dict[str, float]], dict[str, float]]:
         """The trial at ``lam`` taken on to the full fine-tuning (from where it stopped when this
         run trained it, else from the start: a trial of another worker), measured as a trial."""
         cfg = settings.finetune_config(lam)
         logits = shared_logits() if distill else None
+        epochs = EpochMeasure(measured)
+        validate = epochs if whole else None
         if lam in (trained or {}):
             model, before, _, state = trained[lam]
             net, after = finetune_event_network(
                 restore(model), direct, splits.train, splits.validation, cfg, device, logits,
-                state=copy.deepcopy(state),
+                state=copy.deepcopy(state), validate=validate,
             )  # fmt: skip
             history = [*before, *after]
         else:
             net, history = finetune_event_network(
-                scaled, direct, splits.train, splits.validation, cfg, device, logits
-            )
-        return net, history, measured(net)
+                scaled, direct, splits.train, splits.validation, cfg, device, logits,
+                validate=validate,
+            )  # fmt: skip
+        return net, history, epochs.final(net)
 
     def evaluate(
         lam: float, on_epoch: EpochCallback | None = None, judge: tuning.Judge | None = None
@@ -122,7 +144,7 @@ def trial_evaluator(
                 if step in checks:
                     judge(checks[step], step, measured(net))
 
-        state = FitState()
+        state, epochs = FitState(), EpochMeasure(measured)
         net, history = finetune_event_network(
             scaled,
             direct,
@@ -135,8 +157,9 @@ def trial_evaluator(
             on_step=on_step,
             stop_after=settings.trial_epochs,
             state=state,
+            validate=epochs if whole else None,
         )
-        res = measured(net)
+        res = epochs.final(net)
         if trained is not None:
             scores = (res["val_accuracy"], res["energy_uJ"])
             trained[lam] = (checkpoint(net), history, scores, copy.deepcopy(state))
