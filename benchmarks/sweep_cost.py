@@ -3,7 +3,8 @@
 Runs the pipeline's own sweep node (``finetuning.tune_rate_lambda``) on the networks a finished
 ``make run`` saved (the latest versions of D and the threshold-scaled E of ``--key``), in a new
 study in a temporary SQLite storage, and one full fine-tuning at the chosen λ measured the same
-way (the ``finetune_event_model`` node with the sweep's network not handed on, so it trains).
+way (the ``finetune_event_model`` node with the sweep's network not handed on, so it trains),
+once before the sweep and once after it (their mean is the unit: the VM's speed drifts).
 
     .venv/bin/kedro run                      # once: the networks the sweep starts from
     .venv/bin/python benchmarks/sweep_cost.py --key mnist --trials 20 [--params k=v,...]
@@ -83,13 +84,21 @@ def main() -> None:
     settings = load_settings(args.key, raw, params.get("energy_profiles", {}))
     splits = prepare_data(raw_data, settings)
     logits = predict_direct_logits(direct_model, splits, settings)
+
+    def full_finetuning(rate_lambda: float) -> float:
+        t = time.perf_counter()
+        once = TuningReport(rate_lambda=rate_lambda, enabled=False)
+        finetune_event_model(scaled_model, direct_model, splits, settings, once, {}, logits, {})
+        return time.perf_counter() - t
+
+    # one full fine-tuning before the sweep and one after it: this VM's speed drifts by 10-20 %
+    # within minutes, so the sweep is set against their mean
+    before_s = full_finetuning(settings.transfer.finetune.rate_lambda)
     t = time.perf_counter()
     report, _, _ = tune_rate_lambda(scaled_model, direct_model, splits, settings, logits, {})
     sweep_s = time.perf_counter() - t
-    t = time.perf_counter()
-    once = TuningReport(rate_lambda=report.rate_lambda, enabled=False)
-    finetune_event_model(scaled_model, direct_model, splits, settings, once, {}, logits, {})
-    full_s = time.perf_counter() - t
+    after_s = full_finetuning(report.rate_lambda)
+    full_s = (before_s + after_s) / 2
     study = optuna.load_study(study_name=settings.study_name, storage=f"sqlite:///{storage}")
     trials = [
         {
@@ -113,6 +122,7 @@ def main() -> None:
         f"torch {torch.__version__}, {platform.python_version()}",
         "sweep_seconds": round(sweep_s, 1),
         "full_finetuning_seconds": round(full_s, 1),
+        "full_finetuning_seconds_before_after": [round(before_s, 1), round(after_s, 1)],
         "sweep_over_full": round(sweep_s / full_s, 2),
         "complete": sum(t["state"] == "COMPLETE" for t in trials),
         "stopped": sum(t["state"] == "PRUNED" for t in trials),
