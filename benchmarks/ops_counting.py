@@ -25,12 +25,9 @@ import os
 import platform
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import torch
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from torch import nn
 
 from direct2event.glue.params import load_settings
@@ -61,15 +58,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     from profile_training import cpu_model, flags
+    from sweep_cost import load_run
 
-    bootstrap_project(ROOT)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with KedroSession.create(project_path=ROOT) as session:
-            context = session.load_context()
-            catalog, params = context.catalog, context.config_loader["parameters"]
-            raw_data = catalog.load(f"{args.key}.raw_data")
-            scaled_model = catalog.load(f"{args.key}.scaled_model")
+    params, (raw_data, scaled_model) = load_run(args.key, "raw_data", "scaled_model")
     settings = load_settings(args.key, dict(params.get(args.key) or {}), params["energy_profiles"])
     splits = prepare_data(raw_data, settings)
     val = splits.validation.head(settings.tuning.max_validation or len(splits.validation))

@@ -50,6 +50,17 @@ def deep_set(raw: dict, dotted: str, value: object) -> None:
     raw[last] = value
 
 
+def load_run(key: str, *names: str) -> tuple[dict, list]:
+    """The project's parameters and the latest saved ``<key>.<name>`` datasets of a finished run."""
+    bootstrap_project(ROOT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with KedroSession.create(project_path=ROOT) as session:
+            context = session.load_context()
+            loaded = [context.catalog.load(f"{key}.{name}") for name in names]
+            return context.config_loader["parameters"], loaded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--key", default="mnist")
@@ -59,15 +70,9 @@ def main() -> None:
     args = parser.parse_args()
     from profile_training import cpu_model, flags
 
-    bootstrap_project(ROOT)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with KedroSession.create(project_path=ROOT) as session:
-            context = session.load_context()
-            catalog, params = context.catalog, context.config_loader["parameters"]
-            raw_data = catalog.load(f"{args.key}.raw_data")
-            direct_model = catalog.load(f"{args.key}.direct_model")
-            scaled_model = catalog.load(f"{args.key}.scaled_model")
+    params, (raw_data, direct_model, scaled_model) = load_run(
+        args.key, "raw_data", "direct_model", "scaled_model"
+    )
     raw = dict(params.get(args.key) or {})
     storage = Path(tempfile.mkdtemp(prefix="d2e-sweep-")) / "optuna.db"
     overrides = {
