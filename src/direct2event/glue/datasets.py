@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
-from kedro.io.core import VersionNotFoundError
+from kedro.io.core import VersionNotFoundError, get_filepath_str
+from kedro_datasets.json import JSONDataset
 
 from direct2event.data.containers import LabelledArrays, RawData
 from direct2event.data.event_shifts import EventRecordings
@@ -325,6 +326,33 @@ class NIRDataset(AbstractVersionedDataset):
         return {"filepath": str(self._filepath), "version": self._version}
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` to ``path`` through a temporary file and a rename: a reader (another run in the
+    same folder, the next node) sees the old file or the new one, never a half-written one, and
+    a failed write leaves the old file as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ReportJSONDataset(JSONDataset):
+    """kedro-datasets' ``json.JSONDataset`` whose local saves are atomic (:func:`write_atomic`):
+    three runs in one folder once read a ``shift.json`` another was writing (empty: ``Expecting
+    value``). Other protocols save as the parent does."""
+
+    def save(self, data: Any) -> None:
+        if self._protocol != "file":
+            return super().save(data)
+        text = json.dumps(data, **self._save_args)  # raises before anything is written
+        write_atomic(Path(get_filepath_str(self._get_save_path(), self._protocol)), text)
+        self._invalidate_cache()
+        return None
+
+
 class TuningReportDataset(AbstractDataset):
     """``tuning_report.json`` as a typed :class:`direct2event.glue.tuning.TuningReport`: the node
     returns the object, the nodes that use it receive the object (no dict read by key)."""
@@ -345,9 +373,7 @@ class TuningReportDataset(AbstractDataset):
     def _save(self, data: TuningReport) -> None:
         if not isinstance(data, TuningReport):
             raise DatasetError(f"expected a TuningReport, got {type(data).__name__}")
-        path = Path(self._filepath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(data.model_dump_json(indent=2) + "\n")
+        write_atomic(Path(self._filepath), data.model_dump_json(indent=2) + "\n")
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()
