@@ -20,7 +20,7 @@ from direct2event.glue import tracking, tuning
 from direct2event.glue.masking import mask_credentials
 from direct2event.glue.params import PipelineParams
 from direct2event.glue.tuning import TrialRecord, TuningReport
-from direct2event.snn.evaluation import measure
+from direct2event.snn.evaluation import EpochMeasure, measure
 from direct2event.snn.finetuning import finetune_event_network, teacher_logits
 from direct2event.snn.models import SpikingNet, checkpoint, restore
 from direct2event.snn.training import EpochCallback, FitState
@@ -41,23 +41,6 @@ def drop_dominated(trained: dict[float, TrainedTrial]) -> None:
 
 
 Complete = Callable[[float], tuple[SpikingNet, list[dict[str, float]], dict[str, float]]]
-
-
-class EpochMeasure:
-    """A trial's validation at each epoch's end that counts events too, so that the trial's
-    measurement is its last epoch's: one pass over the validation samples instead of two."""
-
-    def __init__(self, measure: Callable[[SpikingNet], dict[str, float]]) -> None:
-        self.measure = measure
-        self.last: dict[str, float] | None = None
-
-    def __call__(self, net: SpikingNet) -> float:
-        self.last = self.measure(net)
-        return self.last["val_accuracy"]
-
-    def final(self, net: SpikingNet) -> dict[str, float]:
-        """The measurement of ``net`` as its fine-tuning ended."""
-        return self.last if self.last is not None else self.measure(net)
 
 
 class TrialEvaluator(NamedTuple):
