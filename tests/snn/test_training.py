@@ -97,6 +97,45 @@ def test_a_trial_taken_on_from_where_it_stopped_equals_the_whole_fine_tuning(
     assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), again.parameters()))
 
 
+def test_a_trial_stopped_inside_an_epoch_goes_on_as_the_whole_fine_tuning(
+    digits_splits, digits_direct_model
+) -> None:
+    """Fractional trials (``stop_after`` = 0.4 of a pass, for datasets whose pass is long):
+    stopped inside the first epoch, taken on past an epoch's end and stopped inside the second,
+    then to the end, E's weights and the epoch records equal an uninterrupted fine-tuning's
+    (the epochs cut in two get their records, with the whole epoch's sums, when they end)."""
+    fit_cfg = FitConfig(
+        epochs=3, lr=2e-3, batch_size=64, coding=InputCoding("rate", 4), seed=5, schedule="cosine"
+    )
+    cfg = FinetuneConfig(fit_cfg, rate_lambda=3.0, train_thresholds=True, progress=False)
+    event, cpu = to_event_network(digits_direct_model), torch.device("cpu")
+    args = (digits_direct_model, digits_splits.train, digits_splits.validation, cfg, cpu)
+    whole, whole_history = finetune_event_network(event, *args)
+
+    per_epoch = math.ceil(len(digits_splits.train) / 64)
+    state, totals = FitState(), []
+    trial, first = finetune_event_network(
+        event,
+        *args,
+        stop_after=0.4,
+        state=state,
+        on_step=lambda _net, step, total: totals.append((step, total)),
+    )
+    part = round(0.4 * per_epoch)
+    assert first == [] and state.mid_epoch and (state.epoch, state.step) == (0, part)
+    assert totals[-1] == (part, part)  # the early-stop checks see the trial's own steps
+    net, second = finetune_event_network(
+        restore(checkpoint(trial)), *args, stop_after=1.1, state=state
+    )
+    assert [h["epoch"] for h in second] == [1.0] and state.mid_epoch
+    assert state.step == part + round(1.1 * per_epoch)
+    net, rest = finetune_event_network(restore(checkpoint(net)), *args, state=state)
+    assert not state.mid_epoch and state.step == 3 * per_epoch
+    assert [*first, *second, *rest] == whole_history
+    for (key, a), b in zip(whole.state_dict().items(), net.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+
+
 def test_a_caller_measures_the_epochs_validation_in_place_of_the_accuracy_pass(
     digits_splits,
 ) -> None:

@@ -234,14 +234,15 @@ class TuningParams(_Strict):
     )
     study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
     max_validation: int | None = Field(5000, ge=1, description="validation samples per trial")
-    trial_epochs: int | None = Field(
+    trial_epochs: float | None = Field(
         1,
-        ge=1,
+        gt=0,
         description="penalised passes a trial runs: the first epochs of the final fine-tuning "
-        "(its learning-rate schedule spans transfer.finetune.epochs); the trials reaching "
-        "retention_floor then go on to the end, lowest energy first (six one-pass trials on "
-        "MNIST cost what two whole ones did). None (or >= transfer.finetune.epochs): every "
-        "trial runs them all",
+        "(its learning-rate schedule spans transfer.finetune.epochs), a fraction allowed (0.25: "
+        "the first quarter of the first pass, for datasets whose pass is long); the trials "
+        "reaching retention_floor then go on to the end, lowest energy first (six one-pass "
+        "trials on MNIST cost what two whole ones did). None (or >= transfer.finetune.epochs): "
+        "every trial runs them all",
     )
     completions: int = Field(
         1,
@@ -539,10 +540,13 @@ class PipelineParams(_Strict):
         }
 
     @property
-    def trial_epochs(self) -> int:
-        """Penalised passes of a sweep trial (at most ``transfer.finetune.epochs``)."""
+    def trial_epochs(self) -> int | float:
+        """Penalised passes of a sweep trial (at most ``transfer.finetune.epochs``; an int when
+        whole, so the setup fingerprint and the study name of whole-pass trials stay as they
+        were)."""
         full = self.transfer.finetune.epochs
-        return min(self.tuning.trial_epochs or full, full)
+        passes = min(self.tuning.trial_epochs or full, full)
+        return int(passes) if float(passes).is_integer() else passes
 
     @property
     def study_name(self) -> str:

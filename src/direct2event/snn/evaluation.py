@@ -73,6 +73,9 @@ class EpochMeasure:
         self.last = self.measure(net)
         return self.last["val_accuracy"]
 
-    def final(self, net: SpikingNet) -> dict[str, float]:
-        """The measurement of ``net`` as its fine-tuning ended."""
-        return self.last if self.last is not None else self.measure(net)
+    def final(self, net: SpikingNet, trained_on: bool = False) -> dict[str, float]:
+        """The measurement of ``net`` as its fine-tuning ended; ``trained_on``: it trained on
+        after its last epoch's end (a trial stopped inside an epoch), so it is measured now."""
+        if self.last is None or trained_on:
+            return self.measure(net)
+        return self.last

@@ -88,7 +88,7 @@ def finetune_event_network(
     logits: Tensor | None = None,
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
-    stop_after: int | None = None,
+    stop_after: float | None = None,
     state: FitState | None = None,
     validate: Validate | None = None,
 ) -> tuple[SpikingNet, list[dict[str, float]]]:

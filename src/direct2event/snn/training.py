@@ -188,11 +188,13 @@ def _scheduler(
 
 @dataclass
 class FitState:
-    """Where a :func:`fit` stopped at an epoch boundary (``stop_after``), to go on exactly as an
-    uninterrupted run would: the optimizer's and scheduler's states, the batch order's and
-    torch's random states, the epochs and optimizer steps done. A sweep trial is the first
-    epochs of the final fine-tuning; the chosen trial continues from here instead of being
-    trained again."""
+    """Where a :func:`fit` stopped (``stop_after``), to go on exactly as an uninterrupted run
+    would: the optimizer's and scheduler's states, the batch order's and torch's random states,
+    the epochs and optimizer steps done, and, when it stopped inside an epoch, that epoch's
+    batch order, the batches done and its running sums (so the epoch's record comes out as an
+    uninterrupted epoch's). A sweep trial is the first epochs (or the first part of an epoch)
+    of the final fine-tuning; the chosen trial continues from here instead of being trained
+    again."""
 
     epoch: int = 0
     step: int = 0
@@ -200,11 +202,19 @@ class FitState:
     scheduler: dict | None = None
     generator: Tensor | None = None
     rng: Tensor | None = None
+    order: list[Tensor] | None = None  # the unfinished epoch's batches
+    batch: int = 0  # batches of it done
+    sums: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # loss, correct, rate, seen
 
     @property
     def started(self) -> bool:
         """Whether a fit has run into this state (else a fit starts from scratch)."""
         return self.optimizer is not None
+
+    @property
+    def mid_epoch(self) -> bool:
+        """Whether the fit stopped inside an epoch (no epoch-end validation saw its weights)."""
+        return self.batch > 0
 
 
 class TrainingDiverged(FloatingPointError):
@@ -227,7 +237,7 @@ def fit(
     desc: str = "train",
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
-    stop_after: int | None = None,
+    stop_after: float | None = None,
     state: FitState | None = None,
     validate: Validate | None = None,
 ) -> list[dict[str, float]]:
@@ -237,10 +247,11 @@ def fit(
     sweep's early-stop checks; ``steps``: the steps this call will make); an exception it raises
     ends the training.
 
-    ``stop_after``: stop after that many of the ``cfg.epochs`` epochs (the learning-rate
-    schedule still spans all of them). ``state``: filled with where the training stopped; when
-    it already holds a stopped fit's state, this call continues that fit (same ``model``, data
-    and ``cfg``) and returns the records of the epochs it adds. ``validate(model)``: the epoch's
+    ``stop_after``: stop after that many of the ``cfg.epochs`` epochs, a fraction allowed (0.25:
+    the first quarter of an epoch's batches; the learning-rate schedule still spans all epochs).
+    ``state``: filled with where the training stopped; when it already holds a stopped fit's
+    state, this call continues that fit (same ``model``, data and ``cfg``) and returns the
+    records of the epochs it ends (an epoch stopped inside gets its record when it ends). ``validate(model)``: the epoch's
     ``val_accuracy`` in place of the accuracy on ``val`` (a sweep trial measures accuracy and
     events in one pass and keeps the events).
 
@@ -266,16 +277,22 @@ def fit(
             sched.load_state_dict(state.scheduler)
         gen.set_state(state.generator)
         torch.set_rng_state(state.rng)
-    first, step = state.epoch, state.step
-    last = cfg.epochs if stop_after is None else min(cfg.epochs, first + max(stop_after, 0))
-    steps = (last - first) * per_epoch
+    step, total = state.step, cfg.epochs * per_epoch
+    end = total if stop_after is None else min(total, step + max(round(stop_after * per_epoch), 0))
+    steps = end - step
     history: list[dict[str, float]] = []
-    for epoch in range(first, last):
+    while step < end:
+        epoch = step // per_epoch
         model.train()
-        loss_sum = correct = seen = 0.0
-        rate_sum = 0.0
+        if state.mid_epoch:  # the epoch a stopped fit left inside: its batches and sums so far
+            order, done = state.order, state.batch
+            loss_sum, correct, rate_sum, seen = state.sums
+        else:
+            order, done = list(batches(len(train), cfg.batch_size, gen)), 0
+            loss_sum = correct = rate_sum = seen = 0.0
+        state.order, state.batch = None, 0
         bar = tqdm(
-            list(batches(len(train), cfg.batch_size, gen)),
+            order[done : done + end - step],
             desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
             disable=not show_bar(progress),
             leave=False,
@@ -298,7 +315,7 @@ def fit(
             if not math.isfinite(value):  # stop at once: NaN weights would only spread
                 raise TrainingDiverged(
                     f"{desc or 'training'}: the loss is {value} in epoch {epoch + 1} of "
-                    f"{cfg.epochs} (batch {int(seen) // cfg.batch_size + 1}) at learning rate "
+                    f"{cfg.epochs} (batch {done + 1}) at learning rate "
                     f"{opt.param_groups[0]['lr']:.3g} (configured {cfg.lr:g}). Lower the "
                     "learning rate.",
                     epoch=epoch + 1,
@@ -310,8 +327,9 @@ def fit(
             if sched is not None:
                 sched.step()
             step += 1
+            done += 1
             if on_step is not None:
-                on_step(model, step - state.step, steps)
+                on_step(model, steps - (end - step), steps)
                 if not model.training:  # a check measured it in eval mode
                     model.train()
             n = len(yb)
@@ -320,6 +338,10 @@ def fit(
             rate_sum += mean_rate(acts).item() * n
             seen += n
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        if done < len(order):  # stopped inside the epoch: its record waits for its end
+            state.order, state.batch = order, done
+            state.sums = (loss_sum, correct, rate_sum, seen)
+            break
         record = {
             "epoch": float(epoch + 1),
             "train_loss": loss_sum / seen,
@@ -335,7 +357,7 @@ def fit(
         logger.info(epoch_line(desc, record, cfg.epochs))
         if on_epoch is not None:
             on_epoch(record)
-    state.epoch, state.step = last, step
+    state.epoch, state.step = step // per_epoch, step
     state.optimizer = opt.state_dict()
     state.scheduler = sched.state_dict() if sched is not None else None
     state.generator, state.rng = gen.get_state(), torch.get_rng_state()

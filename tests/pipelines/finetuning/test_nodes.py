@@ -4,6 +4,7 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
@@ -313,12 +314,14 @@ def test_doomed_trials_stop_at_their_first_check_and_a_good_one_runs_to_the_end(
     assert states[1000.0].data.metrics["check.accuracy_retention"] == first["accuracy_retention"]
 
 
+@pytest.mark.parametrize("trial_epochs", [1, 0.5])
 def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine_tuning(
-    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path
+    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path, trial_epochs: float
 ) -> None:
-    """Trials of one epoch of three (tuning.trial_epochs = 1): the chosen trial is taken on from
-    where it stopped, and the network the sweep hands on equals the whole three-epoch
-    fine-tuning at its lambda trained from scratch (weights and epoch history)."""
+    """Trials of one epoch of three (tuning.trial_epochs = 1), or of half the first epoch (0.5,
+    measured where they stop): the chosen trial is taken on from where it stopped, and the
+    network the sweep hands on equals the whole three-epoch fine-tuning at its lambda trained
+    from scratch (weights and epoch history)."""
     settings = tiny(
         transfer={"finetune": {"epochs": 3}},
         tuning={
@@ -326,16 +329,16 @@ def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine
             "n_trials": 2,
             "first_lambdas": [1.5, 30.0],
             "retention_floor": 0.9,
-            "trial_epochs": 1,
+            "trial_epochs": trial_epochs,
             "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
             "early_stop": {"enabled": False},
         },
     )
-    assert settings.trial_epochs == 1
+    assert settings.trial_epochs == trial_epochs
     report, metrics, reuse = tune_rate_lambda(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )
-    assert report.trial_epochs == 1 and report.n_trials == 2 and report.completed
+    assert report.trial_epochs == trial_epochs and report.n_trials == 2 and report.completed
     assert metrics["tuning.n_completed"]["value"] == len(report.completed)
     chosen = next(c for c in report.completed if c.number == report.chosen_trial)
     assert chosen.rate_lambda == report.rate_lambda == reuse["rate_lambda"]
@@ -361,7 +364,7 @@ def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine
         strict=True,
     ):
         assert torch.equal(a, b), key
-    # the trial's own (one-epoch) result is what Optuna and the report's trials hold
+    # the trial's own (trial-length) result is what Optuna and the report's trials hold
     trial = next(t for t in report.trials if t.number == report.chosen_trial)
     assert trial.val_accuracy != chosen.val_accuracy or trial.energy_uJ != chosen.energy_uJ
 

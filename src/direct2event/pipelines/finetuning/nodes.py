@@ -142,7 +142,7 @@ def trial_evaluator(
             state=state,
             validate=epochs if whole else None,
         )
-        res = epochs.final(net)
+        res = epochs.final(net, trained_on=state.mid_epoch)
         if trained is not None:
             scores = (res["val_accuracy"], res["energy_uJ"])
             trained[lam] = (checkpoint(net), history, scores, copy.deepcopy(state))

@@ -187,7 +187,7 @@ def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
         )
         ax.text(0.01, 0.01, f"stopped early: λ = {lams}", transform=ax.transAxes, fontsize=7)
     length = (
-        f"trials of {report.trial_epochs} of {settings.transfer.finetune.epochs} epochs, "
+        f"trials of {report.trial_epochs:g} of {settings.transfer.finetune.epochs} epochs, "
         if report.completed
         else ""
     )
