@@ -81,6 +81,24 @@ def test_study_name_follows_the_setup_but_not_the_display_settings() -> None:
     assert validate_params("digits", {"tuning": {"study_name": "mine"}}).study_name == "mine"
 
 
+def test_trials_may_run_part_of_a_pass_and_whole_passes_keep_their_study_name() -> None:
+    """``tuning.trial_epochs`` takes a fraction of a pass (long passes: simulated N-MNIST); a
+    whole number given as a float is the same setup (same study name) as the int; zero or a
+    negative length is refused by name."""
+    whole = {"transfer": {"finetune": {"epochs": 3}}}
+    part = validate_params("digits", {**whole, "tuning": {"trial_epochs": 0.25}})
+    assert part.trial_epochs == 0.25
+    one = validate_params("digits", {**whole, "tuning": {"trial_epochs": 1}})
+    one_f = validate_params("digits", {**whole, "tuning": {"trial_epochs": 1.0}})
+    assert one.trial_epochs == 1 and isinstance(one_f.trial_epochs, int)
+    assert one.study_name == one_f.study_name != part.study_name
+    # longer than the fine-tuning, or None: every trial runs it all
+    assert validate_params("digits", {**whole, "tuning": {"trial_epochs": 7.5}}).trial_epochs == 3
+    for bad in (0, -0.5):
+        with pytest.raises(ParameterError, match="digits.tuning.trial_epochs"):
+            validate_params("digits", {"tuning": {"trial_epochs": bad}})
+
+
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
