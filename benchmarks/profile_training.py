@@ -18,9 +18,10 @@ traffic; the C LIF/pooling kernels are called outside aten and are not in it). T
 ``cores x clock x 64`` fp32 FLOP/cycle (two AVX-512 FMA units) and the memory bandwidth a
 measured large copy; together they place the step on the roofline.
 
-    python benchmarks/profile_training.py --keys mnist nmnist_sim [--steps 30]
+    python benchmarks/profile_training.py --keys mnist nmnist_sim [--steps 30] [--network direct]
 
-writes benchmarks/results/profile-<cpu>.json. Inputs are random with the datasets' densities
+writes benchmarks/results/profile-<cpu>.json (``--network direct``: D's training step instead,
+``profile-<cpu>-direct.json``). Inputs are random with the datasets' densities
 (time does not depend on the values: the layers are dense).
 """
 
@@ -124,10 +125,12 @@ def data(key: str, n: int, settings: PipelineParams) -> Split:
     return Split(x, torch.randint(0, 10, (n,), generator=g))
 
 
-def profile_key(key: str, steps: int) -> dict:
+def profile_key(key: str, steps: int, network: str = "event") -> dict:
+    """One dataset's step profile: E's fine-tuning step (``network`` = event) or D's
+    direct-coded training step (direct: cross-entropy only, D's batch size and learning rate)."""
     settings = settings_for(key)
     model = settings.model
-    ft = settings.transfer.finetune
+    ft = settings.training if network == "direct" else settings.transfer.finetune
     shape, n_train, _ = SHAPES[key]
     n_val = settings.tuning.max_validation or 5000
     torch.manual_seed(0)
@@ -140,18 +143,19 @@ def profile_key(key: str, steps: int) -> dict:
         model.hidden,
         model.pooling,
     )
-    net = to_event_network(direct)
+    net = direct if network == "direct" else to_event_network(direct)
     train = data(key, steps * ft.batch_size, settings)
     val = data(key, n_val, settings)
-    coding = settings.event_coding
+    coding = settings.direct_coding if network == "direct" else settings.event_coding
     logits_all = torch.randn(len(train), 10)
+    distill = network == "event" and settings.transfer.finetune.distill
     loss_fn = TransferLoss(
-        rate_lambda=3.0,
-        teacher=direct if ft.distill else None,
+        rate_lambda=3.0 if network == "event" else 0.0,
+        teacher=direct if distill else None,
         teacher_coding=settings.direct_coding,
-        alpha=ft.alpha,
-        temperature=ft.temperature,
-        teacher_logits=logits_all if ft.distill else None,
+        alpha=settings.transfer.finetune.alpha,
+        temperature=settings.transfer.finetune.temperature,
+        teacher_logits=logits_all if distill else None,
     )
     opt = torch.optim.AdamW(net.parameters(), lr=ft.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -225,6 +229,7 @@ def profile_key(key: str, steps: int) -> dict:
     flop = flops.get_total_flops()
     return {
         "dataset": key,
+        "step": "D training" if network == "direct" else "E fine-tuning",
         "network": f"{model.arch} channels {model.channels} hidden {model.hidden}, "
         f"{model.pooling} pooling, T = {coding.timesteps} ({coding.encoding})",
         "batch_size": ft.batch_size,
@@ -246,6 +251,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keys", nargs="+", default=["mnist", "nmnist_sim"])
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument(
+        "--network",
+        choices=("event", "direct"),
+        default="event",
+        help="E's fine-tuning step (default) or D's direct-coded training step",
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     ghz = clock_ghz()
@@ -264,14 +275,15 @@ def main() -> None:
         "datasets": [],
     }
     for key in args.keys:
-        res = profile_key(key, args.steps)
+        res = profile_key(key, args.steps, args.network)
         res["roofline_bound_gflops"] = round(
             min(peak, bw * res["arithmetic_intensity_flop_per_byte"]), 1
         )
         res["share_of_peak"] = round(res["gflops_achieved"] / peak, 3)
         results["datasets"].append(res)
         print(json.dumps(res, indent=1))
-    out = ROOT / "benchmarks" / "results" / f"profile-{platform.machine()}-{cores}cores.json"
+    tag = "-direct" if args.network == "direct" else ""
+    out = ROOT / "benchmarks" / "results" / f"profile-{platform.machine()}-{cores}cores{tag}.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"peak {peak:.0f} GFLOP/s, copy {bw:.1f} GB/s -> {out}")
 
