@@ -234,7 +234,7 @@ class TuningParams(_Strict):
     )
     study_name: str | None = Field(None, description="default: <key>-<fingerprint of the setup>")
     max_validation: int | None = Field(5000, ge=1, description="validation samples per trial")
-    trial_epochs: float | None = Field(
+    trial_epochs: int | float | None = Field(
         1,
         gt=0,
         description="penalised passes a trial runs: the first epochs of the final fine-tuning "

@@ -798,7 +798,7 @@ class TuningReport(BaseModel):
     lambda0: TrialRecord | None = None
     # trials taken on to the full fine-tuning (when trials run only its first trial_epochs),
     # with their final validation accuracy and energy; the chosen one is among them
-    trial_epochs: float | None = None
+    trial_epochs: int | float | None = None  # int when whole (as before fractions)
     completed: list[TrialRecord] = Field(default_factory=list)
     chosen_trial: int | None = None
     floor_met: bool | None = None  # None: no trial chose lambda
