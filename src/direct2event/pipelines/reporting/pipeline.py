@@ -11,9 +11,6 @@ from direct2event.pipelines.reporting.figures import (
     plot_direct_training,
     plot_energy,
     plot_finetuning,
-    plot_shift_accuracy,
-    plot_shift_energy,
-    plot_stream,
     plot_thresholds,
     plot_tuning,
 )
@@ -21,6 +18,11 @@ from direct2event.pipelines.reporting.nodes import (
     build_summary,
     export_nir,
     register_networks,
+)
+from direct2event.pipelines.reporting.shift_figures import (
+    plot_shift_accuracy,
+    plot_shift_energy,
+    plot_stream,
 )
 
 
