@@ -251,9 +251,9 @@ def fit(
     the first quarter of an epoch's batches; the learning-rate schedule still spans all epochs).
     ``state``: filled with where the training stopped; when it already holds a stopped fit's
     state, this call continues that fit (same ``model``, data and ``cfg``) and returns the
-    records of the epochs it ends (an epoch stopped inside gets its record when it ends). ``validate(model)``: the epoch's
-    ``val_accuracy`` in place of the accuracy on ``val`` (a sweep trial measures accuracy and
-    events in one pass and keeps the events).
+    records of the epochs it ends (an epoch stopped inside gets its record when it ends).
+    ``validate(model)``: the epoch's ``val_accuracy`` in place of the accuracy on ``val`` (a
+    sweep trial measures accuracy and events in one pass and keeps the events).
 
     The loss is cross-entropy on the time-averaged logits plus
     ``extra_loss(logits, y, activity, x, idx)`` when given (``activity`` is every LIF layer's
@@ -277,9 +277,10 @@ def fit(
             sched.load_state_dict(state.scheduler)
         gen.set_state(state.generator)
         torch.set_rng_state(state.rng)
-    step, total = state.step, cfg.epochs * per_epoch
-    end = total if stop_after is None else min(total, step + max(round(stop_after * per_epoch), 0))
-    steps = end - step
+    start = step = state.step
+    total = cfg.epochs * per_epoch
+    end = total if stop_after is None else min(total, start + max(round(stop_after * per_epoch), 0))
+    steps = end - start
     history: list[dict[str, float]] = []
     while step < end:
         epoch = step // per_epoch
@@ -329,7 +330,7 @@ def fit(
             step += 1
             done += 1
             if on_step is not None:
-                on_step(model, steps - (end - step), steps)
+                on_step(model, step - start, steps)
                 if not model.training:  # a check measured it in eval mode
                     model.train()
             n = len(yb)
