@@ -16,7 +16,19 @@ needs_kernel = pytest.mark.skipif(
 
 
 @needs_kernel
-@pytest.mark.parametrize("shape", [(3, 4, 8, 6), (2, 3, 7, 9), (64, 16, 28, 28)])
+@pytest.mark.parametrize(
+    "shape",
+    # odd sizes; MNIST's planes; rows over several scratch blocks (even and odd widths); rows
+    # longer than the scratch (one window at a time)
+    [
+        (3, 4, 8, 6),
+        (2, 3, 7, 9),
+        (64, 16, 28, 28),
+        (1, 2, 600, 28),
+        (1, 2, 301, 29),
+        (1, 1, 4, 8193),
+    ],
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("binary", [False, True])
 def test_kernel_pooling_equals_pytorch_values_and_gradients(
@@ -57,6 +69,24 @@ def test_kernel_pooling_follows_pytorch_on_ties_and_nan() -> None:
     assert torch.equal(out.isnan(), expected.isnan())
     assert torch.equal(out.nan_to_num(), expected.nan_to_num())
     assert x.grad.tolist() == [[[[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]]]
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(4, 8, 28, 28), (2, 3, 15, 17)])
+def test_kernel_pooling_follows_pytorch_on_scattered_nan_and_ties(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(1)
+    x = torch.randint(0, 3, shape).float()  # most windows hold ties
+    x[torch.rand(shape) < 0.05] = float("nan")
+    x.requires_grad_()
+    out = MaxPool2d(2)(x)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ours_grad, x.grad = x.grad.clone(), None
+    expected = nn.MaxPool2d(2)(x)
+    expected.backward(grad)
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert torch.equal(out.nan_to_num(), expected.nan_to_num())
+    assert torch.equal(ours_grad, x.grad)
 
 
 def test_other_pooling_settings_use_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
