@@ -136,3 +136,16 @@ def test_seed_study_on_digits(project: Path) -> None:
     again = seeds.run_study("digits", [1], jobs=1, root=project, threads=1)
     first = {k: v for k, v in runs[1].items() if k != "seconds"}
     assert {k: v for k, v in again["runs"][0].items() if k != "seconds"} == first
+
+
+def test_a_study_whose_params_lack_the_dataset_key_is_refused_before_any_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        seeds.main(
+            ["--key", "digits", "--params", "tuning.n_trials=6,digits.seed=2", "--name", "x"]
+        )
+    assert stop.value.code == 2
+    assert "--params tuning: no such parameter" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no run, no store, no report

@@ -27,3 +27,18 @@ def test_a_password_on_the_command_line_is_written_nowhere(project: Path) -> Non
     (failed,) = mlflow.search_runs(experiment_names=["direct2event"], output_format="list")
     assert failed.info.status == "FAILED"
     assert "alice:***@127.0.0.1:1" in failed.data.tags["runtime_params"]
+
+
+def test_a_parameter_without_its_dataset_key_stops_the_run_before_any_node(project: Path) -> None:
+    done = run(project, "tuning.n_trials=6")  # meant: digits.tuning.n_trials=6
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "--params tuning: no such parameter" in out and "mnist.tuning.n_trials=6" in out
+    assert "Running node" not in out
+    assert not (project / "data" / "06_models").exists() or not any(
+        (project / "data" / "06_models").rglob("*.pkl")
+    )
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    (failed,) = mlflow.search_runs(experiment_names=["direct2event"], output_format="list")
+    assert failed.info.status == "FAILED"
+    assert "no such parameter" in failed.data.tags["failure_reason"]

@@ -14,6 +14,7 @@ from direct2event.glue.params import (
     DATASET_KEYS,
     ParameterError,
     PipelineParams,
+    check_runtime_params,
     load_settings,
 )
 
@@ -286,3 +287,14 @@ def test_valid_small_configurations_run_or_stop_with_a_named_error(
     summary = catalog.load("summary")
     assert summary["event_timesteps"] == timesteps and summary["input_encoding"] == encoding
     assert 0 < summary["event"]["accuracy"] <= 1 and summary["energy_reduction"] > 0
+
+
+def test_command_line_parameters_must_start_with_a_parameter_name() -> None:
+    check_runtime_params(
+        ["mnist.tuning.n_trials", "nmnist_sim.seed", "seed_folder", "energy_profiles"]
+    )
+    with pytest.raises(
+        ValueError, match=r"--params trial_epochs, tuning: no such parameter"
+    ) as err:
+        check_runtime_params(["tuning.n_trials", "trial_epochs", "mnist.seed"])
+    assert "mnist.tuning.n_trials=6" in str(err.value) and "nmnist_sim" in str(err.value)

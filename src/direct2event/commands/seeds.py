@@ -32,7 +32,7 @@ from typing import Any
 
 import mlflow
 
-from direct2event.glue.params import DATASET_KEYS
+from direct2event.glue.params import DATASET_KEYS, check_runtime_params
 from direct2event.glue.runs import (
     DIE_WITH_PARENT_ENV,
     PARENT_RUN_ENV,
@@ -465,6 +465,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.params and not args.name:
         parser.error("--params changes the runs: give the variant a --name")
+    try:  # before any seed starts: a misnamed key would run the defaults without a word
+        check_runtime_params(p.split("=", 1)[0] for p in args.params.split(",") if "=" in p)
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.aggregate_only:
         study = aggregate_only(args.key, args.seeds, args.name)

@@ -17,7 +17,12 @@ from mlflow.entities import RunStatus
 
 from direct2event.glue import registry, runs, tuning
 from direct2event.glue.masking import mask_credentials, mask_logs, masked
-from direct2event.glue.params import SWEEP_SUFFIX, PipelineParams, load_settings
+from direct2event.glue.params import (
+    SWEEP_SUFFIX,
+    PipelineParams,
+    check_runtime_params,
+    load_settings,
+)
 from direct2event.glue.runs import PARENT_RUN_ENV
 from direct2event.glue.services import ServiceError, health
 from direct2event.glue.tracking import headline, prepare_store
@@ -158,6 +163,7 @@ class ProjectHooks:
         keys = pipeline_namespaces(pipeline)
         settings: dict[str, PipelineParams] = {}
         try:
+            check_runtime_params(run_params.get("runtime_params") or {})
             profiles = catalog.load("params:energy_profiles")
             for key in keys:
                 raw = catalog.load(f"params:{key}") if f"params:{key}" in catalog else {}

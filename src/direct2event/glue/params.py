@@ -9,6 +9,7 @@ The defaults here are the one source of defaults; they are MNIST's settings. Eac
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
@@ -35,8 +36,22 @@ DATASET_KEYS: tuple[str, ...] = (
     "cifar10_dvs",
     "imagenet_subset",
 )
+TOP_LEVEL_PARAMS: tuple[str, ...] = ("energy_profiles", "seed_folder")
 SWEEP_SUFFIX = ".sweep"  # <key>.sweep: a sweep worker's pipeline (up to the lambda sweep)
 EVENT_DATASETS: tuple[str, ...] = ("nmnist_sim", "nmnist", "dvs_gesture", "cifar10_dvs")
+
+
+def check_runtime_params(names: Iterable[str]) -> None:
+    """Refuse ``--params`` whose first part names no parameter. Kedro adds them silently and no
+    node reads them, so ``tuning.n_trials=6`` (for ``mnist.tuning.n_trials=6``) would run the
+    defaults without a word."""
+    unknown = sorted({n.split(".")[0] for n in names} - {*DATASET_KEYS, *TOP_LEVEL_PARAMS})
+    if unknown:
+        raise ValueError(
+            f"--params {', '.join(unknown)}: no such parameter. A dataset's parameters go under "
+            "its key (--params mnist.tuning.n_trials=6); the keys are "
+            f"{', '.join(DATASET_KEYS + TOP_LEVEL_PARAMS)}."
+        )
 
 
 class _Strict(BaseModel):
