@@ -15,8 +15,9 @@ and the aten ops by self time (``torch.profiler``). FLOPs per step come from PyT
 ``FlopCounterMode`` (convolutions and matrix products: the arithmetic), bytes per step from a
 dispatch mode that adds up every aten op's inputs and outputs (an upper bound of the memory
 traffic; the C LIF/pooling kernels are called outside aten and are not in it). The peak is
-``cores x clock x 64`` fp32 FLOP/cycle (two AVX-512 FMA units) and the memory bandwidth a
-measured large copy; together they place the step on the roofline.
+``cores x clock x`` the fp32 FLOP per cycle of its vector units (64 with AVX-512, 32 with
+AVX2 + FMA) and the memory bandwidth a measured large copy; together they place the step on
+the roofline.
 
     python benchmarks/profile_training.py --keys mnist nmnist_sim [--steps 30] [--network direct]
 
@@ -83,6 +84,19 @@ def flags() -> list[str]:
     have = set(found.group(1).split()) if found else set()
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
     return [f for f in wanted if f in have]
+
+
+def flop_per_cycle(have: list[str]) -> int:
+    """fp32 FLOP per cycle and core, from the vector units the flags name: two FMA units of 16
+    (AVX-512), 8 (AVX2 + FMA) or 4 (SSE) lanes, two FLOP per FMA. An estimate: some cores
+    (AMD Zen 4) run AVX-512 at half width, and none counts turbo."""
+    lanes = 16 if "avx512f" in have else 8 if "fma" in have else 4
+    return 2 * 2 * lanes
+
+
+def peak_gflops(cores: int, ghz: float, have: list[str]) -> float:
+    """This CPU's fp32 peak estimate in GFLOP/s: cores x clock x :func:`flop_per_cycle`."""
+    return cores * ghz * flop_per_cycle(have)
 
 
 def bandwidth_gbs() -> float:
@@ -257,10 +271,15 @@ def main() -> None:
         default="event",
         help="E's fine-tuning step (default) or D's direct-coded training step",
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results JSON (default benchmarks/results/profile-<arch>-<cores>cores[-direct].json)",
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     ghz = clock_ghz()
-    peak = cores * ghz * 64  # GFLOP/s fp32, two 512-bit FMA units per core
+    peak = peak_gflops(cores, ghz, flags())
     bw = bandwidth_gbs()
     results = {
         "cpu": cpu_model(),
@@ -283,7 +302,8 @@ def main() -> None:
         results["datasets"].append(res)
         print(json.dumps(res, indent=1))
     tag = "-direct" if args.network == "direct" else ""
-    out = ROOT / "benchmarks" / "results" / f"profile-{platform.machine()}-{cores}cores{tag}.json"
+    default = f"profile-{platform.machine()}-{cores}cores{tag}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / default
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"peak {peak:.0f} GFLOP/s, copy {bw:.1f} GB/s -> {out}")
 

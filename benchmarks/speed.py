@@ -162,17 +162,17 @@ def finetune_throughput(case: str, batch: int, timesteps: int, device: torch.dev
 
 
 def machine_peak() -> dict[str, object]:
-    """This CPU, its flags, its fp32 peak estimate (cores x clock x 64 FLOP/cycle: two AVX-512
-    FMA units) and a measured copy bandwidth (benchmarks/profile_training.py)."""
-    from profile_training import bandwidth_gbs, clock_ghz, cpu_model, flags
+    """This CPU, its flags, its fp32 peak estimate (cores x clock x FLOP per cycle of its vector
+    units) and a measured copy bandwidth (benchmarks/profile_training.py)."""
+    from profile_training import bandwidth_gbs, clock_ghz, cpu_model, flags, peak_gflops
 
-    cores, ghz = os.cpu_count() or 1, clock_ghz()
+    cores, ghz, have = os.cpu_count() or 1, clock_ghz(), flags()
     return {
         "cpu": cpu_model(),
         "cores": cores,
-        "flags": flags(),
+        "flags": have,
         "clock_ghz": ghz,
-        "peak_gflops_fp32": round(cores * ghz * 64, 1),
+        "peak_gflops_fp32": round(peak_gflops(cores, ghz, have), 1),
         "copy_bandwidth_gbs": round(bandwidth_gbs(), 1),
     }
 

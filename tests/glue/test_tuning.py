@@ -53,6 +53,36 @@ def test_selection_takes_lowest_energy_above_the_retention_floor() -> None:
         tuning.select_trial([], 0.98, 0.995)
 
 
+def test_short_trials_within_one_standard_error_of_the_most_accurate_are_ties() -> None:
+    """Quarter-pass trials on simulated N-MNIST (D 0.9918, none at the 0.995 floor): accuracies
+    within sqrt(p (1 - p) / n) of the best cannot rank lambda, so the cheapest of them goes on."""
+    trials = [
+        trial(3.0, 0.9824, 0.060, 0),
+        trial(6.26, 0.9780, 0.050, 1),  # 0.0044 under the best: more than 2 standard errors
+        trial(0.50, 0.9838, 0.090, 2),  # the most accurate
+        trial(3.7, 0.9821, 0.058, 3),  # 0.0017 under it: within one standard error (0.00179)
+        trial(1.2, 0.9830, 0.075, 4),
+    ]
+    se = math.sqrt(0.9838 * 0.0162 / 5000)
+    assert 0.9838 - se < 0.9821 < 0.9838 - se + 1e-4  # trial 3 just inside
+    order = tuning.completion_order(trials, 0.9918, 0.995, 5000, 1.0)
+    assert [t.number for t in order] == [3, 0, 4, 2]  # lowest energy first; 6.26 out
+    # two standard errors admit lambda = 6.26 too? 0.9838 - 2 * 0.0018 = 0.9802 > 0.9780: no
+    assert [t.number for t in tuning.completion_order(trials, 0.9918, 0.995, 5000, 2.0)] == [
+        3,
+        0,
+        4,
+        2,
+    ]
+    # on 400 samples the standard error is 0.0063: every trial is a tie, the cheapest leads
+    assert tuning.completion_order(trials, 0.9918, 0.995, 400, 1.0)[0].number == 1
+    # 0 standard errors: the most accurate alone, as before
+    assert [t.number for t in tuning.completion_order(trials, 0.9918, 0.995, 5000, 0.0)] == [2]
+    # a trial at the floor at trial length is a candidate: ties play no part then
+    trials.append(trial(2.0, 0.9870, 0.070, 5))
+    assert [t.number for t in tuning.completion_order(trials, 0.9918, 0.995, 5000, 1.0)] == [5]
+
+
 def test_pareto_front_drops_dominated_trials_and_sorts_by_energy() -> None:
     front = tuning.pareto_front(HAND_MADE)
     assert [t.number for t in front] == [3, 2, 1, 0]

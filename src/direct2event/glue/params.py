@@ -266,6 +266,14 @@ class TuningParams(_Strict):
         "one reaches retention_floor + retention_margin on validation (MNIST, 3 seeds: a second "
         "completion never changed the choice and cost 2 passes)",
     )
+    tie_standard_errors: float = Field(
+        1.0,
+        ge=0,
+        description="when no trial reaches retention_floor at trial length, those within this "
+        "many standard errors of the most accurate one's validation accuracy are ties and the "
+        "lowest-energy tie is taken on (short trials cannot rank lambdas that close: simulated "
+        "N-MNIST, a quarter pass); 0: the most accurate",
+    )
     early_stop: EarlyStopParams = Field(default_factory=EarlyStopParams)
 
     @model_validator(mode="after")

@@ -201,18 +201,40 @@ def select_trial(
     return max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number)), False
 
 
+def accuracy_ties(
+    trials: list[FrozenTrial], validation_size: int, standard_errors: float
+) -> list[FrozenTrial]:
+    """The trials whose accuracy lies within ``standard_errors`` binomial standard errors
+    (``sqrt(p (1 - p) / n)`` of the most accurate one's accuracy ``p`` on ``validation_size``
+    samples) of the most accurate: accuracies that close cannot rank their lambdas, so energy
+    decides among them (the one-standard-error rule of Breiman et al., 1984, with the cheaper
+    network as the simpler model). Lowest energy first; the most accurate alone at 0."""
+    if not trials:
+        return []
+    best = max(trials, key=lambda t: (t.values[0], -t.values[1], -t.number))
+    p = best.values[0]
+    tolerance = standard_errors * math.sqrt(max(p * (1 - p), 0.0) / max(validation_size, 1))
+    ties = [t for t in trials if t.values[0] >= p - tolerance]
+    return sorted(ties, key=lambda t: (t.values[1], -t.values[0], t.number))
+
+
 def completion_order(
-    trials: list[FrozenTrial], direct_accuracy: float, required: float
+    trials: list[FrozenTrial],
+    direct_accuracy: float,
+    required: float,
+    validation_size: int = 1,
+    tie_standard_errors: float = 0.0,
 ) -> list[FrozenTrial]:
     """Complete trials in the order they are taken on to the full fine-tuning when trials run
     only its first epochs: those whose retention reaches ``required`` at trial length, lowest
     energy first (the choice :func:`select_trial` makes, then the next ones); when none does,
-    the most accurate alone."""
+    the :func:`accuracy_ties` of the most accurate, lowest energy first (the most accurate
+    alone with ``tie_standard_errors`` 0)."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
     passing = [t for t in complete if t.values[0] >= required * direct_accuracy]
     if passing:
         return sorted(passing, key=lambda t: (t.values[1], -t.values[0], t.number))
-    return [max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number))] if complete else []
+    return accuracy_ties(complete, validation_size, tie_standard_errors)
 
 
 def take_on(
@@ -222,6 +244,8 @@ def take_on(
     completions: int,
     complete_trial: Callable[[float], tuple[Any, list[dict[str, float]], dict[str, float]]],
     candidate_at: float | None = None,
+    validation_size: int = 1,
+    tie_standard_errors: float = 0.0,
 ) -> tuple[TrialRecord, bool, list[TrialRecord], tuple[dict[str, Any], list[dict[str, float]]]]:
     """Trials that ran the first epochs of the fine-tuning taken on to its end, in
     :func:`tuning.completion_order` of those reaching ``candidate_at`` retention at trial
@@ -240,7 +264,7 @@ def take_on(
     short_at = float("inf")  # the smallest lambda that fell short of the requirement
     needed = float("-inf")  # trial-length accuracy a candidate needs after a shortfall
     shortlist = required if candidate_at is None else candidate_at
-    order = completion_order(trials, direct_acc, shortlist)
+    order = completion_order(trials, direct_acc, shortlist, validation_size, tie_standard_errors)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
     taken: set[int] = set()
     while len(done) < completions:

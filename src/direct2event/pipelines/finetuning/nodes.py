@@ -23,7 +23,7 @@ from direct2event.glue.tuning import TrialRecord, TuningReport
 from direct2event.snn.evaluation import EpochMeasure, measure
 from direct2event.snn.finetuning import finetune_event_network, teacher_logits
 from direct2event.snn.models import SpikingNet, checkpoint, restore
-from direct2event.snn.training import EpochCallback, FitState
+from direct2event.snn.training import EpochCallback, FitState, Split
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,12 @@ class TrialEvaluator(NamedTuple):
     complete: Complete
 
 
+def trial_validation(splits: DataSplits, settings: PipelineParams) -> Split:
+    """The validation samples every trial (and E at lambda = 0) is measured on: the first
+    ``tuning.max_validation`` of the split."""
+    return splits.validation.head(settings.tuning.max_validation or len(splits.validation))
+
+
 def trial_evaluator(
     scaled: SpikingNet,
     direct: SpikingNet,
@@ -69,7 +75,7 @@ def trial_evaluator(
     ``logits``: D's logits from :func:`predict_direct_logits` (computed by the first trial that
     distils when not given, then shared)."""
     device, profiles = settings.device, settings.profiles()
-    val = splits.validation.head(settings.tuning.max_validation or len(splits.validation))
+    val = trial_validation(splits, settings)
     energy_model = settings.transfer.energy_model
     direct_acc = measure(direct, val, settings.direct_coding, device, profiles, settings.seed)[
         "accuracy"
@@ -226,7 +232,7 @@ def _lambda0_record(
     """E at lambda = 0 measured like a trial (``number`` None), or None when not trained."""
     if not lambda0_event_model:
         return None
-    val = splits.validation.head(settings.tuning.max_validation or len(splits.validation))
+    val = trial_validation(splits, settings)
     res = measure(
         restore(lambda0_event_model["model"]),
         val,
@@ -313,6 +319,8 @@ def tune_rate_lambda(
             tune_p.completions,
             complete_trial,
             candidate_at=tune_p.retention_floor,
+            validation_size=len(trial_validation(splits, settings)),
+            tie_standard_errors=tune_p.tie_standard_errors,
         )
     else:  # every trial ran the whole fine-tuning: the chosen one is final as it is
         chosen, floor_met = tuning.select_trial(trials, direct_acc, required)
