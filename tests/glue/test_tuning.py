@@ -53,7 +53,9 @@ def test_selection_takes_lowest_energy_above_the_retention_floor() -> None:
         tuning.select_trial([], 0.98, 0.995)
 
 
-def test_short_trials_within_one_standard_error_of_the_most_accurate_are_ties() -> None:
+def test_short_trials_within_one_standard_error_of_the_most_accurate_are_ties(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Quarter-pass trials on simulated N-MNIST (D 0.9918, none at the 0.995 floor): accuracies
     within sqrt(p (1 - p) / n) of the best cannot rank lambda, so the cheapest of them goes on."""
     trials = [
@@ -65,8 +67,10 @@ def test_short_trials_within_one_standard_error_of_the_most_accurate_are_ties() 
     ]
     se = math.sqrt(0.9838 * 0.0162 / 5000)
     assert 0.9838 - se < 0.9821 < 0.9838 - se + 1e-4  # trial 3 just inside
-    order = tuning.completion_order(trials, 0.9918, 0.995, 5000, 1.0)
+    with caplog.at_level("INFO", logger=tuning.__name__):
+        order = tuning.completion_order(trials, 0.9918, 0.995, 5000, 1.0)
     assert [t.number for t in order] == [3, 0, 4, 2]  # lowest energy first; 6.26 out
+    assert "λ = 3.7, 3, 1.2, 0.5 tie within 1 standard errors" in caplog.text
     # two standard errors admit lambda = 6.26 too? 0.9838 - 2 * 0.0018 = 0.9802 > 0.9780: no
     assert [t.number for t in tuning.completion_order(trials, 0.9918, 0.995, 5000, 2.0)] == [
         3,

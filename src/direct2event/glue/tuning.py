@@ -234,7 +234,17 @@ def completion_order(
     passing = [t for t in complete if t.values[0] >= required * direct_accuracy]
     if passing:
         return sorted(passing, key=lambda t: (t.values[1], -t.values[0], t.number))
-    return accuracy_ties(complete, validation_size, tie_standard_errors)
+    ties = accuracy_ties(complete, validation_size, tie_standard_errors)
+    if len(ties) > 1:
+        logger.info(
+            "No trial reaches retention %.4f at trial length; λ = %s tie within %g standard "
+            "errors of the most accurate (n = %d): the lowest-energy tie goes on first",
+            required,
+            ", ".join(f"{t.params[PARAM]:.4g}" for t in ties),
+            tie_standard_errors,
+            validation_size,
+        )
+    return ties
 
 
 def take_on(
