@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: 
 from direct2event.data.splits import make_splits
 from direct2event.data.static import load_digits
 from direct2event.glue import tuning
-from direct2event.pipelines.finetuning.nodes import trial_evaluator
+from direct2event.pipelines.finetuning.trials import trial_evaluator
 from direct2event.snn.models import restore
 from tests.pipelines.conftest import tiny
 

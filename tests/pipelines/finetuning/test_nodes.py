@@ -11,11 +11,11 @@ from optuna.trial import FrozenTrial, TrialState
 from direct2event.data.splits import DataSplits
 from direct2event.glue.tuning import TuningReport, completion_order, take_on
 from direct2event.pipelines.finetuning.nodes import (
-    drop_dominated,
     finetune_event_model,
     finetune_lambda0,
     tune_rate_lambda,
 )
+from direct2event.pipelines.finetuning.trials import drop_dominated
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.evaluation import measure
 from direct2event.snn.finetuning import finetune_event_network
