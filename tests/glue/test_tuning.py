@@ -87,39 +87,6 @@ def test_short_trials_within_one_standard_error_of_the_most_accurate_are_ties(
     assert [t.number for t in tuning.completion_order(trials, 0.9918, 0.995, 5000, 1.0)] == [5]
 
 
-def test_the_predicted_gain_to_the_end_lets_strong_penalties_past_their_dip(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Simulated N-MNIST seed 1 (EPYC), quarter-pass trials, D 0.9876: at trial length only the
-    weak penalties reach the floor (0.9827), though a stronger one ends above it. The gain a
-    trial makes by the end, +0.00221 + 0.00115 ln(lambda), is added before the floor test."""
-    trials = [
-        trial(0.98, 0.9852, 0.090, 0),
-        trial(0.50, 0.9840, 0.100, 1),
-        trial(2.01, 0.9822, 0.075, 2),
-        trial(3.41, 0.9804, 0.060, 3),
-        trial(3.00, 0.9754, 0.064, 4),
-    ]
-    recovery = tuning.Recovery(intercept=0.00221, per_log_lambda=0.00115)
-    assert recovery(1.0) == pytest.approx(0.00221)
-    assert recovery(3.41) == pytest.approx(0.00221 + 0.00115 * math.log(3.41))  # 0.00362
-    assert not tuning.NO_RECOVERY and recovery
-    # without it the cheapest trial at the floor is lambda = 0.98 (5.65x in the study)
-    assert [t.number for t in tuning.completion_order(trials, 0.9876, 0.995, 5000, 1.0)] == [0, 1]
-    with caplog.at_level("INFO", logger=tuning.__name__):
-        order = tuning.completion_order(trials, 0.9876, 0.995, 5000, 1.0, recovery)
-    # 3.41: 0.9804 / 0.9876 = 0.99271 + 0.00362 = 0.99633 >= 0.995; 3: 0.98765 + 0.00347 < it
-    assert [t.number for t in order] == [3, 2, 0, 1]
-    assert "λ = 3.41: 0.9927 -> 0.9963" in caplog.text
-    assert "4 reach 0.9950" in caplog.text
-    assert tuning.predicted_accuracy(trials[3], 0.9876, recovery) == pytest.approx(
-        0.9804 + 0.9876 * recovery(3.41)
-    )
-    # a negative gain (the trial overstates its end) takes candidates away: 0.5 (0.99636)
-    dip = tuning.Recovery(intercept=-0.002)
-    assert [t.number for t in tuning.completion_order(trials, 0.9876, 0.995, 5000, 1.0, dip)] == [0]
-
-
 def test_pareto_front_drops_dominated_trials_and_sorts_by_energy() -> None:
     front = tuning.pareto_front(HAND_MADE)
     assert [t.number for t in front] == [3, 2, 1, 0]

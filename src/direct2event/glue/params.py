@@ -215,18 +215,6 @@ class EarlyStopParams(_Strict):
         return self
 
 
-class TrialRecoveryParams(_Strict):
-    """What a short trial's validation retention gains from trial length to the end of the
-    fine-tuning, predicted as ``intercept + per_log_lambda * ln(lambda)`` (see
-    ``glue.tuning.Recovery``); refit for another dataset or ``trial_epochs`` with
-    ``benchmarks/fit_recovery.py`` over the ``tuning_report.json`` of a few seeds."""
-
-    intercept: float = Field(0.0, ge=-0.05, le=0.05, description="the gain at lambda = 1")
-    per_log_lambda: float = Field(
-        0.0, ge=-0.05, le=0.05, description="how the gain grows with ln(lambda)"
-    )
-
-
 class TuningParams(_Strict):
     """The Optuna sweep of lambda: validation accuracy of E (max) against energy (min)."""
 
@@ -293,13 +281,6 @@ class TuningParams(_Strict):
         "many standard errors of the most accurate one's validation accuracy are ties and the "
         "lowest-energy tie is taken on (short trials cannot rank lambdas that close: simulated "
         "N-MNIST, a quarter pass); 0: the most accurate",
-    )
-    trial_recovery: TrialRecoveryParams = Field(
-        default_factory=TrialRecoveryParams,
-        description="the retention a short trial is predicted to gain by the end of the "
-        "fine-tuning, added before the floor test that picks the trial taken on (a short "
-        "trial sits in the penalty's dip, deeper for a stronger one); 0: none (MNIST's "
-        "one-pass trials)",
     )
     early_stop: EarlyStopParams = Field(default_factory=EarlyStopParams)
 

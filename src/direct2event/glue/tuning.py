@@ -201,55 +201,21 @@ def select_trial(
     return max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number)), False
 
 
-@dataclass(frozen=True)
-class Recovery:
-    """What a short trial's validation retention (E / D) gains from trial length to the end of
-    the fine-tuning, as a line in log lambda: ``intercept + per_log_lambda * ln(lambda)``. A
-    short trial measures accuracy inside the rate penalty's dip, and the dip deepens with
-    lambda (simulated N-MNIST, quarter-pass trials, EPYC seeds 0-2: +0.0014 at lambda = 0.56,
-    +0.0024 at 0.98, +0.0036 at 3.52), so without it strong penalties look worse than they end.
-    Zero (the default): trial length is taken as the end."""
-
-    intercept: float = 0.0
-    per_log_lambda: float = 0.0
-
-    def __call__(self, rate_lambda: float) -> float:
-        return self.intercept + self.per_log_lambda * math.log(rate_lambda)
-
-    def __bool__(self) -> bool:
-        return bool(self.intercept or self.per_log_lambda)
-
-
-NO_RECOVERY = Recovery()
-
-
-def predicted_accuracy(
-    trial: FrozenTrial, direct_accuracy: float, recovery: Recovery = NO_RECOVERY
-) -> float:
-    """A short trial's validation accuracy at the end of the fine-tuning as ``recovery``
-    predicts it from its trial-length accuracy (that accuracy itself without recovery)."""
-    return trial.values[0] + direct_accuracy * recovery(float(trial.params[PARAM]))
-
-
 def accuracy_ties(
-    trials: list[FrozenTrial],
-    validation_size: int,
-    standard_errors: float,
-    accuracy: Callable[[FrozenTrial], float] = lambda t: t.values[0],
+    trials: list[FrozenTrial], validation_size: int, standard_errors: float
 ) -> list[FrozenTrial]:
-    """The trials whose ``accuracy`` (default: the measured one) lies within
-    ``standard_errors`` binomial standard errors (``sqrt(p (1 - p) / n)`` of the most accurate
-    one's accuracy ``p`` on ``validation_size`` samples) of the most accurate: accuracies that
-    close cannot rank their lambdas, so energy decides among them (the one-standard-error rule
-    of Breiman et al., 1984, with the cheaper network as the simpler model). Lowest energy
-    first; the most accurate alone at 0."""
+    """The trials whose accuracy lies within ``standard_errors`` binomial standard errors
+    (``sqrt(p (1 - p) / n)`` of the most accurate one's accuracy ``p`` on ``validation_size``
+    samples) of the most accurate: accuracies that close cannot rank their lambdas, so energy
+    decides among them (the one-standard-error rule of Breiman et al., 1984, with the cheaper
+    network as the simpler model). Lowest energy first; the most accurate alone at 0."""
     if not trials:
         return []
-    best = max(trials, key=lambda t: (accuracy(t), -t.values[1], -t.number))
-    p = min(max(accuracy(best), 0.0), 1.0)
-    tolerance = standard_errors * math.sqrt(p * (1 - p) / max(validation_size, 1))
-    ties = [t for t in trials if accuracy(t) >= accuracy(best) - tolerance]
-    return sorted(ties, key=lambda t: (t.values[1], -accuracy(t), t.number))
+    best = max(trials, key=lambda t: (t.values[0], -t.values[1], -t.number))
+    p = best.values[0]
+    tolerance = standard_errors * math.sqrt(max(p * (1 - p), 0.0) / max(validation_size, 1))
+    ties = [t for t in trials if t.values[0] >= p - tolerance]
+    return sorted(ties, key=lambda t: (t.values[1], -t.values[0], t.number))
 
 
 def completion_order(
@@ -258,36 +224,17 @@ def completion_order(
     required: float,
     validation_size: int = 1,
     tie_standard_errors: float = 0.0,
-    recovery: Recovery = NO_RECOVERY,
 ) -> list[FrozenTrial]:
     """Complete trials in the order they are taken on to the full fine-tuning when trials run
-    only its first epochs: those whose retention, as ``recovery`` predicts it at the end from
-    trial length, reaches ``required``, lowest energy first (the choice :func:`select_trial`
-    makes, then the next ones); when none does, the :func:`accuracy_ties` of the most accurate
-    (predicted), lowest energy first (the most accurate alone with ``tie_standard_errors`` 0)."""
+    only its first epochs: those whose retention reaches ``required`` at trial length, lowest
+    energy first (the choice :func:`select_trial` makes, then the next ones); when none does,
+    the :func:`accuracy_ties` of the most accurate, lowest energy first (the most accurate
+    alone with ``tie_standard_errors`` 0)."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
-
-    def predicted(t: FrozenTrial) -> float:
-        return predicted_accuracy(t, direct_accuracy, recovery)
-
-    passing = [t for t in complete if predicted(t) >= required * direct_accuracy]
-    if recovery:
-        logger.info(
-            "Trial retention at the end predicted from trial length (+%.4g %+.4g ln λ): %s; "
-            "%d reach %.4f",
-            recovery.intercept,
-            recovery.per_log_lambda,
-            ", ".join(
-                f"λ = {t.params[PARAM]:.4g}: {t.values[0] / direct_accuracy:.4f} -> "
-                f"{predicted(t) / direct_accuracy:.4f}"
-                for t in sorted(complete, key=lambda t: t.params[PARAM])
-            ),
-            len(passing),
-            required,
-        )
+    passing = [t for t in complete if t.values[0] >= required * direct_accuracy]
     if passing:
-        return sorted(passing, key=lambda t: (t.values[1], -predicted(t), t.number))
-    ties = accuracy_ties(complete, validation_size, tie_standard_errors, predicted)
+        return sorted(passing, key=lambda t: (t.values[1], -t.values[0], t.number))
+    ties = accuracy_ties(complete, validation_size, tie_standard_errors)
     if len(ties) > 1:
         logger.info(
             "No trial reaches retention %.4f at trial length; λ = %s tie within %g standard "
@@ -309,12 +256,10 @@ def take_on(
     candidate_at: float | None = None,
     validation_size: int = 1,
     tie_standard_errors: float = 0.0,
-    recovery: Recovery = NO_RECOVERY,
 ) -> tuple[TrialRecord, bool, list[TrialRecord], tuple[dict[str, Any], list[dict[str, float]]]]:
     """Trials that ran the first epochs of the fine-tuning taken on to its end, in
     :func:`tuning.completion_order` of those reaching ``candidate_at`` retention at trial
-    length (default ``required``; with the gain ``recovery`` predicts to the end), until one
-    reaches ``required`` on validation after the
+    length (default ``required``), until one reaches ``required`` on validation after the
     whole fine-tuning or ``completions`` are done.
 
     After a completion falls short, the next one must have a weaker penalty (lambda below it:
@@ -329,9 +274,7 @@ def take_on(
     short_at = float("inf")  # the smallest lambda that fell short of the requirement
     needed = float("-inf")  # trial-length accuracy a candidate needs after a shortfall
     shortlist = required if candidate_at is None else candidate_at
-    order = completion_order(
-        trials, direct_acc, shortlist, validation_size, tie_standard_errors, recovery
-    )
+    order = completion_order(trials, direct_acc, shortlist, validation_size, tie_standard_errors)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
     taken: set[int] = set()
     while len(done) < completions:

@@ -9,7 +9,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from direct2event.data.splits import DataSplits
-from direct2event.glue.tuning import Recovery, TuningReport, completion_order, take_on
+from direct2event.glue.tuning import TuningReport, completion_order, take_on
 from direct2event.pipelines.finetuning.nodes import (
     finetune_event_model,
     finetune_lambda0,
@@ -466,25 +466,3 @@ def test_after_a_shortfall_a_nearly_equal_penalty_is_skipped_for_a_clearly_weake
     chosen, met, done, _ = take_on(trials, 1.0, 0.996, 2, complete, candidate_at=0.996)
     assert taken == [3.72, 2.0] and not met and len(done) == 2
     assert chosen.rate_lambda == 2.0 and chosen.val_accuracy == 0.9967 - 0.0010
-
-
-def test_take_on_adds_the_predicted_gain_before_the_floor_test(scaled) -> None:
-    """Quarter-pass trials in the penalty's dip (D at 1.0, floor 0.995, required 0.996): the
-    strong lambda = 3.5 is under the floor at trial length but gains 0.00221 + 0.00115 ln 3.5
-    = 0.0037 by the end, so it is taken on first and chosen; without the gain 0.5 is."""
-    trials = [_numbered(0, 0.5, 0.9965, 2.0), _numbered(1, 3.5, 0.9930, 1.0)]
-    gain = {0.5: 0.0014, 3.5: 0.0036}  # what the whole fine-tuning adds (EPYC seeds 0-2)
-
-    def complete(lam: float):
-        trial = next(t for t in trials if t.params["rate_lambda"] == lam)
-        acc = trial.values[0] + gain[lam]
-        result = {"val_accuracy": acc, "energy_uJ": trial.values[1], "accuracy_retention": acc}
-        return restore(scaled[0]), [], {**result, "events_per_sample": 1.0}
-
-    recovery = Recovery(intercept=0.00221, per_log_lambda=0.00115)
-    chosen, met, done, _ = take_on(
-        trials, 1.0, 0.996, 1, complete, candidate_at=0.995, recovery=recovery
-    )
-    assert met and chosen.rate_lambda == 3.5 and chosen.val_accuracy == 0.9930 + 0.0036
-    chosen, met, done, _ = take_on(trials, 1.0, 0.996, 1, complete, candidate_at=0.995)
-    assert met and chosen.rate_lambda == 0.5 and [r.rate_lambda for r in done] == [0.5]

@@ -182,7 +182,6 @@ def tune_rate_lambda(
             candidate_at=tune_p.retention_floor,
             validation_size=len(trial_validation(splits, settings)),
             tie_standard_errors=tune_p.tie_standard_errors,
-            recovery=tuning.Recovery(**tune_p.trial_recovery.model_dump()),
         )
     else:  # every trial ran the whole fine-tuning: the chosen one is final as it is
         chosen, floor_met = tuning.select_trial(trials, direct_acc, required)
