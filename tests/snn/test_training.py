@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import dataclasses
 import math
 
-import pytest
 import torch
 
 from direct2event.snn.encoders import InputCoding
@@ -136,34 +134,6 @@ def test_a_trial_stopped_inside_an_epoch_goes_on_as_the_whole_fine_tuning(
     assert [*first, *second, *rest] == whole_history
     for (key, a), b in zip(whole.state_dict().items(), net.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
-
-
-def test_a_schedule_of_its_own_anneals_a_short_trial_to_its_end(
-    digits_splits, digits_direct_model
-) -> None:
-    """``schedule_epochs``: the cosine schedule spans that many passes, so a trial stopped there
-    (``stop_after``) ends with its learning rate at 0; without it the rate is still near the
-    top a quarter of the way into three passes."""
-    base = FitConfig(
-        epochs=3, lr=2e-3, batch_size=64, coding=InputCoding("rate", 4), seed=5, schedule="cosine"
-    )
-    event, cpu = to_event_network(digits_direct_model), torch.device("cpu")
-    per_epoch = math.ceil(len(digits_splits.train) / 64)
-    rates = {}
-    for span in (None, 0.75):
-        cfg = FinetuneConfig(
-            dataclasses.replace(base, schedule_epochs=span), rate_lambda=3.0, progress=False
-        )
-        state = FitState()
-        finetune_event_network(
-            event, digits_direct_model, digits_splits.train, None, cfg, cpu,
-            stop_after=0.75, state=state,
-        )  # fmt: skip
-        assert state.step == round(0.75 * per_epoch)
-        rates[span] = state.scheduler["_last_lr"][0]
-    steps = round(0.75 * per_epoch)
-    assert rates[0.75] == pytest.approx(0.0, abs=1e-12)  # cos(pi) at the trial's last step
-    assert rates[None] == pytest.approx(1e-3 * (1 + math.cos(math.pi * steps / (3 * per_epoch))))
 
 
 def test_a_caller_measures_the_epochs_validation_in_place_of_the_accuracy_pass(

@@ -259,14 +259,6 @@ class TuningParams(_Strict):
         "trials on MNIST cost what two whole ones did). None (or >= transfer.finetune.epochs): "
         "every trial runs them all",
     )
-    trial_schedule: Literal["prefix", "annealed"] = Field(
-        "prefix",
-        description="prefix: a short trial is the first trial_epochs of the final fine-tuning "
-        "(its learning rate still high there) and the chosen one goes on from where it "
-        "stopped; annealed: a short trial's learning-rate schedule spans only its own "
-        "trial_epochs, so it is measured after the rate has decayed, and the chosen lambda is "
-        "fine-tuned from the start (trial_epochs more passes)",
-    )
     completions: int = Field(
         1,
         ge=1,
@@ -567,7 +559,7 @@ class PipelineParams(_Strict):
             "training": self.training.model_dump(exclude={"progress", "device"}),
             "transfer": self.transfer.model_dump(exclude={"ablation"}),
             "source_model": self.source_model,
-            "trial": self._trial_setup(),
+            "trial": {"epochs": self.trial_epochs, "validation": self.tuning.max_validation},
         }
 
     @property
@@ -578,23 +570,6 @@ class PipelineParams(_Strict):
         full = self.transfer.finetune.epochs
         passes = min(self.tuning.trial_epochs or full, full)
         return int(passes) if float(passes).is_integer() else passes
-
-    def _trial_setup(self) -> dict[str, Any]:
-        """What a trial is (the schedule only when annealed: studies of prefix trials keep
-        their names)."""
-        setup: dict[str, Any] = {
-            "epochs": self.trial_epochs,
-            "validation": self.tuning.max_validation,
-        }
-        if self.annealed_trials:
-            setup["schedule"] = "annealed"
-        return setup
-
-    @property
-    def annealed_trials(self) -> bool:
-        """Whether sweep trials are short and anneal their learning rate to their own end."""
-        short = self.trial_epochs < self.transfer.finetune.epochs
-        return short and self.tuning.trial_schedule == "annealed"
 
     @property
     def study_name(self) -> str:

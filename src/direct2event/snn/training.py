@@ -161,9 +161,6 @@ class FitConfig:
     shift_augment: int = 0
     seed: int = 0
     bf16: bool = False  # bf16 autocast of the forward pass (for GPUs with bf16 units)
-    # the passes the learning-rate schedule spans (None: ``epochs``); a short sweep trial that
-    # anneals to its own end sets its length here and stops there with ``stop_after``
-    schedule_epochs: float | None = None
 
 
 def _optimizer(model: SpikingNet, cfg: FitConfig) -> torch.optim.Optimizer:
@@ -251,8 +248,7 @@ def fit(
     ends the training.
 
     ``stop_after``: stop after that many of the ``cfg.epochs`` epochs, a fraction allowed (0.25:
-    the first quarter of an epoch's batches; the learning-rate schedule still spans all epochs,
-    or ``cfg.schedule_epochs``).
+    the first quarter of an epoch's batches; the learning-rate schedule still spans all epochs).
     ``state``: filled with where the training stopped; when it already holds a stopped fit's
     state, this call continues that fit (same ``model``, data and ``cfg``) and returns the
     records of the epochs it ends (an epoch stopped inside gets its record when it ends).
@@ -273,8 +269,7 @@ def fit(
     model.to(device)
     opt = _optimizer(model, cfg)
     per_epoch = math.ceil(len(train) / cfg.batch_size)
-    span = cfg.epochs if cfg.schedule_epochs is None else cfg.schedule_epochs
-    sched = _scheduler(opt, cfg, max(round(span * per_epoch), 1))
+    sched = _scheduler(opt, cfg, max(cfg.epochs * per_epoch, 1))
     state = state if state is not None else FitState()
     if state.started:  # go on where a stopped fit of this model left off
         opt.load_state_dict(state.optimizer)

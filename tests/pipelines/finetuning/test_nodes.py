@@ -314,22 +314,14 @@ def test_doomed_trials_stop_at_their_first_check_and_a_good_one_runs_to_the_end(
     assert states[1000.0].data.metrics["check.accuracy_retention"] == first["accuracy_retention"]
 
 
-@pytest.mark.parametrize(
-    ("trial_epochs", "schedule"), [(1, "prefix"), (0.5, "prefix"), (0.5, "annealed")]
-)
+@pytest.mark.parametrize("trial_epochs", [1, 0.5])
 def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine_tuning(
-    scaled,
-    direct_model,
-    digits_splits: DataSplits,
-    tmp_path: Path,
-    trial_epochs: float,
-    schedule: str,
+    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path, trial_epochs: float
 ) -> None:
     """Trials of one epoch of three (tuning.trial_epochs = 1), or of half the first epoch (0.5,
-    measured where they stop): the chosen trial is taken on from where it stopped (an annealed
-    trial, whose schedule ended with it, from the start), and the network the sweep hands on
-    equals the whole three-epoch fine-tuning at its lambda trained from scratch (weights and
-    epoch history)."""
+    measured where they stop): the chosen trial is taken on from where it stopped, and the
+    network the sweep hands on equals the whole three-epoch fine-tuning at its lambda trained
+    from scratch (weights and epoch history)."""
     settings = tiny(
         transfer={"finetune": {"epochs": 3}},
         tuning={
@@ -338,13 +330,11 @@ def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine
             "first_lambdas": [1.5, 30.0],
             "retention_floor": 0.9,
             "trial_epochs": trial_epochs,
-            "trial_schedule": schedule,
             "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
             "early_stop": {"enabled": False},
         },
     )
     assert settings.trial_epochs == trial_epochs
-    assert settings.annealed_trials == (schedule == "annealed")
     report, metrics, reuse = tune_rate_lambda(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )

@@ -5,7 +5,6 @@ fine-tuning. The sweep node (``nodes.tune_rate_lambda``) and the sweep workers c
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from direct2event.data.splits import DataSplits
 from direct2event.glue import tuning
 from direct2event.glue.params import PipelineParams
 from direct2event.snn.evaluation import EpochMeasure, measure
-from direct2event.snn.finetuning import FinetuneConfig, finetune_event_network, teacher_logits
+from direct2event.snn.finetuning import finetune_event_network, teacher_logits
 from direct2event.snn.models import SpikingNet, checkpoint, restore
 from direct2event.snn.training import EpochCallback, FitState, Split
 
@@ -94,26 +93,15 @@ def trial_evaluator(
         }
 
     whole = len(val) == len(splits.validation)  # the epochs' validation is the trials' own
-    annealed = settings.annealed_trials
-
-    def trial_config(lam: float) -> FinetuneConfig:
-        """A trial's fine-tuning: the final one's, its schedule spanning the trial alone when
-        trials anneal."""
-        cfg = settings.finetune_config(lam)
-        if not annealed:
-            return cfg
-        fit = dataclasses.replace(cfg.fit, schedule_epochs=settings.trial_epochs)
-        return dataclasses.replace(cfg, fit=fit)
 
     def complete(lam: float) -> tuple[SpikingNet, list[dict[str, float]], dict[str, float]]:
         """The trial at ``lam`` taken on to the full fine-tuning (from where it stopped when this
-        run trained it, else from the start: a trial of another worker or an annealed trial),
-        measured as a trial."""
+        run trained it, else from the start: a trial of another worker), measured as a trial."""
         cfg = settings.finetune_config(lam)
         logits = shared_logits() if distill else None
         epochs = EpochMeasure(measured)
         validate = epochs if whole else None
-        if lam in (trained or {}) and not annealed:
+        if lam in (trained or {}):
             model, before, _, state = trained[lam]
             net, after = finetune_event_network(
                 restore(model), direct, splits.train, splits.validation, cfg, device, logits,
@@ -146,7 +134,7 @@ def trial_evaluator(
             direct,
             splits.train,
             splits.validation,
-            trial_config(lam),
+            settings.finetune_config(lam),
             device,
             logits=shared_logits() if distill else None,
             on_epoch=on_epoch,
