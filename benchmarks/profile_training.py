@@ -139,9 +139,13 @@ def data(key: str, n: int, settings: PipelineParams) -> Split:
     return Split(x, torch.randint(0, 10, (n,), generator=g))
 
 
-def profile_key(key: str, steps: int, network: str = "event") -> dict:
+def profile_key(
+    key: str, steps: int, network: str = "event", memory_format: str = "contiguous"
+) -> dict:
     """One dataset's step profile: E's fine-tuning step (``network`` = event) or D's
-    direct-coded training step (direct: cross-entropy only, D's batch size and learning rate)."""
+    direct-coded training step (direct: cross-entropy only, D's batch size and learning rate).
+    ``memory_format`` channels_last: the network's weights in NHWC, so oneDNN's convolutions run
+    (and hand on) channels-last tensors, a candidate measured against the default."""
     settings = settings_for(key)
     model = settings.model
     ft = settings.training if network == "direct" else settings.transfer.finetune
@@ -158,6 +162,8 @@ def profile_key(key: str, steps: int, network: str = "event") -> dict:
         model.pooling,
     )
     net = direct if network == "direct" else to_event_network(direct)
+    if memory_format == "channels_last":
+        net = net.to(memory_format=torch.channels_last)
     train = data(key, steps * ft.batch_size, settings)
     val = data(key, n_val, settings)
     coding = settings.direct_coding if network == "direct" else settings.event_coding
@@ -247,6 +253,7 @@ def profile_key(key: str, steps: int, network: str = "event") -> dict:
         "network": f"{model.arch} channels {model.channels} hidden {model.hidden}, "
         f"{model.pooling} pooling, T = {coding.timesteps} ({coding.encoding})",
         "batch_size": ft.batch_size,
+        "memory_format": memory_format,
         "steps_timed": len(order),
         "ms_per_step": {k: round(1000 * v, 2) for k, v in per_step.items()},
         "share": {k: round(v / sum(per_step.values()), 3) for k, v in per_step.items()},
@@ -272,6 +279,9 @@ def main() -> None:
         help="E's fine-tuning step (default) or D's direct-coded training step",
     )
     parser.add_argument(
+        "--memory-format", choices=("contiguous", "channels_last"), default="contiguous"
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         help="results JSON (default benchmarks/results/profile-<arch>-<cores>cores[-direct].json)",
@@ -294,7 +304,7 @@ def main() -> None:
         "datasets": [],
     }
     for key in args.keys:
-        res = profile_key(key, args.steps, args.network)
+        res = profile_key(key, args.steps, args.network, args.memory_format)
         res["roofline_bound_gflops"] = round(
             min(peak, bw * res["arithmetic_intensity_flop_per_byte"]), 1
         )
