@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from direct2event.glue import registry, services
+from direct2event.glue import registry, services, tuning
 from tests.conftest import run
 
 N_TRIALS = 6
@@ -241,3 +242,39 @@ def test_no_secret_reaches_disk_after_a_run_with_a_real_postgresql(
                     assert secret.encode() not in path.read_bytes(), path
     reports = list(project.rglob("tuning_report.json"))
     assert reports and "password=***" in reports[0].read_text()
+
+
+def test_workers_marking_the_chosen_trial_at_once_all_succeed(started: services.Services) -> None:
+    """Every worker that finishes a shared study tags the chosen trial's MLflow run; on the
+    PostgreSQL-backed server two simultaneous first writes of one tag collide on its unique key
+    (seen in `make test`: a worker failed with UniqueViolation on tag "chosen"). Four threads
+    released together write each new tag, 15 rounds: every write returns, and each tag holds a
+    value one of them wrote."""
+    client = mlflow.MlflowClient(svc_uri := started.tracking_uri)
+    exp = client.create_experiment("race")
+    run_id = client.create_run(exp).info.run_id
+    writers, rounds = 4, 15
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        own = mlflow.MlflowClient(svc_uri)
+        for r in range(rounds):
+            barrier.wait()
+            try:
+                tuning.set_tag_once(own, run_id, f"chosen_{r}", "true")
+                tuning.set_tag_once(own, run_id, f"chosen_by_run_{r}", f"worker-{n}")
+            except BaseException as err:  # collected and asserted below
+                errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors[:3]
+    tags = client.get_run(run_id).data.tags
+    assert all(tags[f"chosen_{r}"] == "true" for r in range(rounds))
+    assert {tags[f"chosen_by_run_{r}"] for r in range(rounds)} <= {
+        f"worker-{n}" for n in range(writers)
+    }

@@ -914,5 +914,18 @@ def mark_chosen(url: str, name: str, record: TrialRecord) -> None:
         f"and tags.trial_number = '{record.number}'"
     )
     for run in client.search_runs([active.info.experiment_id], query):
-        client.set_tag(run.info.run_id, "chosen", "true")
-        client.set_tag(run.info.run_id, "chosen_by_run", active.info.run_id)
+        set_tag_once(client, run.info.run_id, "chosen", "true")
+        set_tag_once(client, run.info.run_id, "chosen_by_run", active.info.run_id)
+
+
+def set_tag_once(client: mlflow.MlflowClient, run_id: str, key: str, value: str) -> None:
+    """Set a run's tag that several workers may set at the same instant (each worker that
+    finishes a shared study marks the chosen trial): an MLflow server on PostgreSQL inserts a
+    new tag without an upsert, so the second of two simultaneous writers gets a unique-key
+    error although the tag now exists. It reads the tag back and, when another value won,
+    sets it again (then an update); any other failure still raises."""
+    try:
+        client.set_tag(run_id, key, value)
+    except mlflow.exceptions.MlflowException:
+        if client.get_run(run_id).data.tags.get(key) != value:
+            client.set_tag(run_id, key, value)
