@@ -100,6 +100,8 @@ def test_seed_study_on_digits(project: Path) -> None:
         assert summary["seed"] == seed
         assert runs[seed]["event_accuracy"] == summary["event"]["accuracy"]
         assert runs[seed]["accuracy_retention"] == summary["accuracy_retention"]
+        ceiling = runs[seed]["energy_reduction_ceiling"]
+        assert ceiling == summary["energy_reduction_ceiling"] > runs[seed]["energy_reduction"]
     assert runs[0]["event_accuracy"] != runs[1]["event_accuracy"] or (
         runs[0]["events_per_sample"] != runs[1]["events_per_sample"]
     )  # another seed, another network

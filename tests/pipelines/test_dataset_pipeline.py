@@ -165,6 +165,12 @@ def assert_same_as_reference(summary: dict) -> None:
     fixed = {"ttfs_pipeline", "ttfs_pipeline_skd"}
     found = json.loads(json.dumps(summary))  # as saved
     assert found.pop("seed") == 0
+    # keys added after the reference was made (2026-12-02): what the input alone costs
+    found.pop("energy_reduction_ceiling")
+    found.pop("energy_reduction_ceiling_by_model")
+    for network in ("direct", "event"):
+        found[network].pop("input_events_per_sample")
+        found[network].pop("input_energy_uJ_by_model")
     assert found["tuning"].pop("floor_met") in (True, False)
     for rows in (found["ablation"], reference["ablation"]):
         rows[:] = [
@@ -293,10 +299,13 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
         f"retention {summary['accuracy_retention']:.4f}",
         f"{summary['energy_reduction_by_model']['synops_45nm']:.2f}x (synops_45nm)",
         f"λ = {summary['rate_lambda']:g}",
+        f"at most {summary['energy_reduction_ceiling']:.2f}x: E's input alone",
     ):
         assert value in note, (value, note)
     for model, reduction in summary["energy_reduction_by_model"].items():
         assert first.data.metrics[f"energy_reduction.{model}"] == pytest.approx(reduction)
+        ceiling = summary["energy_reduction_ceiling_by_model"][model]
+        assert first.data.metrics[f"energy_reduction_ceiling.{model}"] == pytest.approx(ceiling)
     assert not [m for m in first.data.metrics if m.startswith("node_seconds.")][1:]  # total only
     top = {a.path for a in client.list_artifacts(first.info.run_id)}
     assert {"summary.json", "tuning.png", "energy.png", "node_seconds.json"} <= top

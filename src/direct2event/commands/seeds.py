@@ -71,6 +71,8 @@ def run_record(seed: int, summary: dict[str, Any]) -> dict[str, Any]:
         "accuracy_retention": summary["accuracy_retention"],
         "energy_reduction": summary["energy_reduction"],
         "energy_reduction_by_model": summary["energy_reduction_by_model"],
+        # D's energy over what E's input alone costs (absent in summaries before 2026-12-02)
+        "energy_reduction_ceiling": summary.get("energy_reduction_ceiling"),
         "events_per_sample": summary["event"]["events_per_sample"],
         "synops_per_sample": summary["event"]["synops_per_sample"],
         "rate_lambda": summary["rate_lambda"],

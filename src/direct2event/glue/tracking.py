@@ -113,10 +113,16 @@ def headline(summary: dict[str, Any]) -> str:
     reductions = ", ".join(
         f"{v:.2f}x ({k})" for k, v in by_model.items() if v is not None and math.isfinite(v)
     )
+    ceiling = summary.get("energy_reduction_ceiling")
+    bound = (
+        f" (at most {ceiling:.2f}x: E's input alone)"
+        if ceiling is not None and math.isfinite(ceiling)
+        else ""
+    )
     return (
         f"**{summary['dataset']}** (seed {summary['seed']}): D {d['accuracy']:.2%} -> "
         f"E {e['accuracy']:.2%} test accuracy, retention {summary['accuracy_retention']:.4f}; "
-        f"energy reduction {reductions}; λ = {summary['rate_lambda']:g}; E: "
+        f"energy reduction {reductions}{bound}; λ = {summary['rate_lambda']:g}; E: "
         f"{summary['input_encoding']} input, T = {summary['event_timesteps']}, "
         f"{e['events_per_sample']:.0f} events per sample ({1000 * e['energy_uJ']:.3f} nJ, "
         f"{summary['energy_model']})."

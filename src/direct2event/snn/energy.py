@@ -56,6 +56,21 @@ class EnergyProfile:
     def energy_uj_per_sample(self, counts: OpCounts) -> float:
         return counts.per_sample(self.energy_pj(counts)) / PJ_PER_UJ
 
+    def input_energy_uj_per_sample(self, counts: OpCounts) -> float:
+        """Energy per sample that the network input alone costs, whatever its hidden neurons
+        do: the input's messages (``per_event``) or the synops they drive in the first layer
+        (``synops``). No amount of spike regularisation brings a network below it."""
+        if self.kind == "per_event":
+            pj = self.e_event_pj * counts.input_events
+        else:
+            layer = counts.layers.get(counts.input_layer or "")
+            pj = (
+                0.0
+                if layer is None
+                else layer.synops * (self.e_ac_pj if layer.op == "AC" else self.e_mac_pj)
+            )
+        return counts.per_sample(pj) / PJ_PER_UJ
+
     def layer_energy_uj_per_sample(self, counts: OpCounts) -> dict[str, float]:
         """Energy per sample of each layer: synaptic layers (synops) or neuron layers (events)."""
         out: dict[str, float] = {}

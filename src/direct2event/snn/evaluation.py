@@ -52,6 +52,9 @@ def measure(
         "accuracy": accuracy,
         **counts.summary(),
         "energy_uJ_by_model": {k: p.energy_uj_per_sample(counts) for k, p in profiles.items()},
+        "input_energy_uJ_by_model": {
+            k: p.input_energy_uj_per_sample(counts) for k, p in profiles.items()
+        },
         "layer_energy_uJ": {k: p.layer_energy_uj_per_sample(counts) for k, p in profiles.items()},
         "firing_rates": counts.firing_rates(),
         "synops_by_layer": {

@@ -47,6 +47,7 @@ class OpCounts:
 
     samples: int = 0
     input_events: float = 0.0
+    input_layer: str | None = None  # the synaptic layer the network input drives
     neuron_events: dict[str, float] = field(default_factory=dict)
     neuron_steps: dict[str, float] = field(default_factory=dict)
     layers: dict[str, LayerCount] = field(default_factory=dict)
@@ -135,6 +136,7 @@ def count_operations(
             x = inputs[0].detach()
             if not first_layer:
                 first_layer.append(name)
+                counts.input_layer = name
             is_events = input_events if name == first_layer[0] else binary
             weight = _message_weight(x, is_events)
             if isinstance(module, nn.Conv2d):

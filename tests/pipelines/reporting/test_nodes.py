@@ -22,6 +22,19 @@ def test_summary_ratios_and_metrics(measured, digits_splits: DataSplits, setting
         d["energy_uJ_by_model"]["synops_45nm"] / e["energy_uJ_by_model"]["synops_45nm"]
     )
     assert summary["accuracy_retention"] == pytest.approx(e["accuracy"] / d["accuracy"])
+    # the ceiling: D's energy over what E's input alone costs (here rate-coded digits, 1 pJ each)
+    assert e["input_energy_uJ_by_model"]["per_event"] == pytest.approx(
+        e["input_events_per_sample"] * 1e-6
+    )
+    assert e["input_events_per_sample"] > 0
+    ceiling = summary["energy_reduction_ceiling"]
+    assert ceiling == pytest.approx(d["energy_uJ"] / (e["input_events_per_sample"] * 1e-6))
+    assert ceiling > summary["energy_reduction"]
+    assert metrics["energy_reduction_ceiling"]["value"] == pytest.approx(ceiling)
+    assert (
+        summary["energy_reduction_ceiling_by_model"]["synops_45nm"]
+        > summary["energy_reduction_by_model"]["synops_45nm"]
+    )
     assert summary["rate_lambda"] == 5.0
     assert [r["variant"] for r in summary["ablation"]] == [r["variant"] for r in ablation]
     assert metrics["event.test_accuracy"] == {"value": e["accuracy"], "step": 0}
