@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from direct2event.data.events import events_to_frames, load_tonic
+from direct2event.data.events import cap_events, events_to_frames, load_tonic
 from direct2event.data.static import DataError
 
 
@@ -74,6 +74,22 @@ def test_missing_event_data_names_layout_and_never_downloads(
 def test_unknown_event_dataset() -> None:
     with pytest.raises(DataError, match="Unknown event dataset"):
         load_tonic("ncaltech", Path("."), 4)
+
+
+def test_a_cap_keeps_at_most_that_many_events_per_cell() -> None:
+    # 3 ON events at (1, 2), 1 OFF event at (0, 0), all in the first of 2 bins, 1 ON event later
+    events = np.zeros(5, dtype=[("x", int), ("y", int), ("t", int), ("p", int)])
+    events["x"], events["y"] = [1, 1, 1, 0, 3], [2, 2, 2, 0, 3]
+    events["t"], events["p"] = [0, 1, 2, 3, 100], [1, 1, 1, 0, 1]
+    full = events_to_frames(events, (4, 4, 2), 2)
+    assert full[0, 1, 2, 1] == 3 and full[0, 0, 0, 0] == 1
+    binary = events_to_frames(events, (4, 4, 2), 2, max_per_bin=1)
+    assert binary[0, 1, 2, 1] == 1 and binary[0, 0, 0, 0] == 1 and binary.dtype == np.uint8
+    assert binary.sum() == full.sum() - 2  # two repeats of one cell dropped, nothing else
+    assert np.array_equal(cap_events(full, 2), np.minimum(full, 2))
+    assert cap_events(full, None) is full
+    with pytest.raises(ValueError, match="max_per_bin must be >= 1"):
+        cap_events(full, 0)
 
 
 def test_empty_recording_gives_empty_frames() -> None:

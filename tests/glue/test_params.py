@@ -150,6 +150,22 @@ def test_event_dataset_needs_frames_and_dividing_timesteps() -> None:
     assert validate_params("nmnist_sim", raw).transfer.timesteps == 4
 
 
+def test_the_event_cap_is_for_event_data_and_names_its_own_study() -> None:
+    with pytest.raises(ParameterError, match="max_events_per_bin caps event frames"):
+        validate_params("digits", {"data": {"max_events_per_bin": 1}})
+    raw = copy.deepcopy(shipped("nmnist_sim"))
+    counts = validate_params("nmnist_sim", raw)
+    raw["data"] = {"max_events_per_bin": 0}
+    with pytest.raises(ParameterError, match="max_events_per_bin"):
+        validate_params("nmnist_sim", raw)
+    raw["data"] = {"max_events_per_bin": 1}
+    binary = validate_params("nmnist_sim", raw)
+    assert binary.data.max_events_per_bin == 1 and counts.data.max_events_per_bin is None
+    assert binary.study_name != counts.study_name  # other input, other trials
+    # unset, it leaves the fingerprint (and the study names) of before the cap existed
+    assert "max_events_per_bin" not in counts.setup_fingerprint()["data"]
+
+
 def test_unknown_energy_model_or_bad_profile() -> None:
     with pytest.raises(ParameterError, match="not a profile.*per_event"):
         validate_params("mnist", {"transfer": {"energy_model": "loihi2"}})

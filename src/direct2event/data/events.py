@@ -143,13 +143,27 @@ def check_events(events: np.ndarray, sensor_size: tuple[int, int, int], source: 
         raise DataError(f"{source}: time stamps have dtype {events['t'].dtype}, not numbers.")
 
 
+def cap_events(frames: np.ndarray, max_per_bin: int | None) -> np.ndarray:
+    """Frames with at most ``max_per_bin`` events per pixel, polarity and time bin (``None``:
+    unchanged). ``1`` gives binary frames: a refractory filter as long as a bin, which drops the
+    repeats of a pixel that the networks' first layer mostly sums anyway; every event dropped is
+    an input event E no longer pays for."""
+    if max_per_bin is None:
+        return frames
+    if max_per_bin < 1:
+        raise ValueError(f"max_per_bin must be >= 1 (or None: all events), got {max_per_bin}.")
+    return np.minimum(frames, np.asarray(max_per_bin, dtype=frames.dtype))
+
+
 def events_to_frames(
     events: np.ndarray,
     sensor_size: tuple[int, int, int],
     timesteps: int,
     target_size: int | None = None,
+    max_per_bin: int | None = None,
 ) -> np.ndarray:
-    """Bin one recording to ``[T, 2, H, W]`` with tonic (``Downsample`` first when asked)."""
+    """Bin one recording to ``[T, 2, H, W]`` with tonic (``Downsample`` first when asked), at
+    most ``max_per_bin`` events per cell (:func:`cap_events`)."""
     from tonic.transforms import Downsample, ToFrame
 
     if target_size is not None and target_size != sensor_size[0]:
@@ -161,7 +175,7 @@ def events_to_frames(
         return out
     frames = ToFrame(sensor_size=sensor_size, n_time_bins=timesteps)(events)
     out[: len(frames)] = np.clip(frames, 0, 255)
-    return out
+    return cap_events(out, max_per_bin)
 
 
 def read_recordings(

@@ -22,7 +22,8 @@ class ShiftedSamples:
     """An evaluation sample (``eval``) and an extra sample (``extra``: unlabelled uses such as
     recalibration, warm-up and held-out curves), disjoint, each shifted on demand and cached.
     Static data: ``images`` (the test split, shuffled with ``seed``); event data: ``recordings``
-    (raw test recordings), binned into ``timesteps`` frames after shifting."""
+    (raw test recordings), binned into ``timesteps`` frames after shifting, with at most
+    ``max_events_per_bin`` events per cell as the dataset's frames."""
 
     def __init__(
         self,
@@ -33,11 +34,13 @@ class ShiftedSamples:
         timesteps: int,
         images: Split | None = None,
         recordings: EventRecordings | None = None,
+        max_events_per_bin: int | None = None,
     ) -> None:
         if (images is None) == (recordings is None):
             raise ValueError("ShiftedSamples needs test images or event recordings (one of them).")
         self.table, self.seed, self.timesteps = table, seed, timesteps
         self.recordings = recordings
+        self.max_events_per_bin = max_events_per_bin  # as the dataset's frames (data params)
         if images is not None:
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
             self.images: Split | None = Split(images.x[order], images.y[order])
@@ -83,6 +86,11 @@ class ShiftedSamples:
                 sub, fn, severities[level - 1], self._seed(shift, level, part)
             )
         frames = np.stack(
-            [events_to_frames(e, sub.sensor_size, self.timesteps, sub.target_size) for e in events]
+            [
+                events_to_frames(
+                    e, sub.sensor_size, self.timesteps, sub.target_size, self.max_events_per_bin
+                )
+                for e in events
+            ]
         )
         return Split(torch.from_numpy(frames), torch.from_numpy(np.asarray(sub.labels)))

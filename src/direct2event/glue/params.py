@@ -68,6 +68,14 @@ class DataParams(_Strict):
     max_train: int | None = Field(None, ge=1)
     max_validation: int | None = Field(5000, ge=1)
     max_test: int | None = Field(None, ge=1)
+    max_events_per_bin: int | None = Field(
+        None,
+        ge=1,
+        le=255,
+        description="event datasets: events kept per pixel, polarity and time bin of the "
+        "frames, for D and E alike (1: binary frames, a refractory filter as long as a bin); "
+        "null: every event",
+    )
 
 
 class ModelParams(_Strict):
@@ -465,6 +473,11 @@ class PipelineParams(_Strict):
                 f"transfer.input_encoding 'frames' needs an event dataset; {self.dataset} is "
                 "static: use rate, regular, ttfs or analog"
             )
+        if not events and self.data.max_events_per_bin is not None:
+            raise ValueError(
+                "data.max_events_per_bin caps event frames; "
+                f"{self.dataset} is a static-image dataset: remove it"
+            )
         if events and self.transfer.ablation.ttfs_rows:
             raise ValueError(
                 "transfer.ablation.ttfs_rows needs a static-image dataset (TTFS encodes images); "
@@ -554,7 +567,10 @@ class PipelineParams(_Strict):
         """What changes a sweep trial's result: the default study name is derived from it."""
         return {
             "seed": self.seed,
-            "data": self.data.model_dump(),
+            # unset, the event cap (added 2026-12-02) leaves the study names of before as they were
+            "data": self.data.model_dump(
+                exclude=None if self.data.max_events_per_bin else {"max_events_per_bin"}
+            ),
             "model": self.model.model_dump(),
             "training": self.training.model_dump(exclude={"progress", "device"}),
             "transfer": self.transfer.model_dump(exclude={"ablation"}),

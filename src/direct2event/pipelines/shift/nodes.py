@@ -48,7 +48,13 @@ def shifted_samples(splits: DataSplits, raw: Any, settings: PipelineParams) -> S
         where["images"] = splits.test
     table = p.table(settings.is_event_dataset)
     return ShiftedSamples(
-        table, settings.seed, p.max_samples, n_extra, settings.model.timesteps, **where
+        table,
+        settings.seed,
+        p.max_samples,
+        n_extra,
+        settings.model.timesteps,
+        **where,
+        max_events_per_bin=settings.data.max_events_per_bin,
     )
 
 
