@@ -64,12 +64,12 @@ class EnergyProfile:
             pj = self.e_event_pj * counts.input_events
         else:
             layer = counts.layers.get(counts.input_layer or "")
-            pj = (
-                0.0
-                if layer is None
-                else layer.synops * (self.e_ac_pj if layer.op == "AC" else self.e_mac_pj)
-            )
+            pj = 0.0 if layer is None else self._synop_pj(layer.op) * layer.synops
         return counts.per_sample(pj) / PJ_PER_UJ
+
+    def _synop_pj(self, op: str) -> float:
+        """Cost of one synaptic operation: an accumulate (``AC``) or a multiply-accumulate."""
+        return self.e_ac_pj if op == "AC" else self.e_mac_pj
 
     def layer_energy_uj_per_sample(self, counts: OpCounts) -> dict[str, float]:
         """Energy per sample of each layer: synaptic layers (synops) or neuron layers (events)."""
@@ -80,8 +80,7 @@ class EnergyProfile:
                 out[name] = self.e_event_pj * events
         else:
             for name, layer in counts.layers.items():
-                cost = self.e_ac_pj if layer.op == "AC" else self.e_mac_pj
-                out[name] = cost * layer.synops
+                out[name] = self._synop_pj(layer.op) * layer.synops
         return {k: counts.per_sample(v) / PJ_PER_UJ for k, v in out.items()}
 
 
