@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 import warnings
@@ -71,7 +72,7 @@ def load_run(key: str, *names: str, **runtime_params: str) -> tuple[dict, list]:
 def parse_overrides(text: str) -> dict[str, object]:
     """``k=v,...`` (dotted keys under the dataset's parameters; numbers, lists, booleans as JSON)."""
     overrides: dict[str, object] = {}
-    for item in filter(None, text.split(",")):
+    for item in filter(None, re.split(r",(?![^\[]*\])", text)):  # not inside [...]
         k, v = item.split("=", 1)
         overrides[k] = json.loads(v) if v[:1] in "[{0123456789-tf" else v
     return overrides

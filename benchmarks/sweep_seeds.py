@@ -11,6 +11,8 @@ sweep's network) and the test evaluation (``evaluate_transfer``), timing each.
     .venv/bin/python benchmarks/sweep_seeds.py --key nmnist_sim --seeds 0 1 2 \\
         --params tuning.n_trials=6,tuning.trial_epochs=0.25 --out <file>.json
 
+(``--name binary``: the seeds of ``python -m direct2event seeds --name binary``.)
+
 Writes one row per seed (chosen λ, trials complete / stopped / taken on, D and E test accuracy,
 retention, ``per_event`` reduction, node seconds) and their mean, std and worst.
 """
@@ -37,10 +39,12 @@ from direct2event.pipelines.finetuning.nodes import (
 )
 
 
-def run_seed(key: str, seed: int, overrides: dict) -> dict:
-    """The sweep stage of one seed's saved run under ``overrides``; its results and seconds."""
+def run_seed(key: str, seed: int, overrides: dict, name: str = "") -> dict:
+    """The sweep stage of one seed's saved run under ``overrides`` (``name``: the seeds
+    study's variant folder); its results and seconds."""
+    folder = f"/{name}/seed_{seed}" if name else f"/seed_{seed}"
     params, (raw_data, direct, scaled) = load_run(
-        key, "raw_data", "direct_model", "scaled_model", seed_folder=f"/seed_{seed}"
+        key, "raw_data", "direct_model", "scaled_model", seed_folder=folder
     )
     raw = dict(params.get(key) or {})
     storage = Path(tempfile.mkdtemp(prefix="d2e-seeds-")) / "optuna.db"
@@ -88,6 +92,8 @@ def run_seed(key: str, seed: int, overrides: dict) -> dict:
         "stopped": len(report.stopped),
         "taken_on": [c.rate_lambda for c in report.completed],
         "floor_met": report.floor_met,
+        "trials": [(t.rate_lambda, t.val_accuracy, t.energy_uJ) for t in report.trials],
+        "direct_val_energy_uJ": report.direct_val_energy_uJ,
         "direct_accuracy": d["accuracy"],
         "event_accuracy": e["accuracy"],
         "accuracy_retention": e["accuracy"] / d["accuracy"],
@@ -103,12 +109,13 @@ def main() -> None:
     parser.add_argument("--key", default="nmnist_sim")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--params", default="", help="k=v,... over the key's parameters")
+    parser.add_argument("--name", default="", help="the seeds study's --name (its folder)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     overrides = parse_overrides(args.params)
     rows = []
     for seed in args.seeds:
-        rows.append(run_seed(args.key, seed, overrides))
+        rows.append(run_seed(args.key, seed, overrides, args.name))
         print(json.dumps(rows[-1]), flush=True)
     summary = {
         name: {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pickle
@@ -85,6 +86,47 @@ def test_short_trials_within_one_standard_error_of_the_most_accurate_are_ties(
     # a trial at the floor at trial length is a candidate: ties play no part then
     trials.append(trial(2.0, 0.9870, 0.070, 5))
     assert [t.number for t in tuning.completion_order(trials, 0.9918, 0.995, 5000, 1.0)] == [5]
+
+
+def test_an_energy_reduction_target_takes_the_weakest_penalty_reaching_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Quarter-pass trials on binary simulated N-MNIST frames (D spends 0.0553 uJ per sample on
+    validation): the weakest lambda whose reduction reaches the target at trial length goes on."""
+    trials = [
+        trial(3.0, 0.9828, 0.00869, 0),  # 0.0553 / 0.00869 = 6.36x
+        trial(6.26, 0.9784, 0.00670, 1),  # 8.25x
+        trial(1.0, 0.9836, 0.01250, 2),  # 4.42x
+        trial(0.5, 0.9840, 0.01800, 3),  # 3.07x
+        trial(3.52, 0.9798, 0.00836, 4),  # 6.61x
+    ]
+    reached = tuning.reaching_target(trials, 0.0553, 4.0)
+    assert [t.number for t in reached] == [2, 0, 4, 1]  # lambda 1, 3, 3.52, 6.26
+    with caplog.at_level("INFO", logger=tuning.__name__):
+        order = tuning.completion_order(trials, 0.9864, 0.995, 5000, 1.0, 0.0553, 4.0)
+    assert [t.number for t in order] == [2, 0, 4, 1]
+    assert "λ = 1, 3, 3.52, 6.26 reach an energy reduction of 4 at trial length" in caplog.text
+    # a target of 7x: only lambda = 6.26 reaches it
+    assert [
+        t.number for t in tuning.completion_order(trials, 0.9864, 0.995, 5000, 1.0, 0.0553, 7.0)
+    ] == [1]
+    # none reaches 10x: taken on by retention (here the accuracy ties), with a warning
+    caplog.clear()
+    with caplog.at_level("INFO", logger=tuning.__name__):
+        order = tuning.completion_order(trials, 0.9864, 0.995, 5000, 1.0, 0.0553, 10.0)
+    assert order == tuning.completion_order(trials, 0.9864, 0.995, 5000, 1.0)
+    assert "No trial reaches an energy reduction of 10 at trial length" in caplog.text
+    # without a target (or without D's energy) nothing changes
+    assert tuning.reaching_target(trials, 0.0553, None) == []
+    assert tuning.reaching_target(trials, 0.0, 4.0) == []
+    # whole trials: the most accurate reaching the target (lambda = 1 at 0.9836; 0.9836 / 0.9864
+    # = 0.99716 reaches the 0.995 floor), lowest energy reaching the floor without a target
+    chosen, met = tuning.select_trial(trials, 0.9864, 0.995, 0.0553, 4.0)
+    assert (chosen.number, met) == (2, True)
+    chosen, met = tuning.select_trial(trials, 0.9864, 0.995, 0.0553, 7.0)  # 0.9784: under it
+    assert (chosen.number, met) == (1, False)
+    # without: the lowest energy reaching 0.995 * 0.9864 = 0.98147 (lambda 3, 1, 0.5): lambda 3
+    assert tuning.select_trial(trials, 0.9864, 0.995)[0].number == 0
 
 
 def test_pareto_front_drops_dominated_trials_and_sorts_by_energy() -> None:
@@ -314,6 +356,10 @@ def test_the_early_stop_rule_with_values() -> None:
     # no feasible trial: the bar is the most accurate trial's retention, events do not count
     fallback = tuning.Bar(retention=0.9954, feasible=False, events={}, offsets={})
     assert rule.reason(busier, fallback) is None
+    # with an energy target the weaker penalties are wanted: no stop for events
+    targeted = dataclasses.replace(rule, events_tolerance=None)
+    assert targeted.reason(busier, bar) is None
+    assert "under the required 0.9960" in targeted.reason(low, bar)
     assert "under the best trial's 0.9954" in rule.reason(
         {**check, "val_accuracy": 0.981}, fallback
     )

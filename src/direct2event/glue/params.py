@@ -282,6 +282,17 @@ class TuningParams(_Strict):
         "lowest-energy tie is taken on (short trials cannot rank lambdas that close: simulated "
         "N-MNIST, a quarter pass); 0: the most accurate",
     )
+    energy_reduction_target: float | None = Field(
+        None,
+        gt=1,
+        description="an energy reduction (D's energy over E's on validation, transfer."
+        "energy_model) the chosen trial must reach: the weakest penalty reaching it is chosen "
+        "(whole trials: the most accurate reaching it), for when the input leaves room (see "
+        "energy_reduction_ceiling). Short trials are judged at trial length, where E still "
+        "spends more than at the end (simulated N-MNIST binary frames, a quarter pass: "
+        "1.95-2.28x more). Early stops for events are off with it. None: the lowest energy "
+        "reaching retention_floor",
+    )
     early_stop: EarlyStopParams = Field(default_factory=EarlyStopParams)
 
     @model_validator(mode="after")

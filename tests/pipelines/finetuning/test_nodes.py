@@ -369,6 +369,46 @@ def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine
     assert trial.val_accuracy != chosen.val_accuracy or trial.energy_uJ != chosen.energy_uJ
 
 
+def test_with_an_energy_target_the_weakest_penalty_reaching_it_is_taken_on(
+    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path
+) -> None:
+    """Half-epoch trials at lambda = 1.5 and 30 with an energy reduction target both reach:
+    the weaker penalty goes on to the whole fine-tuning (the lowest energy would be 30's), and
+    the report holds the target and D's validation energy it was judged against."""
+    settings = tiny(
+        transfer={"finetune": {"epochs": 3}},
+        tuning={
+            "enabled": True,
+            "n_trials": 2,
+            "first_lambdas": [30.0, 1.5],
+            "retention_floor": 0.5,
+            "trial_epochs": 0.5,
+            "energy_reduction_target": 1.01,
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+        },
+    )
+    report, _, reuse = tune_rate_lambda(
+        scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
+    )
+    val = digits_splits.validation.head(settings.tuning.max_validation)
+    direct = measure(
+        restore(direct_model),
+        val,
+        settings.direct_coding,
+        settings.device,
+        settings.profiles(),
+        settings.seed,
+    )
+    assert report.direct_val_energy_uJ == direct["energy_uJ_by_model"]["per_event"]
+    assert report.energy_reduction_target == 1.01
+    by_lambda = {t.rate_lambda: t for t in report.trials}
+    assert sorted(by_lambda) == [1.5, 30.0] and not report.stopped  # no stop for events
+    assert by_lambda[30.0].energy_uJ < by_lambda[1.5].energy_uJ  # the stronger penalty: cheaper
+    assert report.direct_val_energy_uJ / by_lambda[1.5].energy_uJ >= 1.01  # both reach 1.01x
+    assert [c.rate_lambda for c in report.completed] == [1.5]
+    assert report.rate_lambda == reuse["rate_lambda"] == 1.5
+
+
 def _numbered(number: int, lam: float, accuracy: float, energy: float) -> FrozenTrial:
     """A complete Optuna trial as the study stores it (validation accuracy, energy)."""
     trial = optuna.trial.create_trial(

@@ -124,7 +124,7 @@ def tune_rate_lambda(
         return _configured(settings, enabled=False), {}, {}
     trained: dict[float, TrainedTrial] = {}
     start, warmup = start_network(scaled_model, lambda0_event_model, settings)
-    evaluate, direct_acc, complete_trial = trial_evaluator(
+    evaluate, direct_acc, complete_trial, direct_energy = trial_evaluator(
         start,
         restore(direct_model),
         splits,
@@ -134,6 +134,7 @@ def tune_rate_lambda(
     )
     name = settings.study_name
     required = tune_p.retention_floor + tune_p.retention_margin
+    target = tune_p.energy_reduction_target
     stop_p = tune_p.early_stop
     early_stop = (
         tuning.EarlyStop(
@@ -142,7 +143,9 @@ def tune_rate_lambda(
             required=required,
             slack=stop_p.slack,
             slack_sd=stop_p.slack_sd,
-            events_tolerance=stop_p.events_tolerance,
+            # with an energy target the weaker penalties are the candidates: none stops for
+            # spending more than the lowest-energy feasible trial
+            events_tolerance=None if target else stop_p.events_tolerance,
         )
         if stop_p.enabled
         else None
@@ -182,9 +185,11 @@ def tune_rate_lambda(
             candidate_at=tune_p.retention_floor,
             validation_size=len(trial_validation(splits, settings)),
             tie_standard_errors=tune_p.tie_standard_errors,
+            direct_energy=direct_energy,
+            energy_target=target,
         )
     else:  # every trial ran the whole fine-tuning: the chosen one is final as it is
-        chosen, floor_met = tuning.select_trial(trials, direct_acc, required)
+        chosen, floor_met = tuning.select_trial(trials, direct_acc, required, direct_energy, target)
         record, completed = tuning.trial_record(chosen), []
         kept = trained.get(record.rate_lambda)
         best = (kept[0], kept[1]) if kept else None
@@ -192,10 +197,11 @@ def tune_rate_lambda(
     if not floor_met:
         logger.warning(
             "No trial reaches accuracy retention %.4f (floor %.3f + margin %.4f) on validation; "
-            "chose the most accurate (λ = %.4g)",
+            "chose %s (λ = %.4g)",
             required,
             tune_p.retention_floor,
             tune_p.retention_margin,
+            "the most accurate" if target is None else f"for the energy reduction target {target}",
             record.rate_lambda,
         )
     report = TuningReport(
@@ -214,6 +220,8 @@ def tune_rate_lambda(
         retention_margin=tune_p.retention_margin,
         direct_val_accuracy=direct_acc,
         energy_model=settings.transfer.energy_model,
+        energy_reduction_target=target,
+        direct_val_energy_uJ=direct_energy,
     )
     tuning.mark_chosen(tune_p.storage, name, record)
     metrics = {

@@ -40,11 +40,13 @@ Complete = Callable[[float], tuple[SpikingNet, list[dict[str, float]], dict[str,
 
 class TrialEvaluator(NamedTuple):
     """A sweep's trial as a function of lambda, D's validation accuracy on the trials'
-    samples, and a trial taken on to the full fine-tuning as a function of lambda."""
+    samples, a trial taken on to the full fine-tuning as a function of lambda, and D's energy
+    on the trials' samples (the reference of an energy reduction target)."""
 
     evaluate: tuning.Evaluate
     direct_accuracy: float
     complete: Complete
+    direct_energy: float  # D's energy per sample on the same samples (transfer.energy_model)
 
 
 def trial_validation(splits: DataSplits, settings: PipelineParams) -> Split:
@@ -72,9 +74,8 @@ def trial_evaluator(
     device, profiles = settings.device, settings.profiles()
     val = trial_validation(splits, settings)
     energy_model = settings.transfer.energy_model
-    direct_acc = measure(direct, val, settings.direct_coding, device, profiles, settings.seed)[
-        "accuracy"
-    ]
+    direct_res = measure(direct, val, settings.direct_coding, device, profiles, settings.seed)
+    direct_acc = direct_res["accuracy"]
     base = settings.finetune_config(0.0)
     distill = base.distill and base.fit.epochs > 0
 
@@ -156,4 +157,6 @@ def trial_evaluator(
         )
         return res
 
-    return TrialEvaluator(evaluate, direct_acc, complete)
+    return TrialEvaluator(
+        evaluate, direct_acc, complete, direct_res["energy_uJ_by_model"][energy_model]
+    )
