@@ -154,6 +154,8 @@ def test_the_event_cap_is_for_event_data_and_names_its_own_study() -> None:
     with pytest.raises(ParameterError, match="max_events_per_bin caps event frames"):
         validate_params("digits", {"data": {"max_events_per_bin": 1}})
     raw = copy.deepcopy(shipped("nmnist_sim"))
+    assert validate_params("nmnist_sim", raw).data.max_events_per_bin == 1  # shipped: binary
+    raw["data"] = {}
     counts = validate_params("nmnist_sim", raw)
     raw["data"] = {"max_events_per_bin": 0}
     with pytest.raises(ParameterError, match="max_events_per_bin"):
