@@ -129,6 +129,27 @@ def test_an_energy_reduction_target_takes_the_weakest_penalty_reaching_it(
     assert tuning.select_trial(trials, 0.9864, 0.995)[0].number == 0
 
 
+def test_between_two_trials_the_lambda_meeting_the_target_is_interpolated() -> None:
+    """Simulated N-MNIST seed 4 (binary frames, D 0.04287 uJ on validation): lambda = 1 reaches
+    3.02x at trial length, 3 reaches 4.97x; a 3.75x target lies between them on the line in
+    (log lambda, log reduction): lambda = exp(0.4364 * ln 3) = 1.615."""
+    trials = [
+        trial(3.0, 0.9760, 0.04287 / 4.966, 0),
+        trial(1.0, 0.9820, 0.04287 / 3.017, 1),
+        trial(6.215, 0.9760, 0.04287 / 6.625, 3),
+    ]
+    t = (math.log(3.75) - math.log(3.017)) / (math.log(4.966) - math.log(3.017))
+    assert t == pytest.approx(0.4364, abs=1e-4)
+    lam = tuning.interpolated_lambda(trials, 0.04287, 3.75)
+    assert lam == pytest.approx(math.exp(t * math.log(3.0))) and lam == pytest.approx(1.615, 1e-3)
+    # the weakest trial reaches it already, or nothing weaker was tried: no interpolation
+    assert tuning.interpolated_lambda(trials, 0.04287, 2.5) is None
+    assert tuning.interpolated_lambda(trials[:1], 0.04287, 3.75) is None
+    # no trial reaches it, or no target
+    assert tuning.interpolated_lambda(trials, 0.04287, 8.0) is None
+    assert tuning.interpolated_lambda(trials, 0.04287, None) is None
+
+
 def test_pareto_front_drops_dominated_trials_and_sorts_by_energy() -> None:
     front = tuning.pareto_front(HAND_MADE)
     assert [t.number for t in front] == [3, 2, 1, 0]

@@ -287,7 +287,8 @@ class TuningParams(_Strict):
         gt=1,
         description="an energy reduction (D's energy over E's on validation, transfer."
         "energy_model) the chosen trial must reach: the weakest penalty reaching it is chosen "
-        "(whole trials: the most accurate reaching it), for when the input leaves room (see "
+        "(whole trials: the most accurate reaching it; when a weaker trial misses it, the "
+        "lambda between the two on a log-log line), for when the input leaves room (see "
         "energy_reduction_ceiling). Short trials are judged at trial length, where E still "
         "spends more than at the end (simulated N-MNIST binary frames, a quarter pass: "
         "1.95-2.28x more). Early stops for events are off with it. None: the lowest energy "

@@ -463,6 +463,26 @@ def test_the_lowest_energy_candidate_is_taken_on_first_and_a_weaker_penalty_afte
     assert [t.number for t in completion_order(trials, 1.0, 0.9995)] == [0]
 
 
+def test_with_an_energy_target_between_two_trials_one_whole_run_at_the_lambda_between(
+    scaled,
+) -> None:
+    """Trials at lambda 1 (3.02x) and 3 (4.97x) bracket a 3.75x target: the one completion is
+    a whole fine-tuning at the interpolated lambda (1.615), recorded without a trial number."""
+    trials = [_numbered(0, 3.0, 0.976, 0.04287 / 4.966), _numbered(1, 1.0, 0.982, 0.04287 / 3.017)]
+    runs: list[float] = []
+
+    def complete(lam: float):
+        runs.append(lam)
+        return restore(scaled[0]), [{"epoch": 1.0}], {"val_accuracy": 0.9841, "energy_uJ": 0.0051}
+
+    chosen, met, done, (_, history) = take_on(
+        trials, 0.988, 0.996, 2, complete, direct_energy=0.04287, energy_target=3.75
+    )
+    assert runs == [pytest.approx(1.615, 1e-3)] and history == [{"epoch": 1.0}]
+    assert (chosen.rate_lambda, chosen.number, chosen.val_accuracy) == (runs[0], None, 0.9841)
+    assert done == [chosen] and met is True  # 0.9841 >= 0.996 * 0.988 = 0.98405
+
+
 def test_after_a_shortfall_a_nearly_equal_penalty_is_skipped_for_a_clearly_weaker_one(
     scaled,
 ) -> None:
