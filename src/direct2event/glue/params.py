@@ -291,7 +291,7 @@ class TuningParams(_Strict):
         "lambda between the two on a log-log line), for when the input leaves room (see "
         "energy_reduction_ceiling). Short trials are judged at trial length, where E still "
         "spends more than at the end (simulated N-MNIST binary frames, a quarter pass: "
-        "1.95-2.28x more). Early stops for events are off with it. None: the lowest energy "
+        "1.89-2.60x more). Early stops for events are off with it. None: the lowest energy "
         "reaching retention_floor",
     )
     early_stop: EarlyStopParams = Field(default_factory=EarlyStopParams)
