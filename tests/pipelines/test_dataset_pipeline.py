@@ -156,8 +156,9 @@ def assert_same_as_reference(summary: dict) -> None:
     """The summary the code wrote before the stage restructure, on this machine, with the same
     seed: every number is equal, except what the restructure fixed or added (the TTFS pipeline
     rows now fine-tune at the chosen lambda, shares of the gain are of E's gain, rows name their
-    lambda, the summary names its seed and whether the floor was met). Exact equality holds only on the same CPU model and
-    torch build; elsewhere the comparison is skipped, saying why."""
+    lambda, the summary names its seed and whether the floor was met, early stops end a trial).
+    Exact equality holds only on the same CPU model and torch build; elsewhere the comparison is
+    skipped, saying why."""
     reference = json.loads(REFERENCE.read_text())
     made_on = reference.pop("machine")
     if made_on != machine():
@@ -172,6 +173,12 @@ def assert_same_as_reference(summary: dict) -> None:
         found[network].pop("input_events_per_sample")
         found[network].pop("input_energy_uJ_by_model")
     assert found["tuning"].pop("floor_met") in (True, False)
+    # early stops (tuning.early_stop, added after the reference) end a trial the reference ran to
+    # the end: the same trials were started, and every one that finished is the reference's
+    tuning, before = found.pop("tuning"), reference.pop("tuning")
+    assert tuning["n_trials"] + tuning["n_stopped"] == before["n_trials"]
+    assert tuning["n_completed"] <= tuning["n_trials"]
+    assert tuning["pareto"] and all(point in before["pareto"] for point in tuning["pareto"])
     for rows in (found["ablation"], reference["ablation"]):
         rows[:] = [
             {k: v for k, v in row.items() if k not in ("rate_lambda", "energy_gain_fraction")}
