@@ -270,9 +270,10 @@ class TuningParams(_Strict):
     completions: int = Field(
         1,
         ge=1,
-        description="trials at most taken on to the full fine-tuning, lowest energy first, until "
-        "one reaches retention_floor + retention_margin on validation (MNIST, 3 seeds: a second "
-        "completion never changed the choice and cost 2 passes)",
+        description="trials at most taken on to the full fine-tuning (lowest energy first, or "
+        "weakest lambda first with an energy_reduction_target), until one reaches "
+        "retention_floor + retention_margin on validation; each further one costs the rest of "
+        "a fine-tuning (MNIST: 2 passes)",
     )
     tie_standard_errors: float = Field(
         1.0,
@@ -291,8 +292,9 @@ class TuningParams(_Strict):
         "lambda between the two on a log-log line), for when the input leaves room (see "
         "energy_reduction_ceiling). Short trials are judged at trial length, where E still "
         "spends more than at the end (simulated N-MNIST binary frames, a quarter pass: "
-        "1.89-2.60x more). Early stops for events are off with it. None: the lowest energy "
-        "reaching retention_floor",
+        "1.89-2.60x more; MNIST, one pass of three: 1.28-1.74x). Early stops for events are "
+        "off with it. None (the default: a target depends on the dataset's input): the lowest "
+        "energy reaching retention_floor",
     )
     early_stop: EarlyStopParams = Field(default_factory=EarlyStopParams)
 
