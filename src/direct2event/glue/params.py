@@ -292,7 +292,7 @@ class TuningParams(_Strict):
         "lambda between the two on a log-log line), for when the input leaves room (see "
         "energy_reduction_ceiling). Short trials are judged at trial length, where E still "
         "spends more than at the end (simulated N-MNIST binary frames, a quarter pass: "
-        "1.89-2.60x more; MNIST, one pass of three: 1.28-1.74x). Early stops for events are "
+        "1.89-2.60x more; MNIST, one pass of three: 1.23-1.31x). Early stops for events are "
         "off with it. None (the default: a target depends on the dataset's input): the lowest "
         "energy reaching retention_floor",
     )
