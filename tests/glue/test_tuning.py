@@ -386,6 +386,110 @@ def test_the_early_stop_rule_with_values() -> None:
     )
 
 
+def test_with_an_energy_target_only_the_trials_that_can_be_chosen_run() -> None:
+    """MNIST seed 0's 20-trial sweep (AVX-512 EPYC), events per sample in units where D spends
+    23241 (its 7.64x over lambda = 2): lambda = 2 reaches 7x, 1.303 misses it (6.29x)."""
+
+    def made(lam: float, events: float, check: float, number: int) -> optuna.trial.FrozenTrial:
+        t = trial(lam, 0.9890, events * 1e-6, number)
+        t.user_attrs["checks"] = [
+            {"fraction": 0.1, "val_accuracy": 0.9900, "events_per_sample": check}
+        ]
+        return t
+
+    trials = [made(2.0, 3042.15, 5599.1, 0), made(0.549, 5095.46, 6961.3, 10)]
+    trials.append(made(1.303, 3693.48, 6696.6, 13))
+    rule = tuning.EarlyStop(
+        at=(0.1, 0.3),
+        direct_accuracy=0.9924,
+        required=0.996,
+        events_tolerance=None,
+        energy_target=7.0,
+        direct_energy=0.023241,
+    )
+    bar = rule.bar(trials)
+    assert bar.reaching_lambda == 2.0 and bar.weaker_lambda == 1.303
+    assert bar.weaker_events == {0.1: 6696.6}
+    # stronger than lambda = 2: out whatever it measures (before its first step, see below)
+    assert rule.outside_target(bar, 2.25) == (
+        "λ = 2.25 is stronger than λ = 2, which already reaches the energy reduction target 7 "
+        "at trial length: only the weakest trial reaching it can be taken on"
+    )
+    good = {"fraction": 0.1, "val_accuracy": 0.9900, "events_per_sample": 5470.1}
+    assert rule.reason(good, bar, 2.25).startswith("λ = 2.25 is stronger than λ = 2")
+    assert rule.outside_target(bar, 2.0) is None and rule.outside_target(bar, 1.6) is None
+    # weaker than lambda = 1.303 and busier at the same check: on course to miss 7x too
+    busy = {**good, "events_per_sample": 6813.3}
+    assert rule.reason(busy, bar, 0.946) == (
+        "6813 events per sample at 10% of its fine-tuning exceed the 6697 of λ = 1.303 at the "
+        "same check, which misses the energy reduction target 7 at trial length (this weaker "
+        "penalty is on course to miss it too)"
+    )
+    assert rule.reason({**busy, "events_per_sample": 6600.0}, bar, 0.946) is None
+    assert rule.reason(busy, bar, 1.6) is None  # between the two: the interpolation's range
+    assert rule.reason({**busy, "fraction": 0.3}, bar, 0.946) is None  # no check to compare
+    # no trial reaches 8x yet: nothing stops for its lambda or for the weaker trial's events
+    unreached = dataclasses.replace(rule, energy_target=8.0).bar(trials)
+    assert unreached.reaching_lambda is None and unreached.weaker_events == {}
+    assert rule.outside_target(unreached, 40.0) is None
+    # without a target (or whole trials, where the node passes none) the rule is off
+    off = dataclasses.replace(rule, energy_target=None)
+    assert (
+        off.bar(trials).reaching_lambda is None and off.reason(busy, off.bar(trials), 40.0) is None
+    )
+
+
+def test_with_an_energy_target_stronger_trials_stop_before_any_step(tmp_path: Path) -> None:
+    """A study on a smooth toy: energy 0.01 / sqrt(lambda) against D's 0.03 (reduction 3 sqrt
+    lambda, so lambda >= 4 reaches 6x), events at the half-way check twice the final ones."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    rule = tuning.EarlyStop(
+        at=(0.5,),
+        direct_accuracy=1.0,
+        required=0.9,
+        events_tolerance=None,
+        energy_target=6.0,
+        direct_energy=0.03,
+    )
+    steps: list[float] = []
+
+    def evaluate(lam: float, on_epoch=None, judge=None) -> dict[str, float]:
+        steps.append(lam)  # the fine-tuning starts
+        energy = 0.01 / math.sqrt(lam)
+        judge(0.5, 5, {"val_accuracy": 0.99, "events_per_sample": 2e6 * energy})
+        return {"val_accuracy": 0.99 - 1e-4 * lam, "energy_uJ": energy}
+
+    study = tuning.run_study(
+        url, "s", SPACE, evaluate, 7, first=[8.0, 20.0, 2.0, 1.0, 5.0], early_stop=rule
+    )
+    got = {t.number: t for t in study.get_trials()}
+    assert [got[n].state for n in range(5)] == [
+        TrialState.COMPLETE,  # 8: reaches 8.49x
+        TrialState.PRUNED,  # 20: stronger than 8
+        TrialState.COMPLETE,  # 2: 4.24x, the weaker neighbour
+        TrialState.PRUNED,  # 1: weaker than 2 with more events at its check
+        TrialState.COMPLETE,  # 5: 6.71x, the weakest reaching now
+    ]
+    assert 20.0 not in steps  # it never started its fine-tuning
+    stopped = tuning.stopped_record(got[1])
+    assert stopped.fraction == 0.0 and got[1].user_attrs["checks"] == []
+    assert stopped.reason.startswith("λ = 20 is stronger than λ = 8")
+    assert tuning.stopped_record(got[3]).fraction == 0.5
+    assert "exceed the 14142 of λ = 2" in got[3].user_attrs["stopped_reason"]
+    # the sampler's two trials obey the same rule against the study as it stands at the end
+    complete = [t for t in got.values() if t.state == TrialState.COMPLETE]
+    reach = min(t.params[tuning.PARAM] for t in complete if t.params[tuning.PARAM] >= 4)
+    weaker = max(t.params[tuning.PARAM] for t in complete if t.params[tuning.PARAM] < 4)
+    for t in got.values():
+        lam = t.params[tuning.PARAM]
+        if t.state == TrialState.PRUNED and "stronger" in t.user_attrs["stopped_reason"]:
+            assert lam > reach and lam not in steps
+        elif t.state == TrialState.PRUNED:
+            assert lam < weaker and "events per sample" in t.user_attrs["stopped_reason"]
+    # between lambda = 2 and the weakest reaching trial the line gives lambda = 4 exactly
+    assert tuning.interpolated_lambda(study.get_trials(), 0.03, 6.0) == pytest.approx(4.0)
+
+
 def test_the_overstatement_grows_with_lambda_on_a_line_learnt_from_four_trials() -> None:
     import numpy as np
 

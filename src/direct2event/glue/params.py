@@ -209,7 +209,8 @@ class EarlyStopParams(_Strict):
         0.01,
         ge=0,
         description="a trial stops when its events per sample at a check exceed the best "
-        "feasible trial's at the same check by more than this fraction",
+        "feasible trial's at the same check by more than this fraction (not with "
+        "tuning.energy_reduction_target)",
     )
 
     @model_validator(mode="after")
@@ -292,8 +293,10 @@ class TuningParams(_Strict):
         "lambda between the two on a log-log line), for when the input leaves room (see "
         "energy_reduction_ceiling). Short trials are judged at trial length, where E still "
         "spends more than at the end (simulated N-MNIST binary frames, a quarter pass: "
-        "1.89-2.60x more; MNIST, one pass of three: 1.23-1.31x). Early stops for events are "
-        "off with it. None (the default: a target depends on the dataset's input): the lowest "
+        "1.89-2.60x more; MNIST, one pass of three: 1.23-1.31x). With it, short trials "
+        "stronger than one already reaching it stop before their first step, and those weaker "
+        "than the nearest trial missing it stop when their events exceed that trial's at a "
+        "check (early_stop.events_tolerance is off). None (the default: a target depends on the dataset's input): the lowest "
         "energy reaching retention_floor",
     )
     early_stop: EarlyStopParams = Field(default_factory=EarlyStopParams)

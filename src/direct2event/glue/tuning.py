@@ -452,6 +452,12 @@ class Bar:
     # the overstatement's growth per unit of log(lambda) and the mean log(lambda) it is centred
     # on, by fraction (learnt from four complete trials; none: the same offset for every lambda)
     slopes: dict[float, tuple[float, float]] = field(default_factory=dict)
+    # with an energy target: the weakest complete trial reaching it at trial length (its lambda)
+    # and the nearest weaker complete trial, which misses it (its lambda and events by check
+    # fraction): the only two trials the sweep can still choose from or interpolate between
+    reaching_lambda: float | None = None
+    weaker_lambda: float | None = None
+    weaker_events: dict[float, float] = field(default_factory=dict)
 
     def offset(self, fraction: float, rate_lambda: float | None = None) -> float:
         """How much a check at ``fraction`` overstates the final retention of a trial at
@@ -483,6 +489,15 @@ class EarlyStop:
     a complete one. Once offsets are learnt the slack narrows to ``slack_sd`` standard errors
     of the learnt overstatement (between a quarter of ``slack`` and ``slack``): the prediction
     is then trusted as far as the study has shown it to hold.
+
+    With an ``energy_target`` (an energy reduction, D's validation energy ``direct_energy`` over
+    a trial's, when short trials are taken on: :func:`take_on`) the sweep keeps only the
+    weakest trial reaching the target at trial length and the nearest weaker one (the two an
+    interpolation uses). Once a complete trial reaches it, a trial with a stronger lambda stops
+    before its first step (it can never be chosen; measured on MNIST, 20 trials: ten such trials
+    ran a whole pass each), and a trial weaker than the nearest weaker one stops at a check
+    where its events exceed that trial's at the same check (it is on course to miss the target
+    too, and is not the nearer of the two).
     """
 
     at: tuple[float, ...]
@@ -492,6 +507,8 @@ class EarlyStop:
     events_tolerance: float | None = 0.01  # None: no trial stops for its events
     min_offset_trials: int = 3  # complete trials needed before offsets are used
     slack_sd: float | None = 2.0
+    energy_target: float | None = None
+    direct_energy: float = 0.0
 
     def steps(self, total: int) -> dict[int, float]:
         """The optimizer steps (of ``total``) after which the trial is checked, and their
@@ -510,6 +527,8 @@ class EarlyStop:
         no complete trial yet, nothing stops)."""
         if bar is None:
             return None
+        if (stronger := self.outside_target(bar, rate_lambda)) is not None:
+            return stronger
         fraction = check["fraction"]
         where = f"at {fraction:.0%} of its fine-tuning"
         predicted = self.retention(check["val_accuracy"]) - bar.offset(fraction, rate_lambda)
@@ -521,15 +540,53 @@ class EarlyStop:
                 f"predicted {predicted:.4f}) is more than {slack:.4g} under the {target} "
                 f"{bar.retention:.4f}"
             )
+        return self.events_reason(check, bar, rate_lambda)
+
+    def events_reason(
+        self, check: dict[str, float], bar: Bar, rate_lambda: float | None = None
+    ) -> str | None:
+        """Why a trial stops for its events at ``check`` (None: it runs on): more than the
+        nearest trial under an energy target that misses it, for a weaker penalty still; or
+        more than the best feasible trial's by over ``events_tolerance``."""
+        fraction, events = check["fraction"], check["events_per_sample"]
+        where = f"at {fraction:.0%} of its fine-tuning"
+        weaker, lo = bar.weaker_events.get(fraction), bar.weaker_lambda
+        busier = (
+            weaker is not None
+            and lo is not None
+            and rate_lambda is not None
+            and rate_lambda < lo
+            and events > weaker
+        )
+        if busier:
+            return (
+                f"{events:.0f} events per sample {where} exceed the {weaker:.0f} of "
+                f"λ = {lo:.4g} at the same check, which misses the energy "
+                f"reduction target {self.energy_target:g} at trial length (this weaker penalty "
+                "is on course to miss it too)"
+            )
         reference = bar.events.get(fraction)
         if self.events_tolerance is None or reference is None:
             return None
-        if check["events_per_sample"] > reference * (1 + self.events_tolerance):
+        if events > reference * (1 + self.events_tolerance):
             return (
-                f"{check['events_per_sample']:.0f} events per sample {where} exceed the best "
-                f"feasible trial's {reference:.0f} (+{self.events_tolerance:.0%})"
+                f"{events:.0f} events per sample {where} exceed the best feasible trial's "
+                f"{reference:.0f} (+{self.events_tolerance:.0%})"
             )
         return None
+
+    def outside_target(self, bar: Bar | None, rate_lambda: float | None) -> str | None:
+        """Why a trial at ``rate_lambda`` stops whatever it measures (None: it runs): a
+        complete trial with a weaker penalty already reaches the energy target."""
+        if bar is None or bar.reaching_lambda is None or rate_lambda is None:
+            return None
+        if rate_lambda <= bar.reaching_lambda:
+            return None
+        return (
+            f"λ = {rate_lambda:.4g} is stronger than λ = {bar.reaching_lambda:.4g}, which "
+            f"already reaches the energy reduction target {self.energy_target:g} at trial "
+            "length: only the weakest trial reaching it can be taken on"
+        )
 
     def slack_at(self, fraction: float, bar: Bar) -> float:
         """How far under the bar a prediction at ``fraction`` may fall: ``slack``, narrowed to
@@ -567,7 +624,18 @@ class EarlyStop:
             else {}
         )
         bar = self.required if feasible else self.retention(best.values[0])
-        return Bar(bar, feasible, events, offsets, spreads, slopes)
+        target: dict[str, Any] = {}
+        if reaching := reaching_target(complete, self.direct_energy, self.energy_target):
+            hi = float(reaching[0].params[PARAM])
+            target["reaching_lambda"] = hi
+            weaker = [t for t in complete if t.params[PARAM] < hi and t.values[1] > 0]
+            if weaker:
+                lo = max(weaker, key=lambda t: t.params[PARAM])
+                target["weaker_lambda"] = float(lo.params[PARAM])
+                target["weaker_events"] = {
+                    c["fraction"]: c["events_per_sample"] for c in lo.user_attrs.get("checks", [])
+                }
+        return Bar(bar, feasible, events, offsets, spreads, slopes, **target)
 
 
 def overstatement(
@@ -612,6 +680,13 @@ class Judge:
     def steps(self, total: int) -> dict[int, float]:
         """Optimizer step -> fraction of the trial's checks."""
         return self.rule.steps(total)
+
+    def start(self) -> None:
+        """Before the trial's first step: raise :class:`TrialStopped` when its lambda alone
+        rules it out (:meth:`EarlyStop.outside_target`), so it costs no fine-tuning."""
+        reason = self.rule.outside_target(self._bar(), self.rate_lambda)
+        if reason is not None:
+            raise TrialStopped(reason)
 
     def __call__(self, fraction: float, step: int, measured: dict[str, float]) -> None:
         check = {
@@ -733,6 +808,7 @@ def run_study(
                         tracker.check,
                         lam,
                     )
+                    judge.start()
                 result = evaluate(lam, tracker.on_epoch, judge)
                 tracker.finish(result, time.perf_counter() - started)
         except Terminated as err:  # Optuna marks it FAIL; the next worker runs its lambda again

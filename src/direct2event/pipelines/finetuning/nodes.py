@@ -136,6 +136,7 @@ def tune_rate_lambda(
     required = tune_p.retention_floor + tune_p.retention_margin
     target = tune_p.energy_reduction_target
     stop_p = tune_p.early_stop
+    short = settings.trial_epochs < settings.transfer.finetune.epochs  # trials are taken on
     early_stop = (
         tuning.EarlyStop(
             at=tuple(stop_p.check_at),
@@ -146,6 +147,11 @@ def tune_rate_lambda(
             # with an energy target the weaker penalties are the candidates: none stops for
             # spending more than the lowest-energy feasible trial
             events_tolerance=None if target else stop_p.events_tolerance,
+            # taken on, only the weakest trial reaching the target (and the nearest weaker
+            # one) can be chosen: stronger ones stop before their first step; whole trials
+            # choose the most accurate trial reaching it, so none stops for its lambda
+            energy_target=target if short else None,
+            direct_energy=direct_energy,
         )
         if stop_p.enabled
         else None
@@ -172,7 +178,7 @@ def tune_rate_lambda(
     if not complete:
         logger.warning("No complete trial in study %s: λ from the configuration", name)
         return _configured(settings, **where, stopped=stopped), {}, {}
-    if settings.trial_epochs < settings.transfer.finetune.epochs:
+    if short:
         # a trial is taken on when it reaches the floor at trial length (one pass misjudges
         # the end by about the margin either way: MNIST seed 0, lambda = 2, 0.0020 over;
         # seed 1, lambda = 0.5, 0.0004 under) and chosen when it reaches floor + margin at the end
