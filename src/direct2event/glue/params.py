@@ -296,8 +296,8 @@ class TuningParams(_Strict):
         "1.89-2.60x more; MNIST, one pass of three: 1.23-1.31x). With it, short trials "
         "stronger than one already reaching it stop before their first step, and those weaker "
         "than the nearest trial missing it stop when their events exceed that trial's at a "
-        "check (early_stop.events_tolerance is off). None (the default: a target depends on the dataset's input): the lowest "
-        "energy reaching retention_floor",
+        "check (early_stop.events_tolerance is off). None (the default: a target depends on "
+        "the dataset's input): the lowest energy reaching retention_floor",
     )
     early_stop: EarlyStopParams = Field(default_factory=EarlyStopParams)
 
