@@ -6,8 +6,11 @@ from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
 from direct2event.glue.hooks import CredentialMask, ProjectHooks
+from direct2event.glue.sessions import UniqueSessionStore
 
 HOOKS = (CredentialMask(), ProjectHooks())
+# runs started in the same millisecond would share a session id and a dataset version
+SESSION_STORE_CLASS = UniqueSessionStore
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
