@@ -16,6 +16,14 @@ Written to the JSON: stops by moment and signal; runs left RUNNING (after the ne
 command, which reaps the runs of dead processes); completed trials lost or duplicated; registry
 versions whose model does not load; data files that fail to load; whether the final results
 equal an uninterrupted run of the same seed (summary.json without its timings).
+
+Every phase (a stop and the normal command after it, a round of sweep workers, the seeds study)
+has a deadline of ``--deadline-factor`` times the uninterrupted run (at least
+``--deadline-min-s``). A phase past it is a failure, not a hang: its processes are killed, the
+phase and the state of its study at that moment (each trial's state, parameters, attributes and
+heartbeat) go to the JSON, and the command exits 1. The stops' random moments come from
+``--seed`` (drawn and recorded when not given, so each run tries new moments and any one can be
+repeated).
 """
 
 from __future__ import annotations
@@ -48,6 +56,66 @@ sys.path.insert(0, str(ROOT))  # the tests' tiny project
 from tests.conftest import tiny_project  # noqa: E402
 
 NODE = re.compile(r"Running node: (\w+)")
+_LIVE: list[subprocess.Popen] = []  # every process started, killed when a phase overruns
+
+
+class PhaseOverrun(RuntimeError):
+    """A phase that did not end by its deadline: a failure, with what was found then."""
+
+    def __init__(self, phase: str, limit_s: float, state: dict[str, Any]) -> None:
+        super().__init__(f"phase '{phase}' did not end within {limit_s:.0f} s")
+        self.phase, self.limit_s, self.state = phase, limit_s, state
+
+
+class Deadline:
+    """One phase's deadline; :meth:`wait` waits for a process until it, never longer."""
+
+    limit_s = 600.0  # set by main from the uninterrupted run
+
+    def __init__(self, phase: str, storage: str | None = None) -> None:
+        self.phase, self.storage = phase, storage
+        self.ends = time.monotonic() + self.limit_s
+
+    def wait(self, proc: subprocess.Popen) -> int:
+        try:
+            return proc.wait(timeout=max(0.0, self.ends - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            state = study_state(self.storage) if self.storage else {}
+            for p in _LIVE:  # nothing of the overrun phase is left running
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(timeout=60)
+            raise PhaseOverrun(self.phase, self.limit_s, state) from None
+
+
+def study_state(storage: str) -> dict[str, Any]:
+    """Every trial of the storage's studies as it is now: state, parameters, attributes, and
+    the age of its heartbeat by the database's clock (None: no heartbeat row)."""
+    from direct2event.glue import tuning
+
+    try:
+        db = tuning.open_storage(storage)
+        out: dict[str, Any] = {}
+        for name in optuna.get_all_study_names(db):
+            study = optuna.load_study(study_name=name, storage=db)
+            now, beats = db.heartbeats(study._study_id)
+            out[name] = [
+                {
+                    "number": t.number,
+                    "state": t.state.name,
+                    "params": t.params,
+                    "user_attrs": {k: v for k, v in t.user_attrs.items() if k != "checks"},
+                    "system_attrs": t.system_attrs,
+                    "heartbeat_age_s": (
+                        (now - beats[t._trial_id]).total_seconds() if t._trial_id in beats else None
+                    ),
+                    "started": str(t.datetime_start),
+                }
+                for t in study.get_trials(deepcopy=False)
+            ]
+        return out
+    except Exception as err:  # the report must still be written
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def make_project(folder: Path) -> Path:
@@ -74,9 +142,11 @@ def env_for(folder: Path, extra: dict[str, str] | None = None) -> dict[str, str]
 
 
 def start(folder: Path, cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd, cwd=folder, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
+    _LIVE[:] = [p for p in _LIVE if p.poll() is None] + [proc]
+    return proc
 
 
 def kedro(pipeline: str, params: str = "") -> list[str]:
@@ -102,10 +172,12 @@ def moment(log: Path, folder: Path | None = None, since: float = 0.0) -> str:
     return nodes[-1]
 
 
-def finish(folder: Path, cmd: list[str], env: dict[str, str], log: Path) -> float:
+def finish(
+    folder: Path, cmd: list[str], env: dict[str, str], log: Path, deadline: Deadline
+) -> float:
     t0 = time.perf_counter()
     proc = start(folder, cmd, log, env)
-    if proc.wait(timeout=1800) != 0:
+    if deadline.wait(proc) != 0:
         raise RuntimeError(f"the normal command failed after a stop: see {log}")
     return time.perf_counter() - t0
 
@@ -117,6 +189,7 @@ def stop_once(
     env: dict[str, str],
     log: Path,
     span_s: float,
+    deadline: Deadline,
     seeds: bool = False,
 ) -> dict[str, Any]:
     """Start ``cmd``, stop it at a random moment within ``span_s``, report where and how."""
@@ -131,7 +204,7 @@ def stop_once(
         pass
     where = moment(log, folder if seeds else None, started)
     proc.send_signal(sig)
-    rc = proc.wait(timeout=300)
+    rc = deadline.wait(proc)
     return {"signal": sig.name, "at_s": round(delay, 2), "moment": where, "rc": rc}
 
 
@@ -223,8 +296,11 @@ def digits_runs(rng: random.Random, work: Path, ref: dict[str, Any], span: float
     env = env_for(folder)
     stops, equal = [], []
     for i in range(n):
-        stops.append(stop_once(rng, folder, kedro("digits"), env, folder / f"stop{i}.log", span))
-        finish(folder, kedro("digits"), env, folder / f"again{i}.log")
+        deadline = Deadline(f"digits_run: stop {i} and the run after it")
+        stops.append(
+            stop_once(rng, folder, kedro("digits"), env, folder / f"stop{i}.log", span, deadline)
+        )
+        finish(folder, kedro("digits"), env, folder / f"again{i}.log", deadline)
         equal.append(summary_core(folder / "data/08_reporting/digits/summary.json") == ref)
     uri = env["MLFLOW_TRACKING_URI"]
     return {
@@ -247,7 +323,14 @@ def sweep(
 ) -> dict[str, Any]:
     """Two workers per round (n_trials grows by round); each round one worker is stopped at a
     random moment and started again, twice."""
-    finish(folder, kedro("digits", "digits.tuning.enabled=false"), env, folder / "d.log")
+    place = "sweep_" + ("postgres" if storage.startswith("postgresql") else "sqlite")
+    finish(
+        folder,
+        kedro("digits", "digits.tuning.enabled=false"),
+        env,
+        folder / "d.log",
+        Deadline(f"{place}: network D"),
+    )
     stops, trials = [], {}
     before: dict[int, tuple] = {}
     for r, n_trials in enumerate(rounds):
@@ -257,6 +340,7 @@ def sweep(
             "digits.tuning.grace_period_s=20"
         )
         cmd = kedro("digits.sweep", params)
+        deadline = Deadline(f"{place}: round {r} (n_trials {n_trials})", storage)
         procs = [start(folder, cmd, folder / f"w{r}_{k}.log", env) for k in range(2)]
         for k in range(2):  # stop worker k at a random moment, then start it again
             victim = rng.randrange(2)
@@ -272,19 +356,19 @@ def sweep(
                 if where == "tune_rate_lambda":
                     where = "tune_rate_lambda (inside a trial or waiting)"
                 procs[victim].send_signal(sig)
-                rc = procs[victim].wait(timeout=300)
+                rc = deadline.wait(procs[victim])
                 stops.append(
                     {"signal": sig.name, "at_s": round(delay, 2), "moment": where, "rc": rc}
                 )
             procs[victim] = start(folder, cmd, folder / f"w{r}_{victim}_again{k}.log", env)
-        codes = [p.wait(timeout=1800) for p in procs]
+        codes = [deadline.wait(p) for p in procs]
         if codes != [0, 0]:
             raise RuntimeError(f"sweep workers failed after the stops: {codes} in {folder}")
         report = trial_report(storage, before, n_trials)
         before = report.pop("values")
         trials[f"round{r}"] = report
     final = kedro("digits", params)
-    finish(folder, final, env, folder / "final.log")
+    finish(folder, final, env, folder / "final.log", Deadline(f"{place}: final run", storage))
     uri = env["MLFLOW_TRACKING_URI"]
     return {
         "stops": stops,
@@ -313,7 +397,9 @@ def seeds_study(rng: random.Random, work: Path, n: int) -> dict[str, Any]:
     cmd += ["--jobs", "2"]
     ref_folder = make_project(work / "seeds-ref")
     t0 = time.perf_counter()
-    finish(ref_folder, cmd, env_for(ref_folder), ref_folder / "seeds.log")
+    finish(
+        ref_folder, cmd, env_for(ref_folder), ref_folder / "seeds.log", Deadline("seeds: reference")
+    )
     span = time.perf_counter() - t0
     reference = {
         s: summary_core(ref_folder / f"data/08_reporting/digits/seed_{s}/summary.json")
@@ -323,8 +409,11 @@ def seeds_study(rng: random.Random, work: Path, n: int) -> dict[str, Any]:
     env = env_for(folder)
     stops = []
     for i in range(n):
-        stops.append(stop_once(rng, folder, cmd, env, folder / f"stop{i}.log", span, seeds=True))
-        finish(folder, cmd, env, folder / f"again{i}.log")
+        deadline = Deadline(f"seeds: stop {i} and the study after it")
+        stops.append(
+            stop_once(rng, folder, cmd, env, folder / f"stop{i}.log", span, deadline, seeds=True)
+        )
+        finish(folder, cmd, env, folder / f"again{i}.log", deadline)
     uri = env["MLFLOW_TRACKING_URI"]
     final = {
         s: summary_core(folder / f"data/08_reporting/digits/seed_{s}/summary.json") for s in (0, 1)
@@ -341,30 +430,121 @@ def seeds_study(rng: random.Random, work: Path, n: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="default: drawn and recorded")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chaos.json")
     parser.add_argument("--skip", nargs="*", default=[], help="places to skip (postgres, ...)")
+    parser.add_argument("--deadline-factor", type=float, default=8.0)
+    parser.add_argument("--deadline-min-s", type=float, default=300.0)
     args = parser.parse_args()
-    rng = random.Random(args.seed)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10_000)
+    rng = random.Random(seed)
     work = Path(tempfile.mkdtemp(prefix="d2e-chaos-"))
     t0 = time.perf_counter()
-    ref_folder = make_project(work / "reference")
-    span = finish(ref_folder, kedro("digits"), env_for(ref_folder), ref_folder / "run.log")
-    reference = summary_core(ref_folder / "data/08_reporting/digits/summary.json")
-    print(f"uninterrupted digits run: {span:.1f} s", flush=True)
     places: dict[str, Any] = {}
     partial = args.out.with_suffix(".partial.json")
     partial.parent.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "command": f"python benchmarks/chaos.py --seed {seed}",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "cpu": _cpu_name(),
+        "torch": torch.__version__,
+    }
 
     def keep(name: str, result: dict[str, Any]) -> None:
         places[name] = result
         partial.write_text(json.dumps(places, indent=2))  # a crash later keeps what was found
         print(f"{name} done: {json.dumps(result)[:300]}", flush=True)
 
+    overrun, error = None, None
+    try:
+        ref_folder = make_project(work / "reference")
+        span = finish(
+            ref_folder,
+            kedro("digits"),
+            env_for(ref_folder),
+            ref_folder / "run.log",
+            Deadline("reference run"),
+        )
+        reference = summary_core(ref_folder / "data/08_reporting/digits/summary.json")
+        Deadline.limit_s = max(args.deadline_min_s, args.deadline_factor * span)
+        result["uninterrupted_digits_run_s"] = round(span, 1)
+        result["phase_deadline_s"] = round(Deadline.limit_s, 1)
+        print(
+            f"uninterrupted digits run: {span:.1f} s; each phase ends within "
+            f"{Deadline.limit_s:.0f} s or fails",
+            flush=True,
+        )
+        run_places(rng, work, reference, span, args.skip, keep)
+    except PhaseOverrun as err:
+        overrun = {"phase": err.phase, "limit_s": round(err.limit_s, 1), "study": err.state}
+        print(f"FAILED: {err}; the study then: {json.dumps(err.state)[:2000]}", flush=True)
+    except Exception as err:  # a normal command that failed after a stop: a finding, written
+        error = f"{type(err).__name__}: {err}"
+        print(f"FAILED: {error}", flush=True)
+    for proc in _LIVE:  # nothing is left behind, whatever happened
+        if proc.poll() is None:
+            proc.kill()
+    stops = [s for p in places.values() for s in p["stops"]]
+    totals = {
+        "stops": len(stops),
+        "stops_by_moment": dict(Counter(s["moment"] for s in stops)),
+        "stops_by_signal": dict(Counter(s["signal"] for s in stops)),
+        "stops_landed": sum(s["moment"] != "finished before" for s in stops),
+        "stopped_runs_exit_zero": sum(
+            s["rc"] == 0 and s["moment"] != "finished before" for s in stops
+        ),
+        "phases_past_deadline": int(overrun is not None),
+        "phases_failed": int(error is not None),
+        "runs_left_running": sum(p["runs_left_running"] for p in places.values()),
+        "trials_lost": sum(p.get("trials_lost", 0) for p in places.values()),
+        "trials_duplicated": sum(p.get("trials_duplicated", 0) for p in places.values()),
+        "versions_broken": sum(len(p["versions_broken"]) for p in places.values()),
+        "files_unreadable": sum(len(p["files_unreadable"]) for p in places.values()),
+        "final_equals_uninterrupted": all(
+            p.get("final_equals_uninterrupted", True) for p in places.values()
+        ),
+    }
+    result.update(
+        seconds=round(time.perf_counter() - t0, 1),
+        totals=totals,
+        overrun=overrun,
+        error=error,
+        places=places,
+        work_folder=str(work),
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    partial.unlink(missing_ok=True)
+    print(json.dumps(totals, indent=2))
+    clean = (
+        overrun is None
+        and error is None
+        and totals["runs_left_running"] == totals["trials_lost"] == 0
+        and totals["trials_duplicated"] == 0
+        and totals["versions_broken"] == totals["files_unreadable"] == 0
+        and totals["stopped_runs_exit_zero"] == 0
+        and totals["final_equals_uninterrupted"]
+    )
+    if clean:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"kept the folders for a look: {work}")
+    raise SystemExit(0 if clean else 1)
+
+
+def run_places(
+    rng: random.Random,
+    work: Path,
+    reference: dict[str, Any],
+    span: float,
+    skip: list[str],
+    keep: Any,
+) -> None:
+    """The four places, in order; each result is kept as soon as it is known."""
     keep("digits_run", digits_runs(rng, work, reference, span, 8))
     sq = make_project(work / "sweep-sqlite")
     keep("sweep_sqlite", sweep(rng, sq, env_for(sq), f"sqlite:///{sq / 'optuna.db'}", span, (4, 8)))
-    if "postgres" not in args.skip:
+    if "postgres" not in skip:
         from direct2event.glue import services
 
         pg = make_project(work / "sweep-postgres")
@@ -379,50 +559,6 @@ def main() -> None:
             services.stop(svc.folder)
             os.environ.pop("PGPASSFILE", None)
     keep("seeds", seeds_study(rng, work, 4))
-    stops = [s for p in places.values() for s in p["stops"]]
-    totals = {
-        "stops": len(stops),
-        "stops_by_moment": dict(Counter(s["moment"] for s in stops)),
-        "stops_by_signal": dict(Counter(s["signal"] for s in stops)),
-        "stops_landed": sum(s["moment"] != "finished before" for s in stops),
-        "stopped_runs_exit_zero": sum(
-            s["rc"] == 0 and s["moment"] != "finished before" for s in stops
-        ),
-        "runs_left_running": sum(p["runs_left_running"] for p in places.values()),
-        "trials_lost": sum(p.get("trials_lost", 0) for p in places.values()),
-        "trials_duplicated": sum(p.get("trials_duplicated", 0) for p in places.values()),
-        "versions_broken": sum(len(p["versions_broken"]) for p in places.values()),
-        "files_unreadable": sum(len(p["files_unreadable"]) for p in places.values()),
-        "final_equals_uninterrupted": all(
-            p.get("final_equals_uninterrupted", True) for p in places.values()
-        ),
-    }
-    result = {
-        "command": "python benchmarks/chaos.py --seed " + str(args.seed),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "cpu": _cpu_name(),
-        "torch": torch.__version__,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "uninterrupted_digits_run_s": round(span, 1),
-        "totals": totals,
-        "places": places,
-        "work_folder": str(work),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    partial.unlink(missing_ok=True)
-    print(json.dumps(totals, indent=2))
-    clean = (
-        totals["runs_left_running"] == totals["trials_lost"] == totals["trials_duplicated"] == 0
-        and totals["versions_broken"] == totals["files_unreadable"] == 0
-        and totals["stopped_runs_exit_zero"] == 0
-        and totals["final_equals_uninterrupted"]
-    )
-    if clean:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print(f"kept the folders for a look: {work}")
-    raise SystemExit(0 if clean else 1)
 
 
 def free_port() -> int:

@@ -223,9 +223,91 @@ def test_a_stop_inside_a_database_write_waits_for_its_end(tmp_path: Path) -> Non
     out = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
     )
-    assert out.returncode == 3, out.stderr
+    # a stopped process ends 128 + SIGTERM whatever code it was about to return
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr
     # the signal came inside the first insert; the transaction still committed both rows
     assert out.stdout.splitlines() == ["raised after the write: stopped by SIGTERM", "rows 2"]
+
+
+LOST_STOP = """
+import os, signal, sys, weakref
+import torch
+from direct2event.glue import runs
+from direct2event.snn.encoders import InputCoding
+from direct2event.snn.models import build_model
+from direct2event.snn.training import FitConfig, Split, fit
+
+runs.install_stop_handlers()
+class Thing:
+    pass
+thing = Thing()
+weakref.finalize(thing, os.kill, os.getpid(), signal.SIGTERM)  # the handler runs in the callback
+del thing
+print("went on after the stop:", runs.stopped_by(), flush=True)
+if sys.argv[1] == "train":
+    net = build_model("convnet", (1, 8, 8), 10, channels=(4,))
+    data = Split(torch.rand(64, 1, 8, 8), torch.randint(0, 10, (64,)))
+    cfg = FitConfig(epochs=3, lr=1e-2, batch_size=16, coding=InputCoding("analog", 2))
+    steps = []
+    try:
+        fit(net, data, None, cfg, torch.device("cpu"), progress=False, on_step=lambda *a: steps.append(1))
+    finally:
+        print("optimizer steps made:", len(steps), flush=True)
+print("reached the end", flush=True)
+"""
+
+
+@pytest.mark.parametrize("work", ["train", "nothing"])
+def test_a_stop_lost_in_a_weakref_callback_still_stops_the_process(
+    tmp_path: Path, work: str
+) -> None:
+    """SIGTERM whose handler runs inside a weakref callback: Python prints "Exception ignored"
+    and goes on. The flag still stops the training at its first safe point (no optimizer step
+    is made), and a process with no safe point left still exits 128 + SIGTERM, not 0."""
+    out = subprocess.run(
+        [sys.executable, "-c", LOST_STOP, work],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert "Exception ignored in" in out.stderr  # the exception really was lost
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "went on after the stop: SIGTERM"
+    if work == "train":
+        assert lines[1:] == ["optimizer steps made: 0"]
+        assert "runs.Terminated: stopped by SIGTERM" in out.stderr.rsplit("Exception ignored")[-1]
+    else:
+        assert lines[1:] == ["reached the end"]
+    assert not (tmp_path / "mlflow.db").exists()  # no run was open: no store was made
+
+
+def test_a_stop_lost_in_a_destructor_ends_the_kedro_run_failed(project: Path) -> None:
+    """SIGTERM delivered inside a ``__del__`` just before D's training: the exception is lost,
+    the run still stops at D's first training step, exits non-zero, its run ends FAILED and
+    nothing is registered (before: D trained, all nodes ran, exit 0)."""
+    env = {**env_for(project), runs.SIGNAL_IN_DEL_ENV: "node:train_direct_model"}
+    out = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "digits"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    log = out.stdout + out.stderr
+    assert "Exception ignored in" in log and "_SignalOnDelete.__del__" in log
+    assert out.returncode != 0, log[-3000:]
+    assert "Running node: calibrate_surrogate" not in log  # stopped inside D's training
+    client = store(project)
+    exp = client.get_experiment_by_name("direct2event")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "stopped by SIGTERM"
+    assert not client.search_registered_models()
 
 
 def test_terminated_is_not_swallowed_by_except_exception() -> None:

@@ -220,11 +220,13 @@ class ProjectHooks:
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:
+        runs.raise_if_stopped()  # a safe point: a stop whose exception was lost ends here
         runs.pause_point(f"node:{node.name.rsplit('.', 1)[-1]}")
         self._started[node.name] = time.perf_counter()
 
     @hook_impl
     def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        runs.raise_if_stopped()
         seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
         if mlflow.active_run() is not None:
             for name, value in outputs.items():
@@ -270,9 +272,10 @@ class ProjectHooks:
             reason = mask_credentials(f"{type(error).__name__}: {error}")
             mlflow.MlflowClient().set_tag(self._run_id, "failure_reason", reason[:500])
 
-    @hook_impl
+    @hook_impl(tryfirst=True)  # before kedro-mlflow ends the run FINISHED
     def after_pipeline_run(self) -> None:
         self._unwatch_run()
+        runs.raise_if_stopped()  # a lost stop never ends a run FINISHED with exit 0
         total = sum(self.node_seconds.values())
         logger.info(
             "node times (s): %s; total %.1f s",

@@ -1,11 +1,15 @@
-"""No MLflow run left RUNNING by a process that is gone.
+"""No MLflow run left RUNNING by a process that is gone, and no stop that is lost.
 
 Every pipeline run records where it runs (tags ``host`` and ``pid``) and a ``heartbeat`` tag
 (Unix seconds) refreshed every :data:`HEARTBEAT_S` seconds while it runs. SIGTERM or SIGINT end
 the run (and its open trial runs) as FAILED with the signal named and exit non-zero
-(:func:`install_stop_handlers`). A SIGKILL or a lost machine leaves the run RUNNING; the next pipeline
-run on the same tracking store, or the command below, marks such runs FAILED with the reason:
-a run of this host whose process no longer exists, or any run whose heartbeat stopped more than
+(:func:`install_stop_handlers`). The handler's flag is the truth: the exception it raises can
+be lost (Python drops exceptions raised in weakref callbacks and destructors), so the flag is
+checked again at safe points that always come (every node boundary, every training step and
+inference batch: :func:`raise_if_stopped`) and at exit, where a stopped process always ends
+non-zero. A SIGKILL or a lost machine leaves the run RUNNING; the next pipeline run on the same
+tracking store, or the command below, marks such runs FAILED with the reason: a run of this
+host whose process no longer exists, or any run whose heartbeat stopped more than
 :data:`STALE_AFTER_S` seconds ago, and the nested runs of those.
 
     python -m direct2event reap-runs [--dry-run]     (make reap-runs)
@@ -29,6 +33,8 @@ from typing import Any
 import mlflow
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
+
+from direct2event.snn import interrupts
 
 logger = logging.getLogger(__name__)
 
@@ -107,17 +113,34 @@ def _in_database(frame: Any) -> bool:
     return False
 
 
+def _raise(signum: int) -> None:
+    """Record the stop (the flag every safe point reads) and raise it here."""
+    _stop.pending = None
+    _stop.signal = _stop.signal or signal.Signals(signum).name
+    raise Terminated(f"stopped by {_stop.signal}")
+
+
 def _handler(signum: int, frame: Any) -> None:
-    if _stop.signal is not None:  # already stopping: the first stop is being handled
+    if _stop.signal is not None:  # already stopping: the flag is set, safe points raise it
         return
     if _stop.depth > 0 or _in_database(frame):
         _stop.pending = signum  # raised when the section ends, or tried again shortly
         if _stop.depth == 0:
             threading.Timer(RETRY_S, os.kill, (os.getpid(), signum)).start()
         return
-    _stop.pending = None
-    _stop.signal = signal.Signals(signum).name
-    raise Terminated(f"stopped by {_stop.signal}")
+    _raise(signum)
+
+
+def raise_if_stopped() -> None:
+    """A safe point: raise :class:`Terminated` when a stop has arrived, also when the exception
+    the handler raised was lost (Python ignores exceptions raised in weakref callbacks and
+    ``__del__``: "Exception ignored in ..."). Called at node boundaries and, through
+    :mod:`direct2event.snn.interrupts`, at every training step and inference batch; never from
+    inside a database write, so a stop waiting for one is raised here too."""
+    if _stop.signal is not None:
+        raise Terminated(f"stopped by {_stop.signal}")
+    if _stop.pending is not None and _stop.depth == 0:
+        _raise(_stop.pending)
 
 
 @contextmanager
@@ -142,15 +165,18 @@ def stopped_by() -> str | None:
 
 def install_stop_handlers(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> bool:
     """From now on SIGTERM and SIGINT raise :class:`Terminated` in the main thread (never inside
-    a database write), and at exit every MLflow run this process left open is ended FAILED with
-    ``failure_reason`` (MLflow's own exit handler would mark it FINISHED). Only the main thread
+    a database write), the library's safe points check for a stop (:func:`raise_if_stopped`),
+    and at exit every MLflow run this process left open is ended FAILED with
+    ``failure_reason`` (MLflow's own exit handler would mark it FINISHED) and the process exits
+    with 128 + the signal's number, whatever the code was about to return. Only the main thread
     can set handlers; returns whether they are set."""
     if threading.current_thread() is not threading.main_thread():
         return False
     for s in signals:
         signal.signal(s, _handler)
+    interrupts.add_check(raise_if_stopped)
     if not _stop.installed:
-        atexit.register(_close_stopped_runs)  # after MLflow's own: runs before it (LIFO)
+        atexit.register(_end_stopped_process)  # after MLflow's own: runs before it (LIFO)
         _stop.installed = True
     return True
 
@@ -174,13 +200,36 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _end_stopped_process() -> None:
+    """At exit after a stop (even one whose exception was lost and whose code went on to
+    return 0): close the runs FAILED, then exit with ``128 + signal`` as a process killed by
+    the signal would (``os._exit``: the exit handlers left would end the runs FINISHED)."""
+    signum = _stop.pending if _stop.signal is None else signal.Signals[_stop.signal]
+    if signum is None:
+        return
+    _stop.signal = signal.Signals(signum).name
+    _close_stopped_runs()
+    logging.shutdown()  # flushes the log files; os._exit would skip it
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more to write
+            pass
+    os._exit(STOPPED_EXIT_BASE + int(signum))
+
+
+STOPPED_EXIT_BASE = 128  # a stopped process exits 128 + signal, as the shell reports a kill
+
+
 def _close_stopped_runs() -> None:
-    """At exit after a stop: end every run still open in this process FAILED with the reason."""
+    """After a stop: end every run still open in this process FAILED with the reason."""
     if _stop.signal is None:
         return
     reason = f"stopped by {_stop.signal}"
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut this short
         signal.signal(sig, signal.SIG_IGN)
+    if mlflow.active_run() is None:  # nothing open (no client: it would create a store)
+        return
     client = MlflowClient()
     while (run := mlflow.active_run()) is not None:
         try:
@@ -195,14 +244,27 @@ def _close_stopped_runs() -> None:
 
 PAUSE_ENV = "DIRECT2EVENT_PAUSE_AT"  # test-only: names of pause points, comma-separated
 PAUSE_FILE_ENV = "DIRECT2EVENT_PAUSE_FILE"  # each pause point reached is appended here
+SIGNAL_IN_DEL_ENV = "DIRECT2EVENT_SIGNAL_IN_DEL_AT"  # test-only: SIGTERM inside a destructor
 PAUSE_MAX_S = 600.0
+
+
+class _SignalOnDelete:
+    """Sends this process SIGTERM from its destructor: the handler runs inside ``__del__``,
+    where Python prints "Exception ignored in ..." and drops the exception it raises."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def pause_point(name: str) -> None:
     """A test-only pause: when ``name`` is listed in ``DIRECT2EVENT_PAUSE_AT``, append it to the
     file ``DIRECT2EVENT_PAUSE_FILE`` and wait (at most 10 min) for a signal. A test waits for
     that line, an observable event, before it stops the process, instead of sleeping a fixed
-    time that a faster or slower machine gets wrong. Does nothing when the variable is unset."""
+    time that a faster or slower machine gets wrong. When ``name`` is listed in
+    ``DIRECT2EVENT_SIGNAL_IN_DEL_AT`` the process sends itself SIGTERM from a destructor there
+    (a stop whose exception Python drops). Does nothing when the variables are unset."""
+    if name in os.environ.get(SIGNAL_IN_DEL_ENV, "").split(","):
+        _SignalOnDelete()  # collected at once: the signal arrives inside its __del__
     wanted = os.environ.get(PAUSE_ENV)
     if not wanted or name not in wanted.split(","):
         return

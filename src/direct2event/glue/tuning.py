@@ -24,19 +24,23 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from optuna.distributions import FloatDistribution
+from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field
 
 from direct2event.glue.masking import mask_credentials
-from direct2event.glue.runs import Terminated, alive
+from direct2event.glue.runs import Terminated, alive, pause_point
 from direct2event.glue.tracking import epoch_logger, in_nanojoules
 from direct2event.snn.models import checkpoint
 
@@ -66,14 +70,109 @@ def study_name(dataset: str, setup: dict[str, Any]) -> str:
     return f"{dataset}-{digest[:8]}"
 
 
+def worker_identity() -> dict[str, Any]:
+    """This process as the owner of the trials it runs: its host and pid."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+class OwnedStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage in which no trial is ever RUNNING without an owner.
+
+    Optuna creates a trial (or turns an enqueued one RUNNING) in one transaction, starts its
+    heartbeat in another, and the objective names its worker in a third: a worker killed
+    between them left a RUNNING trial with no heartbeat row and no owner, which neither
+    Optuna's ``fail_stale_trials`` (it looks only at trials with a heartbeat) nor a pid check
+    could ever fail, so every other worker waited for it forever. Here the trial is created
+    together with its owner (user attributes ``host`` and ``pid``) and its first heartbeat, in
+    the same transaction: once any worker can see it RUNNING, a worker on its host fails it as
+    soon as the pid is gone, and a worker on any machine fails it once the heartbeat is older
+    than the grace period. The heartbeat is stamped and compared by the database's own clock,
+    so machines whose clocks differ agree on its age.
+
+    Optuna is pinned (5.0.0): the two methods below follow its own ``_get_prepared_new_trial``
+    and ``set_trial_state_values`` and add the two writes inside their transaction."""
+
+    def __init__(self, url: str, owner: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.owner = owner or worker_identity()
+        super().__init__(url, **kwargs)
+
+    def _own(self, session: Any, trial_id: int) -> None:
+        """The owner and a first heartbeat of a trial turning RUNNING, in ``session``."""
+        for key, value in self.owner.items():
+            self._set_trial_attr_without_commit(
+                session, rdb_models.TrialUserAttributeModel, trial_id, key, value
+            )
+        if rdb_models.TrialHeartbeatModel.where_trial_id(trial_id, session) is None:
+            session.add(rdb_models.TrialHeartbeatModel(trial_id=trial_id))
+
+    def _get_prepared_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None, session: Any
+    ) -> Any:
+        trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        if trial.state == TrialState.RUNNING:  # a WAITING template (a requeue) has no owner yet
+            self._own(session, trial.trial_id)
+        return trial
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        frozen = super()._create_new_trial(study_id, template_trial)
+        if frozen.state == TrialState.RUNNING:
+            frozen.user_attrs.update(self.owner)  # what the storage now holds
+            pause_point("trial:created")  # test-only: kill after creation, before Optuna's beat
+        return frozen
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state != TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        # an enqueued (WAITING) trial taken by this worker: RUNNING, owned and beating at once
+        try:
+            with _create_scoped_session(self.scoped_session) as session:
+                trial = rdb_models.TrialModel.find_or_raise_by_id(
+                    trial_id, session, for_update=True
+                )
+                self.check_trial_is_updatable(trial_id, trial.state)
+                if trial.state != TrialState.WAITING:
+                    return False
+                trial.state = TrialState.RUNNING
+                trial.datetime_start = datetime.now()
+                self._own(session, trial_id)
+        except sqlalchemy.exc.IntegrityError:
+            return False
+        pause_point("trial:created")
+        return True
+
+    def heartbeats(self, study_id: int) -> tuple[datetime, dict[int, datetime]]:
+        """The database's time now and the last heartbeat of each RUNNING trial of the study
+        (by trial id; a trial without a heartbeat row is absent)."""
+        with _create_scoped_session(self.scoped_session) as session:
+            now = session.execute(sqlalchemy.func.now()).scalar()
+            rows = (
+                session.query(rdb_models.TrialHeartbeatModel)
+                .join(rdb_models.TrialModel)
+                .filter(rdb_models.TrialModel.study_id == study_id)
+                .filter(rdb_models.TrialModel.state == TrialState.RUNNING)
+                .all()
+            )
+            beats = {row.trial_id: row.heartbeat.replace(tzinfo=None) for row in rows}
+        return now.replace(tzinfo=None), beats
+
+
 def open_storage(
-    url: str, heartbeat_interval_s: int = 30, grace_period_s: int = 90
-) -> optuna.storages.BaseStorage:
+    url: str,
+    heartbeat_interval_s: int = 30,
+    grace_period_s: int = 90,
+    owner: dict[str, Any] | None = None,
+) -> OwnedStorage:
     """An Optuna RDB storage (SQLite, PostgreSQL, MySQL URL); fails early with a clear message.
 
-    A heartbeat (every ``heartbeat_interval_s`` while a trial runs) marks trials of killed
-    workers as failed once it is ``grace_period_s`` old, so they are neither lost silently nor
-    counted as finished. A database that does not answer fails within seconds (no hang).
+    A heartbeat (every ``heartbeat_interval_s`` while a trial runs, and one written with the
+    trial) marks trials of killed workers as failed once it is ``grace_period_s`` old, so they
+    are neither lost silently nor counted as finished; their lambda is queued again. Trials this
+    storage starts carry their ``owner`` (default: this process, :func:`worker_identity`). A
+    database that does not answer fails within seconds (no hang).
     """
     url = postgres_driver(url)
     if url.startswith("sqlite:///"):
@@ -97,11 +196,13 @@ def open_storage(
         try:
             with warnings.catch_warnings():  # the heartbeat is marked experimental in Optuna 5
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                return OwnedStorage(
                     url,
+                    owner=owner,
                     engine_kwargs=kwargs,
                     heartbeat_interval=heartbeat_interval_s,
                     grace_period=grace_period_s,
+                    heartbeat_stale_trial_callback=requeue_stale_trial,
                 )
         except sqlalchemy.exc.IntegrityError as err:
             if attempt == _SCHEMA_ATTEMPTS - 1:
@@ -729,6 +830,109 @@ class SurplusTrial(Exception):
     (several workers asked at once); it fails before any work and leaves no MLflow run."""
 
 
+def rdb_backend(study: optuna.Study) -> OwnedStorage | None:
+    """The study's :class:`OwnedStorage` under Optuna's cache (None for another storage)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage if isinstance(storage, OwnedStorage) else None
+
+
+class TrialWatch:
+    """A worker's watch over the trials other workers run: how long since each RUNNING trial
+    last showed a sign of life (its heartbeat changed, or it appeared), on this worker's own
+    clock, so no clock of another machine is trusted.
+
+    A trial silent for longer than ``grace_period_s`` (plus a poll) is failed with the reason
+    and its lambda queued again (:func:`requeue_interrupted_trials`). Optuna's heartbeat check
+    fails most such trials first; this one also covers a trial with no heartbeat row (a worker
+    of an older version, or any storage write made outside :class:`OwnedStorage`), which Optuna
+    never fails, so no wait lasts longer than the grace period without a decision. While it
+    waits the worker logs, every ``grace_period_s``, which trials it waits for and how long
+    each has been silent."""
+
+    def __init__(self, grace_period_s: float, poll_s: float = POLL_S) -> None:
+        self.grace_period_s, self.poll_s = grace_period_s, poll_s
+        self.seen: dict[int, tuple[Any, float]] = {}  # trial id -> (last heartbeat, since)
+        self.waiting_since: float | None = None
+        self.logged_at = -math.inf
+
+    def silence(self, study: optuna.Study, running: list[FrozenTrial]) -> dict[int, float]:
+        """Seconds since each running trial (by number) last showed a sign of life."""
+        backend = rdb_backend(study)
+        beats = backend.heartbeats(study._study_id)[1] if backend is not None else {}
+        now, out = time.monotonic(), {}
+        alive_ids = {t._trial_id for t in running}
+        for trial_id in set(self.seen) - alive_ids:
+            del self.seen[trial_id]
+        for t in running:
+            beat = beats.get(t._trial_id)
+            last = self.seen.get(t._trial_id)
+            if last is None or last[0] != beat:
+                self.seen[t._trial_id] = (beat, now)
+            out[t.number] = now - self.seen[t._trial_id][1]
+        return out
+
+    def fail_silent_trials(self, study: optuna.Study, trials: list[FrozenTrial]) -> list[int]:
+        """Fail the running trials silent for longer than the grace period; their numbers."""
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        silent = self.silence(study, running)
+        failed = []
+        for t in running:
+            quiet = silent[t.number]
+            if quiet <= self.grace_period_s + self.poll_s:
+                continue
+            owner = f"{t.user_attrs.get('host', 'unknown host')}:{t.user_attrs.get('pid', '?')}"
+            reason = (
+                f"no heartbeat for {quiet:.0f} s (grace period {self.grace_period_s:g} s) from "
+                f"worker {owner}: it died or lost the database"
+            )
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except (RuntimeError, ValueError):  # it finished, or another worker failed it
+                continue
+            except Exception as err:
+                raise TuningError(
+                    f"Trial {t.number} ({_lambda_text(t)}) of worker {owner} has shown no sign "
+                    f"of life for {quiet:.0f} s and cannot be failed ({type(err).__name__}: "
+                    f"{err}). Fail it by hand (optuna.load_study(...).tell({t.number}, "
+                    "state=TrialState.FAIL)) or start a new study (tuning.study_name)."
+                ) from None
+            logger.warning("Trial %d failed: %s", t.number, reason)
+            failed.append(t.number)
+        return failed
+
+    def report_wait(self, name: str, complete: int, running: list[FrozenTrial]) -> None:
+        """Log, when the wait starts and every grace period after, what it waits for."""
+        now = time.monotonic()
+        if self.waiting_since is None:
+            self.waiting_since, self.logged_at = now, -math.inf
+        if now - self.logged_at < self.grace_period_s:
+            return
+        self.logged_at = now
+        waited = now - self.waiting_since
+        parts = []
+        for t in running:
+            since = self.seen.get(t._trial_id, (None, now))[1]
+            owner = f"{t.user_attrs.get('host', '?')}:{t.user_attrs.get('pid', '?')}"
+            parts.append(
+                f"trial {t.number} ({_lambda_text(t)}, worker {owner}, silent {now - since:.0f} s)"
+            )
+        logger.info(
+            "Study %s: %d finished, waiting %.0f s for %s; a trial silent for %g s is failed "
+            "and its lambda run again here",
+            name,
+            complete,
+            waited,
+            "; ".join(parts),
+            self.grace_period_s,
+        )
+
+
+def _lambda_text(trial: FrozenTrial) -> str:
+    value = retry_params(trial).get(PARAM)
+    return "no λ yet" if value is None else f"λ = {value:.4g}"
+
+
 def run_study(
     url: str,
     name: str,
@@ -781,7 +985,6 @@ def run_study(
     if not study.get_trials(deepcopy=False):
         for lam in first:
             study.enqueue_trial({PARAM: float(lam)}, skip_if_exists=True)
-    worker = {"host": socket.gethostname(), "pid": os.getpid()}
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         # counted before any work: finished trials, and running ones that started earlier
@@ -793,8 +996,7 @@ def run_study(
         if len(ahead) >= n_trials:
             trial.set_user_attr("fail_reason", "surplus: n_trials complete or running elsewhere")
             raise SurplusTrial(f"trial {trial.number}: the study needs no more trials")
-        for key, value in worker.items():
-            trial.set_user_attr(key, value)
+        pause_point("trial:started")  # test-only: owned and beating, before its lambda
         lam = trial.suggest_float(PARAM, space.low, space.high, log=True)
         started = time.perf_counter()
         tracking = trial_run(trial.number, lam) if trial_run else nullcontext(TrialTracker())
@@ -809,6 +1011,7 @@ def run_study(
                         lam,
                     )
                     judge.start()
+                pause_point("trial:objective")
                 result = evaluate(lam, tracker.on_epoch, judge)
                 tracker.finish(result, time.perf_counter() - started)
         except Terminated as err:  # Optuna marks it FAIL; the next worker runs its lambda again
@@ -824,37 +1027,30 @@ def run_study(
             trial.set_user_attr(key, float(value))
         trial.set_user_attr("checks", judge.checks if judge else [])
         trial.set_user_attr("trial_seconds", time.perf_counter() - started)
+        pause_point("trial:before_tell")  # measured, not yet told
         return float(result["val_accuracy"]), float(result["energy_uJ"])
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    waiting_logged = False
-    poll_s = min(heartbeat_interval_s, POLL_S)
+    watch = TrialWatch(grace_period_s, poll_s=min(heartbeat_interval_s, POLL_S))
     while deadline is None or time.monotonic() < deadline:
+        fail_dead_local_trials(study)  # this host's dead workers: at once, not after the grace
         with warnings.catch_warnings():  # experimental in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # trials of workers that died -> FAIL
-        fail_dead_local_trials(study)  # this host's dead workers: at once, not after the grace
+            optuna.storages.fail_stale_trials(study)  # heartbeat too old -> FAIL, queued again
+        trials = study.get_trials(deepcopy=False)
+        watch.fail_silent_trials(study, trials)  # no sign of life for the grace period
         requeue_interrupted_trials(study)  # a stopped trial's lambda is measured again
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state in FINISHED for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
         if complete >= n_trials:
             logger.info("Study %s holds %d finished trials (n_trials %d)", name, complete, n_trials)
             break
-        if complete + running >= n_trials:
-            if not waiting_logged:
-                logger.info(
-                    "Study %s: %d complete, %d running elsewhere; waiting for them (a trial "
-                    "whose worker died fails after %d s and is run again here)",
-                    name,
-                    complete,
-                    running,
-                    grace_period_s,
-                )
-                waiting_logged = True
-            time.sleep(poll_s)
+        if complete + len(running) >= n_trials:
+            watch.report_wait(name, complete, running)
+            time.sleep(watch.poll_s)
             continue
-        waiting_logged = False
+        watch.waiting_since = None
         if running:  # other workers share the sampler's seed: draw apart from them
             study.sampler.reseed_rng()
         try:
@@ -896,7 +1092,42 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
-RETRIED_REASONS = ("stopped by", "worker process")  # a stop or a dead worker, not an error
+RETRIED_REASONS = ("stopped by", "worker process", "no heartbeat")  # not errors: run again
+
+
+def retry_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The lambda a trial measured or was given: its parameters, or, for an enqueued trial
+    whose worker died before it drew the lambda, the fixed parameters it was queued with."""
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+
+
+def _queue_again(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
+    """Queue ``trial``'s lambda again (once per failed trial); False when it had none yet, so
+    the sampler draws a new one in its place."""
+    params = retry_params(trial)
+    if not params:
+        logger.debug(
+            "Trial %d failed before it drew λ (%s): a new λ is drawn", trial.number, reason
+        )
+        return False
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            user_attrs={"retry_of": trial.number},
+            system_attrs={"failed_trial": trial.number, "fixed_params": params},
+        )
+    )
+    logger.info("Trial %d (%s) queued again: %s", trial.number, params, reason)
+    return True
+
+
+def requeue_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's heartbeat check failed ``trial`` (its heartbeat is older than the grace period):
+    its lambda is measured again, as a stopped trial's is (the storage's stale-trial callback;
+    Optuna allows no reason on a trial it has failed)."""
+    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
+    if trial.number not in retried:
+        _queue_again(study, trial, "no heartbeat for over the grace period")
 
 
 def requeue_interrupted_trials(study: optuna.Study) -> list[int]:
@@ -909,21 +1140,10 @@ def requeue_interrupted_trials(study: optuna.Study) -> list[int]:
     queued = []
     for t in trials:
         reason = str(t.user_attrs.get("fail_reason", ""))
-        if t.state != TrialState.FAIL or not t.params or t.number in retried:
+        if t.state != TrialState.FAIL or t.number in retried:
             continue
-        if not reason.startswith(RETRIED_REASONS):
-            continue
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                params=t.params,
-                distributions=t.distributions,
-                user_attrs={"retry_of": t.number},
-                system_attrs={"failed_trial": t.number},
-            )
-        )
-        logger.info("Trial %d (%s) queued again: %s", t.number, t.params, reason)
-        queued.append(t.number)
+        if reason.startswith(RETRIED_REASONS) and _queue_again(study, t, reason):
+            queued.append(t.number)
     return queued
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from direct2event.snn.activity import record_activity
 from direct2event.snn.encoders import InputCoding, encode
+from direct2event.snn.interrupts import safe_point
 from direct2event.snn.models import SpikingNet
 
 try:
@@ -140,6 +141,7 @@ def encoded_batches(
     gen = torch.Generator().manual_seed(seed)
     size = batch_size or max(8, INFERENCE_FOLDED_BATCH // coding.timesteps)
     for idx in batches(len(data), size):
+        safe_point()
         xb = as_float(data.x[idx]).to(device)
         yield (
             idx,
@@ -299,6 +301,7 @@ def fit(
             leave=False,
         )
         for idx in bar:
+            safe_point()
             xb = random_shift(as_float(train.x[idx]), cfg.shift_augment, gen).to(device)
             yb = train.y[idx].to(device)
             inputs = encode(
