@@ -91,10 +91,10 @@ class Deadline:
 def study_state(storage: str) -> dict[str, Any]:
     """Every trial of the storage's studies as it is now: state, parameters, attributes, and
     the age of its heartbeat by the database's clock (None: no heartbeat row)."""
-    from direct2event.glue import tuning
+    from direct2event.glue.sweep.storage import open_storage
 
     try:
-        db = tuning.open_storage(storage)
+        db = open_storage(storage)
         out: dict[str, Any] = {}
         for name in optuna.get_all_study_names(db):
             study = optuna.load_study(study_name=name, storage=db)
@@ -275,9 +275,9 @@ def unreadable_files(folder: Path) -> list[str]:
 
 def trial_report(storage: str, before: dict[int, tuple], n_trials: int) -> dict[str, Any]:
     """Complete trials lost (complete before a stop, not after) or beyond ``n_trials``."""
-    from direct2event.glue import tuning
+    from direct2event.glue.sweep.storage import open_storage
 
-    db = tuning.open_storage(storage)
+    db = open_storage(storage)
     [name] = optuna.get_all_study_names(db)
     trials = optuna.load_study(study_name=name, storage=db).get_trials(deepcopy=False)
     complete = {t.number: tuple(t.values) for t in trials if t.state == TrialState.COMPLETE}

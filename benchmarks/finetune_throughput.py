@@ -22,17 +22,16 @@ x = (torch.rand(n, 8, 2, 34, 34, generator=g) < 0.02).to(torch.uint8)
 y = torch.randint(0, 10, (n,), generator=g)
 d = build_model("convnet", (2, 34, 34), 10, hidden=128)
 e = to_event_network(d)
-cfg = FitConfig(epochs=1, lr=1e-3, batch_size=bs, coding=InputCoding("frames", 8), seed=0)
+cfg = FitConfig(
+    epochs=1, lr=1e-3, batch_size=bs, coding=InputCoding("frames", 8), seed=0, progress=False
+)
 logits = torch.randn(n, 10)
 t = time.perf_counter()
 finetune_event_network(
     e,
     d,
     Split(x, y),
-    None,
-    FinetuneConfig(
-        cfg, rate_lambda=3.0, distill=True, teacher=InputCoding("frames", 8), progress=False
-    ),
+    FinetuneConfig(cfg, rate_lambda=3.0, distill=True, teacher=InputCoding("frames", 8)),
     torch.device("cpu"),
     logits=logits,
 )

@@ -98,7 +98,6 @@ def main() -> None:
                 scaled,
                 direct,
                 splits.train,
-                None,
                 tuned.finetune_config(lam),
                 device,
                 logits=logits if ft.distill else None,

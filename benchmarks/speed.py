@@ -142,14 +142,15 @@ def finetune_throughput(case: str, batch: int, timesteps: int, device: torch.dev
         labels = torch.randint(0, CASES[case]["classes"], (n,), generator=g)
         direct = ours(case, 0.5).set_mode("graded")
         coding = InputCoding("frames", timesteps)
-        fit_cfg = FitConfig(epochs=1, lr=1e-3, batch_size=batch, coding=coding, schedule="cosine")
-        cfg = FinetuneConfig(fit_cfg, rate_lambda=3.0, distill=True, teacher=coding, progress=False)
+        fit_cfg = FitConfig(
+            epochs=1, lr=1e-3, batch_size=batch, coding=coding, schedule="cosine", progress=False
+        )
+        cfg = FinetuneConfig(fit_cfg, rate_lambda=3.0, distill=True, teacher=coding)
         start = time.perf_counter()
         finetune_event_network(
             to_event_network(direct),
             direct,
             Split(frames, labels),
-            None,
             cfg,
             device,
             logits=torch.randn(n, CASES[case]["classes"], generator=g),

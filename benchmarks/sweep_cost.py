@@ -38,7 +38,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from direct2event.glue.params import load_settings
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.reports import TuningReport
 from direct2event.pipelines.data_processing.nodes import prepare_data
 from direct2event.pipelines.finetuning.nodes import (
     finetune_event_model,

@@ -26,7 +26,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from direct2event.glue import services, tuning
+from direct2event.glue import services
+from direct2event.glue.sweep.config import StudyConfig
+from direct2event.glue.sweep.study import run_study
+from direct2event.glue.sweep.tracking import mlflow_trial_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +44,6 @@ def noop_overhead(storage: str, n: int, tracking_uri: str) -> float:
     few epochs logged: what Optuna's storage and MLflow tracking add to every trial."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment("direct2event-bench")
-    space = tuning.lambda_distribution(0.5, 50.0)
 
     def evaluate(lam: float, on_epoch, judge=None) -> dict[str, float]:
         for epoch in range(3):
@@ -52,9 +54,8 @@ def noop_overhead(storage: str, n: int, tracking_uri: str) -> float:
     name = f"noop-{time.time_ns()}"
     with mlflow.start_run(run_name="noop-overhead"):
         t0 = time.perf_counter()
-        tuning.run_study(
-            storage, name, space, evaluate, n, trial_run=tuning.mlflow_trial_run("bench", name)
-        )
+        study = StudyConfig(storage=storage, name=name, n_trials=n, first_lambdas=())
+        run_study(study, evaluate, trial_run=mlflow_trial_run("bench", name))
         return (time.perf_counter() - t0) / n
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.reports import TuningReport
 
 
 def gains(report: TuningReport) -> list[dict[str, float]]:

@@ -38,8 +38,10 @@ def digits_direct_model(digits_splits: DataSplits):
 
     torch.manual_seed(0)
     net = build_model("convnet", digits_splits.input_shape, 10, channels=(8, 16))
-    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, coding=InputCoding("analog", 4), seed=0)
-    fit(net, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
+    cfg = FitConfig(
+        epochs=6, lr=1e-2, batch_size=64, coding=InputCoding("analog", 4), seed=0, progress=False
+    )
+    fit(net, digits_splits.train, cfg, torch.device("cpu"))
     return net.eval()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from direct2event.glue import tuning
+from direct2event.glue.sweep.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def test_a_phase_past_its_deadline_fails_with_the_study_state(tmp_path: Path) ->
     chaos = load_chaos()
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(
-        study_name="s", storage=tuning.open_storage(url), directions=["maximize", "minimize"]
+        study_name="s", storage=open_storage(url), directions=["maximize", "minimize"]
     )
     study.ask()  # a RUNNING trial, owned and beating
     hung = chaos.start(tmp_path, [sys.executable, "-c", "import time; time.sleep(600)"],

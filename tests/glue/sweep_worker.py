@@ -20,8 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests importable
 from direct2event.data.splits import make_splits
 from direct2event.data.static import load_digits
-from direct2event.glue import tuning
-from direct2event.pipelines.finetuning.trials import trial_evaluator
+from direct2event.glue.sweep.config import StudyConfig
+from direct2event.glue.sweep.study import run_study
+from direct2event.pipelines.finetuning.trials import TrialRunner
 from direct2event.snn.models import restore
 from tests.pipelines.conftest import tiny
 
@@ -38,12 +39,12 @@ def toy_trial(lam: float, on_epoch: object = None, judge: object = None) -> dict
 
 def toy(url: str, name: str, n_trials: int, first: str = "") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    space = tuning.lambda_distribution(0.5, 50.0)
-    lambdas = [float(v) for v in first.split(",") if v]
-    tuning.run_study(
-        url, name, space, toy_trial, n_trials, first=lambdas, heartbeat_interval_s=1,
+    lambdas = tuple(float(v) for v in first.split(",") if v)
+    config = StudyConfig(
+        storage=url, name=name, n_trials=n_trials, first_lambdas=lambdas, heartbeat_interval_s=1,
         grace_period_s=3,
     )  # fmt: skip
+    run_study(config, toy_trial)
 
 
 def main() -> None:
@@ -58,11 +59,9 @@ def main() -> None:
     }
     # the node tests' tiny digits settings (rate input at T = 4, one short fine-tuning)
     settings = tiny(transfer={"finetune": {"max_train": 400}}, training={"device": "cpu"})
-    evaluate = trial_evaluator(
-        restore(saved["scaled"]), restore(saved["direct"]), splits, settings
-    ).evaluate
-    space = tuning.lambda_distribution(0.5, 50.0)
-    tuning.run_study(url, name, space, evaluate, int(n_trials))
+    runner = TrialRunner(restore(saved["scaled"]), restore(saved["direct"]), splits, settings)
+    config = StudyConfig(storage=url, name=name, n_trials=int(n_trials), first_lambdas=())
+    run_study(config, runner.evaluate)
 
 
 if __name__ == "__main__":

@@ -235,7 +235,7 @@ import torch
 from direct2event.glue import runs
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.models import build_model
-from direct2event.snn.training import FitConfig, Split, fit
+from direct2event.snn.training import Callback, FitConfig, Split, fit
 
 runs.install_stop_handlers()
 class Thing:
@@ -247,10 +247,13 @@ print("went on after the stop:", runs.stopped_by(), flush=True)
 if sys.argv[1] == "train":
     net = build_model("convnet", (1, 8, 8), 10, channels=(4,))
     data = Split(torch.rand(64, 1, 8, 8), torch.randint(0, 10, (64,)))
-    cfg = FitConfig(epochs=3, lr=1e-2, batch_size=16, coding=InputCoding("analog", 2))
+    cfg = FitConfig(epochs=3, lr=1e-2, batch_size=16, coding=InputCoding("analog", 2), progress=False)
     steps = []
+    class Count(Callback):
+        def on_step_end(self, loop):
+            steps.append(1)
     try:
-        fit(net, data, None, cfg, torch.device("cpu"), progress=False, on_step=lambda *a: steps.append(1))
+        fit(net, data, cfg, torch.device("cpu"), callbacks=[Count()])
     finally:
         print("optimizer steps made:", len(steps), flush=True)
 print("reached the end", flush=True)

@@ -19,7 +19,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from direct2event.glue import registry, services, tuning
+from direct2event.glue import registry, services
+from direct2event.glue.sweep.tracking import set_tag_once
 from tests.conftest import run
 
 N_TRIALS = 6
@@ -262,8 +263,8 @@ def test_workers_marking_the_chosen_trial_at_once_all_succeed(started: services.
         for r in range(rounds):
             barrier.wait()
             try:
-                tuning.set_tag_once(own, run_id, f"chosen_{r}", "true")
-                tuning.set_tag_once(own, run_id, f"chosen_by_run_{r}", f"worker-{n}")
+                set_tag_once(own, run_id, f"chosen_{r}", "true")
+                set_tag_once(own, run_id, f"chosen_by_run_{r}", f"worker-{n}")
             except BaseException as err:  # collected and asserted below
                 errors.append(err)
 

@@ -10,7 +10,7 @@ import yaml
 
 from direct2event.data.splits import DataSplits
 from direct2event.glue.params import PipelineParams, load_settings
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.reports import TuningReport
 from direct2event.snn.models import checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,13 +19,13 @@ def test_rate_penalty_gives_fewer_spikes_than_no_penalty(
     digits_splits, digits_direct_model
 ) -> None:
     event = to_event_network(digits_direct_model)
-    cfg = FitConfig(epochs=2, lr=2e-3, batch_size=64, coding=InputCoding("rate", 4), seed=3)
+    cfg = FitConfig(
+        epochs=2, lr=2e-3, batch_size=64, coding=InputCoding("rate", 4), seed=3, progress=False
+    )
     events = {}
     for lam in (0.0, 10.0):
-        ft = FinetuneConfig(cfg, rate_lambda=lam, progress=False)
-        tuned, _ = finetune_event_network(
-            event, digits_direct_model, digits_splits.train, None, ft, CPU
-        )
+        ft = FinetuneConfig(cfg, rate_lambda=lam)
+        tuned, _ = finetune_event_network(event, digits_direct_model, digits_splits.train, ft, CPU)
         _, counts = evaluate_with_counts(tuned, digits_splits.test, InputCoding("rate", 4), CPU)
         events[lam] = counts.per_sample(sum(counts.neuron_events.values()))
     assert events[10.0] < 0.8 * events[0.0]
@@ -79,10 +79,12 @@ def test_shared_teacher_logits_give_the_same_fine_tuning(
     digits_splits, digits_direct_model
 ) -> None:
     event = to_event_network(digits_direct_model)
-    cfg = FitConfig(epochs=1, lr=2e-3, batch_size=64, coding=InputCoding("regular", 4), seed=1)
+    cfg = FitConfig(
+        epochs=1, lr=2e-3, batch_size=64, coding=InputCoding("regular", 4), seed=1, progress=False
+    )
     train = digits_splits.train
-    ft = FinetuneConfig(cfg, rate_lambda=1.0, distill=True, progress=False)
-    args = (event, digits_direct_model, train, None, ft, CPU)
+    ft = FinetuneConfig(cfg, rate_lambda=1.0, distill=True)
+    args = (event, digits_direct_model, train, ft, CPU)
     own, _ = finetune_event_network(*args)
     table = predict_logits(digits_direct_model, train, InputCoding("analog", 4), CPU)
     shared, _ = finetune_event_network(*args, logits=table)

@@ -32,8 +32,10 @@ def trained(digits_splits: DataSplits, pooling: str) -> tuple[SpikingNet, Spikin
     direct = build_model(
         "convnet", digits_splits.input_shape, 10, channels=(8, 16), hidden=32, pooling=pooling
     )
-    cfg = FitConfig(epochs=6, lr=1e-2, batch_size=64, coding=InputCoding("analog", T), seed=0)
-    fit(direct, digits_splits.train, None, cfg, torch.device("cpu"), progress=False)
+    cfg = FitConfig(
+        epochs=6, lr=1e-2, batch_size=64, coding=InputCoding("analog", T), seed=0, progress=False
+    )
+    fit(direct, digits_splits.train, cfg, torch.device("cpu"))
     event = to_event_network(direct.eval())
     scale_thresholds(
         event,

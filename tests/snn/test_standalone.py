@@ -23,7 +23,7 @@ from direct2event.snn.training import FitConfig, Split, fit
 net = build_model("convnet", (1, 8, 8), 3, channels=(4,))
 data = Split(torch.rand(16, 1, 8, 8), torch.randint(0, 3, (16,)))
 cfg = FitConfig(epochs=1, lr=1e-2, batch_size=8, coding=InputCoding("analog", 2))
-history = fit(net, data, None, cfg, torch.device("cpu"))
+history = fit(net, data, cfg, torch.device("cpu"))
 print("ok", len(history))
 """
 

@@ -29,7 +29,7 @@ from direct2event.data.static import (
     load_image_folder,
     load_mnist,
 )
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.reports import TuningReport
 from direct2event.snn.nir_io import NotExported
 
 
@@ -354,7 +354,7 @@ class ReportJSONDataset(JSONDataset):
 
 
 class TuningReportDataset(AbstractDataset):
-    """``tuning_report.json`` as a typed :class:`direct2event.glue.tuning.TuningReport`: the node
+    """``tuning_report.json`` as a typed :class:`direct2event.glue.reports.TuningReport`: the node
     returns the object, the nodes that use it receive the object (no dict read by key)."""
 
     def __init__(self, filepath: str, metadata: dict | None = None) -> None:

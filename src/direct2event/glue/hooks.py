@@ -15,7 +15,7 @@ from kedro.io import AbstractVersionedDataset, DataCatalog
 from kedro.pipeline import Node, Pipeline
 from mlflow.entities import RunStatus
 
-from direct2event.glue import registry, runs, tuning
+from direct2event.glue import registry, runs
 from direct2event.glue.masking import mask_credentials, mask_logs, masked
 from direct2event.glue.params import (
     SWEEP_SUFFIX,
@@ -23,10 +23,12 @@ from direct2event.glue.params import (
     check_runtime_params,
     load_settings,
 )
+from direct2event.glue.reports import TuningReport
 from direct2event.glue.runs import PARENT_RUN_ENV
 from direct2event.glue.services import ServiceError, health
+from direct2event.glue.sweep.storage import lambda_distribution
+from direct2event.glue.sweep.study import check_study
 from direct2event.glue.tracking import headline, prepare_store
-from direct2event.glue.tuning import TuningReport
 from direct2event.snn.training import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -47,8 +49,8 @@ def check_reuse_and_sweep(key: str, params: PipelineParams) -> PipelineParams:
         resolved = registry.check_source(params.source_model, key, params.model)
         params = params.model_copy(update={"source_model": resolved})
     if params.tuning.enabled:
-        space = tuning.lambda_distribution(params.tuning.lambda_min, params.tuning.lambda_max)
-        done = tuning.check_study(params.tuning.storage, params.study_name, space)
+        space = lambda_distribution(params.tuning.lambda_min, params.tuning.lambda_max)
+        done = check_study(params.tuning.storage, params.study_name, space)
         logger.info("%s: Optuna study %s holds %d complete trials", key, params.study_name, done)
     return params
 

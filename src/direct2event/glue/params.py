@@ -17,7 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from direct2event.data.event_shifts import EVENT_SEVERITIES, EVENT_SHIFTS
 from direct2event.glue.masking import mask_credentials
-from direct2event.glue.tuning import study_name
+from direct2event.glue.sweep.config import (
+    ChoiceConfig,
+    StudyConfig,
+    SweepConfig,
+    study_name,
+)
+from direct2event.glue.sweep.early_stop import EarlyStop
 from direct2event.snn.adaptation import ADAPTATION_METHODS, AdaptationConfig
 from direct2event.snn.calibration import MIN_CALIBRATION_SAMPLES
 from direct2event.snn.encoders import InputCoding
@@ -184,7 +190,7 @@ class AblationParams(_Strict):
 
 
 class EarlyStopParams(_Strict):
-    """Sweep trials that stop before the end of their fine-tuning (see ``glue.tuning.EarlyStop``)."""
+    """Sweep trials that stop before the end of their fine-tuning (see ``glue.sweep.early_stop.EarlyStop``)."""
 
     enabled: bool = True
     check_at: list[float] = Field(
@@ -557,6 +563,8 @@ class PipelineParams(_Strict):
             shift_augment=shift_augment,
             seed=self.seed,
             bf16=self.training.bf16,
+            progress=self.training.progress,
+            desc=f"{self.dataset} D",
         )
 
     def direct_fit_config(self) -> FitConfig:
@@ -576,7 +584,6 @@ class PipelineParams(_Strict):
             temperature=ft.temperature,
             train_thresholds=ft.train_thresholds,
             max_train=ft.max_train,
-            progress=self.training.progress,
             label=self.dataset,
         )
 
@@ -594,6 +601,46 @@ class PipelineParams(_Strict):
             "source_model": self.source_model,
             "trial": {"epochs": self.trial_epochs, "validation": self.tuning.max_validation},
         }
+
+    def sweep_config(self) -> SweepConfig:
+        """The lambda sweep as configured, in the one object the sweep reads."""
+        t, stop = self.tuning, self.tuning.early_stop
+        study = StudyConfig(
+            storage=t.storage,
+            name=self.study_name,
+            n_trials=t.n_trials,
+            lambda_min=t.lambda_min,
+            lambda_max=t.lambda_max,
+            first_lambdas=tuple(t.first_lambdas),
+            timeout_s=t.timeout_s,
+            seed=self.seed,
+            heartbeat_interval_s=t.heartbeat_interval_s,
+            grace_period_s=t.grace_period_s,
+            user_attrs={"dataset": self.dataset, "setup": self.setup_fingerprint()},
+        )
+        choice = ChoiceConfig(
+            retention_floor=t.retention_floor,
+            retention_margin=t.retention_margin,
+            completions=t.completions,
+            tie_standard_errors=t.tie_standard_errors,
+            energy_reduction_target=t.energy_reduction_target,
+        )
+        rule = EarlyStop(
+            at=tuple(stop.check_at),
+            slack=stop.slack,
+            events_tolerance=stop.events_tolerance,
+            slack_sd=stop.slack_sd,
+        )
+        return SweepConfig(
+            dataset=self.dataset,
+            study=study,
+            choice=choice,
+            early_stop=rule if stop.enabled else None,
+            short=self.trial_epochs < self.transfer.finetune.epochs,
+            trial_epochs=self.trial_epochs,
+            energy_model=self.transfer.energy_model,
+            shown_storage=mask_credentials(t.storage),
+        )
 
     @property
     def trial_epochs(self) -> int | float:

@@ -18,7 +18,7 @@ import mlflow
 from filelock import FileLock
 from mlflow.entities import Metric
 
-from direct2event.snn.training import EpochCallback
+from direct2event.snn.training import Callback, FitLoop
 
 
 def epoch_metrics(record: dict[str, float], prefix: str, offset: int = 0) -> list[Metric]:
@@ -31,18 +31,32 @@ def epoch_metrics(record: dict[str, float], prefix: str, offset: int = 0) -> lis
     ]
 
 
-def epoch_logger(prefix: str, offset: int = 0) -> EpochCallback | None:
+class EpochLogger(Callback):
+    """Logs each epoch's record to one MLflow run as the epoch ends (a training callback; also
+    callable with a record)."""
+
+    def __init__(self, run_id: str, prefix: str, offset: int = 0) -> None:
+        self.client, self.run_id = mlflow.MlflowClient(), run_id
+        self.prefix, self.offset = prefix, offset
+
+    def __call__(self, record: dict[str, float]) -> None:
+        self.client.log_batch(self.run_id, metrics=epoch_metrics(record, self.prefix, self.offset))
+
+    def on_epoch_end(self, loop: FitLoop, record: dict[str, float]) -> None:
+        self(record)
+
+
+def epoch_logger(prefix: str, offset: int = 0) -> EpochLogger | None:
     """A callback logging each epoch to the active run as it ends (None when no run is active).
     ``offset`` numbers the epochs on (fine-tuning after a warm-up)."""
     run = mlflow.active_run()
-    if run is None:
-        return None
-    client, run_id = mlflow.MlflowClient(), run.info.run_id
+    return None if run is None else EpochLogger(run.info.run_id, prefix, offset)
 
-    def log(record: dict[str, float]) -> None:
-        client.log_batch(run_id, metrics=epoch_metrics(record, prefix, offset))
 
-    return log
+def epoch_callbacks(prefix: str, offset: int = 0) -> list[Callback]:
+    """The training callbacks that log epochs live: :func:`epoch_logger`, when a run is active."""
+    found = epoch_logger(prefix, offset)
+    return [] if found is None else [found]
 
 
 def log_epochs(history: list[dict[str, float]], prefix: str) -> None:

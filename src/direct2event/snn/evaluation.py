@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -62,23 +61,3 @@ def measure(
             for k, c in counts.layers.items()
         },
     }
-
-
-class EpochMeasure:
-    """A trial's validation at each epoch's end that counts events too, so that the trial's
-    measurement is its last epoch's: one pass over the validation samples instead of two."""
-
-    def __init__(self, measure: Callable[[SpikingNet], dict[str, float]]) -> None:
-        self.measure = measure
-        self.last: dict[str, float] | None = None
-
-    def __call__(self, net: SpikingNet) -> float:
-        self.last = self.measure(net)
-        return self.last["val_accuracy"]
-
-    def final(self, net: SpikingNet, trained_on: bool = False) -> dict[str, float]:
-        """The measurement of ``net`` as its fine-tuning ended; ``trained_on``: it trained on
-        after its last epoch's end (a trial stopped inside an epoch), so it is measured now."""
-        if self.last is None or trained_on:
-            return self.measure(net)
-        return self.last

@@ -10,6 +10,7 @@ ablation rows) trains exactly alike.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -18,16 +19,7 @@ from torch import Tensor
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.losses import TransferLoss
 from direct2event.snn.models import SpikingNet
-from direct2event.snn.training import (
-    EpochCallback,
-    FitConfig,
-    FitState,
-    Split,
-    StepCallback,
-    Validate,
-    fit,
-    predict_logits,
-)
+from direct2event.snn.training import Callback, FitConfig, Split, fit, predict_logits
 
 
 @dataclass(frozen=True)
@@ -44,7 +36,6 @@ class FinetuneConfig:
     temperature: float = 2.0
     train_thresholds: bool = False
     max_train: int | None = None
-    progress: bool = True
     label: str = ""  # what the progress bar names first (the dataset)
 
     @property
@@ -82,26 +73,20 @@ def finetune_event_network(
     event_model: SpikingNet,
     direct_model: SpikingNet,
     train: Split,
-    val: Split | None,
     cfg: FinetuneConfig,
     device: torch.device,
     logits: Tensor | None = None,
-    on_epoch: EpochCallback | None = None,
-    on_step: StepCallback | None = None,
-    stop_after: float | None = None,
-    state: FitState | None = None,
-    validate: Validate | None = None,
+    val: Split | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[SpikingNet, list[dict[str, float]]]:
     """E fine-tuned as ``cfg`` says (a copy; ``event_model`` itself is returned untouched when
-    ``cfg.fit.epochs`` is 0), and its epoch history.
+    ``cfg.fit.epochs`` is 0), and its epoch history (validation accuracy on ``val`` when given).
 
     When distilling without shift augmentation, D's logits for the training samples
     (``logits``, from :func:`teacher_logits`; computed here when not given) are looked up per
     batch. ``train_thresholds``: E's per-channel thresholds are trained with the weights (kept
-    at or above the floor) and fixed again afterwards. ``on_step``, ``stop_after``, ``state``
-    and ``validate``: see :func:`fit` (a sweep trial's early-stop checks; a trial that runs the
-    first epochs of the fine-tuning, and the chosen one going on from ``event_model`` = where it
-    stopped; a trial's measurement at each epoch's end).
+    at or above the floor) and fixed again afterwards. ``callbacks``: see
+    :func:`direct2event.snn.training.fit`.
     """
     if cfg.fit.epochs == 0:
         return event_model, []
@@ -128,21 +113,8 @@ def finetune_event_network(
     if cfg.train_thresholds:
         for lif in model.lif_layers():
             lif.train_threshold(True)
-    history = fit(
-        model,
-        train,
-        val,
-        cfg.fit,
-        device,
-        extra_loss=loss,
-        progress=cfg.progress,
-        desc=cfg.desc,
-        on_epoch=on_epoch,
-        on_step=on_step,
-        stop_after=stop_after,
-        state=state,
-        validate=validate,
-    )
+    fit_cfg = replace(cfg.fit, desc=cfg.desc)
+    history = fit(model, train, fit_cfg, device, val, extra_loss=loss, callbacks=callbacks)
     for lif in model.lif_layers():
         if isinstance(lif.threshold, torch.nn.Parameter):
             lif.train_threshold(False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,12 +39,6 @@ except ImportError:  # this library must run where only torch and numpy are inst
 
 
 ActivityLoss = Callable[[Tensor, Tensor, list[Tensor], Tensor, Tensor], Tensor]
-EpochCallback = Callable[[dict[str, float]], None]
-# after each optimizer step: (model, steps done, steps in all); it may measure the model (it is
-# put back in training mode after) and raise to stop the training (an early-stopped trial)
-StepCallback = Callable[[SpikingNet, int, int], None]
-# the validation accuracy of the model at the end of an epoch, measured by the caller
-Validate = Callable[[SpikingNet], float]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +157,8 @@ class FitConfig:
     shift_augment: int = 0
     seed: int = 0
     bf16: bool = False  # bf16 autocast of the forward pass (for GPUs with bf16 units)
+    progress: bool = True  # a bar per epoch, shown only on a terminal
+    desc: str = "train"  # what the bar and the epoch lines name
 
 
 def _optimizer(model: SpikingNet, cfg: FitConfig) -> torch.optim.Optimizer:
@@ -189,34 +185,48 @@ def _scheduler(
 
 
 @dataclass
-class FitState:
-    """Where a :func:`fit` stopped (``stop_after``), to go on exactly as an uninterrupted run
-    would: the optimizer's and scheduler's states, the batch order's and torch's random states,
-    the epochs and optimizer steps done, and, when it stopped inside an epoch, that epoch's
-    batch order, the batches done and its running sums (so the epoch's record comes out as an
-    uninterrupted epoch's). A sweep trial is the first epochs (or the first part of an epoch)
-    of the final fine-tuning; the chosen trial continues from here instead of being trained
-    again."""
+class FitLoop:
+    """Where a :func:`fit` is, as its callbacks see it and may change it: the model, optimizer,
+    scheduler and batch-order generator; the optimizer steps done (``step``, counted over all
+    ``cfg.epochs``), where this call started (``start``) and where it stops (``end``: a callback
+    may set it in ``on_fit_start`` to stop early, inside an epoch too); and an epoch left
+    unfinished (its batches, the batches done, its running loss, correct, rate and seen sums),
+    which the next call's first epoch goes on with."""
 
-    epoch: int = 0
+    model: SpikingNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    generator: torch.Generator
+    per_epoch: int
+    total: int
+    start: int = 0
     step: int = 0
-    optimizer: dict | None = None
-    scheduler: dict | None = None
-    generator: Tensor | None = None
-    rng: Tensor | None = None
-    order: list[Tensor] | None = None  # the unfinished epoch's batches
-    batch: int = 0  # batches of it done
-    sums: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # loss, correct, rate, seen
+    end: int = 0
+    order: list[Tensor] | None = None
+    batch: int = 0
+    sums: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     @property
-    def started(self) -> bool:
-        """Whether a fit has run into this state (else a fit starts from scratch)."""
-        return self.optimizer is not None
+    def steps(self) -> int:
+        """The optimizer steps this call makes."""
+        return self.end - self.start
 
-    @property
-    def mid_epoch(self) -> bool:
-        """Whether the fit stopped inside an epoch (no epoch-end validation saw its weights)."""
-        return self.batch > 0
+
+class Callback:
+    """Hooks into :func:`fit`, called in the order given; each may read and change the
+    :class:`FitLoop`. An exception a hook raises ends the training."""
+
+    def on_fit_start(self, loop: FitLoop) -> None:
+        """Before the first step (a resumed fit loads its state, a short one sets ``end``)."""
+
+    def on_step_end(self, loop: FitLoop) -> None:
+        """After each optimizer step (the model may be measured: it is put back to training)."""
+
+    def on_epoch_end(self, loop: FitLoop, record: dict[str, float]) -> None:
+        """As an epoch ends, with its record (a callback may add to it, or log it)."""
+
+    def on_fit_end(self, loop: FitLoop) -> None:
+        """After the last step of this call, also one that stopped inside an epoch."""
 
 
 class TrainingDiverged(FloatingPointError):
@@ -231,38 +241,22 @@ class TrainingDiverged(FloatingPointError):
 def fit(
     model: SpikingNet,
     train: Split,
-    val: Split | None,
     cfg: FitConfig,
     device: torch.device,
+    val: Split | None = None,
     extra_loss: ActivityLoss | None = None,
-    progress: bool = True,
-    desc: str = "train",
-    on_epoch: EpochCallback | None = None,
-    on_step: StepCallback | None = None,
-    stop_after: float | None = None,
-    state: FitState | None = None,
-    validate: Validate | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> list[dict[str, float]]:
-    """Train ``model`` with BPTT; returns one record per epoch, logs it as one line and hands
-    it to ``on_epoch`` as each epoch ends (live tracking). ``progress``: a bar per epoch, shown
-    only on a terminal. ``on_step(model, step, steps)`` runs after every optimizer step (the
-    sweep's early-stop checks; ``steps``: the steps this call will make); an exception it raises
-    ends the training.
-
-    ``stop_after``: stop after that many of the ``cfg.epochs`` epochs, a fraction allowed (0.25:
-    the first quarter of an epoch's batches; the learning-rate schedule still spans all epochs).
-    ``state``: filled with where the training stopped; when it already holds a stopped fit's
-    state, this call continues that fit (same ``model``, data and ``cfg``) and returns the
-    records of the epochs it ends (an epoch stopped inside gets its record when it ends).
-    ``validate(model)``: the epoch's ``val_accuracy`` in place of the accuracy on ``val`` (a
-    sweep trial measures accuracy and events in one pass and keeps the events).
+    """Train ``model`` with BPTT; returns one record per epoch and logs each as one line.
 
     The loss is cross-entropy on the time-averaged logits plus
     ``extra_loss(logits, y, activity, x, idx)`` when given (``activity`` is every LIF layer's
     output, recorded with its graph; ``x`` the batch before encoding; ``idx`` its sample indices
-    in ``train``).
-    Each record holds ``train_loss``, ``train_accuracy``, ``val_accuracy`` (when ``val``),
-    ``mean_rate`` (mean LIF output per neuron and step) and ``lr``.
+    in ``train``). Each record holds ``train_loss``, ``train_accuracy``, ``mean_rate`` (mean LIF
+    output per neuron and step), ``lr`` and, with ``val``, ``val_accuracy``; ``callbacks`` see
+    the loop at its start, after each step, at each epoch's end (live logging, another
+    validation) and at its end (see :class:`Callback`). Every step is a safe point
+    (:mod:`direct2event.snn.interrupts`).
     """
     if len(train) == 0:
         raise ValueError("The training split is empty.")
@@ -272,100 +266,106 @@ def fit(
     opt = _optimizer(model, cfg)
     per_epoch = math.ceil(len(train) / cfg.batch_size)
     sched = _scheduler(opt, cfg, max(cfg.epochs * per_epoch, 1))
-    state = state if state is not None else FitState()
-    if state.started:  # go on where a stopped fit of this model left off
-        opt.load_state_dict(state.optimizer)
-        if sched is not None and state.scheduler is not None:
-            sched.load_state_dict(state.scheduler)
-        gen.set_state(state.generator)
-        torch.set_rng_state(state.rng)
-    start = step = state.step
     total = cfg.epochs * per_epoch
-    end = total if stop_after is None else min(total, start + max(round(stop_after * per_epoch), 0))
-    steps = end - start
+    loop = FitLoop(model, opt, sched, gen, per_epoch, total, end=total)
+    for callback in callbacks:
+        callback.on_fit_start(loop)
+    loop.start = loop.step
     history: list[dict[str, float]] = []
-    while step < end:
-        epoch = step // per_epoch
-        model.train()
-        if state.mid_epoch:  # the epoch a stopped fit left inside: its batches and sums so far
-            order, done = state.order, state.batch
-            loss_sum, correct, rate_sum, seen = state.sums
-        else:
-            order, done = list(batches(len(train), cfg.batch_size, gen)), 0
-            loss_sum = correct = rate_sum = seen = 0.0
-        state.order, state.batch = None, 0
-        bar = tqdm(
-            order[done : done + end - step],
-            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not show_bar(progress),
-            leave=False,
-        )
-        for idx in bar:
-            safe_point()
-            xb = random_shift(as_float(train.x[idx]), cfg.shift_augment, gen).to(device)
-            yb = train.y[idx].to(device)
-            inputs = encode(
-                xb, cfg.coding.encoding, cfg.coding.timesteps, gen if device.type == "cpu" else None
-            )
-            with (
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
-                record_activity(model) as acts,
-            ):
-                logits = model(inputs).float()  # the loss in fp32 also under bf16 autocast
-                loss = F.cross_entropy(logits, yb)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(logits, yb, acts, xb, idx)
-            value = loss.item()
-            if not math.isfinite(value):  # stop at once: NaN weights would only spread
-                raise TrainingDiverged(
-                    f"{desc or 'training'}: the loss is {value} in epoch {epoch + 1} of "
-                    f"{cfg.epochs} (batch {done + 1}) at learning rate "
-                    f"{opt.param_groups[0]['lr']:.3g} (configured {cfg.lr:g}). Lower the "
-                    "learning rate.",
-                    epoch=epoch + 1,
-                    lr=cfg.lr,
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            step += 1
-            done += 1
-            if on_step is not None:
-                on_step(model, step - start, steps)
-                if not model.training:  # a check measured it in eval mode
-                    model.train()
-            n = len(yb)
-            loss_sum += value * n
-            correct += (logits.argmax(1) == yb).sum().item()
-            rate_sum += mean_rate(acts).item() * n
-            seen += n
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-        if done < len(order):  # stopped inside the epoch: its record waits for its end
-            state.order, state.batch = order, done
-            state.sums = (loss_sum, correct, rate_sum, seen)
+    while loop.step < loop.end:
+        record = _epoch(loop, train, cfg, device, extra_loss, callbacks)
+        if record is None:  # stopped inside the epoch: its record waits for its end
             break
-        record = {
-            "epoch": float(epoch + 1),
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "mean_rate": rate_sum / seen,
-            "lr": opt.param_groups[0]["lr"],
-        }
-        if validate is not None:
-            record["val_accuracy"] = validate(model)
-        elif val is not None and len(val):
+        if val is not None and len(val):
             record["val_accuracy"] = evaluate(model, val, cfg.coding, device, seed=cfg.seed)
+        for callback in callbacks:
+            callback.on_epoch_end(loop, record)
         history.append(record)
-        logger.info(epoch_line(desc, record, cfg.epochs))
-        if on_epoch is not None:
-            on_epoch(record)
-    state.epoch, state.step = step // per_epoch, step
-    state.optimizer = opt.state_dict()
-    state.scheduler = sched.state_dict() if sched is not None else None
-    state.generator, state.rng = gen.get_state(), torch.get_rng_state()
+        logger.info(epoch_line(cfg.desc, record, cfg.epochs))
+    for callback in callbacks:
+        callback.on_fit_end(loop)
     return history
+
+
+def _epoch(
+    loop: FitLoop,
+    train: Split,
+    cfg: FitConfig,
+    device: torch.device,
+    extra_loss: ActivityLoss | None,
+    callbacks: Sequence[Callback],
+) -> dict[str, float] | None:
+    """One epoch of :func:`fit` from where ``loop`` is, up to ``loop.end``: its record, or
+    None when it stopped inside (the epoch's batches and sums are kept in ``loop``)."""
+    model, opt, sched, gen = loop.model, loop.optimizer, loop.scheduler, loop.generator
+    epoch = loop.step // loop.per_epoch
+    model.train()
+    if loop.order is not None:  # the epoch a stopped fit left inside: its batches and sums
+        order, done = loop.order, loop.batch
+        loss_sum, correct, rate_sum, seen = loop.sums
+    else:
+        order, done = list(batches(len(train), cfg.batch_size, gen)), 0
+        loss_sum = correct = rate_sum = seen = 0.0
+    loop.order, loop.batch = None, 0
+    bar = tqdm(
+        order[done : done + loop.end - loop.step],
+        desc=f"{cfg.desc} epoch {epoch + 1}/{cfg.epochs}",
+        disable=not show_bar(cfg.progress),
+        leave=False,
+    )
+    for idx in bar:
+        safe_point()
+        xb = random_shift(as_float(train.x[idx]), cfg.shift_augment, gen).to(device)
+        yb = train.y[idx].to(device)
+        inputs = encode(
+            xb, cfg.coding.encoding, cfg.coding.timesteps, gen if device.type == "cpu" else None
+        )
+        with (
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
+            record_activity(model) as acts,
+        ):
+            logits = model(inputs).float()  # the loss in fp32 also under bf16 autocast
+            loss = F.cross_entropy(logits, yb)
+            if extra_loss is not None:
+                loss = loss + extra_loss(logits, yb, acts, xb, idx)
+        value = loss.item()
+        if not math.isfinite(value):  # stop at once: NaN weights would only spread
+            raise TrainingDiverged(
+                f"{cfg.desc or 'training'}: the loss is {value} in epoch {epoch + 1} of "
+                f"{cfg.epochs} (batch {done + 1}) at learning rate "
+                f"{opt.param_groups[0]['lr']:.3g} (configured {cfg.lr:g}). Lower the "
+                "learning rate.",
+                epoch=epoch + 1,
+                lr=cfg.lr,
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        loop.step += 1
+        done += 1
+        for callback in callbacks:
+            callback.on_step_end(loop)
+        if not model.training:  # a callback measured it in eval mode
+            model.train()
+        n = len(yb)
+        loss_sum += value * n
+        correct += (logits.argmax(1) == yb).sum().item()
+        rate_sum += mean_rate(acts).item() * n
+        seen += n
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+    if done < len(order):
+        loop.order, loop.batch = order, done
+        loop.sums = (loss_sum, correct, rate_sum, seen)
+        return None
+    return {
+        "epoch": float(epoch + 1),
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        "mean_rate": rate_sum / seen,
+        "lr": opt.param_groups[0]["lr"],
+    }
 
 
 def mean_rate(activity: list[Tensor]) -> Tensor:

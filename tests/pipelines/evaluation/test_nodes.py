@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from direct2event.data.splits import DataSplits
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.reports import TuningReport
 from direct2event.pipelines.evaluation.nodes import (
     ABLATION_VARIANTS,
     evaluate_transfer,

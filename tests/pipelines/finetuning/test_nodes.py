@@ -6,33 +6,20 @@ import mlflow
 import optuna
 import pytest
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from direct2event.data.splits import DataSplits
-from direct2event.glue.tuning import TuningReport, completion_order, take_on
+from direct2event.glue.reports import TuningReport
 from direct2event.pipelines.finetuning.nodes import (
     finetune_event_model,
     finetune_lambda0,
     tune_rate_lambda,
 )
-from direct2event.pipelines.finetuning.trials import drop_dominated
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.evaluation import measure
 from direct2event.snn.finetuning import finetune_event_network
 from direct2event.snn.models import restore
 from tests.pipelines.conftest import NO_LOGITS, tiny
-
-
-def test_only_pareto_optimal_trial_networks_are_kept() -> None:
-    trained = {
-        0.5: ({}, [], (0.986, 0.0083)),
-        1.5: ({}, [], (0.9835, 0.0069)),
-        3.0: ({}, [], (0.980, 0.0070)),  # beaten by 1.5 on both
-        5.0: ({}, [], (0.981, 0.0059)),
-        6.0: ({}, [], (0.981, 0.0059)),  # a tie is kept: either may be chosen
-    }
-    drop_dominated(trained)
-    assert sorted(trained) == [0.5, 1.5, 5.0, 6.0]
 
 
 def final_at(lam: float, scaled, direct_model, splits, settings, warm=None) -> tuple:
@@ -228,7 +215,6 @@ def test_lambda_warm_up_trains_lambda0_once_and_every_lambda_continues_from_it(
         restore(warm["model"]),
         restore(direct_model),
         digits_splits.train,
-        None,
         settings.finetune_config(5.0),
         settings.device,
     )
@@ -407,112 +393,3 @@ def test_with_an_energy_target_the_weakest_penalty_reaching_it_is_taken_on(
     assert report.direct_val_energy_uJ / by_lambda[1.5].energy_uJ >= 1.01  # both reach 1.01x
     assert [c.rate_lambda for c in report.completed] == [1.5]
     assert report.rate_lambda == reuse["rate_lambda"] == 1.5
-
-
-def _numbered(number: int, lam: float, accuracy: float, energy: float) -> FrozenTrial:
-    """A complete Optuna trial as the study stores it (validation accuracy, energy)."""
-    trial = optuna.trial.create_trial(
-        params={"rate_lambda": lam},
-        distributions={"rate_lambda": optuna.distributions.FloatDistribution(0.5, 50, log=True)},
-        values=[accuracy, energy],
-    )
-    trial.number = number
-    return trial
-
-
-def test_the_lowest_energy_candidate_is_taken_on_first_and_a_weaker_penalty_after_it_falls_short(
-    scaled,
-) -> None:
-    """Trial-length results by hand (D at 1.0, required retention 0.996); the whole fine-tuning
-    loses 0.0015 of accuracy and a fifth of the energy (as MNIST's checks overstate the end)."""
-    trials = [
-        _numbered(0, 1.5, 0.999, 3.0),
-        _numbered(1, 3.0, 0.998, 2.0),
-        _numbered(2, 6.0, 0.997, 1.5),
-        _numbered(3, 20.0, 0.990, 1.0),  # under the bar at trial length: never a candidate
-        _numbered(4, 10.0, 0.9965, 1.8),  # a stronger penalty than 6, which falls short
-    ]
-    order = [t.params["rate_lambda"] for t in completion_order(trials, 1.0, 0.996)]
-    assert order == [6.0, 10.0, 3.0, 1.5]
-    taken: list[float] = []
-
-    def complete(lam: float):
-        taken.append(lam)
-        trial = next(t for t in trials if t.params["rate_lambda"] == lam)
-        acc, energy = trial.values[0] - 0.0015, trial.values[1] * 0.8
-        result = {"val_accuracy": acc, "energy_uJ": energy, "accuracy_retention": acc}
-        return restore(scaled[0]), [{"epoch": 1.0}], {**result, "events_per_sample": 1.0}
-
-    chosen, met, done, (_, history) = take_on(trials, 1.0, 0.996, 2, complete)
-    assert taken == [6.0, 3.0]  # 10 skipped: it penalises more than 6, which fell short
-    assert met and chosen.rate_lambda == 3.0 and chosen.number == 1
-    assert chosen.val_accuracy == 0.998 - 0.0015 and chosen.energy_uJ == 2.0 * 0.8
-    assert [r.rate_lambda for r in done] == [6.0, 3.0] and history == [{"epoch": 1.0}]
-    # one completion allowed: the one that fell short is the most accurate completion
-    taken.clear()
-    chosen, met, done, _ = take_on(trials, 1.0, 0.996, 1, complete)
-    assert taken == [6.0] and not met and chosen.rate_lambda == 6.0
-    # candidates from the floor (0.995) at trial length: lambda = 4 (0.9955) joins them, but
-    # after 6 ended 0.0005 short of 0.996, a candidate needs 0.997 + 0.0005 at trial length
-    trials.append(_numbered(5, 4.0, 0.9955, 1.6))
-    taken.clear()
-    chosen, met, done, _ = take_on(trials, 1.0, 0.996, 3, complete, candidate_at=0.995)
-    assert taken == [6.0, 3.0] and met and chosen.rate_lambda == 3.0
-    trials.pop()
-    # no trial reaches the bar at trial length: the most accurate alone is taken on
-    assert [t.number for t in completion_order(trials, 1.0, 0.9995)] == [0]
-
-
-def test_with_an_energy_target_between_two_trials_one_whole_run_at_the_lambda_between(
-    scaled,
-) -> None:
-    """Trials at lambda 1 (3.02x) and 3 (4.97x) bracket a 3.75x target: the one completion is
-    a whole fine-tuning at the interpolated lambda (1.615), recorded without a trial number."""
-    trials = [_numbered(0, 3.0, 0.976, 0.04287 / 4.966), _numbered(1, 1.0, 0.982, 0.04287 / 3.017)]
-    runs: list[float] = []
-
-    def complete(lam: float):
-        runs.append(lam)
-        return restore(scaled[0]), [{"epoch": 1.0}], {"val_accuracy": 0.9841, "energy_uJ": 0.0051}
-
-    chosen, met, done, (_, history) = take_on(
-        trials, 0.988, 0.996, 2, complete, direct_energy=0.04287, energy_target=3.75
-    )
-    assert runs == [pytest.approx(1.615, 1e-3)] and history == [{"epoch": 1.0}]
-    assert (chosen.rate_lambda, chosen.number, chosen.val_accuracy) == (runs[0], None, 0.9841)
-    assert done == [chosen] and met is True  # 0.9841 >= 0.996 * 0.988 = 0.98405
-
-
-def test_after_a_shortfall_a_nearly_equal_penalty_is_skipped_for_a_clearly_weaker_one(
-    scaled,
-) -> None:
-    """lambda = 3.72 falls short by 0.0008 after the whole fine-tuning: 3.71, with the same
-    trial-length accuracy, would too, so 2.0 is taken on; when no candidate promises enough,
-    the most accurate trial with a weaker penalty (even one under the candidate bar) is."""
-    trials = [
-        _numbered(0, 3.72, 0.9960, 1.0),
-        _numbered(1, 3.71, 0.9961, 1.01),
-        _numbered(2, 2.0, 0.9975, 1.4),
-        _numbered(3, 9.0, 0.9950, 0.8),  # under the candidate bar
-    ]
-    taken: list[float] = []
-    loss = {3.72: 0.0008, 3.71: 0.0008, 2.0: 0.0010, 9.0: 0.0}
-
-    def complete(lam: float):
-        taken.append(lam)
-        trial = next(t for t in trials if t.params["rate_lambda"] == lam)
-        acc = trial.values[0] - loss[lam]
-        result = {"val_accuracy": acc, "energy_uJ": trial.values[1], "accuracy_retention": acc}
-        return restore(scaled[0]), [], {**result, "events_per_sample": 1.0}
-
-    chosen, met, done, _ = take_on(trials, 1.0, 0.996, 2, complete, candidate_at=0.996)
-    assert taken == [3.72, 2.0] and met and chosen.rate_lambda == 2.0
-    assert [r.val_accuracy for r in done] == [0.9960 - 0.0008, 0.9975 - 0.0010]
-    # 2.0 starts too low to make up 3.72's shortfall (0.9960 + 0.0008 > 0.9967): no candidate is
-    # predicted to reach it, so the most accurate weaker one is the second completion
-    trials[2] = _numbered(2, 2.0, 0.9967, 1.4)
-    trials.append(_numbered(4, 1.0, 0.9958, 2.0))  # weaker still, but less accurate
-    taken.clear()
-    chosen, met, done, _ = take_on(trials, 1.0, 0.996, 2, complete, candidate_at=0.996)
-    assert taken == [3.72, 2.0] and not met and len(done) == 2
-    assert chosen.rate_lambda == 2.0 and chosen.val_accuracy == 0.9967 - 0.0010

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from direct2event.glue.tuning import TrialRecord, TuningReport
+from direct2event.glue.reports import TrialRecord, TuningReport
 from direct2event.pipelines.reporting import figures
 from tests.pipelines.conftest import tiny
 

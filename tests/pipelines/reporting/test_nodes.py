@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from direct2event.data.splits import DataSplits
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.reports import TuningReport
 from direct2event.pipelines.reporting.nodes import (
     build_summary,
     register_networks,

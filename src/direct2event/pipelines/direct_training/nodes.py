@@ -60,12 +60,10 @@ def train_direct_model(
         history = fit(
             net,
             splits.train,
-            splits.validation,
             cfg,
             device,
-            progress=train.progress,
-            desc=f"{splits.name} D",
-            on_epoch=tracking.epoch_logger("direct"),
+            splits.validation,
+            callbacks=tracking.epoch_callbacks("direct"),
         )
     except TrainingDiverged as err:
         raise QualityGateError(

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from direct2event.data.splits import DataSplits
 from direct2event.glue.params import PipelineParams
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.reports import TuningReport
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.evaluation import measure
@@ -106,13 +106,7 @@ def _ttfs_variants(
         cfg = settings.finetune_config(lam).with_changes(coding=ttfs, distill=distill)
         shared = logits if distill else None
         return finetune_event_network(
-            start,
-            direct,
-            splits.train,
-            splits.validation,
-            cfg,
-            device,
-            shared,
+            start, direct, splits.train, cfg, device, shared, val=splits.validation
         )[0]
 
     return {

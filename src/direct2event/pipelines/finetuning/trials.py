@@ -1,52 +1,37 @@
 """A sweep trial of the lambda sweep as a function of lambda: fine-tune E for the trial's
 epochs, measure it on the trials' validation samples, and take a chosen trial on to the full
-fine-tuning. The sweep node (``nodes.tune_rate_lambda``) and the sweep workers call it."""
+fine-tuning. The sweep (:func:`direct2event.glue.sweep.tune.tune`) and sweep workers call it."""
 
 from __future__ import annotations
 
 import copy
 import functools
 import logging
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from torch import Tensor
 
 from direct2event.data.splits import DataSplits
-from direct2event.glue import tuning
 from direct2event.glue.params import PipelineParams
-from direct2event.snn.evaluation import EpochMeasure, measure
+from direct2event.glue.sweep.callbacks import Checks, FitState, MeasureEpochs, Resume, StopAfter
+from direct2event.glue.sweep.early_stop import Judge
+from direct2event.glue.sweep.policy import non_dominated
+from direct2event.snn.evaluation import measure
 from direct2event.snn.finetuning import finetune_event_network, teacher_logits
 from direct2event.snn.models import SpikingNet, checkpoint, restore
-from direct2event.snn.training import EpochCallback, FitState, Split
+from direct2event.snn.training import Callback, Split
 
 logger = logging.getLogger(__name__)
 
-# a trial's network, epoch history, (validation accuracy, energy), and where its fine-tuning
-# stopped (to go on from there when it is chosen)
-TrainedTrial = tuple[dict[str, Any], list[dict[str, float]], tuple[float, float], FitState]
 
+class TrainedTrial(NamedTuple):
+    """A trial this run trained: its network, epoch history, (validation accuracy, energy),
+    and where its fine-tuning stopped (to go on from there when it is chosen)."""
 
-def drop_dominated(trained: dict[float, TrainedTrial]) -> None:
-    """Forget networks of trials another trial beats on validation accuracy and energy (only a
-    Pareto-optimal trial can be chosen), so a long sweep holds few networks in memory."""
-    keep = tuning.non_dominated({lam: entry[2] for lam, entry in trained.items()})
-    for lam in set(trained) - keep:
-        del trained[lam]
-
-
-Complete = Callable[[float], tuple[SpikingNet, list[dict[str, float]], dict[str, float]]]
-
-
-class TrialEvaluator(NamedTuple):
-    """A sweep's trial as a function of lambda, D's validation accuracy on the trials'
-    samples, a trial taken on to the full fine-tuning as a function of lambda, and D's energy
-    on the trials' samples (the reference of an energy reduction target)."""
-
-    evaluate: tuning.Evaluate
-    direct_accuracy: float
-    complete: Complete
-    direct_energy: float  # D's energy per sample on the same samples (transfer.energy_model)
+    model: dict[str, Any]
+    history: list[dict[str, float]]
+    scores: tuple[float, float]
+    state: FitState
 
 
 def trial_validation(splits: DataSplits, settings: PipelineParams) -> Split:
@@ -55,100 +40,94 @@ def trial_validation(splits: DataSplits, settings: PipelineParams) -> Split:
     return splits.validation.head(settings.tuning.max_validation or len(splits.validation))
 
 
-def trial_evaluator(
-    scaled: SpikingNet,
-    direct: SpikingNet,
-    splits: DataSplits,
-    settings: PipelineParams,
-    trained: dict[float, TrainedTrial] | None = None,
-    logits: Tensor | None = None,
-) -> TrialEvaluator:
-    """One sweep trial as a function of lambda (fine-tune E for ``settings.trial_epochs`` of
-    the fine-tuning's epochs, measure it on the validation split; with a judge, also at its
-    early-stop checks), D's validation accuracy on the same samples (the retention reference),
-    and the completion of a trial to the full fine-tuning.
-    ``trained`` keeps, by lambda, the network and history of this run's trials that no other
-    trial beats on both accuracy and energy: the chosen trial is always one of them.
-    ``logits``: D's logits from :func:`predict_direct_logits` (computed by the first trial that
-    distils when not given, then shared)."""
-    device, profiles = settings.device, settings.profiles()
-    val = trial_validation(splits, settings)
-    energy_model = settings.transfer.energy_model
-    direct_res = measure(direct, val, settings.direct_coding, device, profiles, settings.seed)
-    direct_acc = direct_res["accuracy"]
-    base = settings.finetune_config(0.0)
-    distill = base.distill and base.fit.epochs > 0
+class TrialRunner:
+    """The sweep's trials on one run's networks. A trial fine-tunes E from ``start`` at one
+    lambda for ``settings.trial_epochs`` of the fine-tuning's epochs (checked by a judge at its
+    early-stop fractions) and is measured on :func:`trial_validation`; D is measured on the
+    same samples once (the retention and energy reference).
 
-    @functools.cache
-    def shared_logits() -> Tensor:
+    The networks of this run's trials that no other trial beats on both accuracy and energy
+    are kept (the chosen trial is always one of them), so a chosen trial goes on from where it
+    stopped instead of being trained again. ``logits``: D's logits from
+    ``predict_direct_logits`` (computed by the first trial that distils when not given)."""
+
+    def __init__(
+        self,
+        start: SpikingNet,
+        direct: SpikingNet,
+        splits: DataSplits,
+        settings: PipelineParams,
+        logits: Tensor | None = None,
+    ) -> None:
+        self.start, self.direct, self.splits, self.settings = start, direct, splits, settings
+        self._logits = logits
+        self.trained: dict[float, TrainedTrial] = {}
+        self.val = trial_validation(splits, settings)
+        self.validation_size = len(self.val)
+        self.whole = len(self.val) == len(splits.validation)  # epochs' validation is the trials'
+        energy_model = settings.transfer.energy_model
+        res = measure(
+            direct, self.val, settings.direct_coding, settings.device, settings.profiles(),
+            settings.seed,
+        )  # fmt: skip
+        self.direct_accuracy = res["accuracy"]
+        self.direct_energy = res["energy_uJ_by_model"][energy_model]
+        base = settings.finetune_config(0.0)
+        self.distill = base.distill and base.fit.epochs > 0
+
+    @functools.cached_property
+    def shared_logits(self) -> Tensor:
         """D's logits for distillation: given, or computed by the first trial, then shared."""
-        return logits if logits is not None else teacher_logits(direct, splits.train, base, device)
+        if self._logits is not None:
+            return self._logits
+        cfg = self.settings.finetune_config(0.0)
+        return teacher_logits(self.direct, self.splits.train, cfg, self.settings.device)
 
-    def measured(net: SpikingNet) -> dict[str, float]:
-        res = measure(net, val, settings.event_coding, device, profiles, settings.seed)
+    def measured(self, net: SpikingNet) -> dict[str, float]:
+        """A network as a trial reports it, on the trials' validation samples."""
+        s = self.settings
+        res = measure(net, self.val, s.event_coding, s.device, s.profiles(), s.seed)
         return {
             "val_accuracy": res["accuracy"],
-            "energy_uJ": res["energy_uJ_by_model"][energy_model],
+            "energy_uJ": res["energy_uJ_by_model"][s.transfer.energy_model],
             "events_per_sample": res["events_per_sample"],
-            "accuracy_retention": res["accuracy"] / direct_acc if direct_acc > 0 else 0.0,
+            "accuracy_retention": (
+                res["accuracy"] / self.direct_accuracy if self.direct_accuracy > 0 else 0.0
+            ),
         }
 
-    whole = len(val) == len(splits.validation)  # the epochs' validation is the trials' own
-
-    def complete(lam: float) -> tuple[SpikingNet, list[dict[str, float]], dict[str, float]]:
-        """The trial at ``lam`` taken on to the full fine-tuning (from where it stopped when this
-        run trained it, else from the start: a trial of another worker), measured as a trial."""
-        cfg = settings.finetune_config(lam)
-        logits = shared_logits() if distill else None
-        epochs = EpochMeasure(measured)
-        validate = epochs if whole else None
-        if lam in (trained or {}):
-            model, before, _, state = trained[lam]
-            net, after = finetune_event_network(
-                restore(model), direct, splits.train, splits.validation, cfg, device, logits,
-                state=copy.deepcopy(state), validate=validate,
-            )  # fmt: skip
-            history = [*before, *after]
-        else:
-            net, history = finetune_event_network(
-                scaled, direct, splits.train, splits.validation, cfg, device, logits,
-                validate=validate,
-            )  # fmt: skip
-        return net, history, epochs.final(net)
+    def _finetune(
+        self, start: SpikingNet, lam: float, callbacks: list[Callback]
+    ) -> tuple[SpikingNet, list[dict[str, float]]]:
+        """E fine-tuned from ``start`` at ``lam`` as every trial is; the epochs' validation is
+        on the whole split unless a :class:`MeasureEpochs` among ``callbacks`` measures it."""
+        s = self.settings
+        val = None if self.whole else self.splits.validation
+        logits = self.shared_logits if self.distill else None
+        return finetune_event_network(
+            start, self.direct, self.splits.train, s.finetune_config(lam), s.device, logits,
+            val, callbacks,
+        )  # fmt: skip
 
     def evaluate(
-        lam: float, on_epoch: EpochCallback | None = None, judge: tuning.Judge | None = None
+        self, lam: float, on_epoch: Callback | None = None, judge: Judge | None = None
     ) -> dict[str, float]:
-        on_step = None
+        """One trial: the first ``trial_epochs`` of the fine-tuning at ``lam``, its epochs
+        logged by ``on_epoch``, checked by ``judge``; its measurement on validation."""
+        state, epochs = FitState(), MeasureEpochs(self.measured)
+        callbacks: list[Callback] = [Resume(state), StopAfter(self.settings.trial_epochs)]
         if judge is not None:
-            checks: dict[int, float] = {}
-
-            def on_step(net: SpikingNet, step: int, total: int) -> None:
-                if step == 1:
-                    checks.update(judge.steps(total))
-                if step in checks:
-                    judge(checks[step], step, measured(net))
-
-        state, epochs = FitState(), EpochMeasure(measured)
-        net, history = finetune_event_network(
-            scaled,
-            direct,
-            splits.train,
-            splits.validation,
-            settings.finetune_config(lam),
-            device,
-            logits=shared_logits() if distill else None,
-            on_epoch=on_epoch,
-            on_step=on_step,
-            stop_after=settings.trial_epochs,
-            state=state,
-            validate=epochs if whole else None,
-        )
+            callbacks.append(Checks(judge, self.measured))
+        if self.whole:
+            callbacks.append(epochs)
+        callbacks += [on_epoch] if on_epoch is not None else []
+        net, history = self._finetune(self.start, lam, callbacks)
         res = epochs.final(net, trained_on=state.mid_epoch)
-        if trained is not None:
-            scores = (res["val_accuracy"], res["energy_uJ"])
-            trained[lam] = (checkpoint(net), history, scores, copy.deepcopy(state))
-            drop_dominated(trained)
+        scores = (res["val_accuracy"], res["energy_uJ"])
+        self.trained[lam] = TrainedTrial(checkpoint(net), history, scores, copy.deepcopy(state))
+        keep = non_dominated({k: entry.scores for k, entry in self.trained.items()})
+        for dominated in set(self.trained) - keep:  # only a Pareto-optimal trial can be chosen
+            del self.trained[dominated]
         logger.info(
             "trial λ = %.4g: val accuracy %.4f, %.0f events/sample",
             lam,
@@ -157,6 +136,22 @@ def trial_evaluator(
         )
         return res
 
-    return TrialEvaluator(
-        evaluate, direct_acc, complete, direct_res["energy_uJ_by_model"][energy_model]
-    )
+    def complete(self, lam: float) -> tuple[dict[str, float], tuple[dict[str, Any], list]]:
+        """The trial at ``lam`` taken on to the full fine-tuning (from where it stopped when this
+        run trained it, else from the start: a trial of another worker), measured as a trial;
+        with the network's checkpoint and its whole epoch history."""
+        epochs = MeasureEpochs(self.measured)
+        callbacks: list[Callback] = [epochs] if self.whole else []
+        if lam in self.trained:
+            model, before, _, state = self.trained[lam]
+            resume = Resume(copy.deepcopy(state))
+            net, after = self._finetune(restore(model), lam, [resume, *callbacks])
+            history = [*before, *after]
+        else:
+            net, history = self._finetune(self.start, lam, callbacks)
+        return epochs.final(net), (checkpoint(net.cpu()), history)
+
+    def kept(self, lam: float) -> tuple[dict[str, Any], list[dict[str, float]]] | None:
+        """This run's own trial at ``lam`` as it ended (its checkpoint and history), if kept."""
+        entry = self.trained.get(lam)
+        return None if entry is None else (entry.model, entry.history)

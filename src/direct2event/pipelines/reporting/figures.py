@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from direct2event.glue.params import PipelineParams
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.reports import TuningReport
 
 # What the paper reports for the share of the final energy gain (unverified secondary summary).
 PAPER_GAIN_CLAIM = {"thresholds": 0.6, "finetune_lambda": 0.8}

@@ -10,7 +10,7 @@ from typing import Any
 from direct2event.data.splits import DataSplits
 from direct2event.glue import registry, runs, tracking
 from direct2event.glue.params import PipelineParams
-from direct2event.glue.tuning import TuningReport
+from direct2event.glue.reports import TuningReport
 from direct2event.snn.models import restore
 from direct2event.snn.nir_io import NIRError, NotExported, to_nir
 
