@@ -24,7 +24,13 @@ from typing import Any
 REPORTS = ("summary.json", "shift.json", "tuning_report.json")
 TIMES = {"seconds", "seconds_by_part", "trial_seconds"}  # wall clock: never equal
 RENAMED: dict[str, dict[str, str]] = {}  # report -> {old key path: new key path}
-ADDED: dict[str, set[str]] = {"tuning_report.json": {"schema_version"}}
+# keys a report gained on purpose: the schema version (typed reports), and keys now always
+# written that were left out when empty (a shift row's ``recalibrated``: null where none ran)
+ADDED: dict[str, set[str]] = {
+    "tuning_report.json": {"schema_version"},
+    "summary.json": {"schema_version"},
+    "shift.json": {"schema_version", "recalibrated"},
+}
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -55,7 +61,12 @@ def compare_report(name: str, before: dict, after: dict) -> list[str]:
         for key in [k for k in old if k == path_old or k.startswith(path_old + ".")]:
             old[path_new + key[len(path_old) :]] = old.pop(key)
     drop = {k for k in {*old, *new} if set(k.split(".")) & TIMES}
-    drop |= {k for k in new if k.split(".")[0] in ADDED.get(name, set())}
+    added = ADDED.get(name, set())
+    drop |= {
+        k
+        for k in set(new) - set(old)
+        if k == "schema_version" or (k.split(".")[-1] in added and new[k] is None)
+    }
     diffs = []
     for key in sorted({*old, *new} - drop):
         if key not in new:

@@ -16,13 +16,10 @@ thread count and torch build, so the study records the machine and torch build b
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
-import platform
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -31,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from kedro.io import DataCatalog
 
+from direct2event.glue.catalog import load_report, project_catalog, report_path
 from direct2event.glue.params import DATASET_KEYS, check_runtime_params
+from direct2event.glue.reports import SeedStudy, ShiftReport, Summary, TuningReport
 from direct2event.glue.runs import (
     DIE_WITH_PARENT_ENV,
     PARENT_RUN_ENV,
@@ -41,170 +41,39 @@ from direct2event.glue.runs import (
     install_stop_handlers,
     process_tags,
 )
+from direct2event.glue.seed_study import aggregate, machine_info, run_record, shift_study
 from direct2event.glue.tracking import prepare_store
 
 logger = logging.getLogger(__name__)
 
-RUN_FIELDS = (
-    "direct_accuracy",
-    "event_accuracy",
-    "accuracy_retention",
-    "energy_reduction",
-    "events_per_sample",
-    "synops_per_sample",
-    "rate_lambda",
-)
-RETENTION_FLOOR = 0.995  # the retention the project aims at, drawn in the figure
+
+def seed_folder(seed: int, name: str = "") -> str:
+    """The runtime parameter that sends a seed's reports to ``<key>[/<name>]/seed_<s>``."""
+    return f"/{name}/seed_{seed}" if name else f"/seed_{seed}"
 
 
-def seed_folder(seed: int) -> str:
-    """The runtime parameter that sends a seed's reports to ``<key>/seed_<s>``."""
-    return f"/seed_{seed}"
+def study_catalog(root: Path, name: str = "") -> DataCatalog:
+    """The catalog where a study (or its variant ``name``) keeps ``seeds.json`` and its figure."""
+    return project_catalog(root, {"seed_folder": f"/{name}" if name else ""})
 
 
-def run_record(seed: int, summary: dict[str, Any]) -> dict[str, Any]:
-    """One seed's row of ``seeds.json`` from its ``summary.json``."""
-    return {
-        "seed": seed,
-        "direct_accuracy": summary["direct"]["accuracy"],
-        "event_accuracy": summary["event"]["accuracy"],
-        "accuracy_retention": summary["accuracy_retention"],
-        "energy_reduction": summary["energy_reduction"],
-        "energy_reduction_by_model": summary["energy_reduction_by_model"],
-        # D's energy over what E's input alone costs (absent in summaries before 2026-12-02)
-        "energy_reduction_ceiling": summary.get("energy_reduction_ceiling"),
-        "events_per_sample": summary["event"]["events_per_sample"],
-        "synops_per_sample": summary["event"]["synops_per_sample"],
-        "rate_lambda": summary["rate_lambda"],
-    }
+def seed_reports(
+    key: str, seed: int, root: Path, name: str = ""
+) -> tuple[Summary, ShiftReport | None, TuningReport]:
+    """One seed's summary, shift report (None when absent) and tuning report, read where the
+    catalog put them."""
+    catalog = project_catalog(root, {"seed_folder": seed_folder(seed, name)})
+    shift = None
+    if report_path(catalog, key, "shift").exists():
+        shift = load_report(catalog, key, "shift")
+    return (
+        load_report(catalog, key, "summary"),
+        shift,
+        load_report(catalog, key, "tuning_report"),
+    )
 
 
-def _by_model(runs: list[dict[str, Any]]) -> list[str]:
-    return sorted(runs[0]["energy_reduction_by_model"]) if runs else []
-
-
-def aggregate(dataset: str, runs: list[dict[str, Any]], machine: dict[str, str]) -> dict:
-    """``seeds.json``: the runs, their mean and (sample) std per field, and the worst case: the
-    lowest retention and the lowest energy reduction (under each energy model too)."""
-    if not runs:
-        raise ValueError("no seed finished: nothing to aggregate")
-
-    def column(field: str) -> list[float]:
-        return [float(r[field]) for r in runs]
-
-    def spread(values: list[float]) -> float:
-        return statistics.stdev(values) if len(values) > 1 else 0.0
-
-    mean = {f: statistics.fmean(column(f)) for f in RUN_FIELDS}
-    std = {f: spread(column(f)) for f in RUN_FIELDS}
-    models = _by_model(runs)
-    by_model = {m: [float(r["energy_reduction_by_model"][m]) for r in runs] for m in models}
-    mean["energy_reduction_by_model"] = {m: statistics.fmean(v) for m, v in by_model.items()}
-    std["energy_reduction_by_model"] = {m: spread(v) for m, v in by_model.items()}
-    worst = {
-        "accuracy_retention": min(column("accuracy_retention")),
-        "energy_reduction": min(column("energy_reduction")),
-        "energy_reduction_by_model": {m: min(v) for m, v in by_model.items()},
-        "event_accuracy": min(column("event_accuracy")),
-    }
-    return {
-        "dataset": dataset,
-        "seeds": [r["seed"] for r in runs],
-        "runs": runs,
-        "mean": mean,
-        "std": std,
-        "worst": worst,
-        "machine": machine["machine"],
-        "torch": machine["torch"],
-    }
-
-
-SHIFT_FIELDS = (
-    "recovered_fraction",
-    "clean_cost_pp",
-    "clean_events_change",
-    "shift_events_change",
-    "recovery_samples",
-)
-
-
-def _worst(field: str, values: list[float]) -> float:
-    """The worst seed against the shift targets: least recovered, most clean cost, largest
-    event change either way, slowest recovery."""
-    if field == "recovered_fraction":
-        return min(values)
-    if field.endswith("events_change"):
-        return max(values, key=abs)
-    return max(values)
-
-
-def shift_study(
-    reports: list[dict[str, Any]], run_seconds: list[float | None], stage_inside: bool = True
-) -> dict[str, Any] | None:
-    """The shift benchmark over seeds (each seed's ``shift.json``): per adaptation method the
-    mean, std and worst of every target figure; the recalibration baseline; the mean corruption
-    errors; and the stage's share of the run time (``stage_inside``: the run's seconds include
-    the stage, else it ran afterwards on the finished run)."""
-    done = [r for r in reports if r.get("enabled")]
-    if not done:
-        return None
-
-    def stats(values: list[Any], field: str) -> dict[str, Any]:
-        if any(v is None for v in values):
-            return {"mean": None, "std": None, "worst": None, "values": values}
-        v = [float(x) for x in values]
-        return {
-            "mean": statistics.fmean(v),
-            "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-            "worst": _worst(field, v),
-            "values": v,
-        }
-
-    methods = list(done[0]["summary"])
-    shares = [
-        r["seconds"] / (t if stage_inside else t + r["seconds"])
-        for r, t in zip(done, run_seconds, strict=False)
-        if t
-    ]
-    recal = [r["baselines"]["recalibration"]["recovered_fraction"] for r in done]
-    return {
-        "seeds": [r["seed"] for r in done],
-        "samples": done[0]["samples"],
-        "methods": {
-            m: {f: stats([r["summary"][m].get(f) for r in done], f) for f in SHIFT_FIELDS}
-            | {"qualifying_shifts": [r["summary"][m]["qualifying_shifts"] for r in done]}
-            for m in methods
-        },
-        "recalibration_recovered_fraction": stats(recal, "recovered_fraction"),
-        "mean_corruption_error": {
-            k: statistics.fmean(r["mean_corruption_error"][k] for r in done)
-            for k in done[0]["mean_corruption_error"]
-        },
-        "stage_seconds": statistics.fmean(r["seconds"] for r in done),
-        "stage_share": {"mean": statistics.fmean(shares), "worst": max(shares)} if shares else None,
-    }
-
-
-def machine_info(threads: int) -> dict[str, str]:
-    """The CPU model, core and thread count, and torch build the study ran on."""
-    import torch
-
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
-    return {
-        "machine": f"{model}, {os.cpu_count()} cores, {threads} torch thread{'s' if threads > 1 else ''} per seed"
-        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-        "torch": f"{torch.__version__}{cuda}",
-    }
-
-
-def seeds_figure(study: dict[str, Any], energy_model: str = "per_event") -> Any:
+def seeds_figure(study: SeedStudy, energy_model: str = "per_event") -> Any:
     """Each seed on the accuracy-energy plane: D and E, joined by an arrow, mean marked."""
     import matplotlib
 
@@ -212,34 +81,34 @@ def seeds_figure(study: dict[str, Any], energy_model: str = "per_event") -> Any:
     import matplotlib.pyplot as plt
 
     fig, (ax_plane, ax_ret) = plt.subplots(1, 2, figsize=(10.5, 4))
-    for r in study["runs"]:
-        e_rel = 1 / r["energy_reduction"]
+    for r in study.runs:
+        e_rel = 1 / r.energy_reduction
         ax_plane.annotate(
             "",
-            (e_rel, 100 * r["event_accuracy"]),
-            (1.0, 100 * r["direct_accuracy"]),
+            (e_rel, 100 * r.event_accuracy),
+            (1.0, 100 * r.direct_accuracy),
             arrowprops={"arrowstyle": "->", "color": "grey", "lw": 0.8},
         )
-        ax_plane.scatter([1.0], [100 * r["direct_accuracy"]], color="C0", s=25)
-        ax_plane.scatter([e_rel], [100 * r["event_accuracy"]], color="C1", s=25)
-        ax_plane.annotate(f"seed {r['seed']}", (e_rel, 100 * r["event_accuracy"]), fontsize=7)
-        ax_ret.scatter([r["energy_reduction"]], [r["accuracy_retention"]], color="C1")
-        ax_ret.annotate(
-            f"{r['seed']}", (r["energy_reduction"], r["accuracy_retention"]), fontsize=7
-        )
-    mean = study["mean"]
+        ax_plane.scatter([1.0], [100 * r.direct_accuracy], color="C0", s=25)
+        ax_plane.scatter([e_rel], [100 * r.event_accuracy], color="C1", s=25)
+        ax_plane.annotate(f"seed {r.seed}", (e_rel, 100 * r.event_accuracy), fontsize=7)
+        ax_ret.scatter([r.energy_reduction], [r.accuracy_retention], color="C1")
+        ax_ret.annotate(f"{r.seed}", (r.energy_reduction, r.accuracy_retention), fontsize=7)
     ax_ret.errorbar(
-        [mean["energy_reduction"]],
-        [mean["accuracy_retention"]],
-        xerr=[study["std"]["energy_reduction"]],
-        yerr=[study["std"]["accuracy_retention"]],
+        [study.mean["energy_reduction"]],
+        [study.mean["accuracy_retention"]],
+        xerr=[study.std["energy_reduction"]],
+        yerr=[study.std["accuracy_retention"]],
         color="k",
         marker="x",
         label="mean ± std",
     )
-    retentions = [r["accuracy_retention"] for r in study["runs"]]
-    ax_ret.axhline(RETENTION_FLOOR, color="C3", ls=":", lw=1, label=f"retention {RETENTION_FLOOR}")
-    ax_ret.set_ylim(min([*retentions, RETENTION_FLOOR]) - 0.002, max([*retentions, 1.0]) + 0.0005)
+    retentions = [r.accuracy_retention for r in study.runs]
+    floor = study.retention_floor
+    if floor is not None:  # the floor the runs' sweeps aimed at
+        ax_ret.axhline(floor, color="C3", ls=":", lw=1, label=f"retention floor {floor}")
+        retentions.append(floor)
+    ax_ret.set_ylim(min(retentions) - 0.002, max([*retentions, 1.0]) + 0.0005)
     ax_ret.ticklabel_format(axis="y", useOffset=False)
     ax_plane.set_xlabel(f"energy per sample relative to D ({energy_model})")
     ax_plane.set_ylabel("test accuracy (%)")
@@ -247,7 +116,7 @@ def seeds_figure(study: dict[str, Any], energy_model: str = "per_event") -> Any:
     ax_ret.set_xlabel(f"energy reduction D/E ({energy_model})")
     ax_ret.set_ylabel("accuracy retention E/D")
     ax_ret.legend(fontsize=8)
-    fig.suptitle(f"{study['dataset']}: {len(study['runs'])} seeds ({study['machine']})", fontsize=9)
+    fig.suptitle(f"{study.dataset}: {len(study.runs)} seeds ({study.machine})", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -271,7 +140,7 @@ def _run_seed(
     if parent_run_id:
         env[PARENT_RUN_ENV] = parent_run_id
     env[DIE_WITH_PARENT_ENV] = str(os.getpid())  # no seed run goes on alone (runs.py)
-    folder = seed_folder(seed) if not name else f"/{name}{seed_folder(seed)}"
+    folder = seed_folder(seed, name)
     params = ",".join(
         p
         for p in (f"{key}.seed={seed},{key}.training.progress=false,seed_folder={folder}", params)
@@ -307,6 +176,52 @@ def stop_children(timeout_s: float = 120) -> None:
             proc.kill()
 
 
+def _run_all(key: str, seeds: list[int], jobs: int, threads: int, run_id: str, logs: Path,
+             params: str, name: str) -> list[tuple[int, int, float]]:  # fmt: skip
+    """Every seed's kedro run, ``jobs`` at a time: (seed, exit code, seconds) each."""
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(
+            pool.map(lambda s: _run_seed(key, s, threads, run_id, logs, params, name), seeds)
+        )
+
+
+def collect(
+    key: str,
+    done: list[tuple[int, int, float]],
+    root: Path,
+    name: str,
+    threads: int,
+    logs: Path,
+) -> SeedStudy:
+    """The study from the seeds' reports (a seed that failed or wrote none stops it)."""
+    runs, shifts, tunings = [], [], []
+    for seed, code, seconds in done:
+        logger.info("seed %d: exit %d after %.0f s", seed, code, seconds)
+        if code != 0:
+            raise RuntimeError(f"seed {seed} failed (exit {code}); see {logs / f'seed_{seed}.log'}")
+        summary, shift, tuning = seed_reports(key, seed, root, name)
+        runs.append(run_record(seed, summary, seconds))
+        shifts += [shift] if shift is not None else []
+        tunings.append(tuning)
+    study = aggregate(key, runs, machine_info(threads), tunings)
+    return study.model_copy(update={"shift": shift_study(shifts, [r.seconds for r in runs])})
+
+
+def log_study(study: SeedStudy, seeds: list[int], jobs: int, params: str) -> None:
+    """The study's figures of merit as the parent run's metrics and parameters."""
+    for stat in ("mean", "std", "worst"):
+        for field in ("accuracy_retention", "energy_reduction"):
+            mlflow.log_metric(f"{stat}.{field}", getattr(study, stat)[field])
+    for method, fields in (study.shift.methods if study.shift else {}).items():
+        for field in ("recovered_fraction", "clean_cost_pp", "clean_events_change",
+                      "shift_events_change", "recovery_samples"):  # fmt: skip
+            for stat in ("mean", "worst"):
+                value = getattr(getattr(fields, field), stat)
+                if value is not None:
+                    mlflow.log_metric(f"{stat}.shift.{method}.{field}", value)
+    mlflow.log_params({"seeds": " ".join(map(str, seeds)), "jobs": jobs, "params": params})
+
+
 def run_study(
     key: str,
     seeds: list[int],
@@ -315,22 +230,19 @@ def run_study(
     threads: int | None = None,
     params: str = "",
     name: str = "",
-) -> dict[str, Any]:
+) -> SeedStudy:
     """Run every seed (``jobs`` at a time, ``threads`` torch threads each: by default the cores
     shared among the jobs), then write and log ``seeds.json`` and its figure. ``params`` are
     extra ``--params`` for every seed (e.g. ``mnist.model.pooling=avg``); a ``name`` keeps such
-    a variant's files in ``data/08_reporting/<key>/<name>/``."""
+    a variant's files in its own folder under the key's reports."""
     if key not in DATASET_KEYS:
         raise SystemExit(f"unknown dataset key {key!r}; use one of {', '.join(DATASET_KEYS)}")
     if len(set(seeds)) != len(seeds) or not seeds:
         raise SystemExit(f"give distinct seeds, got {seeds}")
     jobs = max(1, min(jobs, len(seeds)))
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    report_dir = (
-        root / "data" / "08_reporting" / key / name
-        if name
-        else root / "data" / "08_reporting" / key
-    )
+    catalog = study_catalog(root, name)
+    logs = report_path(catalog, key, "seeds").parent / "logs"
     install_stop_handlers()  # SIGTERM / Ctrl-C: the seed runs are stopped, the study FAILED
     uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     prepare_store(uri)  # before the seeds' runs open the same fresh store
@@ -343,43 +255,11 @@ def run_study(
     heartbeat = Heartbeat(parent.info.run_id).start()  # a lost study's run is marked FAILED
     logger.info("Seeds %s of %s, %d at a time (%d threads each)", seeds, key, jobs, threads)
     try:
-        with ThreadPoolExecutor(jobs) as pool:
-            done = list(
-                pool.map(
-                    lambda s: _run_seed(
-                        key, s, threads, parent.info.run_id, report_dir / "logs", params, name
-                    ),
-                    seeds,
-                )
-            )
-        runs = []
-        for seed, code, seconds in done:
-            logger.info("seed %d: exit %d after %.0f s", seed, code, seconds)
-            path = report_dir / f"seed_{seed}" / "summary.json"
-            if code != 0 or not path.exists():
-                raise RuntimeError(
-                    f"seed {seed} failed (exit {code}); see {report_dir / 'logs' / f'seed_{seed}.log'}"
-                )
-            runs.append(run_record(seed, json.loads(path.read_text())) | {"seconds": seconds})
-        study = aggregate(key, runs, machine_info(threads))
-        study["shift"] = shift_study(
-            _shift_reports(report_dir, seeds), [r["seconds"] for r in runs]
-        )
-        out = report_dir / "seeds.json"
-        out.write_text(json.dumps(study, indent=2))
-        fig = seeds_figure(study)
-        fig.savefig(report_dir / "seeds.png", dpi=110)
-        mlflow.log_artifact(str(out), artifact_path="reports")
-        mlflow.log_artifact(str(report_dir / "seeds.png"), artifact_path="plots")
-        for stat in ("mean", "std", "worst"):
-            for field in ("accuracy_retention", "energy_reduction"):
-                mlflow.log_metric(f"{stat}.{field}", study[stat][field])
-        for method, fields in ((study["shift"] or {}).get("methods") or {}).items():
-            for field in SHIFT_FIELDS:
-                for stat in ("mean", "worst"):
-                    if fields[field][stat] is not None:
-                        mlflow.log_metric(f"{stat}.shift.{method}.{field}", fields[field][stat])
-        mlflow.log_params({"seeds": " ".join(map(str, seeds)), "jobs": jobs, "params": params})
+        done = _run_all(key, seeds, jobs, threads, parent.info.run_id, logs, params, name)
+        study = collect(key, done, root, name, threads, logs)
+        catalog.save(f"{key}.seeds", study)  # written, and logged to the study's run
+        catalog.save(f"{key}.seeds_plot", seeds_figure(study))
+        log_study(study, seeds, jobs, params)
         mlflow.end_run()
     except BaseException as err:
         stop_children()
@@ -392,55 +272,46 @@ def run_study(
     return study
 
 
-def _shift_reports(report_dir: Path, seeds: list[int]) -> list[dict[str, Any]]:
-    out = []
-    for seed in seeds:
-        path = report_dir / f"seed_{seed}" / "shift.json"
-        if path.exists():
-            out.append(json.loads(path.read_text()))
-    return out
-
-
-def aggregate_only(key: str, seeds: list[int], name: str = "", root: Path = Path()) -> dict:
+def aggregate_only(key: str, seeds: list[int], name: str = "", root: Path = Path()) -> SeedStudy:
     """Rebuild ``seeds.json`` and its figure from the seeds' reports already written (e.g. after
     running a new stage on finished seeds), without running anything or logging to MLflow. The
     earlier study's run times are kept; its runs did not include a stage run afterwards."""
-    report_dir = (
-        root / "data" / "08_reporting" / key / name
-        if name
-        else root / "data" / "08_reporting" / key
-    )
-    old_path = report_dir / "seeds.json"
-    old = json.loads(old_path.read_text()) if old_path.exists() else {}
-    seconds = {r["seed"]: r.get("seconds") for r in old.get("runs", [])}
-    runs = []
+    catalog = study_catalog(root, name)
+    path = report_path(catalog, key, "seeds")
+    old = load_report(catalog, key, "seeds") if path.exists() else None
+    seconds = {r.seed: r.seconds for r in old.runs} if old else {}
+    runs, shifts, tunings = [], [], []
     for seed in seeds:
-        path = report_dir / f"seed_{seed}" / "summary.json"
-        if not path.exists():
-            raise SystemExit(f"{path} is missing: run the seed first (without --aggregate-only)")
-        runs.append(run_record(seed, json.loads(path.read_text())) | {"seconds": seconds.get(seed)})
-    machine = {"machine": old.get("machine", "unknown"), "torch": old.get("torch", "unknown")}
-    study = aggregate(key, runs, machine)
-    study["shift"] = shift_study(
-        _shift_reports(report_dir, seeds), [seconds.get(s) for s in seeds], stage_inside=False
+        try:
+            summary, shift, tuning = seed_reports(key, seed, root, name)
+        except Exception as err:  # the catalog's DatasetError names the missing file
+            raise SystemExit(f"seed {seed}: {err}; run the seed first (without --aggregate-only)")
+        runs.append(run_record(seed, summary, seconds.get(seed)))
+        shifts += [shift] if shift is not None else []
+        tunings.append(tuning)
+    machine = {"machine": old.machine, "torch": old.torch} if old else {}
+    study = aggregate(key, runs, machine or {"machine": "unknown", "torch": "unknown"}, tunings)
+    study = study.model_copy(
+        update={"shift": shift_study(shifts, [seconds.get(s) for s in seeds], stage_inside=False)}
     )
-    old_path.write_text(json.dumps(study, indent=2))
-    seeds_figure(study).savefig(report_dir / "seeds.png", dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(study.model_dump_json(indent=2) + "\n")
+    seeds_figure(study).savefig(path.with_name("seeds.png"), dpi=110)
     return study
 
 
-def _fmt(study: dict[str, Any]) -> str:
-    m, s, w = study["mean"], study["std"], study["worst"]
+def _fmt(study: SeedStudy) -> str:
+    m, s, w = study.mean, study.std, study.worst
     shift = ""
-    for method, v in ((study.get("shift") or {}).get("methods") or {}).items():
-        rf = v["recovered_fraction"]
-        if rf["mean"] is not None:
-            shift += f"; {method} recovers {rf['mean']:.2f} (worst {rf['worst']:.2f})"
+    for method, v in (study.shift.methods if study.shift else {}).items():
+        rf = v.recovered_fraction
+        if rf.mean is not None:
+            shift += f"; {method} recovers {rf.mean:.2f} (worst {rf.worst:.2f})"
     return (
-        f"{study['dataset']} over seeds {study['seeds']}: retention {m['accuracy_retention']:.4f} "
+        f"{study.dataset} over seeds {study.seeds}: retention {m['accuracy_retention']:.4f} "
         f"± {s['accuracy_retention']:.4f} (worst {w['accuracy_retention']:.4f}), energy reduction "
         f"{m['energy_reduction']:.2f}x ± {s['energy_reduction']:.2f} (worst "
-        f"{w['energy_reduction']:.2f}x); {study['machine']}, torch {study['torch']}{shift}"
+        f"{w['energy_reduction']:.2f}x); {study.machine}, torch {study.torch}{shift}"
     )
 
 
@@ -478,6 +349,6 @@ def main(argv: list[str]) -> int:
         return 0
     study = run_study(args.key, args.seeds, args.jobs, params=args.params, name=args.name)
     print(_fmt(study))
-    if not all(math.isfinite(r["accuracy_retention"]) for r in study["runs"]):
+    if not all(math.isfinite(r.accuracy_retention) for r in study.runs):
         return 1
     return 0

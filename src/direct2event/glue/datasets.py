@@ -29,7 +29,7 @@ from direct2event.data.static import (
     load_image_folder,
     load_mnist,
 )
-from direct2event.glue.reports import TuningReport
+from direct2event.glue.reports import REPORT_MODELS, Report, read_report
 from direct2event.snn.nir_io import NotExported
 
 
@@ -353,30 +353,35 @@ class ReportJSONDataset(JSONDataset):
         return None
 
 
-class TuningReportDataset(AbstractDataset):
-    """``tuning_report.json`` as a typed :class:`direct2event.glue.reports.TuningReport`: the node
-    returns the object, the nodes that use it receive the object (no dict read by key)."""
+class ReportDataset(AbstractDataset):
+    """A report file as its typed model (:mod:`direct2event.glue.reports`, named by ``report``:
+    ``Summary``, ``ShiftReport``, ``TuningReport``, ``SeedStudy``): the node returns the object,
+    the nodes and commands that use it receive it validated, read through its schema version.
+    Saves are atomic (:func:`write_atomic`)."""
 
-    def __init__(self, filepath: str, metadata: dict | None = None) -> None:
+    def __init__(self, filepath: str, report: str, metadata: dict | None = None) -> None:
+        if report not in REPORT_MODELS:
+            raise DatasetError(f"report must be one of {sorted(REPORT_MODELS)}, got {report!r}")
         self._filepath = PurePosixPath(filepath)
+        self._model = REPORT_MODELS[report]
         self.metadata = metadata
 
-    def _load(self) -> TuningReport:
+    def _load(self) -> Report:
         path = Path(self._filepath)
         try:
-            return TuningReport.model_validate_json(path.read_text())
+            return read_report(self._model, path)
         except FileNotFoundError:
             raise DatasetError(
-                f"{path} does not exist: run the sweep (the tune_rate_lambda node) first"
+                f"{path} does not exist: run the pipeline that writes it first"
             ) from None
 
-    def _save(self, data: TuningReport) -> None:
-        if not isinstance(data, TuningReport):
-            raise DatasetError(f"expected a TuningReport, got {type(data).__name__}")
+    def _save(self, data: Report) -> None:
+        if not isinstance(data, self._model):
+            raise DatasetError(f"expected a {self._model.__name__}, got {type(data).__name__}")
         write_atomic(Path(self._filepath), data.model_dump_json(indent=2) + "\n")
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
+        return {"filepath": str(self._filepath), "report": self._model.__name__}

@@ -1,20 +1,30 @@
 """The report contracts: what the pipelines write and what the seeds command, the results
 command and the notebook read, as typed models with a schema version.
 
-A node returns one of these objects and a :class:`direct2event.glue.datasets.ReportDataset`
-writes it; a reader gets it back validated. A file written before a contract changed is read
-through its ``schema_version`` (:func:`upgrade`), never by guessing at missing keys.
+A node returns one of these objects and :class:`direct2event.glue.datasets.ReportDataset`
+writes it; a reader gets it back validated (:func:`read_report`). A file written before a
+contract changed is read through its ``schema_version``: each model lists the upgrades from
+older versions (:data:`UPGRADES`), so no reader guesses at missing keys.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class Report(BaseModel):
-    """A report file's model: strict, immutable, and versioned."""
+    """A report's part: strict (an unknown key is an error) and immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity stay JSON constants, as Python's json writes and reads them
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
+
+
+# --- the sweep: tuning_report.json -------------------------------------------------------
 
 
 class TrialRecord(Report):
@@ -69,3 +79,318 @@ class TuningReport(Report):
     def chosen_by_sweep(self) -> bool:
         """Whether a trial of the sweep chose ``rate_lambda``."""
         return self.floor_met is not None
+
+
+# --- the run: summary.json ---------------------------------------------------------------
+
+
+class NetworkResult(Report):
+    """One network (D or E) on the test split: accuracy, counted activity and energy."""
+
+    accuracy: float
+    energy_uJ: float  # under the run's energy model
+    energy_uJ_by_model: dict[str, float]
+    events_per_sample: float
+    input_events_per_sample: float
+    input_energy_uJ_by_model: dict[str, float]
+    synops_per_sample: float
+    ac_per_sample: float
+    mac_per_sample: float
+    firing_rates: dict[str, float]
+
+
+class ParetoPoint(Report):
+    """A trial on the sweep's Pareto front."""
+
+    rate_lambda: float
+    val_accuracy: float
+    energy_uJ: float
+
+
+class TuningSummary(Report):
+    """The sweep as the run's summary tells it."""
+
+    n_trials: int
+    n_stopped: int
+    n_completed: int  # trials taken on to the whole fine-tuning
+    floor_met: bool | None  # None: no sweep chose lambda
+    pareto: list[ParetoPoint]
+
+
+class AblationRow(Report):
+    """One step of the transfer added in turn, measured on the test split."""
+
+    variant: str
+    rate_lambda: float | None
+    accuracy: float
+    energy_uJ: float
+    events_per_sample: float
+    energy_gain_fraction: float  # its share of E's final energy saving against D
+
+
+class Summary(Report):
+    """A run's result (``summary.json``): D and E on the test split, the energy reduction under
+    every energy model, and what bounds it (``energy_reduction_ceiling``: E's input alone)."""
+
+    schema_version: int = 1
+    dataset: str
+    seed: int
+    simulated: bool
+    timesteps: int
+    event_timesteps: int
+    input_encoding: str
+    energy_model: str
+    splits: dict[str, int]
+    direct: NetworkResult
+    event: NetworkResult
+    energy_reduction: float | None
+    energy_reduction_by_model: dict[str, float | None]
+    energy_reduction_ceiling: float | None
+    energy_reduction_ceiling_by_model: dict[str, float | None]
+    accuracy_retention: float | None
+    rate_lambda: float
+    tuning: TuningSummary
+    ablation: list[AblationRow]
+
+
+# --- the shift benchmark: shift.json ------------------------------------------------------
+
+
+class ShiftMeasure(Report):
+    """E (adapted, or recalibrated) on one set of samples."""
+
+    accuracy: float
+    events_per_sample: float
+    energy_uJ_by_model: dict[str, float]
+
+
+class CleanShift(Report):
+    """D and E on the clean samples of the stage, E with each adaptation method."""
+
+    d_accuracy: float
+    d_energy_uJ_by_model: dict[str, float]
+    e_accuracy: float
+    e_events_per_sample: float
+    e_energy_uJ_by_model: dict[str, float]
+    adapted: dict[str, ShiftMeasure]
+
+
+class ShiftRow(Report):
+    """D and E under one shift at one severity (``level`` 1-3: mild, middle, strong)."""
+
+    shift: str
+    level: int
+    severity: float
+    d_accuracy: float
+    e_accuracy: float
+    e_events_per_sample: float
+    e_energy_uJ_by_model: dict[str, float]
+    adapted: dict[str, ShiftMeasure]
+    retention: float | None
+    recalibrated: ShiftMeasure | None = None  # on the qualifying shifts
+
+
+class MethodSummary(Report):
+    """What one adaptation method achieves over the qualifying shifts (middle severity)."""
+
+    qualifying_shifts: list[str]
+    recovered_fraction: float | None
+    recovered_fraction_by_shift: dict[str, float]
+    clean_cost_pp: float
+    clean_events_change: float
+    shift_events_change: float | None
+    shift_events_change_by_shift: dict[str, float]
+    recovery_samples: int | None
+    recovery_to_shift: int | None
+    recovery_back: int | None
+
+
+class CalibrationSize(Report):
+    """The conversion from a clean calibration set of ``samples``, no fine-tuning."""
+
+    samples: int
+    accuracy: float
+    events_per_sample: float
+    energy_uJ_by_model: dict[str, float]
+    retention: float
+    energy_reduction_by_model: dict[str, float | None]
+
+
+class Recalibration(Report):
+    """E's thresholds scaled again on unlabelled shifted samples: the upper reference."""
+
+    samples: int
+    recovered_fraction: float | None
+
+
+class Baselines(Report):
+    recalibration: Recalibration
+    calibration_sizes: list[CalibrationSize]
+
+
+class StreamMethod(Report):
+    """One method through the stream test: its curves and its recoveries (samples)."""
+
+    sliding_accuracy: list[float]
+    positions: list[int]
+    held_out_accuracy: list[float]
+    plateau_to_shift: float
+    recovery_to_shift: int | None
+    plateau_back: float
+    recovery_back: int | None
+
+
+class StreamResult(Report):
+    """Clean, then a shift, then clean again, sample by sample."""
+
+    shift: str
+    level: int
+    held_out: int
+    segment: int
+    window: int
+    methods: dict[str, StreamMethod]
+
+
+class ShiftReport(Report):
+    """The shift benchmark (``shift.json``); only ``enabled`` when the stage is off."""
+
+    schema_version: int = 1
+    enabled: bool
+    dataset: str | None = None
+    seed: int | None = None
+    samples: int | None = None
+    energy_model: str | None = None
+    adaptation: dict[str, Any] | None = None  # the adaptation parameters used
+    clean: CleanShift | None = None
+    rows: list[ShiftRow] = Field(default_factory=list)
+    summary: dict[str, MethodSummary] = Field(default_factory=dict)
+    mean_corruption_error: dict[str, float] = Field(default_factory=dict)
+    corruption_error: dict[str, dict[str, float]] = Field(default_factory=dict)
+    baselines: Baselines | None = None
+    stream: StreamResult | None = None
+    seconds: float | None = None
+    seconds_by_part: dict[str, float] = Field(default_factory=dict)
+
+
+# --- the seeds study: seeds.json ---------------------------------------------------------
+
+
+class SeedRun(Report):
+    """One seed's row of the study, from its summary."""
+
+    seed: int
+    direct_accuracy: float
+    event_accuracy: float
+    accuracy_retention: float
+    energy_reduction: float
+    energy_reduction_by_model: dict[str, float | None]
+    energy_reduction_ceiling: float | None
+    events_per_sample: float
+    synops_per_sample: float
+    rate_lambda: float
+    seconds: float | None = None
+
+
+class Stat(Report):
+    """A figure over the seeds (None when a seed has none)."""
+
+    mean: float | None
+    std: float | None
+    worst: float | None
+    values: list[float | None]
+
+
+class MethodStudy(Report):
+    """One adaptation method over the seeds."""
+
+    recovered_fraction: Stat
+    clean_cost_pp: Stat
+    clean_events_change: Stat
+    shift_events_change: Stat
+    recovery_samples: Stat
+    qualifying_shifts: list[list[str]]
+
+
+class ShiftStudy(Report):
+    """The shift benchmark over the seeds."""
+
+    seeds: list[int]
+    samples: int
+    methods: dict[str, MethodStudy]
+    recalibration_recovered_fraction: Stat
+    mean_corruption_error: dict[str, float]
+    stage_seconds: float
+    stage_share: dict[str, float] | None
+
+
+class SeedStudy(Report):
+    """The pipeline once per seed (``seeds.json``): the runs, their mean and std per figure,
+    and the worst case (lowest retention, lowest energy reduction), with the machine."""
+
+    schema_version: int = 1
+    dataset: str
+    seeds: list[int]
+    runs: list[SeedRun]
+    mean: dict[str, Any]
+    std: dict[str, Any]
+    worst: dict[str, Any]
+    machine: str
+    torch: str
+    retention_floor: float | None = None  # the runs' tuning.retention_floor
+    shift: ShiftStudy | None = None
+
+
+# --- reading a report of any version -----------------------------------------------------
+
+R = TypeVar("R", bound=Report)
+Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _summary_v0(data: dict[str, Any]) -> dict[str, Any]:
+    """Summaries from before the ceiling was reported: none is known for them."""
+    return {
+        "energy_reduction_ceiling": None,
+        "energy_reduction_ceiling_by_model": {},
+        **data,
+    }
+
+
+def _seeds_v0(data: dict[str, Any]) -> dict[str, Any]:
+    runs = [{"energy_reduction_ceiling": None, **r} for r in data.get("runs", [])]
+    return {**data, "runs": runs}
+
+
+# version -> the upgrade from it to the next; files without schema_version are version 0
+UPGRADES: dict[type[Report], dict[int, Upgrade]] = {
+    Summary: {0: _summary_v0},
+    TuningReport: {0: lambda d: d},
+    ShiftReport: {0: lambda d: d},
+    SeedStudy: {0: _seeds_v0},
+}
+
+
+def upgrade(model: type[R], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` of any schema version raised to ``model``'s current one."""
+    current = model.model_fields["schema_version"].default
+    version = int(data.get("schema_version", 0))
+    if version > current:
+        raise ValueError(
+            f"{model.__name__} schema version {version} is newer than this code's {current}: "
+            "update direct2event to read it."
+        )
+    steps = UPGRADES.get(model, {})
+    while version < current:
+        data = {**steps[version](data), "schema_version": version + 1}
+        version += 1
+    return data
+
+
+def read_report(model: type[R], source: Path | str | dict[str, Any]) -> R:
+    """A report file (or its parsed JSON) as ``model``, whatever schema version wrote it."""
+    data = source if isinstance(source, dict) else json.loads(Path(source).read_text())
+    return model.model_validate(upgrade(model, data))
+
+
+REPORT_MODELS: dict[str, type[Report]] = {
+    m.__name__: m for m in (TuningReport, Summary, ShiftReport, SeedStudy)
+}

@@ -12,12 +12,12 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from filelock import FileLock
 from mlflow.entities import Metric
 
+from direct2event.glue.reports import Summary
 from direct2event.snn.training import Callback, FitLoop
 
 
@@ -119,25 +119,26 @@ def in_nanojoules(metrics: dict[str, float]) -> dict[str, float]:
     return shown
 
 
-def headline(summary: dict[str, Any]) -> str:
+def headline(summary: Summary) -> str:
     """A run's result in a few lines (its description in the MLflow UI): dataset, D's and E's
     test accuracy, retention, energy reduction under every energy model, lambda."""
-    d, e = summary["direct"], summary["event"]
-    by_model = summary.get("energy_reduction_by_model") or {}
+    d, e = summary.direct, summary.event
     reductions = ", ".join(
-        f"{v:.2f}x ({k})" for k, v in by_model.items() if v is not None and math.isfinite(v)
+        f"{v:.2f}x ({k})"
+        for k, v in summary.energy_reduction_by_model.items()
+        if v is not None and math.isfinite(v)
     )
-    ceiling = summary.get("energy_reduction_ceiling")
+    ceiling = summary.energy_reduction_ceiling
     bound = (
         f" (at most {ceiling:.2f}x: E's input alone)"
         if ceiling is not None and math.isfinite(ceiling)
         else ""
     )
     return (
-        f"**{summary['dataset']}** (seed {summary['seed']}): D {d['accuracy']:.2%} -> "
-        f"E {e['accuracy']:.2%} test accuracy, retention {summary['accuracy_retention']:.4f}; "
-        f"energy reduction {reductions}{bound}; λ = {summary['rate_lambda']:g}; E: "
-        f"{summary['input_encoding']} input, T = {summary['event_timesteps']}, "
-        f"{e['events_per_sample']:.0f} events per sample ({1000 * e['energy_uJ']:.3f} nJ, "
-        f"{summary['energy_model']})."
+        f"**{summary.dataset}** (seed {summary.seed}): D {d.accuracy:.2%} -> "
+        f"E {e.accuracy:.2%} test accuracy, retention {summary.accuracy_retention:.4f}; "
+        f"energy reduction {reductions}{bound}; λ = {summary.rate_lambda:g}; E: "
+        f"{summary.input_encoding} input, T = {summary.event_timesteps}, "
+        f"{e.events_per_sample:.0f} events per sample ({1000 * e.energy_uJ:.3f} nJ, "
+        f"{summary.energy_model})."
     )

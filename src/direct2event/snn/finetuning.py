@@ -30,7 +30,7 @@ class FinetuneConfig:
 
     fit: FitConfig
     rate_lambda: float
-    distill: bool = False
+    distill: bool = True  # the method distils from D; False: cross-entropy alone
     teacher: InputCoding = field(default_factory=lambda: InputCoding("analog", 4))
     alpha: float = 0.4
     temperature: float = 2.0

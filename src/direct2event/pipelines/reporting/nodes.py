@@ -10,37 +10,47 @@ from typing import Any
 from direct2event.data.splits import DataSplits
 from direct2event.glue import registry, runs, tracking
 from direct2event.glue.params import PipelineParams
-from direct2event.glue.reports import TuningReport
+from direct2event.glue.reports import (
+    AblationRow,
+    NetworkResult,
+    ParetoPoint,
+    Summary,
+    TuningReport,
+    TuningSummary,
+)
 from direct2event.snn.models import restore
 from direct2event.snn.nir_io import NIRError, NotExported, to_nir
 
 logger = logging.getLogger(__name__)
 
-ABLATION_FIELDS = (
-    "variant",
-    "rate_lambda",
-    "accuracy",
-    "energy_uJ",
-    "events_per_sample",
-    "energy_gain_fraction",
-)
+
+def _network(res: dict[str, Any], energy_model: str) -> NetworkResult:
+    return NetworkResult(
+        accuracy=float(res["accuracy"]),
+        energy_uJ=float(res["energy_uJ_by_model"][energy_model]),
+        energy_uJ_by_model={k: float(v) for k, v in res["energy_uJ_by_model"].items()},
+        events_per_sample=float(res["events_per_sample"]),
+        input_events_per_sample=float(res["input_events_per_sample"]),
+        input_energy_uJ_by_model={k: float(v) for k, v in res["input_energy_uJ_by_model"].items()},
+        synops_per_sample=float(res["synops_per_sample"]),
+        ac_per_sample=float(res["ac_per_sample"]),
+        mac_per_sample=float(res["mac_per_sample"]),
+        firing_rates={k: float(v) for k, v in res["firing_rates"].items()},
+    )
 
 
-def _network(res: dict[str, Any], energy_model: str) -> dict[str, Any]:
-    return {
-        "accuracy": float(res["accuracy"]),
-        "energy_uJ": float(res["energy_uJ_by_model"][energy_model]),
-        "energy_uJ_by_model": {k: float(v) for k, v in res["energy_uJ_by_model"].items()},
-        "events_per_sample": float(res["events_per_sample"]),
-        "input_events_per_sample": float(res["input_events_per_sample"]),
-        "input_energy_uJ_by_model": {
-            k: float(v) for k, v in res["input_energy_uJ_by_model"].items()
-        },
-        "synops_per_sample": float(res["synops_per_sample"]),
-        "ac_per_sample": float(res["ac_per_sample"]),
-        "mac_per_sample": float(res["mac_per_sample"]),
-        "firing_rates": {k: float(v) for k, v in res["firing_rates"].items()},
-    }
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+def _tuning(report: TuningReport) -> TuningSummary:
+    return TuningSummary(
+        n_trials=report.n_trials,
+        n_stopped=len(report.stopped),
+        n_completed=len(report.completed),  # trials taken on to the whole run
+        floor_met=report.floor_met,  # None: no sweep chose lambda
+        pareto=[ParetoPoint(**t.model_dump(exclude={"number"})) for t in report.pareto],
+    )
 
 
 def build_summary(
@@ -49,75 +59,70 @@ def build_summary(
     evaluation: dict[str, Any],
     ablation: list[dict[str, Any]],
     tuning_report: TuningReport,
-) -> tuple[dict[str, Any], dict[str, dict]]:
-    """The run's report (``summary.json``), built in this one place, and its MLflow metrics."""
-    energy_model = settings.transfer.energy_model
-    direct = _network(evaluation["direct"], energy_model)
-    event = _network(evaluation["event"], energy_model)
-    # what E would reach if none of its hidden neurons fired: its input alone costs this much,
-    # so no lambda brings the reduction past it (on simulated N-MNIST the sensor's events are
-    # most of E's)
+) -> tuple[Summary, dict[str, dict]]:
+    """The run's report (``summary.json``), built in this one place, and its MLflow metrics.
+    ``energy_reduction_ceiling``: what E would reach if none of its hidden neurons fired (its
+    input alone costs that much), so no lambda brings the reduction past it."""
+    model = settings.transfer.energy_model
+    direct, event = _network(evaluation["direct"], model), _network(evaluation["event"], model)
     ceiling = {
-        k: direct["energy_uJ_by_model"][k] / v if v > 0 else None
-        for k, v in event["input_energy_uJ_by_model"].items()
+        k: _ratio(direct.energy_uJ_by_model[k], v)
+        for k, v in event.input_energy_uJ_by_model.items()
     }
-    summary: dict[str, Any] = {
-        "dataset": settings.dataset,
-        "seed": settings.seed,
-        "simulated": bool(splits.simulated),
-        "timesteps": settings.direct_coding.timesteps,
-        "event_timesteps": settings.event_coding.timesteps,
-        "input_encoding": settings.event_coding.encoding,
-        "energy_model": energy_model,
-        "splits": splits.sizes(),
-        "direct": direct,
-        "event": event,
-        "energy_reduction": direct["energy_uJ"] / event["energy_uJ"]
-        if event["energy_uJ"] > 0
-        else None,
-        "energy_reduction_by_model": {
-            k: direct["energy_uJ_by_model"][k] / v if v > 0 else None
-            for k, v in event["energy_uJ_by_model"].items()
+    summary = Summary(
+        dataset=settings.dataset,
+        seed=settings.seed,
+        simulated=bool(splits.simulated),
+        timesteps=settings.direct_coding.timesteps,
+        event_timesteps=settings.event_coding.timesteps,
+        input_encoding=settings.event_coding.encoding,
+        energy_model=model,
+        splits=splits.sizes(),
+        direct=direct,
+        event=event,
+        energy_reduction=_ratio(direct.energy_uJ, event.energy_uJ),
+        energy_reduction_by_model={
+            k: _ratio(direct.energy_uJ_by_model[k], v) for k, v in event.energy_uJ_by_model.items()
         },
-        "energy_reduction_ceiling": ceiling[energy_model],
-        "energy_reduction_ceiling_by_model": ceiling,
-        "accuracy_retention": event["accuracy"] / direct["accuracy"]
-        if direct["accuracy"] > 0
-        else None,
-        "rate_lambda": tuning_report.rate_lambda,
-        "tuning": {
-            "n_trials": tuning_report.n_trials,
-            "n_stopped": len(tuning_report.stopped),
-            "n_completed": len(tuning_report.completed),  # trials taken on to the whole run
-            "floor_met": tuning_report.floor_met,  # None: no sweep chose lambda
-            "pareto": [t.model_dump(exclude={"number"}) for t in tuning_report.pareto],
-        },
-        "ablation": [{k: row[k] for k in ABLATION_FIELDS} for row in ablation],
-    }
+        energy_reduction_ceiling=ceiling[model],
+        energy_reduction_ceiling_by_model=ceiling,
+        accuracy_retention=_ratio(event.accuracy, direct.accuracy),
+        rate_lambda=tuning_report.rate_lambda,
+        tuning=_tuning(tuning_report),
+        ablation=[AblationRow(**{k: row[k] for k in ABLATION_FIELDS}) for row in ablation],
+    )
+    return summary, summary_metrics(summary)
+
+
+ABLATION_FIELDS = tuple(AblationRow.model_fields)
+
+
+def summary_metrics(summary: Summary) -> dict[str, dict]:
+    """The summary's MLflow metrics (energy in nJ), the finite ones."""
+    d, e = summary.direct, summary.event
     metrics = {
-        "direct.test_accuracy": direct["accuracy"],
-        "event.test_accuracy": event["accuracy"],
-        "direct.energy_uJ": direct["energy_uJ"],  # logged in nJ: tracking.in_nanojoules
-        "event.energy_uJ": event["energy_uJ"],
-        "direct.events_per_sample": direct["events_per_sample"],
-        "event.events_per_sample": event["events_per_sample"],
-        "energy_reduction": summary["energy_reduction"],
-        "accuracy_retention": summary["accuracy_retention"],
-        "energy_reduction_ceiling": summary["energy_reduction_ceiling"],
+        "direct.test_accuracy": d.accuracy,
+        "event.test_accuracy": e.accuracy,
+        "direct.energy_uJ": d.energy_uJ,  # logged in nJ: tracking.in_nanojoules
+        "event.energy_uJ": e.energy_uJ,
+        "direct.events_per_sample": d.events_per_sample,
+        "event.events_per_sample": e.events_per_sample,
+        "energy_reduction": summary.energy_reduction,
+        "accuracy_retention": summary.accuracy_retention,
+        "energy_reduction_ceiling": summary.energy_reduction_ceiling,
     }
-    for model, reduction in summary["energy_reduction_by_model"].items():
+    for model, reduction in summary.energy_reduction_by_model.items():
         metrics[f"energy_reduction.{model}"] = reduction
-    for model, ceiling in summary["energy_reduction_ceiling_by_model"].items():
+    for model, ceiling in summary.energy_reduction_ceiling_by_model.items():
         metrics[f"energy_reduction_ceiling.{model}"] = ceiling
-    for row in ablation:
-        metrics[f"ablation.{row['variant']}.accuracy"] = row["accuracy"]
-        metrics[f"ablation.{row['variant']}.energy_uJ"] = row["energy_uJ"]
-    clean = {
+    for row in summary.ablation:
+        metrics[f"ablation.{row.variant}.accuracy"] = row.accuracy
+        metrics[f"ablation.{row.variant}.energy_uJ"] = row.energy_uJ
+    return {
         k: {"value": float(v), "step": 0}
         for k, v in tracking.in_nanojoules(metrics).items()
         if v is not None and math.isfinite(v)
     }
-    return summary, clean
 
 
 def export_nir(
@@ -142,7 +147,7 @@ def export_nir(
 def register_networks(
     direct_model: dict[str, Any],
     event_model: dict[str, Any],
-    summary: dict[str, Any],
+    summary: Summary,
     settings: PipelineParams,
     direct_nir: Any = None,
     event_nir: Any = None,
@@ -160,7 +165,7 @@ def register_networks(
         **registry.architecture_tags(settings.model),
         "dataset": settings.dataset,
         "seed": settings.seed,
-        "energy_model": summary["energy_model"],
+        "energy_model": summary.energy_model,
         "code_version": registry.code_version(),
         "run_id": mlflow.active_run().info.run_id,
     }
@@ -173,25 +178,24 @@ def register_networks(
         if network == "direct" and registry.is_registry_uri(settings.source_model):
             uris[network] = settings.source_model
             continue
+        result = summary.direct if network == "direct" else summary.event
         tags = {
             **common,
-            "accuracy": summary[network]["accuracy"],
-            "energy_uJ": summary[network]["energy_uJ"],
-            "events_per_sample": summary[network]["events_per_sample"],
+            "accuracy": result.accuracy,
+            "energy_uJ": result.energy_uJ,
+            "events_per_sample": result.events_per_sample,
             "input_encoding": (
-                settings.direct_coding.encoding
-                if network == "direct"
-                else summary["input_encoding"]
+                settings.direct_coding.encoding if network == "direct" else summary.input_encoding
             ),
         }
         coding = settings.direct_coding if network == "direct" else settings.event_coding
         tags["timesteps"] = coding.timesteps
         if network == "event":
             tags |= {
-                "rate_lambda": summary["rate_lambda"],
-                "accuracy_retention": summary["accuracy_retention"],
-                "energy_reduction": summary["energy_reduction"],
-                "floor_met": summary["tuning"].get("floor_met"),
+                "rate_lambda": summary.rate_lambda,
+                "accuracy_retention": summary.accuracy_retention,
+                "energy_reduction": summary.energy_reduction,
+                "floor_met": summary.tuning.floor_met,
             }
             tags |= champion_eligibility(summary, settings.tuning.retention_floor)
         uris[network] = registry.register(
@@ -220,10 +224,10 @@ def register_networks(
     return uris
 
 
-def champion_eligibility(summary: dict[str, Any], floor: float) -> dict[str, str]:
+def champion_eligibility(summary: Summary, floor: float) -> dict[str, str]:
     """Whether this run's E may become ``champion``: only when its test accuracy retention
     reaches the run's own ``tuning.retention_floor``; otherwise the version says why."""
-    retention = summary["accuracy_retention"]
+    retention = summary.accuracy_retention
     if retention is not None and retention >= floor:
         return {registry.ELIGIBLE_TAG: "true"}
     return {
@@ -235,22 +239,22 @@ def champion_eligibility(summary: dict[str, Any], floor: float) -> dict[str, str
     }
 
 
-def version_description(network: str, summary: dict[str, Any], encoding: str) -> str:
+def version_description(network: str, summary: Summary, encoding: str) -> str:
     """What a registry version is, in a sentence a person reads on its page."""
-    res, dataset = summary[network], summary["dataset"]
+    res, dataset = (summary.direct if network == "direct" else summary.event), summary.dataset
     if network == "direct":
         return (
-            f"Network D for {dataset} (seed {summary['seed']}): direct-coded ({encoding} input, "
-            f"T = {summary['timesteps']}), graded surrogate activations. Test accuracy "
-            f"{res['accuracy']:.2%}, {res['events_per_sample']:.0f} events per sample "
-            f"({1000 * res['energy_uJ']:.3f} nJ, {summary['energy_model']})."
+            f"Network D for {dataset} (seed {summary.seed}): direct-coded ({encoding} input, "
+            f"T = {summary.timesteps}), graded surrogate activations. Test accuracy "
+            f"{res.accuracy:.2%}, {res.events_per_sample:.0f} events per sample "
+            f"({1000 * res.energy_uJ:.3f} nJ, {summary.energy_model})."
         )
     return (
-        f"Network E for {dataset} (seed {summary['seed']}): event-driven ({encoding} input, "
-        f"T = {summary['event_timesteps']}), fine-tuned with rate penalty lambda = "
-        f"{summary['rate_lambda']:g}. Test accuracy {res['accuracy']:.2%} (retention "
-        f"{summary['accuracy_retention']:.4f} of D), {res['events_per_sample']:.0f} events per "
-        f"sample ({1000 * res['energy_uJ']:.3f} nJ, {summary['energy_reduction']:.2f}x less than D under "
-        f"{summary['energy_model']}). Serves with mlflow.pyfunc: raw inputs in (images [batch, C, "
+        f"Network E for {dataset} (seed {summary.seed}): event-driven ({encoding} input, "
+        f"T = {summary.event_timesteps}), fine-tuned with rate penalty lambda = "
+        f"{summary.rate_lambda:g}. Test accuracy {res.accuracy:.2%} (retention "
+        f"{summary.accuracy_retention:.4f} of D), {res.events_per_sample:.0f} events per "
+        f"sample ({1000 * res.energy_uJ:.3f} nJ, {summary.energy_reduction:.2f}x less than D under "
+        f"{summary.energy_model}). Serves with mlflow.pyfunc: raw inputs in (images [batch, C, "
         "H, W] in [0, 1], or event frames), class probabilities out."
     )

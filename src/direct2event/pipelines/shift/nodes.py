@@ -18,6 +18,7 @@ from direct2event.data.splits import DataSplits
 from direct2event.glue import tracking
 from direct2event.glue.datasets import EventSource
 from direct2event.glue.params import PipelineParams
+from direct2event.glue.reports import ShiftReport
 from direct2event.snn.adaptation import OnlineAdaptation, reference_statistics, stream_test
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.evaluation import measure
@@ -223,13 +224,13 @@ def benchmark_shifts(
     splits: DataSplits,
     raw_data: Any,
     settings: PipelineParams,
-) -> tuple[dict[str, Any], dict[str, dict]]:
+) -> tuple[ShiftReport, dict[str, dict]]:
     """``shift.json`` and its MLflow metrics ``shift.<name>.<level>.*`` (level 1..3 = mild,
     middle, strong severity), or a report that says the stage is off (``shift.enabled``)."""
     p = settings.shift
     if not p.enabled:
         logger.info("Shift benchmark off (shift.enabled: false).")
-        return {"enabled": False}, {}
+        return ShiftReport(enabled=False), {}
     start = time.perf_counter()
     device = settings.device
     direct, event = restore(direct_model), restore(event_model)
@@ -347,32 +348,33 @@ def benchmark_shifts(
         "seconds": time.perf_counter() - start,
         "seconds_by_part": parts,
     }
-    return report, _metrics(report)
+    typed = ShiftReport.model_validate(report)
+    return typed, _metrics(typed)
 
 
-def _metrics(report: dict[str, Any]) -> dict[str, dict]:
+def _metrics(report: ShiftReport) -> dict[str, dict]:
     """Dataset-neutral MLflow metrics of the report (energy in nJ, as every energy metric)."""
     m: dict[str, float | None] = {
-        "shift.clean.event_accuracy": report["clean"]["e_accuracy"],
-        "shift.clean.direct_accuracy": report["clean"]["d_accuracy"],
-        "shift.seconds": report["seconds"],
+        "shift.clean.event_accuracy": report.clean.e_accuracy,
+        "shift.clean.direct_accuracy": report.clean.d_accuracy,
+        "shift.seconds": report.seconds,
     }
-    for method, v in report["clean"]["adapted"].items():
-        m[f"shift.clean.{method}.event_accuracy"] = v["accuracy"]
-        m[f"shift.clean.{method}.events_per_sample"] = v["events_per_sample"]
-    for r in report["rows"]:
-        base = f"shift.{r['shift']}.{r['level']}"
-        m[f"{base}.direct_accuracy"] = r["d_accuracy"]
-        m[f"{base}.event_accuracy"] = r["e_accuracy"]
-        m[f"{base}.events_per_sample"] = r["e_events_per_sample"]
-        for model, uj in r["e_energy_uJ_by_model"].items():
+    for method, v in report.clean.adapted.items():
+        m[f"shift.clean.{method}.event_accuracy"] = v.accuracy
+        m[f"shift.clean.{method}.events_per_sample"] = v.events_per_sample
+    for r in report.rows:
+        base = f"shift.{r.shift}.{r.level}"
+        m[f"{base}.direct_accuracy"] = r.d_accuracy
+        m[f"{base}.event_accuracy"] = r.e_accuracy
+        m[f"{base}.events_per_sample"] = r.e_events_per_sample
+        for model, uj in r.e_energy_uJ_by_model.items():
             m[f"{base}.{model}.energy_uJ"] = uj
-        for method, v in r["adapted"].items():
-            m[f"{base}.{method}.event_accuracy"] = v["accuracy"]
-            m[f"{base}.{method}.events_per_sample"] = v["events_per_sample"]
-        if "recalibrated" in r:
-            m[f"{base}.recalibrated.event_accuracy"] = r["recalibrated"]["accuracy"]
-    for method, s in report["summary"].items():
+        for method, v in r.adapted.items():
+            m[f"{base}.{method}.event_accuracy"] = v.accuracy
+            m[f"{base}.{method}.events_per_sample"] = v.events_per_sample
+        if r.recalibrated is not None:
+            m[f"{base}.recalibrated.event_accuracy"] = r.recalibrated.accuracy
+    for method, s in report.summary.items():
         for key in (
             "recovered_fraction",
             "clean_cost_pp",
@@ -380,8 +382,8 @@ def _metrics(report: dict[str, Any]) -> dict[str, dict]:
             "shift_events_change",
             "recovery_samples",
         ):
-            m[f"shift.{method}.{key}"] = s.get(key)
-    for name, value in report["mean_corruption_error"].items():
+            m[f"shift.{method}.{key}"] = getattr(s, key)
+    for name, value in report.mean_corruption_error.items():
         m[f"shift.mce.{name}"] = value
     return {
         k: {"value": float(v), "step": 0}

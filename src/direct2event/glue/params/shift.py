@@ -1,0 +1,138 @@
+"""Parameters of the shift benchmark: shifts, severities, online adaptation, the stream test."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from direct2event.data.event_shifts import EVENT_SEVERITIES, EVENT_SHIFTS
+from direct2event.glue.params.base import Strict, default_of
+from direct2event.snn.adaptation import ADAPTATION_METHODS, AdaptationConfig
+from direct2event.snn.calibration import MIN_CALIBRATION_SAMPLES
+from direct2event.snn.shifts import IMAGE_SEVERITIES, IMAGE_SHIFTS, load_function
+
+
+class AdaptationParams(Strict):
+    """Online threshold adaptation of E (direct2event.snn.adaptation), compared in the stage."""
+
+    methods: list[Literal["modulation", "homeostasis"]] = Field(
+        default_factory=lambda: list(ADAPTATION_METHODS),
+        description="modulation (current statistics) | homeostasis (firing rates)",
+    )
+    momentum: float = Field(
+        default_of(AdaptationConfig, "momentum"),
+        ge=0,
+        lt=1,
+        description="per sample; time constant ~ 1/(1-momentum) samples",
+    )
+    step: float = Field(
+        default_of(AdaptationConfig, "step"),
+        ge=0,
+        le=1,
+        description="homeostasis: share of the rate error corrected per sample",
+    )
+    max_gain: float = Field(
+        default_of(AdaptationConfig, "max_gain"),
+        ge=1,
+        description="bound of the gain / threshold factor",
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="samples per adaptation update in the table (default: E's "
+        "evaluation batch; small batches run several times slower per sample on a CPU)",
+    )
+    warmup: int = Field(
+        100, ge=0, description="unlabelled shifted samples adapted on before the table's samples"
+    )
+
+    def config(self, method: str) -> AdaptationConfig:
+        return AdaptationConfig(method, self.momentum, self.step, self.max_gain)  # type: ignore[arg-type]
+
+
+class CustomShift(Strict):
+    """A user's shift: ``package.module:function`` with the signature of the built-ins."""
+
+    function: str = Field(description="import path package.module:function")
+    severities: list[float] = Field(min_length=1)
+
+
+class StreamParams(Strict):
+    """The stream test: clean, then an abrupt shift, then clean again, sample by sample."""
+
+    shift: str | None = Field(
+        None, description="default: the shift that costs E most at its middle severity"
+    )
+    segment: int = Field(200, ge=10, description="samples per segment")
+    held_out: int = Field(150, ge=10, description="held-out samples each checkpoint is scored on")
+    checkpoint_every: int = Field(25, ge=1)
+    window: int = Field(50, ge=1, description="sliding window of the online accuracy")
+    tolerance: float = Field(0.01, gt=0, description="recovered: within this of the plateau")
+
+
+class ShiftParams(Strict):
+    """The shift benchmark: E (and D) on shifted test data, with and without adaptation."""
+
+    enabled: bool = True
+    max_samples: int = Field(500, ge=10, description="test samples per shift and severity")
+    severities: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="built-in shifts' severities to override (default: all of the dataset kind)",
+    )
+    skip: list[str] = Field(default_factory=list, description="built-in shifts left out")
+    custom: dict[str, CustomShift] = Field(default_factory=dict)
+    qualifying_loss: float = Field(
+        0.02, ge=0, description="shifts where E loses this much at the middle severity count"
+    )
+    calibration_sizes: list[int] = Field(
+        default_factory=lambda: [16, 64, 256, 1024],
+        description="clean calibration-set sizes of the conversion baseline",
+    )
+    recalibration_samples: int = Field(
+        128, ge=MIN_CALIBRATION_SAMPLES, description="unlabelled shifted samples to recalibrate"
+    )
+    adaptation: AdaptationParams = AdaptationParams()
+    stream: StreamParams = StreamParams()
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ShiftParams:
+        small = [n for n in self.calibration_sizes if n < MIN_CALIBRATION_SAMPLES]
+        if small:
+            raise ValueError(
+                f"shift.calibration_sizes {small} are below {MIN_CALIBRATION_SAMPLES} samples"
+            )
+        for name, custom in self.custom.items():
+            try:
+                load_function(custom.function)
+            except ValueError as err:
+                raise ValueError(f"shift.custom.{name}: {err}") from None
+        return self
+
+    def table(self, events: bool) -> dict[str, tuple[Any, list[float]]]:
+        """Every shift of the run: name -> (function, severities)."""
+        functions: dict[str, Any] = EVENT_SHIFTS if events else IMAGE_SHIFTS  # type: ignore[assignment]
+        defaults: dict[str, Any] = EVENT_SEVERITIES if events else IMAGE_SEVERITIES
+        out = {
+            name: (fn, list(self.severities.get(name, defaults[name])))
+            for name, fn in functions.items()
+            if name not in self.skip
+        }
+        for name, custom in self.custom.items():
+            out[name] = (load_function(custom.function), list(custom.severities))
+        return out
+
+    def check_names(self, events: bool) -> None:
+        known = EVENT_SHIFTS if events else IMAGE_SHIFTS
+        kind = "event" if events else "image"
+        unknown = [n for n in [*self.severities, *self.skip] if n not in known]
+        if unknown:
+            raise ValueError(
+                f"shift.severities / shift.skip name {unknown}, which are not built-in {kind} "
+                f"shifts ({sorted(known)}); add your own under shift.custom"
+            )
+        clash = [n for n in self.custom if n in known]
+        if clash:
+            raise ValueError(f"shift.custom {clash} reuse built-in names; rename them")
+        if self.stream.shift is not None and self.stream.shift not in {*known, *self.custom}:
+            raise ValueError(f"shift.stream.shift '{self.stream.shift}' is not a shift of this run")
