@@ -7,15 +7,18 @@ import pytest
 import torch
 
 from direct2event.snn.adaptation import (
+    METHODS,
     AdaptationConfig,
+    AdaptationMethod,
     OnlineAdaptation,
-    _ema,
     plateau,
     recovery_samples,
     reference_statistics,
+    register,
     sliding_accuracy,
     stream,
 )
+from direct2event.snn.adaptation.core import channel_view, ema
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.evaluation import evaluate_with_counts
@@ -46,7 +49,7 @@ def test_a_batch_update_equals_the_same_samples_one_by_one():
     one_by_one = start.clone()
     for s in samples:
         one_by_one = 0.9 * one_by_one + 0.1 * s
-    assert torch.allclose(_ema(start, samples, 0.9), one_by_one, atol=1e-6)
+    assert torch.allclose(ema(start, samples, 0.9), one_by_one, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["modulation", "homeostasis"])
@@ -137,3 +140,37 @@ def test_bad_settings_are_named():
         AdaptationConfig("entropy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="momentum"):
         AdaptationConfig("modulation", momentum=1.0)
+
+
+def test_a_new_method_is_one_registered_class(event_net, references, digits_splits) -> None:
+    """A method that only scales every channel's current by a fixed gain, written as one
+    class: the stage runs it by name, and its effective thresholds are theta / gain."""
+
+    class Halve(AdaptationMethod):
+        name = "halve_for_test"
+
+        def gain_bias(self, i: int):
+            ref = self.reference[i]
+            return torch.full_like(ref.mean, 0.5), torch.zeros_like(ref.mean)
+
+    register(Halve)
+    try:
+        test = digits_splits.test.head(64)
+        with OnlineAdaptation(event_net, references, AdaptationConfig("halve_for_test")) as adapt:
+            halved = evaluate_with_counts(event_net, test, EVENT, CPU)[1].summary()
+            thetas = adapt.effective_thresholds()
+        plain = evaluate_with_counts(event_net, test, EVENT, CPU)[1].summary()
+        assert halved["events_per_sample"] < plain["events_per_sample"]  # half the current
+        for (theta, bias), layer in zip(thetas, event_net.lif_layers(), strict=True):
+            assert torch.equal(theta, layer.threshold.detach().flatten() / 0.5)
+            assert torch.equal(bias, torch.zeros_like(bias))
+        x = torch.ones(2, 3, len(references[0].mean), 4, 4)
+        assert channel_view(torch.arange(len(references[0].mean)).float(), x).shape == (
+            1,
+            1,
+            len(references[0].mean),
+            1,
+            1,
+        )
+    finally:
+        del METHODS["halve_for_test"]

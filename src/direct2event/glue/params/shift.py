@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from direct2event.data.event_shifts import EVENT_SEVERITIES, EVENT_SHIFTS
 from direct2event.glue.params.base import Strict, default_of
-from direct2event.snn.adaptation import ADAPTATION_METHODS, AdaptationConfig
+from direct2event.snn.adaptation import ADAPTATION_METHODS, METHODS, AdaptationConfig, StreamConfig
 from direct2event.snn.calibration import MIN_CALIBRATION_SAMPLES
 from direct2event.snn.shifts import IMAGE_SEVERITIES, IMAGE_SHIFTS, load_function
 
@@ -16,9 +16,10 @@ from direct2event.snn.shifts import IMAGE_SEVERITIES, IMAGE_SHIFTS, load_functio
 class AdaptationParams(Strict):
     """Online threshold adaptation of E (direct2event.snn.adaptation), compared in the stage."""
 
-    methods: list[Literal["modulation", "homeostasis"]] = Field(
+    methods: list[str] = Field(
         default_factory=lambda: list(ADAPTATION_METHODS),
-        description="modulation (current statistics) | homeostasis (firing rates)",
+        description="registered adaptation methods (direct2event.snn.adaptation): modulation "
+        "(current statistics), homeostasis (firing rates)",
     )
     momentum: float = Field(
         default_of(AdaptationConfig, "momentum"),
@@ -47,6 +48,16 @@ class AdaptationParams(Strict):
         100, ge=0, description="unlabelled shifted samples adapted on before the table's samples"
     )
 
+    @model_validator(mode="after")
+    def _known_methods(self) -> AdaptationParams:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(
+                f"shift.adaptation.methods {unknown} are not registered adaptation methods; "
+                f"use {sorted(METHODS)} or register one (direct2event.snn.adaptation.register)"
+            )
+        return self
+
     def config(self, method: str) -> AdaptationConfig:
         return AdaptationConfig(method, self.momentum, self.step, self.max_gain)  # type: ignore[arg-type]
 
@@ -66,9 +77,21 @@ class StreamParams(Strict):
     )
     segment: int = Field(200, ge=10, description="samples per segment")
     held_out: int = Field(150, ge=10, description="held-out samples each checkpoint is scored on")
-    checkpoint_every: int = Field(25, ge=1)
-    window: int = Field(50, ge=1, description="sliding window of the online accuracy")
-    tolerance: float = Field(0.01, gt=0, description="recovered: within this of the plateau")
+    checkpoint_every: int = Field(default_of(StreamConfig, "checkpoint_every"), ge=1)
+    window: int = Field(
+        default_of(StreamConfig, "window"),
+        ge=1,
+        description="sliding window of the online accuracy",
+    )
+    tolerance: float = Field(
+        default_of(StreamConfig, "tolerance"),
+        gt=0,
+        description="recovered: within this of the plateau",
+    )
+
+    def config(self, seed: int) -> StreamConfig:
+        """The library's stream test settings, with the run's seed."""
+        return StreamConfig(self.checkpoint_every, self.window, self.tolerance, seed)
 
 
 class ShiftParams(Strict):

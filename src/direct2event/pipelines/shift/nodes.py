@@ -209,10 +209,7 @@ def _stream_test(
         {"none": None, **{m: a.config(m) for m in a.methods}},
         settings.event_coding,
         settings.device,
-        p.checkpoint_every,
-        p.window,
-        p.tolerance,
-        settings.seed,
+        p.config(settings.seed),
     )
     return {"shift": name, "level": level, "held_out": held, **result}
 

@@ -1,0 +1,272 @@
+"""Online threshold adaptation of network E at inference: no labels, no gradients.
+
+E's per-channel thresholds are fixed at calibration, on a small clean sample. A shifted input
+(noise, lower contrast, dropped events) moves the input currents of every LIF layer, and fixed
+thresholds then pass too many spikes or too few. An adaptation method steers them back while E
+runs, sample by sample on a stream or batch by batch: it sees each LIF layer's input current
+before the layer (and may change it: a gain and a bias are a threshold and a bias current the
+layer could hold) and its spikes after it.
+
+A method is one class (:class:`AdaptationMethod`) registered by name (:func:`register`); the
+pipeline runs every name in ``shift.adaptation.methods``. ``momentum`` is per sample: running
+statistics keep ``momentum`` of their value with every sample, so a batch of ``B`` counts as
+``B`` samples and batch size does not change the time constant (about ``1 / (1 - momentum)``
+samples). Statistics start at the calibrated reference, so on the calibration distribution
+every method stays near the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from direct2event.snn.encoders import InputCoding
+from direct2event.snn.models import SpikingNet
+from direct2event.snn.neurons import LIF
+from direct2event.snn.training import Split, encoded_batches
+
+EPS = 1e-6
+SILENT_RATE = 1e-4  # channels that (almost) never fire on clean data are not steered
+
+
+@dataclass(frozen=True)
+class AdaptationConfig:
+    """One online adaptation method (a registered name) and its knobs."""
+
+    method: str
+    momentum: float = 0.99  # per sample; time constant ~ 1 / (1 - momentum) samples
+    step: float = 0.005  # share of a log-rate error corrected per sample
+    max_gain: float = 4.0  # bound of a gain or threshold factor
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(
+                f"Unknown adaptation method '{self.method}'; use one of {sorted(METHODS)}."
+            )
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
+        if not 0 <= self.step <= 1 or self.max_gain < 1:
+            raise ValueError(
+                f"step must be in [0, 1] and max_gain >= 1, got {self.step}, {self.max_gain}."
+            )
+
+
+@dataclass
+class LayerReference:
+    """Per-channel statistics of one LIF layer of E on the clean calibration sample."""
+
+    mean: Tensor  # input current, over steps, samples and positions
+    std: Tensor
+    rate: Tensor  # spikes per neuron and step
+
+    @property
+    def active(self) -> Tensor:
+        """Channels that fire on clean data (the others are not steered)."""
+        return self.rate > SILENT_RATE
+
+
+def per_sample(x: Tensor) -> Tensor:
+    """``[T, B, C, ...]`` -> ``[B, C]`` mean over steps and positions."""
+    t, b, c = x.shape[:3]
+    return x.transpose(0, 1).reshape(b, t, c, -1).mean(dim=(1, 3))
+
+
+def ema(running: Tensor, values: Tensor, momentum: float) -> Tensor:
+    """Running value after the samples ``values[0], values[1], ...`` one after another."""
+    b = values.shape[0]
+    powers = momentum ** torch.arange(b - 1, -1, -1, dtype=values.dtype, device=values.device)
+    return momentum**b * running + (1.0 - momentum) * (powers[:, None] * values).sum(0)
+
+
+def channel_view(v: Tensor, x: Tensor) -> Tensor:
+    """``[C]`` -> broadcastable against ``[T, B, C, ...]``."""
+    return v.view(1, 1, -1, *([1] * (x.dim() - 3))).to(device=x.device, dtype=x.dtype)
+
+
+@torch.no_grad()
+def reference_statistics(
+    model: SpikingNet,
+    data: Split,
+    coding: InputCoding,
+    device: torch.device,
+    seed: int = 0,
+) -> list[LayerReference]:
+    """Mean and std of every LIF layer's input current and its firing rate, per channel, on
+    ``data`` (the clean calibration sample): what the adaptation steers back to."""
+    model.to(device).eval()
+    layers = model.lif_layers()
+    sums = [[0.0, 0.0, 0.0, 0] for _ in layers]
+    handles = []
+    for i, layer in enumerate(layers):
+
+        def pre(_m: LIF, inp: tuple[Tensor, ...], i: int = i) -> None:
+            x = inp[0].double()
+            sums[i][0] = sums[i][0] + per_sample(x).sum(0)
+            sums[i][1] = sums[i][1] + per_sample(x * x).sum(0)
+            sums[i][3] += x.shape[1]
+
+        def post(_m: LIF, _inp: tuple[Tensor, ...], out: Tensor, i: int = i) -> None:
+            sums[i][2] = sums[i][2] + per_sample(out.double()).sum(0)
+
+        handles += [layer.register_forward_pre_hook(pre), layer.register_forward_hook(post)]
+    try:
+        for _, inputs in encoded_batches(data, coding, device, seed=seed):
+            model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    refs = []
+    for s1, s2, rate, n in sums:
+        if n == 0:
+            raise ValueError("reference_statistics needs at least one calibration sample.")
+        mean = s1 / n
+        std = torch.sqrt(torch.clamp(s2 / n - mean * mean, min=0.0))
+        refs.append(LayerReference(mean.float().cpu(), std.float().cpu(), (rate / n).float().cpu()))
+    return refs
+
+
+class AdaptationMethod:
+    """One label-free, gradient-free adaptation method: per-layer state started at the clean
+    reference, what it does to a layer's input current before the LIF (:meth:`pre`: a gain and
+    a bias per channel), what it learns from the layer's spikes (:meth:`post`), and the
+    per-channel thresholds and bias currents a chip would hold to behave as the adapted network
+    (:meth:`effective_thresholds`). A subclass sets ``name`` and is made known by
+    :func:`register`."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, reference: list[LayerReference], config: AdaptationConfig) -> None:
+        self.reference, self.config = reference, config
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the calibrated state."""
+        self.state: list[dict[str, Tensor]] = [self.initial(ref) for ref in self.reference]
+
+    def initial(self, ref: LayerReference) -> dict[str, Tensor]:
+        """One layer's state on the calibration distribution."""
+        return {}
+
+    def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
+        """Layer ``i``'s current, as the method sets it now: ``x' = gain * x + bias``."""
+        ref = self.reference[i]
+        return torch.ones_like(ref.mean), torch.zeros_like(ref.mean)
+
+    def observe_input(self, i: int, x: Tensor) -> None:
+        """Learn from layer ``i``'s input current ``[T, B, C, ...]`` (before the gain)."""
+
+    def observe_output(self, i: int, spikes: Tensor) -> None:
+        """Learn from layer ``i``'s spikes ``[T, B, C, ...]``."""
+
+    def pre(self, i: int, x: Tensor, frozen: bool) -> Tensor:
+        if not frozen:
+            self.observe_input(i, x)
+        gain, bias = self.gain_bias(i)
+        return x * channel_view(gain, x) + channel_view(bias, x)
+
+    def post(self, i: int, spikes: Tensor, frozen: bool) -> None:
+        if not frozen:
+            self.observe_output(i, spikes)
+
+    def effective_thresholds(self, thresholds: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """Per layer: the thresholds and constant bias currents (per step) that make a fixed
+        network behave as the adapted one now. For a LIF with reset by subtraction a gain ``g``
+        and bias ``b`` on the current are a threshold ``theta / g`` and a bias ``b / g``."""
+        out = []
+        for i, theta in enumerate(thresholds):
+            gain, bias = self.gain_bias(i)
+            out.append((theta / gain, bias / gain))
+        return out
+
+    def snapshot(self) -> list[dict[str, Tensor]]:
+        return [{k: v.clone() for k, v in s.items()} for s in self.state]
+
+    def restore(self, snap: list[dict[str, Tensor]]) -> None:
+        self.state = [{k: v.clone() for k, v in s.items()} for s in snap]
+
+
+METHODS: dict[str, type[AdaptationMethod]] = {}
+
+
+def register(cls: type[AdaptationMethod]) -> type[AdaptationMethod]:
+    """Make an adaptation method known by its ``name`` (a class decorator)."""
+    if not cls.name or cls.name in METHODS:
+        raise ValueError(f"adaptation method {cls.__name__} needs a new, non-empty name")
+    METHODS[cls.name] = cls
+    return cls
+
+
+class OnlineAdaptation:
+    """Adapts E's LIF layers with one method while E runs inside ``with OnlineAdaptation(...)``.
+
+    ``frozen = True`` keeps the current state without updating it (to evaluate a snapshot).
+    """
+
+    def __init__(
+        self, model: SpikingNet, reference: list[LayerReference], config: AdaptationConfig
+    ) -> None:
+        self.model, self.reference, self.config = model, reference, config
+        self.layers = model.lif_layers()
+        if len(self.layers) != len(reference):
+            raise ValueError(
+                f"The reference holds {len(reference)} layers but the network has "
+                f"{len(self.layers)} LIF layers: record it on this network."
+            )
+        self.method = METHODS[config.method](reference, config)
+        self.frozen = False
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def reset(self) -> None:
+        self.method.reset()
+
+    def snapshot(self) -> Any:
+        return self.method.snapshot()
+
+    def restore(self, snap: Any) -> None:
+        self.method.restore(snap)
+
+    def effective_thresholds(self) -> list[tuple[Tensor, Tensor]]:
+        """Per layer: the thresholds and bias currents a chip would hold (see the method)."""
+        thetas = [layer.threshold.detach().cpu().flatten() for layer in self.layers]
+        return self.method.effective_thresholds(thetas)
+
+    def _pre(self, i: int) -> Callable[[LIF, tuple[Tensor, ...]], tuple[Tensor]]:
+        def hook(_m: LIF, inp: tuple[Tensor, ...]) -> tuple[Tensor]:
+            return (self.method.pre(i, inp[0], self.frozen),)
+
+        return hook
+
+    def _post(self, i: int) -> Callable[[LIF, tuple[Tensor, ...], Tensor], None]:
+        def hook(_m: LIF, _inp: tuple[Tensor, ...], out: Tensor) -> None:
+            self.method.post(i, out, self.frozen)
+
+        return hook
+
+    def __enter__(self) -> OnlineAdaptation:
+        for i, layer in enumerate(self.layers):
+            self._handles.append(layer.register_forward_pre_hook(self._pre(i)))
+            self._handles.append(layer.register_forward_hook(self._post(i)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+@contextmanager
+def frozen(adaptation: OnlineAdaptation | None) -> Iterator[None]:
+    """Evaluate the current state without moving it."""
+    if adaptation is None:
+        yield
+        return
+    before, adaptation.frozen = adaptation.frozen, True
+    try:
+        yield
+    finally:
+        adaptation.frozen = before

@@ -1,0 +1,56 @@
+"""Rate homeostasis: each channel's running firing rate is steered back to its calibrated rate
+by a multiplicative threshold update, ``log k += step * log(r_run / r_ref)`` per sample,
+threshold ``k * theta``. It keeps E's events (and energy) near their budget."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from direct2event.snn.adaptation.core import (
+    EPS,
+    AdaptationMethod,
+    LayerReference,
+    channel_view,
+    ema,
+    per_sample,
+    register,
+)
+
+
+@register
+class Homeostasis(AdaptationMethod):
+    """Firing rates back to the calibrated ones: a threshold factor per channel."""
+
+    name = "homeostasis"
+
+    def initial(self, ref: LayerReference) -> dict[str, Tensor]:
+        return {"rate": ref.rate.clone(), "log_factor": torch.zeros_like(ref.rate)}
+
+    def pre(self, i: int, x: Tensor, frozen: bool) -> Tensor:
+        return x * channel_view(torch.exp(-self.state[i]["log_factor"]), x)  # threshold k theta
+
+    def observe_output(self, i: int, spikes: Tensor) -> None:
+        s, ref, c = self.state[i], self.reference[i], self.config
+        rates = per_sample(spikes.detach().double().cpu())
+        s["rate"] = ema(s["rate"].double(), rates, c.momentum).float()
+        error = torch.log((s["rate"] + EPS) / (ref.rate + EPS))
+        # ``step`` of the error corrected per sample, compounded over the batch: a batch of B
+        # corrects 1 - (1 - step)^B of it (never more than all of it, so large batches stay
+        # stable although they see the new threshold only at the next batch)
+        fraction = 1.0 - (1.0 - c.step) ** rates.shape[0]
+        step = fraction * torch.where(ref.active, error, torch.zeros_like(error))
+        limit = math.log(c.max_gain)
+        s["log_factor"] = (s["log_factor"] + step).clamp(-limit, limit)
+
+    def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
+        factor = self.state[i]["log_factor"]
+        return torch.exp(-factor), torch.zeros_like(factor)
+
+    def effective_thresholds(self, thresholds: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        return [
+            (theta * torch.exp(s["log_factor"]), torch.zeros_like(theta))
+            for theta, s in zip(thresholds, self.state, strict=True)
+        ]

@@ -1,0 +1,43 @@
+"""Threshold modulation (after arXiv 2505.05375): running per-channel mean and standard
+deviation of each LIF layer's input current are set against those recorded on the clean
+calibration sample, and the current is renormalised, ``x' = (x - mu_run) * g + mu_ref`` with
+``g = sigma_ref / sigma_run``. For a LIF with reset by subtraction this is exactly a threshold
+``theta / g`` plus a constant bias current ``(mu_ref - g mu_run) / g`` per channel, so a chip
+with per-channel thresholds and biases can run it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from direct2event.snn.adaptation.core import (
+    EPS,
+    AdaptationMethod,
+    LayerReference,
+    ema,
+    per_sample,
+    register,
+)
+
+
+@register
+class Modulation(AdaptationMethod):
+    """Current statistics back to the clean ones: a gain and a bias per channel."""
+
+    name = "modulation"
+
+    def initial(self, ref: LayerReference) -> dict[str, Tensor]:
+        return {"mean": ref.mean.clone(), "square": ref.std**2 + ref.mean**2}
+
+    def observe_input(self, i: int, x: Tensor) -> None:
+        s, m = self.state[i], self.config.momentum
+        xd = x.detach().double().cpu()
+        s["mean"] = ema(s["mean"].double(), per_sample(xd), m).float()
+        s["square"] = ema(s["square"].double(), per_sample(xd * xd), m).float()
+
+    def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
+        s, ref, c = self.state[i], self.reference[i], self.config
+        std = torch.sqrt(torch.clamp(s["square"] - s["mean"] ** 2, min=0.0))
+        gain = (ref.std / std.clamp(min=EPS)).clamp(1.0 / c.max_gain, c.max_gain)
+        gain = torch.where(ref.std > EPS, gain, torch.ones_like(gain))
+        return gain, ref.mean - gain * s["mean"]
