@@ -18,7 +18,7 @@ from direct2event.snn.encoders import InputCoding, encode
 from direct2event.snn.models import SpikingNet, build_model, fuse_batchnorm, to_event_network
 from direct2event.snn.neurons import LIF, LIFParameters
 from direct2event.snn.nir_io import NIRError, from_nir, save_nir, to_nir
-from direct2event.snn.thresholds import scale_thresholds
+from direct2event.snn.thresholds import ThresholdConfig, scale_thresholds
 from direct2event.snn.training import FitConfig, fit
 
 nir = pytest.importorskip("nir")
@@ -42,8 +42,7 @@ def trained(digits_splits: DataSplits, pooling: str) -> tuple[SpikingNet, Spikin
         digits_splits.calibration,
         InputCoding("rate", T),
         torch.device("cpu"),
-        "percentile",
-        percentile=99.0,
+        ThresholdConfig("percentile", 99.0),
     )
     return direct.eval(), event
 

@@ -5,7 +5,12 @@ import torch
 
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.encoders import InputCoding
-from direct2event.snn.thresholds import ThresholdError, ThresholdReport, check_thresholds
+from direct2event.snn.thresholds import (
+    ThresholdConfig,
+    ThresholdError,
+    ThresholdReport,
+    check_thresholds,
+)
 from direct2event.snn.training import evaluate
 
 CPU = torch.device("cpu")
@@ -32,7 +37,7 @@ def test_isotonic_scaling_matches_target_rates(
         digits_splits.calibration,
         InputCoding("rate", 4),
         CPU,
-        "isotonic",
+        ThresholdConfig("isotonic"),
     )
     for report, s in zip(reports, stats, strict=True):
         before = ThresholdReport.mismatch(s.event_rate, s.direct_mean)
@@ -55,8 +60,7 @@ def test_percentile_baseline_runs_and_sets_thresholds(
         digits_splits.calibration,
         InputCoding("rate", 4),
         CPU,
-        "percentile",
-        99.9,
+        ThresholdConfig("percentile", 99.9),
     )
     for lif, report in zip(event.lif_layers(), reports, strict=True):
         assert torch.equal(lif.threshold, report.thresholds)

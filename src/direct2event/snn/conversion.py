@@ -17,6 +17,7 @@ from direct2event.snn.models import SpikingNet, to_event_network
 from direct2event.snn.thresholds import (
     THRESHOLD_MAX,
     THRESHOLD_MIN,
+    ThresholdConfig,
     ThresholdReport,
     scale_thresholds,
 )
@@ -60,9 +61,7 @@ def build_event_network(
     data: Split,
     event: InputCoding,
     device: torch.device,
-    method: str = "isotonic",
-    percentile: float = 99.9,
-    iterations: int = 14,
+    cfg: ThresholdConfig = ThresholdConfig(),
     seed: int = 0,
 ) -> tuple[SpikingNet, list[ThresholdReport]]:
     """Network E from D with thresholds scaled on the calibration split."""
@@ -72,14 +71,12 @@ def build_event_network(
         data,
         event,
         device,
-        method,
+        cfg,
         targets=[s.direct_mean for s in stats],
         starts=closed_form_thresholds(stats),
-        percentile=percentile,
-        iterations=iterations,
         seed=seed,
     )
-    if method == "percentile":
+    if cfg.method == "percentile":
         for report, s in zip(reports, stats, strict=True):
             report.target_rate = s.direct_mean
     return event_model, reports

@@ -171,40 +171,9 @@ def build_model(
         raise ValueError(f"Unknown pooling '{pooling}'; use one of {POOLINGS}.")
     if pooling == "avg" and arch == "resnet":
         raise ValueError("pooling 'avg' is offered for convnet and vgg; resnet pools with max.")
-    c_in = int(input_shape[0])
-    features: list[nn.Module] = []
-    if arch == "convnet":
-        widths = list(channels or (16, 32))
-        for width in widths:
-            block = _conv_block(c_in, int(width), params)
-            features += _pooled(block) if pooling == "avg" else [*block, MaxPool2d(2)]
-            c_in = int(width)
-    elif arch == "vgg":
-        for entry in channels or VGG_DEFAULT:
-            if entry == "M" and pooling == "avg":
-                if not features or not isinstance(features[-1], LIF):
-                    raise ValueError("vgg with pooling 'avg': each 'M' must follow a conv layer")
-                features[-1:] = _pooled(features[-1:])
-            elif entry == "M":
-                features.append(MaxPool2d(2))
-            else:
-                features += _conv_block(c_in, int(entry), params)
-                c_in = int(entry)
-    elif arch == "resnet":
-        widths = [int(w) for w in (channels or (64, 128, 256))]
-        stem_stride = 2 if min(input_shape[1:]) > 64 else 1
-        features += _conv_block(c_in, widths[0], params, stride=stem_stride)
-        c_in = widths[0]
-        for i, width in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            features += [
-                ResidualBlock(c_in, width, stride, params),
-                ResidualBlock(width, width, 1, params),
-            ]
-            c_in = width
-        features.append(MaxPool2d(2))
-    else:
+    if arch not in _FEATURES:
         raise ValueError(f"Unknown architecture '{arch}'; use one of {ARCHITECTURES}.")
+    features = _FEATURES[arch](int(input_shape[0]), input_shape, channels, pooling, params)
     layers = features + _readout(features, input_shape, classes, hidden, params)
     config = {
         "arch": arch,
@@ -222,6 +191,58 @@ def build_model(
         },
     }
     return SpikingNet(layers, arch, config)
+
+
+def _convnet(
+    c_in: int, _shape: Sequence[int], channels: Any, pooling: str, params: LIFParameters
+) -> list[nn.Module]:
+    """Conv-LIF-pool blocks of the given widths."""
+    features: list[nn.Module] = []
+    for width in list(channels or (16, 32)):
+        block = _conv_block(c_in, int(width), params)
+        features += _pooled(block) if pooling == "avg" else [*block, MaxPool2d(2)]
+        c_in = int(width)
+    return features
+
+
+def _vgg(
+    c_in: int, _shape: Sequence[int], channels: Any, pooling: str, params: LIFParameters
+) -> list[nn.Module]:
+    """Conv-LIF layers of the given widths, ``"M"`` a pooling."""
+    features: list[nn.Module] = []
+    for entry in channels or VGG_DEFAULT:
+        if entry == "M" and pooling == "avg":
+            if not features or not isinstance(features[-1], LIF):
+                raise ValueError("vgg with pooling 'avg': each 'M' must follow a conv layer")
+            features[-1:] = _pooled(features[-1:])
+        elif entry == "M":
+            features.append(MaxPool2d(2))
+        else:
+            features += _conv_block(c_in, int(entry), params)
+            c_in = int(entry)
+    return features
+
+
+def _resnet(
+    c_in: int, shape: Sequence[int], channels: Any, _pooling: str, params: LIFParameters
+) -> list[nn.Module]:
+    """A stem, then two residual blocks per stage (the first stage at the stem's resolution)."""
+    widths = [int(w) for w in (channels or (64, 128, 256))]
+    stem_stride = 2 if min(shape[1:]) > 64 else 1
+    features: list[nn.Module] = [*_conv_block(c_in, widths[0], params, stride=stem_stride)]
+    c_in = widths[0]
+    for i, width in enumerate(widths):
+        stride = 1 if i == 0 else 2
+        features += [
+            ResidualBlock(c_in, width, stride, params),
+            ResidualBlock(width, width, 1, params),
+        ]
+        c_in = width
+    features.append(MaxPool2d(2))
+    return features
+
+
+_FEATURES = {"convnet": _convnet, "vgg": _vgg, "resnet": _resnet}
 
 
 def model_from_config(config: dict[str, Any]) -> SpikingNet:

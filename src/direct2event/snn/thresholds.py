@@ -140,16 +140,25 @@ def check_thresholds(name: str, theta: Tensor) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """How E's thresholds are set: ``isotonic`` (per-channel rates matched to D's activations by
+    bisection on log(theta), ``iterations`` steps) or ``percentile`` (the robust-normalisation
+    baseline: that percentile of the channel's input currents)."""
+
+    method: str = "isotonic"
+    percentile: float = 99.9
+    iterations: int = 14
+
+
 def scale_thresholds(
     model: SpikingNet,
     data: Split,
     coding: InputCoding,
     device: torch.device,
-    method: str,
+    cfg: ThresholdConfig = ThresholdConfig(),
     targets: list[Tensor] | None = None,
     starts: list[Tensor] | None = None,
-    percentile: float = 99.9,
-    iterations: int = 14,
     seed: int = 0,
 ) -> list[ThresholdReport]:
     """Set every LIF layer's thresholds in ``model`` (network E, in place), first layer first.
@@ -157,6 +166,7 @@ def scale_thresholds(
     ``isotonic`` needs ``targets`` (D's mean activation per channel) and ``starts`` (closed-form
     start points); ``percentile`` needs neither.
     """
+    method, percentile, iterations = cfg.method, cfg.percentile, cfg.iterations
     if method not in ("isotonic", "percentile"):
         raise ValueError(f"Unknown threshold method '{method}'; use 'isotonic' or 'percentile'.")
     if method == "isotonic" and (targets is None or starts is None):

@@ -297,15 +297,12 @@ def _epoch(
 ) -> dict[str, float] | None:
     """One epoch of :func:`fit` from where ``loop`` is, up to ``loop.end``: its record, or
     None when it stopped inside (the epoch's batches and sums are kept in ``loop``)."""
-    model, opt, sched, gen = loop.model, loop.optimizer, loop.scheduler, loop.generator
     epoch = loop.step // loop.per_epoch
-    model.train()
+    loop.model.train()
     if loop.order is not None:  # the epoch a stopped fit left inside: its batches and sums
-        order, done = loop.order, loop.batch
-        loss_sum, correct, rate_sum, seen = loop.sums
+        order, done, sums = loop.order, loop.batch, list(loop.sums)
     else:
-        order, done = list(batches(len(train), cfg.batch_size, gen)), 0
-        loss_sum = correct = rate_sum = seen = 0.0
+        order, done, sums = list(batches(len(train), cfg.batch_size, loop.generator)), 0, [0.0] * 4
     loop.order, loop.batch = None, 0
     bar = tqdm(
         order[done : done + loop.end - loop.step],
@@ -315,57 +312,73 @@ def _epoch(
     )
     for idx in bar:
         safe_point()
-        xb = random_shift(as_float(train.x[idx]), cfg.shift_augment, gen).to(device)
-        yb = train.y[idx].to(device)
-        inputs = encode(
-            xb, cfg.coding.encoding, cfg.coding.timesteps, gen if device.type == "cpu" else None
-        )
-        with (
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
-            record_activity(model) as acts,
-        ):
-            logits = model(inputs).float()  # the loss in fp32 also under bf16 autocast
-            loss = F.cross_entropy(logits, yb)
-            if extra_loss is not None:
-                loss = loss + extra_loss(logits, yb, acts, xb, idx)
-        value = loss.item()
-        if not math.isfinite(value):  # stop at once: NaN weights would only spread
-            raise TrainingDiverged(
-                f"{cfg.desc or 'training'}: the loss is {value} in epoch {epoch + 1} of "
-                f"{cfg.epochs} (batch {done + 1}) at learning rate "
-                f"{opt.param_groups[0]['lr']:.3g} (configured {cfg.lr:g}). Lower the "
-                "learning rate.",
-                epoch=epoch + 1,
-                lr=cfg.lr,
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
+        value, logits, acts, yb = _step(loop, train, idx, cfg, device, extra_loss, epoch, done)
         loop.step += 1
         done += 1
         for callback in callbacks:
             callback.on_step_end(loop)
-        if not model.training:  # a callback measured it in eval mode
-            model.train()
+        if not loop.model.training:  # a callback measured it in eval mode
+            loop.model.train()
         n = len(yb)
-        loss_sum += value * n
-        correct += (logits.argmax(1) == yb).sum().item()
-        rate_sum += mean_rate(acts).item() * n
-        seen += n
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        sums[0] += value * n
+        sums[1] += (logits.argmax(1) == yb).sum().item()
+        sums[2] += mean_rate(acts).item() * n
+        sums[3] += n
+        bar.set_postfix(loss=f"{sums[0] / sums[3]:.4f}", acc=f"{sums[1] / sums[3]:.4f}")
     if done < len(order):
-        loop.order, loop.batch = order, done
-        loop.sums = (loss_sum, correct, rate_sum, seen)
+        loop.order, loop.batch, loop.sums = order, done, tuple(sums)
         return None
+    loss_sum, correct, rate_sum, seen = sums
     return {
         "epoch": float(epoch + 1),
         "train_loss": loss_sum / seen,
         "train_accuracy": correct / seen,
         "mean_rate": rate_sum / seen,
-        "lr": opt.param_groups[0]["lr"],
+        "lr": loop.optimizer.param_groups[0]["lr"],
     }
+
+
+def _step(
+    loop: FitLoop,
+    train: Split,
+    idx: Tensor,
+    cfg: FitConfig,
+    device: torch.device,
+    extra_loss: ActivityLoss | None,
+    epoch: int,
+    batch: int,
+) -> tuple[float, Tensor, list[Tensor], Tensor]:
+    """One optimizer step on the samples ``idx``: the loss, the logits, the LIF activity and
+    the labels (raises :class:`TrainingDiverged` at a non-finite loss)."""
+    model, opt, gen = loop.model, loop.optimizer, loop.generator
+    xb = random_shift(as_float(train.x[idx]), cfg.shift_augment, gen).to(device)
+    yb = train.y[idx].to(device)
+    inputs = encode(
+        xb, cfg.coding.encoding, cfg.coding.timesteps, gen if device.type == "cpu" else None
+    )
+    with (
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
+        record_activity(model) as acts,
+    ):
+        logits = model(inputs).float()  # the loss in fp32 also under bf16 autocast
+        loss = F.cross_entropy(logits, yb)
+        if extra_loss is not None:
+            loss = loss + extra_loss(logits, yb, acts, xb, idx)
+    value = loss.item()
+    if not math.isfinite(value):  # stop at once: NaN weights would only spread
+        raise TrainingDiverged(
+            f"{cfg.desc or 'training'}: the loss is {value} in epoch {epoch + 1} of "
+            f"{cfg.epochs} (batch {batch + 1}) at learning rate "
+            f"{opt.param_groups[0]['lr']:.3g} (configured {cfg.lr:g}). Lower the learning rate.",
+            epoch=epoch + 1,
+            lr=cfg.lr,
+        )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if loop.scheduler is not None:
+        loop.scheduler.step()
+    return value, logits, acts, yb
 
 
 def mean_rate(activity: list[Tensor]) -> Tensor:

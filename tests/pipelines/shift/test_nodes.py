@@ -155,7 +155,7 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     from direct2event.data.nmnist_sim import SENSOR_SIZE, simulate_recordings
     from direct2event.data.static import load_digits
     from direct2event.glue.datasets import EventSource
-    from direct2event.pipelines.shift.nodes import shifted_samples
+    from direct2event.pipelines.shift.bench import shifted_samples
 
     digits = load_digits().train.x[:40, 0]
     images = np.pad(
@@ -201,7 +201,7 @@ def load_settings_for_events(max_samples: int, recalibration_samples: int, held_
 
 
 def test_the_static_samples_are_disjoint_and_sized_by_their_use(digits_splits):
-    from direct2event.pipelines.shift.nodes import shifted_samples
+    from direct2event.pipelines.shift.bench import shifted_samples
 
     settings = tiny(shift={**SMALL, "adaptation": {"warmup": 30}})
     shifted = shifted_samples(digits_splits, None, settings)

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from direct2event.glue.params.base import Strict, default_of
 from direct2event.snn.calibration import MIN_CALIBRATION_SAMPLES
 from direct2event.snn.finetuning import FinetuneConfig
+from direct2event.snn.thresholds import ThresholdConfig
 from direct2event.snn.training import FitConfig
 
 
@@ -102,9 +103,18 @@ class CalibrationParams(Strict):
 class ThresholdParams(Strict):
     """Adaptive threshold scaling (``isotonic``) or the robust-normalisation baseline."""
 
-    method: Literal["isotonic", "percentile"] = "isotonic"
-    percentile: float = Field(99.9, gt=0, le=100)
-    iterations: int = Field(14, ge=1, le=60, description="bisection steps on log(theta)")
+    method: Literal["isotonic", "percentile"] = default_of(ThresholdConfig, "method")
+    percentile: float = Field(default_of(ThresholdConfig, "percentile"), gt=0, le=100)
+    iterations: int = Field(
+        default_of(ThresholdConfig, "iterations"),
+        ge=1,
+        le=60,
+        description="bisection steps on log(theta)",
+    )
+
+    def config(self) -> ThresholdConfig:
+        """The library's threshold settings."""
+        return ThresholdConfig(self.method, self.percentile, self.iterations)
 
 
 class FinetuneParams(Strict):

@@ -201,16 +201,10 @@ def take_on(trials: list[TrialRecord], choice: Choice, complete: Complete) -> Ta
     short_at = math.inf  # the smallest lambda that fell short of the requirement
     needed = -math.inf  # trial-length accuracy a candidate needs after a shortfall
     order = completion_order(trials, choice)
-    taken: set[int | None] = set()
     while len(done) < choice.completions:
-        left = [t for t in trials if t.rate_lambda < short_at and t.number not in taken]
-        ok = {t.number for t in left if t.val_accuracy >= needed}
-        trial = next((t for t in order if t.number in ok), None)
-        if trial is None and done and left:  # none predicted to reach it: the best chance
-            trial = max(left, key=_key_most_accurate)
+        trial = _next_candidate(trials, order, done, short_at, needed)
         if trial is None:
             break
-        taken.add(trial.number)
         res, payloads[trial.rate_lambda] = complete(trial.rate_lambda)
         done.append(
             TrialRecord(
@@ -220,17 +214,7 @@ def take_on(trials: list[TrialRecord], choice: Choice, complete: Complete) -> Ta
                 number=trial.number,
             )
         )
-        logger.info(
-            "Trial %d (λ = %.4g) taken on to the full fine-tuning: val accuracy %.4f "
-            "(retention %.4f, %s %.4f), %.0f events/sample",
-            trial.number,
-            trial.rate_lambda,
-            res["val_accuracy"],
-            res["accuracy_retention"],
-            "reaches" if res["accuracy_retention"] >= choice.required else "under",
-            choice.required,
-            res["events_per_sample"],
-        )
+        _log_completion(trial, res, choice)
         if choice.feasible(res["val_accuracy"]):
             break
         short_at = trial.rate_lambda
@@ -244,6 +228,39 @@ def take_on(trials: list[TrialRecord], choice: Choice, complete: Complete) -> Ta
     else:
         chosen = max(done, key=lambda r: (r.val_accuracy, -r.energy_uJ))
     return TakenOn(chosen, bool(passing), done, payloads[chosen.rate_lambda])
+
+
+def _next_candidate(
+    trials: list[TrialRecord],
+    order: list[TrialRecord],
+    done: list[TrialRecord],
+    short_at: float,
+    needed: float,
+) -> TrialRecord | None:
+    """The next trial to take on: first in ``order`` among those weaker than ``short_at``,
+    not yet taken, with a trial-length accuracy of at least ``needed``; after a shortfall with
+    none such, the most accurate weaker trial (the best chance)."""
+    taken = {r.number for r in done}
+    left = [t for t in trials if t.rate_lambda < short_at and t.number not in taken]
+    ok = {t.number for t in left if t.val_accuracy >= needed}
+    trial = next((t for t in order if t.number in ok), None)
+    if trial is None and done and left:
+        trial = max(left, key=_key_most_accurate)
+    return trial
+
+
+def _log_completion(trial: TrialRecord, res: dict[str, float], choice: Choice) -> None:
+    logger.info(
+        "Trial %d (λ = %.4g) taken on to the full fine-tuning: val accuracy %.4f "
+        "(retention %.4f, %s %.4f), %.0f events/sample",
+        trial.number,
+        trial.rate_lambda,
+        res["val_accuracy"],
+        res["accuracy_retention"],
+        "reaches" if res["accuracy_retention"] >= choice.required else "under",
+        choice.required,
+        res["events_per_sample"],
+    )
 
 
 def non_dominated(scores: dict[Any, tuple[float, float]]) -> set[Any]:

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution
@@ -27,7 +28,7 @@ from direct2event.glue.sweep.recovery import (
     requeue_interrupted_trials,
     requeue_stale_trial,
 )
-from direct2event.glue.sweep.storage import lambda_distribution, open_storage
+from direct2event.glue.sweep.storage import open_storage
 from direct2event.snn.training import Callback
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,115 @@ class SurplusTrial(Exception):
     (several workers asked at once); it fails before any work and leaves no MLflow run."""
 
 
+def open_study(config: StudyConfig) -> optuna.Study:
+    """The study ``config`` names, created when new (its objectives named, its first lambdas
+    queued) and described by ``config.user_attrs`` for optuna-dashboard."""
+    storage = open_storage(
+        config.storage,
+        config.heartbeat_interval_s,
+        config.grace_period_s,
+        on_stale=requeue_stale_trial,
+    )
+    study = optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        directions=[d.name.lower() for d in DIRECTIONS],
+        load_if_exists=True,
+        # reseeded by the study's size so a resumed run or a second worker draws new values
+        sampler=optuna.samplers.TPESampler(
+            seed=config.seed + len(study_trials(storage, config.name))
+        ),
+    )
+    if study.metric_names != list(OBJECTIVES):
+        with warnings.catch_warnings():  # experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
+    for key, value in config.user_attrs.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    if not study.get_trials(deepcopy=False):
+        for lam in config.first_lambdas:
+            study.enqueue_trial({PARAM: float(lam)}, skip_if_exists=True)
+    return study
+
+
+class Objective:
+    """One trial of the study: refuse it when the study needs no more, draw lambda, run
+    ``evaluate`` under its tracking and early-stop judge, and keep what it measured as the
+    trial's attributes (a stopped trial is PRUNED with its reason and checks)."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        config: StudyConfig,
+        evaluate: Evaluate,
+        trial_run: TrialRun | None,
+        early_stop: EarlyStop | None,
+    ) -> None:
+        self.study, self.config, self.evaluate = study, config, evaluate
+        self.trial_run, self.early_stop = trial_run, early_stop
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        self.refuse_surplus(trial)
+        pause_point("trial:started")  # test-only: owned and beating, before its lambda
+        c = self.config
+        lam = trial.suggest_float(PARAM, c.lambda_min, c.lambda_max, log=True)
+        started = time.perf_counter()
+        run = self.trial_run(trial.number, lam) if self.trial_run else nullcontext(TrialTracker())
+        judge = None
+        try:
+            with run as tracker:
+                judge = self.judge(lam, tracker)
+                pause_point("trial:objective")
+                result = self.evaluate(lam, tracker.on_epoch, judge)
+                tracker.finish(result, time.perf_counter() - started)
+        except Terminated as err:  # Optuna marks it FAIL; the next worker runs its lambda again
+            trial.set_user_attr("fail_reason", str(err))
+            raise
+        except TrialStopped as err:
+            self.keep(trial, {"stopped_reason": str(err)}, judge, started)
+            logger.info("Trial %d (λ = %.4g) stopped early: %s", trial.number, lam, err)
+            raise optuna.TrialPruned(str(err)) from None
+        self.keep(trial, {k: float(v) for k, v in result.items()}, judge, started)
+        pause_point("trial:before_tell")  # measured, not yet told
+        return float(result["val_accuracy"]), float(result["energy_uJ"])
+
+    def refuse_surplus(self, trial: optuna.Trial) -> None:
+        """Counted before any work: finished trials, and running ones that started earlier."""
+        ahead = [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            if t.state in FINISHED or t.number < trial.number
+        ]
+        if len(ahead) >= self.config.n_trials:
+            trial.set_user_attr("fail_reason", "surplus: n_trials complete or running elsewhere")
+            raise SurplusTrial(f"trial {trial.number}: the study needs no more trials")
+
+    def judge(self, lam: float, tracker: TrialTracker) -> Judge | None:
+        """The trial's early-stop judge (None without a rule); a lambda the rule rules out
+        stops here, before any fine-tuning."""
+        rule = self.early_stop
+        if rule is None:
+            return None
+        judge = Judge(
+            rule,
+            lambda: rule.bar(*measured_trials(self.study.get_trials(deepcopy=False))),
+            tracker.check,
+            lam,
+        )
+        judge.start()
+        return judge
+
+    @staticmethod
+    def keep(
+        trial: optuna.Trial, attrs: dict[str, Any], judge: Judge | None, started: float
+    ) -> None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("checks", judge.checks if judge else [])
+        trial.set_user_attr("trial_seconds", time.perf_counter() - started)
+
+
 def run_study(
     config: StudyConfig,
     evaluate: Evaluate,
@@ -146,123 +256,69 @@ def run_study(
     or stopped early (or ``timeout_s`` passes).
 
     ``evaluate(lambda, on_epoch, judge)`` fine-tunes and measures network E and returns at
-    least ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes,
-    with the worker's host and pid. With ``early_stop``, ``judge`` checks the trial during its
-    fine-tuning; a trial it stops is recorded as PRUNED (with ``stopped_reason`` and its
-    ``checks``) and counts toward ``n_trials``. ``trial_run`` tracks each trial while it runs (see
-    :func:`mlflow_trial_run`). ``first`` lambdas are queued when the study is new, so a short
-    default sweep measures informative values. The objectives are named (``val_accuracy``,
-    ``energy_uJ``) and ``user_attrs`` describe the study's setup, for optuna-dashboard.
+    least ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes.
+    With ``early_stop``, ``judge`` checks the trial during its fine-tuning; a trial it stops is
+    recorded as PRUNED (with ``stopped_reason`` and its ``checks``) and counts toward
+    ``n_trials``. ``trial_run`` tracks each trial while it runs (see
+    :func:`direct2event.glue.sweep.tracking.mlflow_trial_run`).
 
     Several workers (processes, machines) may run this on one study at once; together they
-    leave exactly ``n_trials`` complete trials. A worker starts a trial only while fewer than
-    ``n_trials`` are complete or running; when the last ones run elsewhere it waits (polling
-    every 2 s) until they complete, or until the heartbeat fails a trial
-    whose worker died (after ``grace_period_s``) and it runs a trial in its place.
+    leave exactly ``n_trials`` finished trials. A worker starts a trial only while fewer than
+    ``n_trials`` are finished or running; when the last ones run elsewhere it waits, saying
+    for what, until they finish or one has been silent for the grace period (its worker died:
+    it is failed and its lambda runs again here).
     """
-    c, name, n_trials = config, config.name, config.n_trials
-    space = lambda_distribution(c.lambda_min, c.lambda_max)
-    storage = open_storage(
-        c.storage, c.heartbeat_interval_s, c.grace_period_s, on_stale=requeue_stale_trial
-    )
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        directions=[d.name.lower() for d in DIRECTIONS],
-        load_if_exists=True,
-        # reseeded by the study's size so a resumed run or a second worker draws new values
-        sampler=optuna.samplers.TPESampler(seed=c.seed + len(study_trials(storage, name))),
-    )
-    if study.metric_names != list(OBJECTIVES):
-        with warnings.catch_warnings():  # experimental in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVES))
-    for key, value in c.user_attrs.items():
-        if study.user_attrs.get(key) != value:
-            study.set_user_attr(key, value)
-    if not study.get_trials(deepcopy=False):
-        for lam in c.first_lambdas:
-            study.enqueue_trial({PARAM: float(lam)}, skip_if_exists=True)
-
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
-        # counted before any work: finished trials, and running ones that started earlier
-        ahead = [
-            t
-            for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-            if t.state in FINISHED or t.number < trial.number
-        ]
-        if len(ahead) >= n_trials:
-            trial.set_user_attr("fail_reason", "surplus: n_trials complete or running elsewhere")
-            raise SurplusTrial(f"trial {trial.number}: the study needs no more trials")
-        pause_point("trial:started")  # test-only: owned and beating, before its lambda
-        lam = trial.suggest_float(PARAM, space.low, space.high, log=True)
-        started = time.perf_counter()
-        tracking = trial_run(trial.number, lam) if trial_run else nullcontext(TrialTracker())
-        judge = None
-        try:
-            with tracking as tracker:
-                if early_stop is not None:
-                    judge = Judge(
-                        early_stop,
-                        lambda: early_stop.bar(*measured_trials(study.get_trials(deepcopy=False))),
-                        tracker.check,
-                        lam,
-                    )
-                    judge.start()
-                pause_point("trial:objective")
-                result = evaluate(lam, tracker.on_epoch, judge)
-                tracker.finish(result, time.perf_counter() - started)
-        except Terminated as err:  # Optuna marks it FAIL; the next worker runs its lambda again
-            trial.set_user_attr("fail_reason", str(err))
-            raise
-        except TrialStopped as err:
-            trial.set_user_attr("stopped_reason", str(err))
-            trial.set_user_attr("checks", judge.checks if judge else [])
-            trial.set_user_attr("trial_seconds", time.perf_counter() - started)
-            logger.info("Trial %d (λ = %.4g) stopped early: %s", trial.number, lam, err)
-            raise optuna.TrialPruned(str(err)) from None
-        for key, value in result.items():
-            trial.set_user_attr(key, float(value))
-        trial.set_user_attr("checks", judge.checks if judge else [])
-        trial.set_user_attr("trial_seconds", time.perf_counter() - started)
-        pause_point("trial:before_tell")  # measured, not yet told
-        return float(result["val_accuracy"]), float(result["energy_uJ"])
-
-    deadline = None if c.timeout_s is None else time.monotonic() + c.timeout_s
-    watch = TrialWatch(c.grace_period_s, poll_s=min(c.heartbeat_interval_s, POLL_S))
+    study = open_study(config)
+    objective = Objective(study, config, evaluate, trial_run, early_stop)
+    deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
+    watch = TrialWatch(config.grace_period_s, poll_s=min(config.heartbeat_interval_s, POLL_S))
     while deadline is None or time.monotonic() < deadline:
-        fail_dead_local_trials(study)  # this host's dead workers: at once, not after the grace
-        with warnings.catch_warnings():  # experimental in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # heartbeat too old -> FAIL, queued again
-        trials = study.get_trials(deepcopy=False)
-        watch.fail_silent_trials(study, trials)  # no sign of life for the grace period
-        requeue_interrupted_trials(study)  # a stopped trial's lambda is measured again
-        trials = study.get_trials(deepcopy=False)
-        complete = sum(t.state in FINISHED for t in trials)
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        if complete >= n_trials:
-            logger.info("Study %s holds %d finished trials (n_trials %d)", name, complete, n_trials)
+        complete, running = settle(study, watch)
+        if complete >= config.n_trials:
+            logger.info(
+                "Study %s holds %d finished trials (n_trials %d)",
+                config.name,
+                complete,
+                config.n_trials,
+            )
             break
-        if complete + len(running) >= n_trials:
-            watch.report_wait(name, complete, running)
+        if complete + len(running) >= config.n_trials:
+            watch.report_wait(config.name, complete, running)
             time.sleep(watch.poll_s)
             continue
         watch.waiting_since = None
         if running:  # other workers share the sampler's seed: draw apart from them
             study.sampler.reseed_rng()
-        try:
-            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
-        except (ValueError, RuntimeError) as err:
-            # another worker failed this worker's trial as stale (no heartbeat for
-            # grace_period_s: an overloaded machine); its result cannot be told any more
-            if "Cannot tell a" not in str(err) and "has already finished" not in str(err):
-                raise
-            logger.warning(
-                "A trial of this worker was failed by another worker while it ran (heartbeat "
-                "older than %d s; raise tuning.grace_period_s on a loaded machine); its result "
-                "is dropped and the sweep goes on: %s",
-                c.grace_period_s,
-                err,
-            )
+        run_one(study, objective, config.grace_period_s)
     return study
+
+
+def settle(study: optuna.Study, watch: TrialWatch) -> tuple[int, list[FrozenTrial]]:
+    """Fail the trials of dead workers (this host's at once, others' once silent for the grace
+    period) and queue their lambdas again; the finished count and the running trials."""
+    fail_dead_local_trials(study)
+    with warnings.catch_warnings():  # experimental in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # heartbeat too old -> FAIL, queued again
+    watch.fail_silent_trials(study, study.get_trials(deepcopy=False))
+    requeue_interrupted_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    return sum(t.state in FINISHED for t in trials), running
+
+
+def run_one(study: optuna.Study, objective: Objective, grace_period_s: int) -> None:
+    """One trial of this worker. Another worker may have failed it as stale meanwhile (no
+    heartbeat for the grace period: an overloaded machine); its result is then dropped."""
+    try:
+        study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
+    except (ValueError, RuntimeError) as err:
+        if "Cannot tell a" not in str(err) and "has already finished" not in str(err):
+            raise
+        logger.warning(
+            "A trial of this worker was failed by another worker while it ran (heartbeat older "
+            "than %d s; raise tuning.grace_period_s on a loaded machine); its result is dropped "
+            "and the sweep goes on: %s",
+            grace_period_s,
+            err,
+        )

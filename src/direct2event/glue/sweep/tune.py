@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from direct2event.glue.reports import TrialRecord, TuningReport
 from direct2event.glue.sweep.config import SweepConfig
 from direct2event.glue.sweep.early_stop import Judge
-from direct2event.glue.sweep.policy import pareto_front, select_trial, take_on
+from direct2event.glue.sweep.policy import TakenOn, pareto_front, select_trial, take_on
 from direct2event.glue.sweep.study import complete_records, run_study, stopped_record
 from direct2event.glue.sweep.tracking import mark_chosen, mlflow_trial_run
 from direct2event.glue.tracking import NJ_PER_UJ
@@ -63,13 +63,8 @@ def tune(
     ``epoch_offset``: epochs E trained before the trials (a warm-up)."""
     name = config.study.name
     rule = config.stop_rule(runner.direct_accuracy, runner.direct_energy)
-    study = run_study(
-        config.study,
-        runner.evaluate,
-        mlflow_trial_run(config.dataset, name, offset=epoch_offset),
-        rule,
-    )
-    trials = study.get_trials(deepcopy=False)
+    run = mlflow_trial_run(config.dataset, name, offset=epoch_offset)
+    trials = run_study(config.study, runner.evaluate, run, rule).get_trials(deepcopy=False)
     complete = complete_records(trials)
     stopped = [stopped_record(t) for t in trials if t.state == TrialState.PRUNED]
     where = {"enabled": True, "study_name": name, "storage": config.shown_storage}
@@ -79,54 +74,57 @@ def tune(
     choice = config.policy(runner.direct_accuracy, runner.direct_energy, runner.validation_size)
     if config.short:  # trials ran the first epochs: the chosen ones go on to the end
         taken = take_on(complete, choice, runner.complete)
-        record, floor_met, completed, best = (
-            taken.chosen,
-            taken.feasible,
-            taken.completed,
-            taken.payload,
-        )
     else:  # every trial ran the whole fine-tuning: the chosen one is final as it is
-        record, floor_met = select_trial(complete, choice)
-        completed, best = [], runner.kept(record.rate_lambda)
-    c = config.choice
-    if not floor_met:
-        logger.warning(
-            "No trial reaches accuracy retention %.4f (floor %.3f + margin %.4f) on validation; "
-            "chose %s (λ = %.4g)",
-            c.required,
-            c.retention_floor,
-            c.retention_margin,
-            "the most accurate"
-            if c.energy_reduction_target is None
-            else f"for the energy reduction target {c.energy_reduction_target}",
-            record.rate_lambda,
-        )
+        record, feasible = select_trial(complete, choice)
+        taken = TakenOn(record, feasible, [], runner.kept(record.rate_lambda))
+    if not taken.feasible:
+        warn_floor_missed(config, taken.chosen)
     report = TuningReport(
         **where,
-        rate_lambda=record.rate_lambda,
+        rate_lambda=taken.chosen.rate_lambda,
         n_trials=len(complete),
         pareto=[t.model_copy(update={"number": None}) for t in pareto_front(complete)],
         trials=complete,
         stopped=stopped,
         lambda0=lambda0,
         trial_epochs=config.trial_epochs,
-        completed=completed,
-        chosen_trial=record.number,
-        floor_met=floor_met,
-        retention_floor=c.retention_floor,
-        retention_margin=c.retention_margin,
+        completed=taken.completed,
+        chosen_trial=taken.chosen.number,
+        floor_met=taken.feasible,
+        retention_floor=config.choice.retention_floor,
+        retention_margin=config.choice.retention_margin,
         direct_val_accuracy=runner.direct_accuracy,
         energy_model=config.energy_model,
-        energy_reduction_target=c.energy_reduction_target,
+        energy_reduction_target=config.choice.energy_reduction_target,
         direct_val_energy_uJ=runner.direct_energy,
     )
-    mark_chosen(config.study.storage, name, record)
+    mark_chosen(config.study.storage, name, taken.chosen)
+    return SweepOutcome(report, tuning_metrics(report, taken.chosen), taken.payload)
+
+
+def warn_floor_missed(config: SweepConfig, chosen: TrialRecord) -> None:
+    c = config.choice
+    logger.warning(
+        "No trial reaches accuracy retention %.4f (floor %.3f + margin %.4f) on validation; "
+        "chose %s (λ = %.4g)",
+        c.required,
+        c.retention_floor,
+        c.retention_margin,
+        "the most accurate"
+        if c.energy_reduction_target is None
+        else f"for the energy reduction target {c.energy_reduction_target}",
+        chosen.rate_lambda,
+    )
+
+
+def tuning_metrics(report: TuningReport, chosen: TrialRecord) -> dict[str, dict[str, float]]:
+    """The sweep's MLflow metrics (energy in nJ)."""
     metrics = {
         "tuning.rate_lambda": report.rate_lambda,
-        "tuning.n_trials": float(len(complete)),
-        "tuning.n_stopped": float(len(stopped)),
-        "tuning.n_completed": float(len(completed)),
-        "tuning.chosen_val_accuracy": record.val_accuracy,
-        "tuning.chosen_energy_nJ": record.energy_uJ * NJ_PER_UJ,
+        "tuning.n_trials": float(report.n_trials),
+        "tuning.n_stopped": float(len(report.stopped)),
+        "tuning.n_completed": float(len(report.completed)),
+        "tuning.chosen_val_accuracy": chosen.val_accuracy,
+        "tuning.chosen_energy_nJ": chosen.energy_uJ * NJ_PER_UJ,
     }
-    return SweepOutcome(report, {k: {"value": v, "step": 0} for k, v in metrics.items()}, best)
+    return {k: {"value": v, "step": 0} for k, v in metrics.items()}

@@ -62,9 +62,7 @@ def scale_event_thresholds(
         cal,
         settings.event_coding,
         settings.device,
-        th.method,
-        th.percentile,
-        th.iterations,
+        th.config(),
         settings.seed,
     )
     report: dict[str, Any] = {"method": th.method, "layers": []}

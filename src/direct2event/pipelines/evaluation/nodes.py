@@ -95,9 +95,7 @@ def _ttfs_variants(
         cal,
         ttfs,
         device,
-        th.method,
-        th.percentile,
-        th.iterations,
+        th.config(),
         settings.seed,
     )
     naive = to_event_network(direct)

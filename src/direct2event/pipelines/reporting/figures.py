@@ -100,11 +100,36 @@ def plot_thresholds(threshold_report: dict[str, Any]) -> Figure:
 
 def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
     """Every trial (energy vs validation accuracy), the Pareto front and the chosen trial."""
-    trials, front = report.trials, report.pareto
-    if not trials:
+    if not report.trials:
         why = "tuning disabled" if not report.enabled else "no complete trial"
         return note_figure(f"{why}: λ from transfer.finetune.rate_lambda")
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    _trials(ax, report)
+    _completions(ax, report, settings.transfer.finetune.epochs)
+    _floor(ax, report)
+    ax.set_xlabel(f"energy per sample (µJ, {report.energy_model})")
+    ax.set_ylabel("validation accuracy of E (%)")
+    stopped = report.stopped
+    if stopped:  # no final accuracy or energy to place them by: their lambdas in a corner
+        lams = ", ".join(
+            f"{t.rate_lambda:.2g}" for t in sorted(stopped, key=lambda t: t.rate_lambda)
+        )
+        ax.text(0.01, 0.01, f"stopped early: λ = {lams}", transform=ax.transAxes, fontsize=7)
+    epochs = settings.transfer.finetune.epochs
+    length = f"trials of {report.trial_epochs:g} of {epochs} epochs, " if report.completed else ""
+    ax.set_title(
+        f"λ sweep on {settings.dataset}: {length}{report.n_trials} complete, {len(stopped)} "
+        f"stopped early ({report.study_name})",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _trials(ax: Any, report: TuningReport) -> None:
+    """The trials, their lambdas, the Pareto front and E at lambda = 0."""
+    trials, front = report.trials, report.pareto
     ax.scatter(
         [t.energy_uJ for t in trials],
         [100 * t.val_accuracy for t in trials],
@@ -119,17 +144,29 @@ def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
         color="C0",
         label="Pareto front",
     )
-    lambda0 = report.lambda0
-    if lambda0 is not None:  # the accuracy the penalty trades against
+    if report.lambda0 is not None:  # the accuracy the penalty trades against
         ax.scatter(
-            [lambda0.energy_uJ],
-            [100 * lambda0.val_accuracy],
+            [report.lambda0.energy_uJ],
+            [100 * report.lambda0.val_accuracy],
             marker="D",
             color="C2",
             label="E at λ = 0 (reference)",
         )
-    by_number = {t.number: t for t in trials}
-    for done in report.completed:  # a trial's end point at trial length -> after the whole run
+    for t in trials:
+        ax.annotate(
+            f"{t.rate_lambda:.2g}",
+            (t.energy_uJ, 100 * t.val_accuracy),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+
+
+def _completions(ax: Any, report: TuningReport, epochs: int) -> None:
+    """Trials taken on to the whole fine-tuning (an arrow from trial length to the end) and
+    the chosen one."""
+    by_number = {t.number: t for t in report.trials}
+    for done in report.completed:
         start = by_number.get(done.number)
         if start is not None:
             ax.annotate(
@@ -144,7 +181,7 @@ def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
             [100 * t.val_accuracy for t in report.completed],
             marker="s",
             color="C1",
-            label=f"taken on to the whole fine-tuning ({settings.transfer.finetune.epochs} epochs)",
+            label=f"taken on to the whole fine-tuning ({epochs} epochs)",
         )
     completed = {t.number: t for t in report.completed}
     chosen = completed.get(report.chosen_trial) or by_number[report.chosen_trial]
@@ -157,48 +194,24 @@ def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
         zorder=5,
         label=f"chosen: λ = {chosen.rate_lambda:.3g}",
     )
-    floor = 100 * (report.retention_floor or 0.0) * (report.direct_val_accuracy or 0.0)
+
+
+def _floor(ax: Any, report: TuningReport) -> None:
+    """The retention floor (and floor + margin, what the choice needs) in D's accuracy."""
+    direct = report.direct_val_accuracy or 0.0
+    floor = 100 * (report.retention_floor or 0.0) * direct
     ax.axhline(
         floor, color="C3", ls=":", lw=1, label=f"retention floor {report.retention_floor} x D"
     )
     margin = report.retention_margin or 0.0
     if margin:
         ax.axhline(
-            floor + 100 * margin * (report.direct_val_accuracy or 0.0),
+            floor + 100 * margin * direct,
             color="C3",
             ls="--",
             lw=1,
             label=f"floor + margin {margin}: the choice needs this",
         )
-    for t in trials:
-        ax.annotate(
-            f"{t.rate_lambda:.2g}",
-            (t.energy_uJ, 100 * t.val_accuracy),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-    ax.set_xlabel(f"energy per sample (µJ, {report.energy_model})")
-    ax.set_ylabel("validation accuracy of E (%)")
-    stopped = report.stopped
-    if stopped:  # no final accuracy or energy to place them by: their lambdas in a corner
-        lams = ", ".join(
-            f"{t.rate_lambda:.2g}" for t in sorted(stopped, key=lambda t: t.rate_lambda)
-        )
-        ax.text(0.01, 0.01, f"stopped early: λ = {lams}", transform=ax.transAxes, fontsize=7)
-    length = (
-        f"trials of {report.trial_epochs:g} of {settings.transfer.finetune.epochs} epochs, "
-        if report.completed
-        else ""
-    )
-    ax.set_title(
-        f"λ sweep on {settings.dataset}: {length}{report.n_trials} complete, {len(stopped)} "
-        f"stopped early ({report.study_name})",
-        fontsize=9,
-    )
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
 
 
 def plot_energy(evaluation: dict[str, Any]) -> Figure:

@@ -161,57 +161,26 @@ def register_networks(
     if not settings.register_models or mlflow.active_run() is None:
         logger.info("Models not registered (register_models is off or no MLflow run is active)")
         return {"registered": False}
-    common = {
-        **registry.architecture_tags(settings.model),
-        "dataset": settings.dataset,
-        "seed": settings.seed,
-        "energy_model": summary.energy_model,
-        "code_version": registry.code_version(),
-        "run_id": mlflow.active_run().info.run_id,
-    }
     uris: dict[str, Any] = {"registered": True}
-    graphs = {
-        k: None if isinstance(g, NotExported) else g
-        for k, g in (("direct", direct_nir), ("event", event_nir))
-    }
+    graphs = {"direct": direct_nir, "event": event_nir}
     for network, saved in (("direct", direct_model), ("event", event_model)):
         if network == "direct" and registry.is_registry_uri(settings.source_model):
             uris[network] = settings.source_model
             continue
-        result = summary.direct if network == "direct" else summary.event
-        tags = {
-            **common,
-            "accuracy": result.accuracy,
-            "energy_uJ": result.energy_uJ,
-            "events_per_sample": result.events_per_sample,
-            "input_encoding": (
-                settings.direct_coding.encoding if network == "direct" else summary.input_encoding
-            ),
-        }
-        coding = settings.direct_coding if network == "direct" else settings.event_coding
-        tags["timesteps"] = coding.timesteps
-        if network == "event":
-            tags |= {
-                "rate_lambda": summary.rate_lambda,
-                "accuracy_retention": summary.accuracy_retention,
-                "energy_reduction": summary.energy_reduction,
-                "floor_met": summary.tuning.floor_met,
-            }
-            tags |= champion_eligibility(summary, settings.tuning.retention_floor)
+        tags = version_tags(network, summary, settings, mlflow.active_run().info.run_id)
+        description = version_description(network, summary, tags["input_encoding"])
+        if registry.WHY_NOT_TAG in tags:
+            description += f" Never champion: {tags[registry.WHY_NOT_TAG]}."
+        graph = graphs[network]
         uris[network] = registry.register(
             restore(saved),
             settings.dataset,
             network,
             tags,
-            coding,
+            settings.direct_coding if network == "direct" else settings.event_coding,
             settings.seed,
-            version_description(network, summary, tags["input_encoding"])
-            + (
-                f" Never champion: {tags[registry.WHY_NOT_TAG]}."
-                if registry.WHY_NOT_TAG in tags
-                else ""
-            ),
-            nir_graph=graphs[network],
+            description,
+            nir_graph=None if isinstance(graph, NotExported) else graph,
         )
         runs.pause_point(f"registered:{network}")
     floor = settings.tuning.retention_floor
@@ -222,6 +191,38 @@ def register_networks(
         for network in ("direct", "event")
     }
     return uris
+
+
+def version_tags(
+    network: str, summary: Summary, settings: PipelineParams, run_id: str
+) -> dict[str, Any]:
+    """A registry version's tags: what it is (architecture, dataset, seed, coding), how it
+    scores on the test split, where it came from (run, code version) and, for E, the lambda,
+    retention, reduction and whether it may become champion."""
+    result = summary.direct if network == "direct" else summary.event
+    coding = settings.direct_coding if network == "direct" else settings.event_coding
+    tags = {
+        **registry.architecture_tags(settings.model),
+        "dataset": settings.dataset,
+        "seed": settings.seed,
+        "energy_model": summary.energy_model,
+        "code_version": registry.code_version(),
+        "run_id": run_id,
+        "accuracy": result.accuracy,
+        "energy_uJ": result.energy_uJ,
+        "events_per_sample": result.events_per_sample,
+        "input_encoding": coding.encoding,
+        "timesteps": coding.timesteps,
+    }
+    if network == "event":
+        tags |= {
+            "rate_lambda": summary.rate_lambda,
+            "accuracy_retention": summary.accuracy_retention,
+            "energy_reduction": summary.energy_reduction,
+            "floor_met": summary.tuning.floor_met,
+        }
+        tags |= champion_eligibility(summary, settings.tuning.retention_floor)
+    return tags
 
 
 def champion_eligibility(summary: Summary, floor: float) -> dict[str, str]:

@@ -1,0 +1,370 @@
+"""The shift benchmark's parts: D and E on clean and shifted samples, E with each online
+adaptation method, the recalibration and calibration-size baselines, and the stream test.
+Evaluation only: no network is trained or saved here."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from direct2event.data.shifted import ShiftedSamples
+from direct2event.data.splits import DataSplits
+from direct2event.glue.datasets import EventSource
+from direct2event.glue.params import PipelineParams
+from direct2event.glue.reports import ShiftReport
+from direct2event.snn.adaptation import OnlineAdaptation, reference_statistics, stream_test
+from direct2event.snn.conversion import build_event_network, calibrate
+from direct2event.snn.evaluation import measure
+from direct2event.snn.models import SpikingNet
+from direct2event.snn.robustness import (
+    corruption_error,
+    method_summary,
+    qualifying_shifts,
+    recovered_fraction,
+)
+from direct2event.snn.thresholds import ThresholdConfig, scale_thresholds
+from direct2event.snn.training import Split, evaluate
+
+logger = logging.getLogger(__name__)
+
+
+def shifted_samples(splits: DataSplits, raw: Any, settings: PipelineParams) -> ShiftedSamples:
+    """The stage's clean and shifted test samples: the test split's images, or (event data)
+    raw test recordings from the dataset's event source, as many as the stage uses."""
+    p = settings.shift
+    n_extra = max(p.recalibration_samples, p.stream.held_out, p.adaptation.warmup)
+    where: dict[str, Any] = {}
+    if settings.is_event_dataset:
+        if not isinstance(raw, EventSource):
+            raise TypeError(f"{settings.dataset}: the shift stage needs an event source.")
+        where["recordings"] = raw.test_recordings(p.max_samples + n_extra, settings.seed)
+    else:
+        where["images"] = splits.test
+    table = p.table(settings.is_event_dataset)
+    return ShiftedSamples(
+        table,
+        settings.seed,
+        p.max_samples,
+        n_extra,
+        settings.model.timesteps,
+        **where,
+        max_events_per_bin=settings.data.max_events_per_bin,
+    )
+
+
+def _row_measure(net: SpikingNet, data: Split, settings: PipelineParams, batch: int | None) -> dict:
+    res = measure(
+        net, data, settings.event_coding, settings.device, settings.profiles(), settings.seed, batch
+    )
+    return {
+        "accuracy": res["accuracy"],
+        "events_per_sample": res["events_per_sample"],
+        "energy_uJ_by_model": res["energy_uJ_by_model"],
+    }
+
+
+def _adapted(
+    event: SpikingNet, refs: list, data: Split, warm: Split, settings: PipelineParams
+) -> dict:
+    """E with each adaptation method: from the calibrated state, adapted online on ``warm``
+    (unlabelled samples of the same distribution, ``shift.adaptation.warmup`` of them), then
+    measured while it goes on adapting over ``data`` (the transient: the stream test)."""
+    a = settings.shift.adaptation
+    out = {}
+    for method in a.methods:
+        with OnlineAdaptation(event, refs, a.config(method)):
+            if a.warmup:
+                evaluate(
+                    event,
+                    warm.head(a.warmup),
+                    settings.event_coding,
+                    settings.device,
+                    a.batch_size,
+                    settings.seed,
+                )
+            out[method] = _row_measure(event, data, settings, a.batch_size)
+    return out
+
+
+def _recalibrated(
+    event: SpikingNet, refs: list, data: Split, settings: PipelineParams
+) -> SpikingNet:
+    """E with its thresholds scaled again on unlabelled shifted data, to the per-channel rates it
+    had on clean calibration data (the project's threshold scaling; the upper reference)."""
+    net = copy.deepcopy(event)
+    scale_thresholds(
+        net,
+        data,
+        settings.event_coding,
+        settings.device,
+        ThresholdConfig("isotonic", iterations=settings.transfer.thresholds.iterations),
+        targets=[r.rate for r in refs],
+        starts=[layer.threshold.detach().cpu().flatten().clone() for layer in net.lif_layers()],
+        seed=settings.seed,
+    )
+    return net
+
+
+def _calibration_sizes(
+    direct: SpikingNet,
+    scaled: SpikingNet,
+    clean: Split,
+    d_clean: dict[str, Any],
+    splits: DataSplits,
+    settings: PipelineParams,
+) -> list[dict]:
+    """Conversion (calibration + threshold scaling, no fine-tuning) from clean calibration sets
+    of each size: how many samples E's thresholds need, with retention and energy reduction
+    against D on the same clean samples."""
+    rows = []
+    cal = settings.transfer.calibration
+    for n in settings.shift.calibration_sizes:
+        if n == min(cal.max_samples, len(splits.calibration)):
+            net = scaled  # the run's own conversion used exactly these samples
+        else:
+            net = _convert(direct, _calibration_sample(splits, n), settings)
+        res = _row_measure(net, clean, settings, None)
+        d_energy = d_clean["d_energy_uJ_by_model"]
+        rows.append(
+            {
+                "samples": n,
+                **res,
+                "retention": res["accuracy"] / d_clean["d_accuracy"],
+                "energy_reduction_by_model": {
+                    k: d_energy[k] / v if v > 0 else None
+                    for k, v in res["energy_uJ_by_model"].items()
+                },
+            }
+        )
+    return rows
+
+
+def _calibration_sample(splits: DataSplits, n: int) -> Split:
+    """``n`` clean samples for calibration: the calibration split, topped up from the training
+    split when it holds fewer (calibration uses no labels, so any clean sample serves)."""
+    cal = splits.calibration
+    if n <= len(cal):
+        return cal.head(n)
+    more = splits.train.head(n - len(cal))
+    return Split(torch.cat([cal.x, more.x]), torch.cat([cal.y, more.y]))
+
+
+def _convert(direct: SpikingNet, data: Split, settings: PipelineParams) -> SpikingNet:
+    """Calibration and threshold scaling of D on ``data``, as the conversion stage does."""
+    th, cal = settings.transfer.thresholds, settings.transfer.calibration
+    _, stats = calibrate(
+        direct,
+        data,
+        settings.direct_coding,
+        settings.event_coding,
+        settings.device,
+        cal.max_points,
+        settings.seed,
+    )
+    net, _ = build_event_network(
+        direct,
+        stats,
+        data,
+        settings.event_coding,
+        settings.device,
+        th.config(),
+        settings.seed,
+    )
+    return net
+
+
+def _stream_test(
+    event: SpikingNet,
+    refs: list,
+    shifted: ShiftedSamples,
+    name: str,
+    level: int,
+    settings: PipelineParams,
+) -> dict[str, Any]:
+    """Clean -> shifted -> clean, one sample at a time, for E alone and each method."""
+    p, a = settings.shift.stream, settings.shift.adaptation
+    data, extra = shifted("clean", 0, "eval"), shifted("clean", 0, "extra")
+    sdata, sextra = shifted(name, level, "eval"), shifted(name, level, "extra")
+    n = min(p.segment, len(data) // 3)
+    held = min(p.held_out, len(extra))
+    segments = [
+        (Split(data.x[:n], data.y[:n]), extra.head(held)),
+        (Split(sdata.x[n : 2 * n], sdata.y[n : 2 * n]), sextra.head(held)),
+        (Split(data.x[2 * n : 3 * n], data.y[2 * n : 3 * n]), extra.head(held)),
+    ]
+    result = stream_test(
+        event,
+        refs,
+        segments,
+        {"none": None, **{m: a.config(m) for m in a.methods}},
+        settings.event_coding,
+        settings.device,
+        p.config(settings.seed),
+    )
+    return {"shift": name, "level": level, "held_out": held, **result}
+
+
+class ShiftBench:
+    """One run of the shift benchmark on networks D and E (and the threshold-scaled E before
+    fine-tuning, for the calibration-size baseline): each part a method, timed."""
+
+    def __init__(
+        self,
+        direct: SpikingNet,
+        scaled: SpikingNet,
+        event: SpikingNet,
+        splits: DataSplits,
+        raw: Any,
+        settings: PipelineParams,
+    ) -> None:
+        self.direct, self.scaled, self.event = direct, scaled, event
+        self.splits, self.settings = splits, settings
+        self.shifted = shifted_samples(splits, raw, settings)
+        self.refs = reference_statistics(
+            event,
+            splits.calibration.head(settings.transfer.calibration.max_samples),
+            settings.event_coding,
+            settings.device,
+            settings.seed,
+        )
+        self.start = time.perf_counter()
+        self.parts: dict[str, float] = {}
+
+    def lap(self, part: str) -> None:
+        """Time the part just done."""
+        self.parts[part] = time.perf_counter() - self.start - sum(self.parts.values())
+
+    def clean(self) -> dict[str, Any]:
+        """D and E on the clean samples, E with each method (adapted on clean warm-up data)."""
+        s, data = self.settings, self.shifted("clean", 0, "eval")
+        e = _row_measure(self.event, data, s, None)
+        d = measure(self.direct, data, s.direct_coding, s.device, s.profiles(), s.seed)
+        clean = {
+            "d_accuracy": d["accuracy"],
+            "d_energy_uJ_by_model": d["energy_uJ_by_model"],
+            "e_accuracy": e["accuracy"],
+            "e_events_per_sample": e["events_per_sample"],
+            "e_energy_uJ_by_model": e["energy_uJ_by_model"],
+            "adapted": _adapted(self.event, self.refs, data, self.shifted("clean", 0, "extra"), s),
+        }
+        logger.info(
+            "Shift benchmark of %s on %d test samples: clean E %.4f",
+            s.dataset,
+            len(data),
+            clean["e_accuracy"],
+        )
+        return clean
+
+    def row(self, name: str, level: int, severity: float) -> dict[str, Any]:
+        """D, E and E with each method under one shift at one severity."""
+        s, data = self.settings, self.shifted(name, level, "eval")
+        e = _row_measure(self.event, data, s, None)
+        row = {
+            "shift": name,
+            "level": level,
+            "severity": severity,
+            "d_accuracy": evaluate(self.direct, data, s.direct_coding, s.device, seed=s.seed),
+            "e_accuracy": e["accuracy"],
+            "e_events_per_sample": e["events_per_sample"],
+            "e_energy_uJ_by_model": e["energy_uJ_by_model"],
+            "adapted": _adapted(self.event, self.refs, data, self.shifted(name, level, "extra"), s),
+        }
+        row["retention"] = row["e_accuracy"] / row["d_accuracy"] if row["d_accuracy"] else None
+        logger.info(
+            "shift %s %s: D %.4f, E %.4f, adapted %s",
+            name,
+            severity,
+            row["d_accuracy"],
+            row["e_accuracy"],
+            {m: round(v["accuracy"], 4) for m, v in row["adapted"].items()},
+        )
+        return row
+
+    def recalibration(self, clean: dict[str, Any], qualifying: list[dict[str, Any]]) -> dict:
+        """E recalibrated on each qualifying shift's unlabelled samples (kept in its row), and
+        the share of the loss that wins back: the upper reference of the methods."""
+        for r in qualifying:
+            net = _recalibrated(
+                self.event, self.refs, self.shifted(r["shift"], r["level"], "extra"), self.settings
+            )
+            eval_data = self.shifted(r["shift"], r["level"], "eval")
+            r["recalibrated"] = _row_measure(net, eval_data, self.settings, None)
+        recovered = [
+            recovered_fraction(clean["e_accuracy"], r["e_accuracy"], r["recalibrated"]["accuracy"])
+            for r in qualifying
+        ]
+        return {
+            "samples": self.settings.shift.recalibration_samples,
+            "recovered_fraction": statistics.fmean(recovered) if recovered else None,
+        }
+
+    def stream(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The stream test on ``shift.stream.shift``, by default the shift that costs E most at
+        its middle severity."""
+        mids = {r["shift"]: r for r in qualifying_shifts(rows, math.inf, -math.inf)}
+        name = (
+            self.settings.shift.stream.shift
+            or min(mids.values(), key=lambda r: r["e_accuracy"])["shift"]
+        )
+        return _stream_test(
+            self.event, self.refs, self.shifted, name, mids[name]["level"], self.settings
+        )
+
+    def run(self) -> ShiftReport:
+        """Every part, in order, into the report."""
+        p = self.settings.shift
+        methods = p.adaptation.methods
+        clean = self.clean()
+        self.lap("clean")
+        rows = [
+            self.row(name, level, severity)
+            for name, (_, severities) in self.shifted.table.items()
+            for level, severity in enumerate(severities, start=1)
+        ]
+        self.lap("shifts")
+        summary = {m: method_summary(m, rows, clean, p.qualifying_loss) for m in methods}
+        qualifying = qualifying_shifts(rows, clean["e_accuracy"], p.qualifying_loss)
+        recalibration = self.recalibration(clean, qualifying)
+        self.lap("recalibration")
+        clean_data = self.shifted("clean", 0, "eval")
+        sizes = _calibration_sizes(
+            self.direct, self.scaled, clean_data, clean, self.splits, self.settings
+        )
+        self.lap("calibration_sizes")
+        stream = self.stream(rows)
+        self.lap("stream")
+        for m in methods:
+            res = stream["methods"][m]
+            done = [res["recovery_to_shift"], res["recovery_back"]]
+            summary[m]["recovery_samples"] = None if None in done else max(done)
+            summary[m]["recovery_to_shift"], summary[m]["recovery_back"] = done
+        ce = {
+            "event": corruption_error(rows),
+            "direct": corruption_error(rows, "d_accuracy"),
+            **{m: corruption_error(rows, f"adapted/{m}/accuracy") for m in methods},
+        }
+        return ShiftReport.model_validate(
+            {
+                "enabled": True,
+                "dataset": self.settings.dataset,
+                "seed": self.settings.seed,
+                "samples": len(clean_data),
+                "energy_model": self.settings.transfer.energy_model,
+                "adaptation": p.adaptation.model_dump(),
+                "clean": clean,
+                "rows": rows,
+                "summary": summary,
+                "mean_corruption_error": {k: sum(v.values()) / len(v) for k, v in ce.items() if v},
+                "corruption_error": ce,
+                "baselines": {"recalibration": recalibration, "calibration_sizes": sizes},
+                "stream": stream,
+                "seconds": time.perf_counter() - self.start,
+                "seconds_by_part": self.parts,
+            }
+        )
