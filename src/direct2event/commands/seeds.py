@@ -325,8 +325,8 @@ def main(argv: list[str]) -> int:
         "--jobs",
         type=int,
         default=max(1, (os.cpu_count() or 1) // 4),
-        help="seeds side by side, the cores shared among them (default: cores // 4; on 2 "
-        "cores one seed at a time on both was faster than two side by side)",
+        help="seeds side by side, the cores shared among them (default: cores // 4: one seed on "
+        "every core runs faster than several side by side on few cores)",
     )
     parser.add_argument("--params", default="", help="extra --params for every seed")
     parser.add_argument("--name", default="", help="a variant's folder under the key's reports")

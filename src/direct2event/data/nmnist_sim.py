@@ -76,8 +76,7 @@ def _steps(
     ``k = trunc((L - L_ref) / C)`` and ``L_ref`` moved by ``k * C`` this is the method's
     ``floor(+-(L - L_ref) / C)`` rule to the bit (IEEE division is odd in its numerator), in
     half the tensor operations. The simulation is most of simulated N-MNIST's data preparation,
-    so it is written for speed: batch innermost, one buffer per step (docs/measurements.md,
-    2026-12-02 (day)).
+    so it is written for speed: batch innermost, one buffer per step.
     """
     offsets = saccade_offsets(saccade_ms)
     margin = int(np.ceil(np.abs(offsets).max())) + 1

@@ -3,8 +3,8 @@
 Kedro names a run, and the version every versioned dataset saves under, after its session id:
 a UTC timestamp to the millisecond (``kedro.io.core.generate_timestamp``). Runs started in the
 same millisecond (sweep workers, ``make seeds``, the concurrent-start test) got the same id and
-the second save of ``direct_model.pkl`` failed ("must not exist if versioning is enabled";
-measured on a 2-core AMD EPYC, docs/measurements.md, 2026-12-03). The store below hands out
+the second save of ``direct_model.pkl`` failed ("must not exist if versioning is enabled").
+The store below hands out
 each id once per machine: under a file lock it keeps the last id issued and, when a new one
 is not later, waits for the clock to pass it (a millisecond at most per run ahead).
 """

@@ -2,12 +2,12 @@
 max-pooling.
 
 Why hand-written: a LIF layer does a few flops per byte, so its cost is memory traffic. Eager
-PyTorch needs several passes per time step over tensors larger than the cache (about 2.4x a
-ReLU's forward + backward time on the MNIST net); the C loops run each neuron's time loop in L1
-and touch every tensor once per pass. PyTorch's CPU max-pooling with indices was the largest
-forward op of a training step here (32 of 222 ms per step of the MNIST net at batch 128) and
-keeps an int64 index per output; the kernel takes 40 % of its forward time, keeps one
-byte per output and follows its tie and NaN rules, so values and gradients are identical. No extension machinery is needed: the
+PyTorch needs several passes per time step over tensors larger than the cache; the C loops run
+each neuron's time loop in L1 and touch every tensor once per pass. PyTorch's CPU max-pooling
+with indices is the largest forward op of a training step and keeps an int64 index per
+output; the kernel keeps one byte per output, is several times faster, and follows its tie and
+NaN rules, so values and gradients are identical (the speed benchmark and docs/results.md give
+the measured figures). No extension machinery is needed: the
 file is compiled with the system C compiler (about a second, cached per source, compiler and
 type) and called through ``ctypes``. It is parallelised with OpenMP on PyTorch's own libgomp
 threads (``torch.get_num_threads()``), so it does not fight PyTorch's workers for the cores.

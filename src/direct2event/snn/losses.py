@@ -6,7 +6,7 @@
   temperature-scaled logits, with the frozen direct-coded network D as teacher on direct input.
   D's logits can be computed once for the whole training split (``teacher_logits``): D is frozen
   and its direct input has no randomness, so they do not change between epochs, and running D
-  at every step cost a third of a fine-tuning step on the MNIST net.
+  at every step would cost a large share of each fine-tuning step.
 """
 
 from __future__ import annotations

@@ -128,9 +128,7 @@ def encoded_batches(
     """``(indices, encoded inputs [T, B, ...])`` over ``data`` in order, random codes seeded.
 
     The default batch keeps ``T * B`` near 256 images: with the C kernels, larger folded batches
-    overflow the CPU caches and run slower per sample (MNIST net, 2 cores: network E at T = 3
-    0.30 ms per sample at 256, 0.45 at 512, 0.55 at 1024; network D at T = 4 0.41 at 256 and
-    0.43 at 1024).
+    overflow the CPU caches and run slower per sample.
     """
     gen = torch.Generator().manual_seed(seed)
     size = batch_size or max(8, INFERENCE_FOLDED_BATCH // coding.timesteps)

@@ -191,7 +191,7 @@ class PipelineParams(Strict):
         """What changes a sweep trial's result: the default study name is derived from it."""
         return {
             "seed": self.seed,
-            # unset, the event cap (added 2026-12-02) leaves the study names of before as they were
+            # unset, the event cap leaves the study names of runs without it as they were
             "data": self.data.model_dump(
                 exclude=None if self.data.max_events_per_bin else {"max_events_per_bin"}
             ),

@@ -60,10 +60,9 @@ class EarlyStop:
 
     At each fraction ``at`` of its optimizer steps a trial is measured on the sweep's
     validation samples. Its final retention (E / D) is predicted as the check's retention less
-    the overstatement the study's complete trials showed at that check (measured on MNIST: the
-    rate penalty keeps lowering accuracy, so early checks overstate it by about 0.002, more for
-    a stronger penalty): their mean from three complete trials, a line in log lambda from four
-    (:func:`overstatement`). The
+    the overstatement the study's complete trials showed at that check (the rate penalty keeps
+    lowering accuracy, so early checks overstate it, more for a stronger penalty): their mean
+    from three complete trials, a line in log lambda from four (:func:`overstatement`). The
     trial stops when the prediction is more than ``slack`` under what it needs to be chosen:
     ``required`` (floor + margin) once a feasible trial exists, else the retention of the most
     accurate complete trial (the choice when none is feasible). Once a feasible trial exists it
@@ -78,8 +77,7 @@ class EarlyStop:
     a trial's, when short trials are taken on: :func:`take_on`) the sweep keeps only the
     weakest trial reaching the target at trial length and the nearest weaker one (the two an
     interpolation uses). Once a complete trial reaches it, a trial with a stronger lambda stops
-    before its first step (it can never be chosen; measured on MNIST, 20 trials: ten such trials
-    ran a whole pass each), and a trial weaker than the nearest weaker one stops at a check
+    before its first step (it can never be chosen), and a trial weaker than the nearest weaker one stops at a check
     where its events exceed that trial's at the same check (it is on course to miss the target
     too, and is not the nearer of the two).
     """
@@ -229,8 +227,8 @@ def overstatement(
     """How much early checks overstate the final retention, from the complete trials' ``(log
     lambda, overstatement)``: the mean, the standard error of predicting one more trial, and
     from four trials on a line in log lambda (its slope, kept >= 0, and centre; None before).
-    Measured on MNIST (30 % check of one-pass trials): 0.0014 at lambda = 2 to 0.0049 at 8, so
-    one mean is too small for strong penalties and too large for weak ones. The error is the
+    The overstatement grows with lambda, so one mean is too small for strong penalties and too
+    large for weak ones. The error is the
     residual standard deviation times sqrt(1 + 1/n) (the leverage of the trial's own lambda
     left out)."""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
