@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export KEDRO_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: run seeds test chaos bench install install-dev viz mlflow-ui optuna-dashboard reap-runs screenshots services services-stop clean
+.PHONY: run seeds test test-fast chaos bench install install-dev viz mlflow-ui optuna-dashboard reap-runs screenshots services services-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ seeds: install
 
 test: install-dev
 	$(PY) -m pytest -q
+
+# The edit loop: everything but the tests that run real processes (under two minutes).
+test-fast: install-dev
+	$(PY) -m pytest -q -m "not slow"
 
 # 20 SIGKILL/SIGTERM at random moments (digits run, SQLite and PostgreSQL sweeps with 2 workers,
 # a seeds study), each followed by the normal command; counts what broke in

@@ -7,10 +7,13 @@ import os
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import importlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +25,44 @@ from direct2event.snn.encoders import InputCoding
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 ROOT = Path(__file__).resolve().parents[1]
+# the peer frameworks the tests read E and D with; their own dependencies would replace the CPU
+# torch build, so they are installed without them (make install-dev)
+PEERS = "sinabs==3.1.3 norse==1.1.0 snntorch==1.0.0"
+
+
+def peer(module: str) -> Any:
+    """Import a peer framework; a missing one fails the test saying how to install it (a
+    required part of the test environment is never a reason to skip)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        pytest.fail(
+            f"{module} is missing ({err}): pip install --no-deps {PEERS} nirtorch==2.6 pbr "
+            "(make install-dev installs them)"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_store_restored() -> Iterator[None]:
+    """A test that points MLflow at its own store (``set_tracking_uri``, which also exports
+    ``MLFLOW_TRACKING_URI`` to child processes) leaves the next test as it found it."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    env = {k: os.environ.get(k) for k in names}
+    uris = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    yield
+    import mlflow
+
+    while mlflow.active_run() is not None:  # a run a failed test left open
+        mlflow.end_run()
+    tracking_utils._tracking_uri, registry_utils._registry_uri = uris
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -318,3 +318,105 @@ def test_command_line_parameters_must_start_with_a_parameter_name() -> None:
     ) as err:
         check_runtime_params(["tuning.n_trials", "trial_epochs", "mnist.seed"])
     assert "mnist.tuning.n_trials=6" in str(err.value) and "nmnist_sim" in str(err.value)
+
+
+# --- one home per default -----------------------------------------------------------------
+
+SHARED_DEFAULTS = [  # (parameter model, its field, library dataclass, its field)
+    *[
+        ("EarlyStopParams", f, "EarlyStop", g)
+        for f, g in [
+            ("check_at", "at"),
+            ("slack", "slack"),
+            ("slack_sd", "slack_sd"),
+            ("events_tolerance", "events_tolerance"),
+        ]
+    ],
+    *[
+        ("TuningParams", f, "StudyConfig", f)
+        for f in (
+            "n_trials",
+            "timeout_s",
+            "lambda_min",
+            "lambda_max",
+            "first_lambdas",
+            "storage",
+            "heartbeat_interval_s",
+            "grace_period_s",
+        )
+    ],
+    *[
+        ("TuningParams", f, "ChoiceConfig", f)
+        for f in (
+            "retention_floor",
+            "retention_margin",
+            "completions",
+            "tie_standard_errors",
+            "energy_reduction_target",
+        )
+    ],
+    *[
+        ("FinetuneParams", f, "FinetuneConfig", f)
+        for f in ("distill", "alpha", "temperature", "max_train", "train_thresholds")
+    ],
+    *[("FinetuneParams", f, "FitConfig", f) for f in ("optimizer", "weight_decay")],
+    *[("TrainingParams", f, "FitConfig", f) for f in ("optimizer", "schedule", "bf16", "progress")],
+    *[("ThresholdParams", f, "ThresholdConfig", f) for f in ("method", "percentile", "iterations")],
+    *[("AdaptationParams", f, "AdaptationConfig", f) for f in ("momentum", "step", "max_gain")],
+    *[("StreamParams", f, "StreamConfig", f) for f in ("checkpoint_every", "window", "tolerance")],
+]
+
+
+def test_every_shared_default_is_the_librarys() -> None:
+    """A knob the library and the parameter files share has one default, the library
+    dataclass's; the parameter models read it from there (and would fail this if they did
+    not)."""
+    import dataclasses
+
+    from direct2event.glue import params
+    from direct2event.glue.sweep.config import ChoiceConfig, StudyConfig
+    from direct2event.glue.sweep.early_stop import EarlyStop
+    from direct2event.snn.adaptation import AdaptationConfig, StreamConfig
+    from direct2event.snn.finetuning import FinetuneConfig
+    from direct2event.snn.thresholds import ThresholdConfig
+    from direct2event.snn.training import FitConfig
+
+    library = {c.__name__: c for c in (ChoiceConfig, StudyConfig, EarlyStop, AdaptationConfig,
+                                       StreamConfig, FinetuneConfig, ThresholdConfig, FitConfig)}  # fmt: skip
+    for model_name, field, owner_name, attr in SHARED_DEFAULTS:
+        model = getattr(params, model_name)
+        pydantic_default = model.model_fields[field].get_default(call_default_factory=True)
+        (dc_field,) = [f for f in dataclasses.fields(library[owner_name]) if f.name == attr]
+        library_default = (
+            dc_field.default
+            if dc_field.default is not dataclasses.MISSING
+            else dc_field.default_factory()
+        )
+        if isinstance(library_default, tuple):
+            library_default = list(library_default)
+        assert pydantic_default == library_default, (model_name, field, owner_name, attr)
+
+
+def test_validating_parameters_imports_no_optuna_mlflow_or_sqlalchemy() -> None:
+    """Checking a parameter file is cheap: it loads none of the tracking and storage stack."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, yaml\n"
+        "from direct2event.glue.params import load_settings\n"
+        "energy = yaml.safe_load(open('conf/base/parameters_energy.yml'))['energy_profiles']\n"
+        "for key in ('mnist', 'nmnist_sim', 'digits'):\n"
+        "    raw = yaml.safe_load(open(f'conf/base/parameters_{key}.yml'))[key]\n"
+        "    load_settings(key, raw, energy).sweep_config()\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'optuna', 'mlflow', 'sqlalchemy', 'kedro'})\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"

@@ -98,8 +98,8 @@ def test_a_version_that_misses_its_runs_target_is_never_champion(
     from direct2event.pipelines.reporting.nodes import champion_eligibility
 
     net = copy.deepcopy(digits_direct_model)
-    ok = champion_eligibility({"accuracy_retention": 0.997}, 0.996)
-    missed = champion_eligibility({"accuracy_retention": 0.990}, 0.996)
+    ok = champion_eligibility(0.997, 0.996)
+    missed = champion_eligibility(0.990, 0.996)
     assert ok == {registry.ELIGIBLE_TAG: "true"}
     assert missed[registry.ELIGIBLE_TAG] == "false"
     assert "0.99 is below this run's tuning.retention_floor 0.996" in missed[registry.WHY_NOT_TAG]

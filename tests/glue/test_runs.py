@@ -156,7 +156,12 @@ def stop_at(project: Path, point: str, sig: int = signal.SIGTERM) -> int:
     return proc.pid
 
 
-@pytest.mark.parametrize("node", DIGITS_NODES)
+# a stop in training, in the sweep (with its trials' nested runs open) and in the registry: the
+# three kinds of node; every node boundary is checked in-process below
+STOPPED_NODES = ("train_direct_model", "tune_rate_lambda", "register_networks")
+
+
+@pytest.mark.parametrize("node", STOPPED_NODES)
 def test_sigterm_in_each_node_ends_the_run_failed(project: Path, node: str) -> None:
     pid = stop_at(project, f"node:{node}")
     client = store(project)
@@ -323,22 +328,70 @@ def test_terminated_is_not_swallowed_by_except_exception() -> None:
             pytest.fail("swallowed")
 
 
-def test_runs_started_together_on_a_fresh_store_all_succeed(project: Path) -> None:
-    """Three `kedro run` at once in a fresh folder: one creates mlflow.db's schema under the
-    lock, the others wait for it (before: `table _alembic_tmp_experiments already exists`)."""
-    assert not (project / "mlflow.db").exists()
-    procs = [start(project, log=f"run{i}.log") for i in range(3)]
-    codes = [p.wait(timeout=900) for p in procs]
-    logs = [(project / f"run{i}.log").read_text() for i in range(3)]
-    assert codes == [0, 0, 0], "\n\n".join(log[-2000:] for log in logs)
-    client = store(project)
-    exp = client.get_experiment_by_name("direct2event")
-    done = client.search_runs([exp.experiment_id])
-    mine = [r for r in done if r.data.tags.get("pid") in {str(p.pid) for p in procs}]
-    assert (
-        sorted(r.info.status for r in mine if "mlflow.parentRunId" not in r.data.tags)
-        == ["FINISHED"] * 3
-    )
+PREPARE_AT = """
+import sys, time
+from pathlib import Path
+import mlflow
+from direct2event.glue.tracking import prepare_store
+uri, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+ready.write_text("imported")
+while not go.exists():  # a barrier: all three prepare the new store at the same instant
+    time.sleep(0.001)
+prepare_store(uri)
+mlflow.set_tracking_uri(uri)
+run = mlflow.MlflowClient().create_run("0")
+print(run.info.run_id)
+"""
+
+
+def test_processes_preparing_a_fresh_store_together_all_succeed(tmp_path: Path) -> None:
+    """Three processes open a new mlflow.db at the same instant, as runs started together do:
+    one creates the schema under the lock, the others wait for it (before: `table
+    _alembic_tmp_experiments already exists`), and each can then write a run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PREPARE_AT, uri, str(tmp_path / f"ready{i}"), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(3)
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(3)):  # all have imported
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    go.write_text("go")
+    outs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outs)[-3000:]
+    ids = {o.split()[-1] for o in outs}
+    client = MlflowClient(uri)
+    assert {r.info.run_id for r in client.search_runs(["0"])} == ids and len(ids) == 3
+
+
+def test_every_node_boundary_is_a_safe_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process, for every node of the digits pipeline: once a stop has arrived (its
+    exception lost or not), the hooks before and after the node raise it."""
+    from kedro.framework.project import configure_project, pipelines
+
+    from direct2event.glue.hooks import ProjectHooks
+
+    configure_project("direct2event")
+    hooks = ProjectHooks()
+    nodes = list(pipelines["digits"].nodes)
+    assert len(nodes) == len(DIGITS_NODES)
+    for node in nodes:  # nothing stopped: the boundaries pass
+        hooks.before_node_run(node)
+        hooks.after_node_run(node, {})
+    monkeypatch.setattr(runs._stop, "signal", "SIGTERM")  # a stop whose exception was lost
+    for node in nodes:
+        with pytest.raises(runs.Terminated, match="stopped by SIGTERM"):
+            hooks.before_node_run(node)
+        with pytest.raises(runs.Terminated, match="stopped by SIGTERM"):
+            hooks.after_node_run(node, {})
+    with pytest.raises(runs.Terminated):  # and the run never ends FINISHED
+        hooks.after_pipeline_run()
 
 
 def test_a_sigkilled_run_is_marked_failed_by_the_command(project: Path) -> None:

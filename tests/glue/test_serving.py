@@ -65,13 +65,65 @@ def test_wrong_shapes_and_ranges_are_refused_naming_the_layout() -> None:
     p = served.predict(None, images)  # [batch, H, W] of one-channel images
     assert p.shape == (5, 3) and np.allclose(p.sum(1), 1.0, atol=1e-6)
     assert np.array_equal(p, served.predict(None, images[:, None]))  # deterministic: seeded
-    with pytest.raises(ValueError, match=r"\[batch, 1, 8, 8\], got \[5, 2, 8, 8\]"):
+    with pytest.raises(ValueError, match=r"\[batch, 1, 8, 8\], got shape \[5, 2, 8, 8\]"):
         served.predict(None, np.zeros((5, 2, 8, 8), np.float32))
     with pytest.raises(ValueError, match="divide 8-bit images by 255"):
         served.predict(None, images * 255)
     frames = ServedNetwork(InputCoding("frames", 2), [1, 8, 8], 3, seed=0)
     frames.network = net.eval()
     assert frames.predict(None, np.ones((2, 4, 1, 8, 8), np.float32)).shape == (2, 3)
-    with pytest.raises(ValueError, match=r"event frames shaped \[batch, bins, 1, 8, 8\]"):
+    with pytest.raises(ValueError, match=r"event frames \(counts\) shaped \[batch, bins, 1, 8, 8\]"):
         frames.predict(None, images)
     assert checkpoint(net)["config"]["classes"] == 3
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory):
+    """A served E as a user loads it: registered in a real MLflow store, loaded with pyfunc."""
+    import mlflow
+
+    from direct2event.glue import registry
+
+    folder = tmp_path_factory.mktemp("served")
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_experiment("serving")
+    net = build_model("convnet", (1, 8, 8), 3, channels=(4,))
+    with mlflow.start_run():
+        uri = registry.register(net, "digits", "event", {}, InputCoding("rate", 4), seed=0)
+    model = mlflow.pyfunc.load_model(uri)
+    images = np.random.default_rng(0).random((5, 1, 8, 8))  # float64
+    return model, images
+
+
+def test_the_loaded_model_casts_float64_and_scales_8_bit_images(loaded) -> None:
+    model, images = loaded
+    p = model.predict(images.astype(np.float32))
+    assert p.shape == (5, 3) and p.dtype == np.float32
+    assert np.array_equal(model.predict(images), p)  # float64: cast to float32
+    eight_bit = np.round(images * 255).astype(np.uint8)
+    scaled = eight_bit.astype(np.float32) / 255.0
+    assert np.array_equal(model.predict(eight_bit), model.predict(scaled))
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            np.zeros((5, 2, 8, 8), np.float32),
+            r"images in \[0, 1\] shaped \[batch, 1, 8, 8\], got shape \[5, 2, 8, 8\]",
+        ),
+        (np.zeros((5, 64), np.float32), r"shaped \[batch, 1, 8, 8\], got shape \[5, 64\]"),
+        (np.full((2, 1, 8, 8), np.nan, np.float32), "NaN or infinite values"),
+        (np.full((2, 1, 8, 8), np.inf), "NaN or infinite values"),
+        (np.full((2, 1, 8, 8), 3.0), "divide 8-bit images by 255"),
+        (np.ones((2, 1, 8, 8), np.int64), "inputs of type int64 are not images"),
+    ],
+)
+def test_the_loaded_model_refuses_bad_input_naming_what_it_expects(loaded, bad, message) -> None:
+    import mlflow
+
+    model, _ = loaded
+    with pytest.raises((ValueError, mlflow.exceptions.MlflowException), match=message) as err:
+        model.predict(bad)
+    assert "[[" not in str(err.value)  # the data itself is never dumped

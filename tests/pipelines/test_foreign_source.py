@@ -8,15 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import run
+from tests.conftest import peer, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_an_snntorch_network_is_transferred_with_its_own_accuracy(project: Path) -> None:
-    pytest.importorskip("snntorch")
+    peer("snntorch")
     graph = project / "snntorch_digits.nir"
     made = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks/snntorch_source.py"), "--out", str(graph)],

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from direct2event.snn.neurons import (
     lif_multistep,
     lif_multistep_reference,
 )
+from tests.snn.conftest import require_compiler
 
 
 @pytest.fixture(params=["kernel", "eager"])
@@ -23,8 +23,8 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     """Run a test through the compiled CPU kernel and through the eager PyTorch version."""
     if request.param == "eager":
         monkeypatch.setenv("DIRECT2EVENT_CPU_KERNELS", "0")
-    elif shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the LIF kernel cannot be built here")
+    else:
+        require_compiler()
     assert kernels.usable(torch.zeros(1)) == (request.param == "kernel")
     return request.param
 
@@ -95,8 +95,8 @@ def test_fused_backward_equals_autograd(
 
 def test_kernel_threads_split_neurons_without_changing_values() -> None:
     """A layer large enough to be split over threads gives the eager version's numbers."""
-    if not kernels.usable(torch.zeros(1)):
-        pytest.skip("no C compiler: the LIF kernel cannot be built here")
+    require_compiler()
+    assert kernels.usable(torch.zeros(1))
     torch.manual_seed(1)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -201,8 +201,7 @@ print("eager ok")
 def test_an_unwritable_cache_folder_falls_back_to_the_temporary_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the CPU kernels cannot be built here")
+    require_compiler()
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("DIRECT2EVENT_CACHE", str(blocker / "cache"))
@@ -216,11 +215,10 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temporary_folder(
 @pytest.mark.parametrize("surrogate", ["pwl", "atan"])
 @pytest.mark.parametrize("kernel", [True, False])
 def test_threshold_gradient_equals_autograd_of_the_reference(
-    surrogate: str, kernel: bool, monkeypatch: pytest.MonkeyPatch
+    surrogate: str, kernel: bool, monkeypatch: pytest.MonkeyPatch, kernel_calls
 ) -> None:
-    """A trained threshold gets the gradient autograd gives the plain step-by-step LIF."""
-    from direct2event.snn import kernels
-
+    """A trained threshold gets the gradient autograd gives the plain step-by-step LIF, from
+    the compiled kernel and from the eager version alike."""
     if not kernel:
         monkeypatch.setattr(kernels, "usable", lambda x: False)
     torch.manual_seed(0)
@@ -233,6 +231,8 @@ def test_threshold_gradient_equals_autograd_of_the_reference(
     (lif_multistep_reference(x, theta_ref, params, "binary") * weights).sum().backward()
     assert theta.grad is not None and theta.grad.shape == theta.shape
     torch.testing.assert_close(theta.grad, theta_ref.grad, rtol=1e-9, atol=1e-9)
+    ran = {"lif_forward": 1, "lif_backward": 1} if kernel else {}
+    assert kernel_calls == ran  # the kernel computed it, or PyTorch alone did
 
 
 def test_trained_thresholds_get_gradients_and_stay_positive() -> None:

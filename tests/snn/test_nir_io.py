@@ -9,6 +9,7 @@ import math
 import warnings
 from typing import Any
 
+import nir
 import numpy as np
 import pytest
 import torch
@@ -20,8 +21,8 @@ from direct2event.snn.neurons import LIF, LIFParameters
 from direct2event.snn.nir_io import NIRError, from_nir, save_nir, to_nir
 from direct2event.snn.thresholds import ThresholdConfig, scale_thresholds
 from direct2event.snn.training import FitConfig, fit
+from tests.conftest import peer
 
-nir = pytest.importorskip("nir")
 T = 4
 N = 512  # test samples fed to every framework
 
@@ -169,8 +170,8 @@ def test_the_or_gate_is_exact_where_several_inputs_spike_in_one_window() -> None
         assert torch.equal(net.run_folded(x).unflatten(0, (3, 2)), expected), role
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        norse = pytest.importorskip("norse.torch")
-        sinabs = pytest.importorskip("sinabs")
+        norse = peer("norse.torch")
+        sinabs = peer("sinabs")
         import sinabs.layers as sl
         from sinabs.activation import MembraneReset, SingleSpike
     model, state, steps = norse.from_nir(or_gate_graph(role=False), dt=1e-4), None, []
@@ -212,7 +213,7 @@ def sinabs_logits(graph, event: SpikingNet, x: torch.Tensor) -> tuple[list[float
     (``IAFSqueeze``) also get ``MembraneReset``, the reset to zero their node states."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sinabs = pytest.importorskip("sinabs")
+        sinabs = peer("sinabs")
         import sinabs.layers as sl
         from sinabs.activation import MembraneReset, SingleSpike
     beta = event.lif_layers()[0].params.beta
@@ -247,7 +248,7 @@ def norse_logits(graph, x: torch.Tensor, subtract: bool) -> tuple[list[float], t
     subtraction afterwards, as ours."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        norse = pytest.importorskip("norse.torch")
+        norse = peer("norse.torch")
         from norse.torch.functional.reset import reset_subtract
         from norse.torch.module.lif_box import LIFBoxCell
     names = list(graph.nodes)
@@ -307,7 +308,7 @@ def test_norse_reads_e_with_measured_agreement(networks, spikes_in) -> None:
 def test_a_network_built_and_exported_by_sinabs_runs_here(spikes_in) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sinabs = pytest.importorskip("sinabs")
+        sinabs = peer("sinabs")
         import sinabs.layers as sl
         from sinabs.activation import SingleSpike
     torch.manual_seed(1)

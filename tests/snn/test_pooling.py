@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from torch import nn
@@ -9,13 +7,7 @@ from torch import nn
 from direct2event.snn import kernels
 from direct2event.snn.pooling import MaxPool2d
 
-needs_kernel = pytest.mark.skipif(
-    shutil.which("cc") is None and shutil.which("gcc") is None,
-    reason="no C compiler: the CPU kernels cannot be built here",
-)
 
-
-@needs_kernel
 @pytest.mark.parametrize(
     "shape",
     # odd sizes; MNIST's planes; rows over several scratch blocks (even and odd widths); rows
@@ -32,7 +24,7 @@ needs_kernel = pytest.mark.skipif(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("binary", [False, True])
 def test_kernel_pooling_equals_pytorch_values_and_gradients(
-    shape: tuple[int, ...], dtype: torch.dtype, binary: bool
+    shape: tuple[int, ...], dtype: torch.dtype, binary: bool, kernel_calls
 ) -> None:
     """Odd sizes, big planes and spikes (windows full of ties) give PyTorch's exact numbers."""
     torch.manual_seed(0)
@@ -53,10 +45,11 @@ def test_kernel_pooling_equals_pytorch_values_and_gradients(
     assert torch.equal(ours_grad, x.grad)
     with torch.no_grad():
         assert torch.equal(ours(x), reference)
+    # the kernel computed ours (forward with and without indices, backward), PyTorch the rest
+    assert kernel_calls == {"maxpool2_forward": 2, "maxpool2_backward": 1}
 
 
-@needs_kernel
-def test_kernel_pooling_follows_pytorch_on_ties_and_nan() -> None:
+def test_kernel_pooling_follows_pytorch_on_ties_and_nan(kernel_calls) -> None:
     # window 1: all equal (the first wins); window 2: NaN in the third position; window 3: -inf
     x = torch.tensor(
         [[[[1.0, 1.0, 0.5, 2.0, -float("inf"), -float("inf")],
@@ -69,11 +62,13 @@ def test_kernel_pooling_follows_pytorch_on_ties_and_nan() -> None:
     assert torch.equal(out.isnan(), expected.isnan())
     assert torch.equal(out.nan_to_num(), expected.nan_to_num())
     assert x.grad.tolist() == [[[[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]]]
+    assert kernel_calls == {"maxpool2_forward": 1, "maxpool2_backward": 1}
 
 
-@needs_kernel
 @pytest.mark.parametrize("shape", [(4, 8, 28, 28), (2, 3, 15, 17)])
-def test_kernel_pooling_follows_pytorch_on_scattered_nan_and_ties(shape: tuple[int, ...]) -> None:
+def test_kernel_pooling_follows_pytorch_on_scattered_nan_and_ties(
+    shape: tuple[int, ...], kernel_calls
+) -> None:
     torch.manual_seed(1)
     x = torch.randint(0, 3, shape).float()  # most windows hold ties
     x[torch.rand(shape) < 0.05] = float("nan")
@@ -87,6 +82,7 @@ def test_kernel_pooling_follows_pytorch_on_scattered_nan_and_ties(shape: tuple[i
     assert torch.equal(out.isnan(), expected.isnan())
     assert torch.equal(out.nan_to_num(), expected.nan_to_num())
     assert torch.equal(ours_grad, x.grad)
+    assert kernel_calls == {"maxpool2_forward": 1, "maxpool2_backward": 1}
 
 
 def test_other_pooling_settings_use_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:

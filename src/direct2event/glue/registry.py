@@ -152,12 +152,13 @@ CHAMPION = "champion"
 
 
 def signature(net: SpikingNet, coding: InputCoding) -> ModelSignature:
-    """What the served network takes and gives: raw inputs (images ``[batch, C, H, W]`` in
-    [0, 1], or event frames ``[batch, bins, C, H, W]``) to class probabilities."""
-    shape = tuple(net.config["input_shape"])
-    inputs = (-1, -1, *shape) if coding.encoding == "frames" else (-1, *shape)
+    """What the served network gives: class probabilities ``[batch, classes]``. Its input is
+    left out of the signature: MLflow's schema check refuses a float64 or uint8 array with a
+    dump of the whole array, while the model checks and converts its input itself, naming the
+    layout it expects (:meth:`direct2event.glue.serving.ServedNetwork.inputs`); the layout is
+    in the version's metadata (``input_shape``, ``input_encoding``, ``timesteps``)."""
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), inputs, "inputs")]),
+        inputs=None,
         outputs=Schema(
             [TensorSpec(np.dtype(np.float32), (-1, net.config["classes"]), "probabilities")]
         ),

@@ -48,28 +48,51 @@ with warnings.catch_warnings(record=True):
             self.network = restore(saved)
 
         def inputs(self, model_input: Any) -> torch.Tensor:
-            """``model_input`` as a float tensor of the stored input layout, or a ValueError that
-            names the layout expected."""
+            """``model_input`` as a float32 tensor of the stored input layout: float64 is cast,
+            8-bit images are scaled from 0-255 to [0, 1], integer event counts are taken as
+            they are; a wrong shape, a NaN or an infinity, or a type that cannot be an input is
+            refused with a ValueError that names what is expected (never the data itself)."""
             if isinstance(model_input, dict):  # MLflow hands a named tensor input as {name: array}
                 model_input = model_input.get("inputs", next(iter(model_input.values()), None))
             if hasattr(model_input, "to_numpy"):  # a DataFrame
                 model_input = model_input.to_numpy()
-            x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+            if isinstance(model_input, torch.Tensor):
+                model_input = model_input.detach().cpu().numpy()
+            array = np.asarray(model_input)
             events = self.coding.encoding == "frames"
-            sample = self.input_shape if not events else ["bins", *self.input_shape]
+            what = "event frames (counts)" if events else "images in [0, 1]"
+            sample = ["bins", *self.input_shape] if events else self.input_shape
+            layout = f"{what} shaped [batch, {', '.join(map(str, sample))}]"
+            x = torch.as_tensor(self._as_float32(array, events, layout))
             if not events and x.dim() == len(self.input_shape) and self.input_shape[0] == 1:
                 x = x.unsqueeze(1)  # [batch, H, W] of one-channel images
-            if x.dim() != len(sample) + 1 or list(x.shape[-len(self.input_shape) :]) != (
-                self.input_shape
-            ):
-                what = "event frames" if events else "images in [0, 1]"
-                raise ValueError(
-                    f"expected {what} shaped [batch, {', '.join(map(str, sample))}], got "
-                    f"{list(x.shape)}"
-                )
+            tail = list(x.shape[-len(self.input_shape) :])
+            if x.dim() != len(sample) + 1 or tail != self.input_shape:
+                raise ValueError(f"expected {layout}, got shape {list(array.shape)}")
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"the input holds NaN or infinite values; expected {layout}")
             if not events and x.numel() and (x.min() < 0 or x.max() > 1):
-                raise ValueError("images must lie in [0, 1]: divide 8-bit images by 255")
+                raise ValueError(
+                    f"images must lie in [0, 1] (got {float(x.min()):g} to {float(x.max()):g}): "
+                    "divide 8-bit images by 255, or pass them as uint8"
+                )
             return x
+
+        @staticmethod
+        def _as_float32(array: np.ndarray, events: bool, layout: str) -> np.ndarray:
+            """The input's values as float32, by its type (see :meth:`inputs`)."""
+            kind = array.dtype.kind
+            if kind == "f":
+                return array.astype(np.float32, copy=False)
+            if kind == "b" or (kind in "iu" and events):  # spikes or event counts
+                return array.astype(np.float32)
+            if array.dtype == np.uint8:  # 8-bit images: 0-255 to [0, 1]
+                return array.astype(np.float32) / 255.0
+            raise ValueError(
+                f"inputs of type {array.dtype} are not {layout}: pass float32 or float64 "
+                "images in [0, 1] or uint8 images in 0-255"
+                + ("" if not events else ", or integer event counts")
+            )
 
         @torch.no_grad()
         def predict(self, context, model_input, params=None) -> np.ndarray:

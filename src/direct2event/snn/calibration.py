@@ -146,10 +146,11 @@ def fit_calibration(
                 f"Layer {name}: non-finite activations on the calibration split."
             )
         pick = rng.choice(len(a), size=min(max_points, len(a)), replace=False)
-        knots_a, knots_r = pav(a[pick], r[pick])
-        pred = np.interp(a[pick], knots_a, knots_r)
-        resid = r[pick] - pred
-        var = float(np.var(r[pick]))
+        x, y = a[pick].astype(np.float64), r[pick].astype(np.float64)  # fit figures in float64
+        knots_a, knots_r = pav(x, y)
+        pred = np.interp(x, knots_a, knots_r)
+        resid = y - pred
+        var = float(np.var(y))
         rmse = float(np.sqrt(np.mean(resid**2)))
         r2 = 1.0 - float(np.mean(resid**2)) / var if var > 0 else float("nan")
         cmap = CalibrationMap(name, knots_a, knots_r, rmse, r2, len(pick))

@@ -50,11 +50,22 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
     assert [r["rate_lambda"] for r in rows] == [None, None, 0.0, 20.0]
     by = {r["variant"]: r for r in rows}
     assert by["thresholds"]["accuracy"] == evaluation["event"]["accuracy"]  # the same network
-    d_energy = evaluation["direct"]["energy_uJ_by_model"]["per_event"]
-    final = d_energy - by["finetune_lambda"]["energy_uJ"]
-    for r in rows:
-        assert r["energy_gain_fraction"] == pytest.approx((d_energy - r["energy_uJ"]) / final)
-        assert r["energy_reduction"] == pytest.approx(d_energy / r["energy_uJ"])
+    assert by["thresholds"]["energy_uJ"] == evaluation["event"]["energy_uJ_by_model"]["per_event"]
+    # shares of E's gain against hand-set energies: D 10 uJ, the final E 2 uJ (a gain of 8)
+    hand = {
+        "direct": {**evaluation["direct"], "energy_uJ_by_model": {"per_event": 10.0}},
+        "event": {**evaluation["event"], "energy_uJ_by_model": {"per_event": 2.0}},
+    }
+    shares = run_ablation(
+        direct_model, scaled[0], hand, digits_splits, settings,
+        TuningReport(rate_lambda=20.0, enabled=False), NO_LOGITS, lambda0,
+    )  # fmt: skip
+    final = next(r for r in shares if r["variant"] == "finetune_lambda")
+    assert (final["energy_gain_fraction"], final["energy_reduction"]) == (1.0, 5.0)
+    thresholds = next(r for r in shares if r["variant"] == "thresholds")
+    e = thresholds["energy_uJ"]  # measured: the scaled network's events at 1 pJ
+    assert thresholds["energy_gain_fraction"] == pytest.approx((10.0 - e) / 8.0)
+    assert thresholds["energy_reduction"] == pytest.approx(10.0 / e)
     off = run_ablation(
         direct_model,
         scaled[0],

@@ -221,14 +221,13 @@ def version_tags(
             "energy_reduction": summary.energy_reduction,
             "floor_met": summary.tuning.floor_met,
         }
-        tags |= champion_eligibility(summary, settings.tuning.retention_floor)
+        tags |= champion_eligibility(summary.accuracy_retention, settings.tuning.retention_floor)
     return tags
 
 
-def champion_eligibility(summary: Summary, floor: float) -> dict[str, str]:
+def champion_eligibility(retention: float | None, floor: float) -> dict[str, str]:
     """Whether this run's E may become ``champion``: only when its test accuracy retention
     reaches the run's own ``tuning.retention_floor``; otherwise the version says why."""
-    retention = summary.accuracy_retention
     if retention is not None and retention >= floor:
         return {registry.ELIGIBLE_TAG: "true"}
     return {
