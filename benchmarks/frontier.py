@@ -112,10 +112,10 @@ def main() -> None:
                     "event_accuracy": res["accuracy"],
                     "retention": res["accuracy"] / dres["accuracy"],
                     "events_per_sample": res["events_per_sample"],
-                    "energy_reduction": dres["energy_uJ_by_model"]["per_event"]
-                    / res["energy_uJ_by_model"]["per_event"],
-                    "energy_reduction_synops_45nm": dres["energy_uJ_by_model"]["synops_45nm"]
-                    / res["energy_uJ_by_model"]["synops_45nm"],
+                    "energy_reduction": dres["energy_nJ_by_model"]["per_event"]
+                    / res["energy_nJ_by_model"]["per_event"],
+                    "energy_reduction_synops_45nm": dres["energy_nJ_by_model"]["synops_45nm"]
+                    / res["energy_nJ_by_model"]["synops_45nm"],
                 }
             record["machine"] = platform.processor() or platform.machine()
             record["torch"] = torch.__version__

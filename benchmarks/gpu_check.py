@@ -182,7 +182,7 @@ def transfer_run(
         yaml.safe_load((CONF / "parameters_energy.yml").read_text())["energy_profiles"]
     )
     acc_d, counts_d = evaluate_with_counts(direct, splits.test, InputCoding("analog", t_d), device)
-    e_d = profiles["per_event"].energy_uj_per_sample(counts_d)
+    e_d = profiles["per_event"].energy_nj_per_sample(counts_d)
     results["direct"] = {
         "accuracy": acc_d,
         "events_per_sample": counts_d.summary()["events_per_sample"],
@@ -210,7 +210,7 @@ def transfer_run(
         (acc_e, counts_e), t_eval = timed(
             device, evaluate_with_counts, event, splits.test, InputCoding(enc, t_e), device
         )
-        e_e = profiles["per_event"].energy_uj_per_sample(counts_e)
+        e_e = profiles["per_event"].energy_nj_per_sample(counts_e)
         results[f"event_{label}"] = {
             "finetune_s": t_ft,
             "evaluate_test_s": t_eval,

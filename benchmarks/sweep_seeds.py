@@ -92,13 +92,13 @@ def run_seed(key: str, seed: int, overrides: dict, name: str = "") -> dict:
         "stopped": len(report.stopped),
         "taken_on": [c.rate_lambda for c in report.completed],
         "floor_met": report.floor_met,
-        "trials": [(t.rate_lambda, t.val_accuracy, t.energy_uJ) for t in report.trials],
-        "direct_val_energy_uJ": report.direct_val_energy_uJ,
+        "trials": [(t.rate_lambda, t.val_accuracy, t.energy_nJ) for t in report.trials],
+        "direct_val_energy_nJ": report.direct_val_energy_nJ,
         "direct_accuracy": d["accuracy"],
         "event_accuracy": e["accuracy"],
         "accuracy_retention": e["accuracy"] / d["accuracy"],
-        "energy_reduction": d["energy_uJ_by_model"][energy_model]
-        / e["energy_uJ_by_model"][energy_model],
+        "energy_reduction": d["energy_nJ_by_model"][energy_model]
+        / e["energy_nJ_by_model"][energy_model],
         "events_per_sample": e["events_per_sample"],
         "seconds": seconds,
     }

@@ -49,7 +49,7 @@ def noop_overhead(storage: str, n: int, tracking_uri: str) -> float:
         for epoch in range(3):
             if on_epoch:
                 on_epoch({"epoch": epoch, "loss": 1.0 / lam, "val_accuracy": 0.9})
-        return {"val_accuracy": 0.9, "energy_uJ": 1.0 / lam}
+        return {"val_accuracy": 0.9, "energy_nJ": 1.0 / lam}
 
     name = f"noop-{time.time_ns()}"
     with mlflow.start_run(run_name="noop-overhead"):

@@ -32,8 +32,8 @@ def toy_trial(lam: float, on_epoch: object = None, judge: object = None) -> dict
     energy = 1.0 / (1.0 + lam)
     return {
         "val_accuracy": 0.99 - 0.002 * math.log(lam),
-        "energy_uJ": energy,
-        "events_per_sample": energy * 1e6,
+        "energy_nJ": energy,
+        "events_per_sample": energy * 1e3,
     }
 
 

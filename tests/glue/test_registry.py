@@ -31,7 +31,7 @@ ANALOG4 = InputCoding("analog", 4)
 
 def test_register_and_load_round_trip_weights_exactly(tracking, digits_direct_model) -> None:
     net = copy.deepcopy(digits_direct_model)
-    tags = {**registry.architecture_tags(DIGITS_MODEL), "accuracy": 0.93, "energy_uJ": 0.01}
+    tags = {**registry.architecture_tags(DIGITS_MODEL), "accuracy": 0.93, "energy_nJ": 0.01}
     uri = registry.register(net, "digits", "direct", tags, ANALOG4, 0, "Network D for digits.")
     assert uri == "models:/digits-direct/1"
     loaded = registry.load(uri)
@@ -81,7 +81,7 @@ def test_champion_is_the_lowest_energy_version_above_the_floor(
         (0.990, 0.010, 0.97),
         (0.997, 0.015, 0.96),
     ):
-        tags = {"accuracy_retention": retention, "energy_uJ": energy, "accuracy": accuracy}
+        tags = {"accuracy_retention": retention, "energy_nJ": energy, "accuracy": accuracy}
         registry.register(net, "digits", "event", tags, ANALOG4, 0)
     assert registry.crown_champion("digits-event", 0.995) == "3"  # v2 is cheaper but below
     champion = mlflow.MlflowClient().get_model_version_by_alias("digits-event", "champion")
@@ -116,7 +116,7 @@ def test_a_version_that_misses_its_runs_target_is_never_champion(
 
 
 def _e(retention: float, energy: float) -> dict[str, float]:
-    return {"accuracy_retention": retention, "energy_uJ": energy}
+    return {"accuracy_retention": retention, "energy_nJ": energy}
 
 
 def test_a_truncated_model_file_names_its_version_and_file(tracking, digits_direct_model) -> None:

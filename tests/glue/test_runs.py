@@ -45,6 +45,7 @@ DIGITS_NODES = (
     "plot_shift_energy",
     "plot_stream",
     "build_summary",
+    "result_tables",
     "plot_ablation",
     "register_networks",
 )

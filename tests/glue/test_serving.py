@@ -72,7 +72,9 @@ def test_wrong_shapes_and_ranges_are_refused_naming_the_layout() -> None:
     frames = ServedNetwork(InputCoding("frames", 2), [1, 8, 8], 3, seed=0)
     frames.network = net.eval()
     assert frames.predict(None, np.ones((2, 4, 1, 8, 8), np.float32)).shape == (2, 3)
-    with pytest.raises(ValueError, match=r"event frames \(counts\) shaped \[batch, bins, 1, 8, 8\]"):
+    with pytest.raises(
+        ValueError, match=r"event frames \(counts\) shaped \[batch, bins, 1, 8, 8\]"
+    ):
         frames.predict(None, images)
     assert checkpoint(net)["config"]["classes"] == 3
 

@@ -70,13 +70,13 @@ def test_counts_and_energy_equal_hand_computation(mode: str, op: str) -> None:
     assert profiles["per_event"].energy_pj(counts) == pytest.approx(94.0)
     cost = 0.9 if op == "AC" else 4.6
     assert profiles["synops_45nm"].energy_pj(counts) == pytest.approx(cost * 472)
-    assert profiles["synops_45nm"].energy_uj_per_sample(counts) == pytest.approx(cost * 472e-6)
-    layers = profiles["synops_45nm"].layer_energy_uj_per_sample(counts)
+    assert profiles["synops_45nm"].energy_nj_per_sample(counts) == pytest.approx(cost * 472e-6)
+    layers = profiles["synops_45nm"].layer_energy_nj_per_sample(counts)
     assert sum(layers.values()) == pytest.approx(cost * 472e-6)
     # what the input alone costs: its 2 x 3 messages, or the 2 x 38 synops they drive in conv1
     assert counts.input_layer == "layers.0"
-    assert profiles["per_event"].input_energy_uj_per_sample(counts) == pytest.approx(6e-6)
-    assert profiles["synops_45nm"].input_energy_uj_per_sample(counts) == pytest.approx(cost * 76e-6)
+    assert profiles["per_event"].input_energy_nj_per_sample(counts) == pytest.approx(6e-6)
+    assert profiles["synops_45nm"].input_energy_nj_per_sample(counts) == pytest.approx(cost * 76e-6)
 
 
 def test_event_counts_weigh_multiple_events() -> None:

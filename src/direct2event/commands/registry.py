@@ -6,7 +6,7 @@ import argparse
 
 from direct2event.glue import registry, tracking
 
-SHOWN_TAGS = ("accuracy", "energy_uJ", "energy_model", "timesteps", "rate_lambda", "code_version")
+SHOWN_TAGS = ("accuracy", "energy_nJ", "energy_model", "timesteps", "rate_lambda", "code_version")
 
 
 def main(argv: list[str]) -> int:

@@ -385,3 +385,33 @@ class ReportDataset(AbstractDataset):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "report": self._model.__name__}
+
+
+class MlflowTableDataset(AbstractDataset):
+    """Rows (a list of dicts) logged to the active MLflow run as a table artifact
+    (``mlflow.log_table``: the UI shows it searchable and sortable), and kept here so the run
+    can read them back; nothing is logged when no run is active."""
+
+    def __init__(self, artifact_file: str, metadata: dict | None = None) -> None:
+        self.artifact_file = artifact_file
+        self.metadata = metadata
+        self._rows: list[dict[str, Any]] | None = None
+
+    def _save(self, data: list[dict[str, Any]]) -> None:
+        import mlflow
+        import pandas as pd
+
+        self._rows = list(data)
+        if mlflow.active_run() is not None and self._rows:
+            mlflow.log_table(pd.DataFrame(self._rows), artifact_file=self.artifact_file)
+
+    def _load(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            raise DatasetError(f"{self.artifact_file}: no table saved in this run yet")
+        return self._rows
+
+    def _exists(self) -> bool:
+        return self._rows is not None
+
+    def _describe(self) -> dict[str, Any]:
+        return {"artifact_file": self.artifact_file}

@@ -28,7 +28,7 @@ from direct2event.glue.runs import PARENT_RUN_ENV
 from direct2event.glue.services import ServiceError, health
 from direct2event.glue.sweep.storage import lambda_distribution
 from direct2event.glue.sweep.study import check_study
-from direct2event.glue.tracking import headline, prepare_store
+from direct2event.glue.tracking import describe_experiment, headline, prepare_store
 from direct2event.snn.training import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -70,45 +70,20 @@ def check_tracking_server(uri: str) -> None:
         )
 
 
-SELECTION_RULE = (
-    "lowest energy among trials whose validation retention reaches retention_floor + "
-    "retention_margin; else the most accurate trial"
-)
-EXPERIMENT_DESCRIPTION = """direct2event: network D (direct input coding, graded surrogate
-activations) transferred to an event-driven network E. One run per dataset key (tag `dataset`);
-parameters and artifacts carry the same names for every dataset, so the compare view lines them up.
-Headline metrics: `direct.test_accuracy`, `event.test_accuracy`, `accuracy_retention`,
-`energy_reduction` (per_event), `rate_lambda` (param: the lambda E was fine-tuned with) and
-`tuning.floor_met`. Nested runs: sweep trials (tag kind=tuning_trial) and, in a multi-seed study,
-one run per seed under the study's run. Models: registry `<key>-direct` and `<key>-event`."""
-
-
 def log_choice(report: TuningReport, prefix: str = "") -> None:
     """What the sweep chose, as the run's parameters and metrics: ``rate_lambda`` (the lambda E
     is fine-tuned with; ``transfer.finetune.rate_lambda`` is the configured one),
-    ``tuning.selection_rule``, and ``tuning.floor_met`` (1/0) when a sweep chose it."""
+    ``tuning.chosen_by`` (what chose it) and ``tuning.validation_floor_met`` (1/0: whether the
+    chosen lambda kept retention floor + margin on validation) when a sweep chose it."""
     mlflow.log_param(prefix + "rate_lambda", report.rate_lambda)
+    mlflow.log_param(prefix + "tuning.chosen_by", report.chosen_by)
     if report.chosen_by_sweep:
-        mlflow.log_param(prefix + "tuning.selection_rule", SELECTION_RULE)
-        mlflow.log_metric(prefix + "tuning.floor_met", float(bool(report.floor_met)))
-    else:
-        mlflow.log_param(prefix + "tuning.selection_rule", "configured (sweep off or no trial)")
-
-
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on runs
-TOP_LEVEL_ARTIFACTS = ("summary", "tuning_plot", "energy_plot")  # also at the run's top level
-
-
-def describe_experiment() -> None:
-    """The experiment's description (shown on its page in the MLflow UI), and its kind: a
-    model-development experiment, which the UI opens on its runs (not the GenAI overview)."""
-    run = mlflow.active_run()
-    if run is not None:
-        client = mlflow.MlflowClient()
-        client.set_experiment_tag(
-            run.info.experiment_id, "mlflow.note.content", EXPERIMENT_DESCRIPTION
+        mlflow.log_metric(
+            prefix + "tuning.validation_floor_met", float(bool(report.validation_floor_met))
         )
-        client.set_experiment_tag(run.info.experiment_id, *EXPERIMENT_KIND)
+
+
+TOP_LEVEL_ARTIFACTS = ("summary", "tuning_plot", "energy_plot")  # also at the run's top level
 
 
 class CredentialMask:
@@ -122,6 +97,10 @@ class CredentialMask:
         mask_logs()
         for key, value in run_params.items():
             run_params[key] = masked(value)
+        # kedro-mlflow tags the run with every run parameter that has a value: Kedro's session
+        # id is no MLflow run id, and the runner is an object's repr
+        run_params["kedro_session_id"] = run_params.get("run_id")
+        run_params["run_id"] = run_params["runner"] = None
 
 
 class ProjectHooks:
@@ -195,7 +174,10 @@ class ProjectHooks:
             for key, params in settings.items():
                 prefix = "" if len(keys) == 1 else f"{key}."
                 mlflow.log_params({prefix + k: v for k, v in params.loggable().items()})
-            describe_experiment()
+            first = next(iter(settings.values()))
+            describe_experiment(
+                mlflow.active_run().info.experiment_id, sorted(first.energy_profiles)
+            )
         self.node_seconds = {}
         self._keys = keys
 

@@ -178,12 +178,16 @@ WHY_NOT_TAG = "not_champion_because"
 NO_CHAMPION_TAG = "no_champion_because"  # on the registered model while no version qualifies
 
 
-def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+def _ensure_registered_model(client: MlflowClient, name: str, description: str) -> None:
+    """The registered model, with its model-level description (set again when it changed)."""
     try:
-        client.create_registered_model(name)
+        client.create_registered_model(name, description=description)
+        return
     except MlflowException as err:
         if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+    if client.get_registered_model(name).description != description:
+        client.update_registered_model(name, description=description)
 
 
 def register(
@@ -238,7 +242,8 @@ def register(
     client = MlflowClient()
     run = mlflow.active_run()
     with runs.uninterrupted():
-        _ensure_registered_model(client, name)
+        model_text = MODEL_DESCRIPTIONS[kind].format(dataset=dataset, name=name)
+        _ensure_registered_model(client, name, model_text)
         version = client.create_model_version(
             name,
             source=info.model_uri,
@@ -268,6 +273,32 @@ def complete_versions(client: MlflowClient, name: str) -> list[Any]:
     return whole
 
 
+def energy_nj(tags: dict[str, str]) -> float:
+    """A version's energy per sample in nJ (versions registered before nJ carry ``energy_uJ``)."""
+    if "energy_nJ" in tags:
+        return float(tags["energy_nJ"])
+    return 1000.0 * float(tags.get("energy_uJ", "inf"))
+
+
+MODEL_DESCRIPTIONS = {
+    "direct": (
+        "Network D of {dataset}: direct (analog) input coding, graded surrogate activations; "
+        "the source every network E of this dataset is transferred from. Alias champion: the "
+        "most accurate eligible version. Serve: mlflow.pyfunc.load_model('models:/{name}@"
+        "champion').predict(inputs) gives class probabilities."
+    ),
+    "event": (
+        "Network E of {dataset}: event-driven (binary spikes), transferred from network D and "
+        "fine-tuned with a spike-rate penalty. Each version's tags give its test accuracy, "
+        "accuracy retention of D, energy per sample (nJ, energy_model) and energy reduction. "
+        "Alias champion: the lowest-energy version whose test retention reaches its run's "
+        "tuning.retention_floor (a version tagged champion_eligible=false says why not). Serve: "
+        "mlflow.pyfunc.load_model('models:/{name}@champion').predict(inputs) gives class "
+        "probabilities; export: python -m direct2event export-nir."
+    ),
+}
+
+
 def crown_champion(name: str, floor: float | None) -> str | None:
     """Point the ``champion`` alias of ``name`` at its best version: for E, the lowest energy
     among versions whose test accuracy retention reaches ``floor``; for D (``floor`` None),
@@ -283,9 +314,7 @@ def crown_champion(name: str, floor: float | None) -> str | None:
         )
     else:
         candidates = [v for v in versions if float(v.tags.get("accuracy_retention", "0")) >= floor]
-        best = min(
-            candidates, key=lambda v: (float(v.tags["energy_uJ"]), int(v.version)), default=None
-        )
+        best = min(candidates, key=lambda v: (energy_nj(v.tags), int(v.version)), default=None)
     if best is None:  # the registered model says why it has no champion
         rule = "the most accurate" if floor is None else f"test retention >= {floor}"
         client.set_registered_model_tag(

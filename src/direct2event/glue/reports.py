@@ -33,7 +33,7 @@ class TrialRecord(Report):
 
     rate_lambda: float
     val_accuracy: float
-    energy_uJ: float
+    energy_nJ: float
     number: int | None = None
 
 
@@ -47,15 +47,26 @@ class StoppedRecord(Report):
     seconds: float | None = None
 
 
+# what chose the lambda E is fine-tuned with
+CHOSEN_BY = {
+    "configured": "transfer.finetune.rate_lambda (the sweep is off or no trial completed)",
+    "energy_reduction_target": "the weakest penalty reaching tuning.energy_reduction_target",
+    "retention_floor": "the lowest energy keeping retention_floor + retention_margin",
+    "most_accurate": "the most accurate trial (none kept retention_floor + retention_margin)",
+    "unknown": "a report from before this was recorded",
+}
+
+
 class TuningReport(Report):
     """What the lambda sweep decided (``tuning_report.json``): ``rate_lambda`` is the strength
     E's final fine-tuning uses (the configured one when the sweep is off or no trial completed).
     The fields after ``trials`` are set when a trial chose it."""
 
-    schema_version: int = 1
+    schema_version: int = 2
     rate_lambda: float
     enabled: bool
-    n_trials: int = 0  # complete trials
+    chosen_by: str = "configured"  # what chose rate_lambda (CHOSEN_BY)
+    n_complete: int = 0  # complete trials
     pareto: list[TrialRecord] = Field(default_factory=list)
     trials: list[TrialRecord] = Field(default_factory=list)
     stopped: list[StoppedRecord] = Field(default_factory=list)  # early-stopped (PRUNED) trials
@@ -67,18 +78,20 @@ class TuningReport(Report):
     trial_epochs: int | float | None = None  # int when whole
     completed: list[TrialRecord] = Field(default_factory=list)
     chosen_trial: int | None = None
-    floor_met: bool | None = None  # None: no trial chose lambda
+    # whether the chosen lambda kept retention_floor + retention_margin on validation (None:
+    # no trial chose lambda); with an energy target, lambda is chosen for its energy first
+    validation_floor_met: bool | None = None
     retention_floor: float | None = None
     retention_margin: float | None = None
     direct_val_accuracy: float | None = None
     energy_model: str | None = None
     energy_reduction_target: float | None = None
-    direct_val_energy_uJ: float | None = None
+    direct_val_energy_nJ: float | None = None
 
     @property
     def chosen_by_sweep(self) -> bool:
         """Whether a trial of the sweep chose ``rate_lambda``."""
-        return self.floor_met is not None
+        return self.validation_floor_met is not None
 
 
 # --- the run: summary.json ---------------------------------------------------------------
@@ -88,11 +101,11 @@ class NetworkResult(Report):
     """One network (D or E) on the test split: accuracy, counted activity and energy."""
 
     accuracy: float
-    energy_uJ: float  # under the run's energy model
-    energy_uJ_by_model: dict[str, float]
+    energy_nJ: float  # under the run's energy model
+    energy_nJ_by_model: dict[str, float]
     events_per_sample: float
     input_events_per_sample: float
-    input_energy_uJ_by_model: dict[str, float]
+    input_energy_nJ_by_model: dict[str, float]
     synops_per_sample: float
     ac_per_sample: float
     mac_per_sample: float
@@ -104,16 +117,17 @@ class ParetoPoint(Report):
 
     rate_lambda: float
     val_accuracy: float
-    energy_uJ: float
+    energy_nJ: float
 
 
 class TuningSummary(Report):
     """The sweep as the run's summary tells it."""
 
-    n_trials: int
-    n_stopped: int
-    n_completed: int  # trials taken on to the whole fine-tuning
-    floor_met: bool | None  # None: no sweep chose lambda
+    chosen_by: str  # what chose rate_lambda (CHOSEN_BY)
+    n_complete: int
+    n_stopped: int  # trials stopped early
+    n_taken_on: int  # trials taken on to the whole fine-tuning
+    validation_floor_met: bool | None  # None: no sweep chose lambda
     pareto: list[ParetoPoint]
 
 
@@ -123,7 +137,7 @@ class AblationRow(Report):
     variant: str
     rate_lambda: float | None
     accuracy: float
-    energy_uJ: float
+    energy_nJ: float
     events_per_sample: float
     energy_gain_fraction: float  # its share of E's final energy saving against D
 
@@ -132,7 +146,7 @@ class Summary(Report):
     """A run's result (``summary.json``): D and E on the test split, the energy reduction under
     every energy model, and what bounds it (``energy_reduction_ceiling``: E's input alone)."""
 
-    schema_version: int = 1
+    schema_version: int = 2
     dataset: str
     seed: int
     simulated: bool
@@ -161,17 +175,17 @@ class ShiftMeasure(Report):
 
     accuracy: float
     events_per_sample: float
-    energy_uJ_by_model: dict[str, float]
+    energy_nJ_by_model: dict[str, float]
 
 
 class CleanShift(Report):
     """D and E on the clean samples of the stage, E with each adaptation method."""
 
     d_accuracy: float
-    d_energy_uJ_by_model: dict[str, float]
+    d_energy_nJ_by_model: dict[str, float]
     e_accuracy: float
     e_events_per_sample: float
-    e_energy_uJ_by_model: dict[str, float]
+    e_energy_nJ_by_model: dict[str, float]
     adapted: dict[str, ShiftMeasure]
 
 
@@ -184,7 +198,7 @@ class ShiftRow(Report):
     d_accuracy: float
     e_accuracy: float
     e_events_per_sample: float
-    e_energy_uJ_by_model: dict[str, float]
+    e_energy_nJ_by_model: dict[str, float]
     adapted: dict[str, ShiftMeasure]
     retention: float | None
     recalibrated: ShiftMeasure | None = None  # on the qualifying shifts
@@ -211,7 +225,7 @@ class CalibrationSize(Report):
     samples: int
     accuracy: float
     events_per_sample: float
-    energy_uJ_by_model: dict[str, float]
+    energy_nJ_by_model: dict[str, float]
     retention: float
     energy_reduction_by_model: dict[str, float | None]
 
@@ -254,7 +268,7 @@ class StreamResult(Report):
 class ShiftReport(Report):
     """The shift benchmark (``shift.json``); only ``enabled`` when the stage is off."""
 
-    schema_version: int = 1
+    schema_version: int = 2
     enabled: bool
     dataset: str | None = None
     seed: int | None = None
@@ -327,7 +341,7 @@ class SeedStudy(Report):
     """The pipeline once per seed (``seeds.json``): the runs, their mean and std per figure,
     and the worst case (lowest retention, lowest energy reduction), with the machine."""
 
-    schema_version: int = 1
+    schema_version: int = 2
     dataset: str
     seeds: list[int]
     runs: list[SeedRun]
@@ -360,12 +374,67 @@ def _seeds_v0(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "runs": runs}
 
 
+def to_nanojoules(value: Any) -> Any:
+    """Version 1 kept energies in microjoules (``*energy_uJ*`` keys); version 2 keeps them in
+    nanojoules under ``*energy_nJ*``: keys renamed and values times 1000, at every depth."""
+    if isinstance(value, list):
+        return [to_nanojoules(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if isinstance(key, str) and "energy_uJ" in key:
+            scaled = (
+                {k: None if v is None else 1000.0 * v for k, v in item.items()}
+                if isinstance(item, dict)
+                else (None if item is None else 1000.0 * item)
+            )
+            out[key.replace("energy_uJ", "energy_nJ")] = scaled
+        else:
+            out[key] = to_nanojoules(item)
+    return out
+
+
+def _tuning_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 counted ``n_trials`` and said ``floor_met``; version 2 names what they count
+    and mean, and what chose lambda."""
+    out = {k: v for k, v in to_nanojoules(data).items() if k not in ("n_trials", "floor_met")}
+    met = data.get("floor_met")
+    chosen = "configured" if met is None else "unknown"
+    if met is not None:
+        target = data.get("energy_reduction_target")
+        chosen = (
+            "energy_reduction_target" if target else ("retention_floor" if met else "most_accurate")
+        )
+    return {
+        **out,
+        "n_complete": data.get("n_trials", 0),
+        "validation_floor_met": met,
+        "chosen_by": chosen,
+    }
+
+
+def _summary_v1(data: dict[str, Any]) -> dict[str, Any]:
+    out = to_nanojoules(data)
+    old = out["tuning"]
+    met = old.get("floor_met")
+    out["tuning"] = {
+        "chosen_by": "configured" if met is None else "unknown",
+        "n_complete": old.get("n_trials", 0),
+        "n_stopped": old.get("n_stopped", 0),  # summaries before early stops had none
+        "n_taken_on": old.get("n_completed", 0),
+        "validation_floor_met": met,
+        "pareto": old.get("pareto", []),
+    }
+    return out
+
+
 # version -> the upgrade from it to the next; files without schema_version are version 0
 UPGRADES: dict[type[Report], dict[int, Upgrade]] = {
-    Summary: {0: _summary_v0},
-    TuningReport: {0: lambda d: d},
-    ShiftReport: {0: lambda d: d},
-    SeedStudy: {0: _seeds_v0},
+    Summary: {0: _summary_v0, 1: _summary_v1},
+    TuningReport: {0: lambda d: d, 1: _tuning_v1},
+    ShiftReport: {0: lambda d: d, 1: to_nanojoules},
+    SeedStudy: {0: _seeds_v0, 1: to_nanojoules},
 }
 
 

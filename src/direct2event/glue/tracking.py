@@ -1,4 +1,5 @@
-"""Live MLflow logging of per-epoch figures (tracking side; the library only calls back).
+"""What the MLflow UI shows of a run: live per-epoch figures, the headline metrics, the
+experiment's description and its saved runs view, and the tracking store's preparation.
 
 Training of D, the sweep's trials and the final fine-tuning hand each epoch's record to an
 :func:`epoch_logger` as the epoch ends, so the MLflow UI draws the curves while a run is going
@@ -8,10 +9,12 @@ made (the pipeline's run, or a trial's nested run), under ``<prefix>.<name>`` at
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from filelock import FileLock
@@ -106,19 +109,6 @@ def prepare_store(uri: str) -> None:
         client.search_registered_models(max_results=1)  # the registry's tables
 
 
-NJ_PER_UJ = 1000.0
-
-
-def in_nanojoules(metrics: dict[str, float]) -> dict[str, float]:
-    """MLflow shows metrics with few digits: energies of about 0.002 µJ showed as 0.00. Metrics
-    ``*energy_uJ`` are logged as ``*energy_nJ`` (values x 1000); reports keep µJ."""
-    shown = {k: v for k, v in metrics.items() if not k.endswith("energy_uJ")}
-    for key, value in metrics.items():
-        if key.endswith("energy_uJ"):
-            shown[key.removesuffix("uJ") + "nJ"] = value * NJ_PER_UJ
-    return shown
-
-
 def headline(summary: Summary) -> str:
     """A run's result in a few lines (its description in the MLflow UI): dataset, D's and E's
     test accuracy, retention, energy reduction under every energy model, lambda."""
@@ -139,6 +129,102 @@ def headline(summary: Summary) -> str:
         f"E {e.accuracy:.2%} test accuracy, retention {summary.accuracy_retention:.4f}; "
         f"energy reduction {reductions}{bound}; λ = {summary.rate_lambda:g}; E: "
         f"{summary.input_encoding} input, T = {summary.event_timesteps}, "
-        f"{e.events_per_sample:.0f} events per sample ({1000 * e.energy_uJ:.3f} nJ, "
+        f"{e.events_per_sample:.0f} events per sample ({e.energy_nJ:.3f} nJ, "
         f"{summary.energy_model})."
     )
+
+
+HEADLINE = "headline."  # the run's result: the prefix of the metrics the results view shows
+SIGNIFICANT = 4  # headline metrics are logged rounded to this many significant figures
+
+
+def rounded(value: float, digits: int = SIGNIFICANT) -> float:
+    """``value`` to ``digits`` significant figures (what the runs table shows in full)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def headline_metrics(summary: Summary) -> dict[str, float]:
+    """The run's result as metrics under ``headline.``, rounded: D's and E's test accuracy,
+    the retention, the energy reduction under every energy model and its ceiling (E's input
+    alone), E's energy and events, and the lambda E was fine-tuned with."""
+    d, e = summary.direct, summary.event
+    values: dict[str, float | None] = {
+        "direct_accuracy": d.accuracy,
+        "event_accuracy": e.accuracy,
+        "accuracy_retention": summary.accuracy_retention,
+        "direct_energy_nJ": d.energy_nJ,
+        "event_energy_nJ": e.energy_nJ,
+        "event_events_per_sample": e.events_per_sample,
+        "energy_reduction_ceiling": summary.energy_reduction_ceiling,
+        "rate_lambda": summary.rate_lambda,
+    }
+    for model, reduction in summary.energy_reduction_by_model.items():
+        values[f"energy_reduction.{model}"] = reduction
+    return {
+        HEADLINE + k: rounded(float(v))
+        for k, v in values.items()
+        if v is not None and math.isfinite(v)
+    }
+
+
+RESULTS_VIEW = "results"  # the runs table's saved view: ?viewStateShareKey=results
+VIEW_TAG = "mlflow.sharedViewState."  # how the MLflow UI keeps a saved runs view
+
+
+def results_view(models: list[str]) -> dict[str, Any]:
+    """The runs table as a user wants it first: the headline columns (each energy model's
+    reduction), the lambda and seed, and the trials' state and choice; newest first."""
+    metrics = [
+        "direct_accuracy",
+        "event_accuracy",
+        "accuracy_retention",
+        *(f"energy_reduction.{m}" for m in models),
+        "energy_reduction_ceiling",
+        "event_energy_nJ",
+    ]
+    columns = [f"metrics.`{HEADLINE}{m}`" for m in metrics]
+    columns += ["params.`rate_lambda`", "params.`seed`", "tags.`state`", "tags.`chosen`"]
+    return {"searchFilter": "", "selectedColumns": columns, "orderByAsc": False}
+
+
+def view_tag(name: str, state: dict[str, Any], created_ms: int | None = None) -> str:
+    """A saved view as the MLflow UI writes it: an envelope with its name, times and the
+    view's state as a JSON string (read in MLflow 3's own code, where saved and shared runs
+    views are experiment tags ``mlflow.sharedViewState.<key>``)."""
+    now = int(time.time() * 1000)
+    return json.dumps(
+        {"name": name, "createdAt": created_ms or now, "updatedAt": now, "state": json.dumps(state)}
+    )
+
+
+EXPERIMENT_DESCRIPTION = """direct2event: network D (direct input coding, graded surrogate
+activations) transferred to an event-driven network E. One run per dataset key (tag `dataset`),
+its trials and seeds nested under it. Open the saved view **Results** (Views menu) for the headline
+columns: D's and E's test accuracy, retention, energy reduction under each energy model, E's
+energy (nJ), lambda, and each trial's state (PRUNED: stopped early) and choice. The run's
+description is its result in a sentence; reports/summary.json holds every figure, tables/ the
+ablation and shift tables. Models: registry `<key>-direct` and `<key>-event`."""
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on runs
+
+
+def describe_experiment(experiment_id: str, models: list[str]) -> None:
+    """The experiment's description, its kind (a model-development experiment: the UI opens on
+    its runs, not the GenAI overview) and the saved runs view ``Results``, kept up to date."""
+    client = mlflow.MlflowClient()
+    tags = client.get_experiment(experiment_id).tags
+    wanted = {"mlflow.note.content": EXPERIMENT_DESCRIPTION, EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]}
+    state, key = results_view(models), VIEW_TAG + RESULTS_VIEW
+    old = json.loads(tags[key]) if key in tags else None
+    if old is None or json.loads(old.get("state", "{}")) != state:
+        wanted[key] = view_tag("Results", state, old.get("createdAt") if old else None)
+    for tag, value in wanted.items():
+        if tags.get(tag) != value:
+            client.set_experiment_tag(experiment_id, tag, value)
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The runs table in Model training mode, in the results view."""
+    view = f"workflowType=machine_learning&viewStateShareKey={RESULTS_VIEW}"
+    return f"{base}/#/experiments/{experiment_id}/runs?{view}"

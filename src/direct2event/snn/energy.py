@@ -18,7 +18,7 @@ from typing import Any
 from direct2event.snn.ops import OpCounts
 
 ENERGY_KINDS = ("per_event", "synops")
-PJ_PER_UJ = 1e6
+PJ_PER_NJ = 1e3  # energies per sample are in nanojoules everywhere
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ class EnergyProfile:
             return self.e_event_pj * counts.events
         return self.e_ac_pj * counts.ac + self.e_mac_pj * counts.mac
 
-    def energy_uj_per_sample(self, counts: OpCounts) -> float:
-        return counts.per_sample(self.energy_pj(counts)) / PJ_PER_UJ
+    def energy_nj_per_sample(self, counts: OpCounts) -> float:
+        return counts.per_sample(self.energy_pj(counts)) / PJ_PER_NJ
 
-    def input_energy_uj_per_sample(self, counts: OpCounts) -> float:
+    def input_energy_nj_per_sample(self, counts: OpCounts) -> float:
         """Energy per sample that the network input alone costs, whatever its hidden neurons
         do: the input's messages (``per_event``) or the synops they drive in the first layer
         (``synops``). No amount of spike regularisation brings a network below it."""
@@ -65,13 +65,13 @@ class EnergyProfile:
         else:
             layer = counts.layers.get(counts.input_layer or "")
             pj = 0.0 if layer is None else self._synop_pj(layer.op) * layer.synops
-        return counts.per_sample(pj) / PJ_PER_UJ
+        return counts.per_sample(pj) / PJ_PER_NJ
 
     def _synop_pj(self, op: str) -> float:
         """Cost of one synaptic operation: an accumulate (``AC``) or a multiply-accumulate."""
         return self.e_ac_pj if op == "AC" else self.e_mac_pj
 
-    def layer_energy_uj_per_sample(self, counts: OpCounts) -> dict[str, float]:
+    def layer_energy_nj_per_sample(self, counts: OpCounts) -> dict[str, float]:
         """Energy per sample of each layer: synaptic layers (synops) or neuron layers (events)."""
         out: dict[str, float] = {}
         if self.kind == "per_event":
@@ -81,7 +81,7 @@ class EnergyProfile:
         else:
             for name, layer in counts.layers.items():
                 out[name] = self._synop_pj(layer.op) * layer.synops
-        return {k: counts.per_sample(v) / PJ_PER_UJ for k, v in out.items()}
+        return {k: counts.per_sample(v) / PJ_PER_NJ for k, v in out.items()}
 
 
 def load_profiles(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, EnergyProfile]:

@@ -50,11 +50,11 @@ def measure(
     return {
         "accuracy": accuracy,
         **counts.summary(),
-        "energy_uJ_by_model": {k: p.energy_uj_per_sample(counts) for k, p in profiles.items()},
-        "input_energy_uJ_by_model": {
-            k: p.input_energy_uj_per_sample(counts) for k, p in profiles.items()
+        "energy_nJ_by_model": {k: p.energy_nj_per_sample(counts) for k, p in profiles.items()},
+        "input_energy_nJ_by_model": {
+            k: p.input_energy_nj_per_sample(counts) for k, p in profiles.items()
         },
-        "layer_energy_uJ": {k: p.layer_energy_uj_per_sample(counts) for k, p in profiles.items()},
+        "layer_energy_nJ": {k: p.layer_energy_nj_per_sample(counts) for k, p in profiles.items()},
         "firing_rates": counts.firing_rates(),
         "synops_by_layer": {
             k: {"op": c.op, "per_sample": counts.per_sample(c.synops)}

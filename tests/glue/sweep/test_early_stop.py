@@ -14,7 +14,7 @@ from direct2event.glue.sweep.early_stop import Bar, EarlyStop, overstatement
 
 
 def rec(lam: float, acc: float, energy: float, number: int) -> TrialRecord:
-    return TrialRecord(rate_lambda=lam, val_accuracy=acc, energy_uJ=energy, number=number)
+    return TrialRecord(rate_lambda=lam, val_accuracy=acc, energy_nJ=energy, number=number)
 
 
 def test_the_early_stop_rule_with_values() -> None:
@@ -152,7 +152,7 @@ def test_the_bar_comes_from_the_studys_complete_trials() -> None:
             {
                 "fraction": 0.1,
                 "val_accuracy": t.val_accuracy + 0.00198,
-                "events_per_sample": 1e6 * t.energy_uJ,
+                "events_per_sample": 1e6 * t.energy_nJ,
             }
         ]
         for t in made

@@ -14,7 +14,7 @@ from direct2event.glue.sweep.policy import Choice
 
 
 def rec(lam: float, acc: float, energy: float, number: int) -> TrialRecord:
-    return TrialRecord(rate_lambda=lam, val_accuracy=acc, energy_uJ=energy, number=number)
+    return TrialRecord(rate_lambda=lam, val_accuracy=acc, energy_nJ=energy, number=number)
 
 
 HAND_MADE = [
@@ -75,7 +75,7 @@ def test_short_trials_within_one_standard_error_of_the_most_accurate_are_ties(
 def test_an_energy_reduction_target_takes_the_weakest_penalty_reaching_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Quarter-pass trials (D spends 0.0553 uJ per sample on validation): the weakest lambda
+    """Quarter-pass trials (D spends 0.0553 nJ per sample on validation): the weakest lambda
     whose reduction reaches the target at trial length goes on."""
     trials = [
         rec(3.0, 0.9828, 0.00869, 0),  # 0.0553 / 0.00869 = 6.36x
@@ -114,7 +114,7 @@ def test_an_energy_reduction_target_takes_the_weakest_penalty_reaching_it(
 
 
 def test_between_two_trials_the_lambda_meeting_the_target_is_interpolated() -> None:
-    """D spends 0.04287 uJ on validation: lambda = 1 reaches 3.02x at trial length, 3 reaches
+    """D spends 0.04287 nJ on validation: lambda = 1 reaches 3.02x at trial length, 3 reaches
     4.97x; a 3.75x target lies between them on the line in (log lambda, log reduction):
     lambda = exp(0.4364 * ln 3) = 1.615."""
     trials = [
@@ -169,14 +169,14 @@ def test_the_lowest_energy_candidate_is_taken_on_first_and_a_weaker_penalty_afte
     def complete(lam: float):
         taken.append(lam)
         trial = next(t for t in trials if t.rate_lambda == lam)
-        acc, energy = trial.val_accuracy - 0.0015, trial.energy_uJ * 0.8
-        result = {"val_accuracy": acc, "energy_uJ": energy, "accuracy_retention": acc}
+        acc, energy = trial.val_accuracy - 0.0015, trial.energy_nJ * 0.8
+        result = {"val_accuracy": acc, "energy_nJ": energy, "accuracy_retention": acc}
         return {**result, "events_per_sample": 1.0}, ("net", [{"epoch": 1.0}])
 
     chosen, met, done, (_, history) = take(trials, Choice(1.0, 0.996, completions=2), complete)
     assert taken == [6.0, 3.0]  # 10 skipped: it penalises more than 6, which fell short
     assert met and chosen.rate_lambda == 3.0 and chosen.number == 1
-    assert chosen.val_accuracy == 0.998 - 0.0015 and chosen.energy_uJ == 2.0 * 0.8
+    assert chosen.val_accuracy == 0.998 - 0.0015 and chosen.energy_nJ == 2.0 * 0.8
     assert [r.rate_lambda for r in done] == [6.0, 3.0] and history == [{"epoch": 1.0}]
     # one completion allowed: the one that fell short is the most accurate completion
     taken.clear()
@@ -201,7 +201,7 @@ def test_with_an_energy_target_between_two_trials_one_whole_run_at_the_lambda_be
 
     def complete(lam: float):
         runs.append(lam)
-        return {"val_accuracy": 0.9841, "energy_uJ": 0.0051}, ("net", [{"epoch": 1.0}])
+        return {"val_accuracy": 0.9841, "energy_nJ": 0.0051}, ("net", [{"epoch": 1.0}])
 
     choice = Choice(0.988, 0.996, completions=2, direct_energy=0.04287, energy_target=3.75)
     chosen, met, done, (_, history) = take(trials, choice, complete)
@@ -227,7 +227,7 @@ def test_after_a_shortfall_a_nearly_equal_penalty_is_skipped_for_a_clearly_weake
         taken.append(lam)
         trial = next(t for t in trials if t.rate_lambda == lam)
         acc = trial.val_accuracy - loss[lam]
-        result = {"val_accuracy": acc, "energy_uJ": trial.energy_uJ, "accuracy_retention": acc}
+        result = {"val_accuracy": acc, "energy_nJ": trial.energy_nJ, "accuracy_retention": acc}
         return {**result, "events_per_sample": 1.0}, ("net", [])
 
     chosen, met, done, _ = take(trials, Choice(1.0, 0.996, 0.996, completions=2), complete)

@@ -86,7 +86,7 @@ def test_two_workers_share_one_study(saved_networks: Path, tmp_path: Path) -> No
         out = p.communicate(timeout=300)[0].decode()
         assert p.returncode == 0, out[-2000:]
     study = optuna.load_study(study_name="study", storage=url)
-    assert study.metric_names == ["val_accuracy", "energy_uJ"]  # named axes in optuna-dashboard
+    assert study.metric_names == ["val_accuracy", "energy_nJ"]  # named axes in optuna-dashboard
     trials = study.get_trials()
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     # both stop once the study holds 6 complete trials; one may finish a trial in flight
@@ -97,7 +97,7 @@ def test_two_workers_share_one_study(saved_networks: Path, tmp_path: Path) -> No
     for t in done:  # each trial measured a real fine-tuned network
         assert 0.5 <= t.params[PARAM] <= 50
         assert 0.3 < t.values[0] <= 1 and t.values[1] > 0
-        assert t.user_attrs["events_per_sample"] == pytest.approx(t.values[1] * 1e6)
+        assert t.user_attrs["events_per_sample"] == pytest.approx(t.values[1] * 1e3)
 
 
 def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(
@@ -145,7 +145,7 @@ def test_with_an_energy_target_stronger_trials_stop_before_any_step(tmp_path: Pa
         steps.append(lam)  # the fine-tuning starts
         energy = 0.01 / math.sqrt(lam)
         judge(0.5, 5, {"val_accuracy": 0.99, "events_per_sample": 2e6 * energy})
-        return {"val_accuracy": 0.99 - 1e-4 * lam, "energy_uJ": energy}
+        return {"val_accuracy": 0.99 - 1e-4 * lam, "energy_nJ": energy}
 
     config = StudyConfig(
         storage=url, name="s", n_trials=7, first_lambdas=(8.0, 20.0, 2.0, 1.0, 5.0)
@@ -187,7 +187,7 @@ def test_pruned_trials_count_toward_n_trials_and_are_never_chosen(tmp_path: Path
     def evaluate(lam: float, on_epoch=None, judge=None) -> dict[str, float]:
         accuracy = 1.0 - lam / 100  # lambda > 10.4: under the required 0.9 - 0.004
         judge(0.5, 5, {"val_accuracy": accuracy, "events_per_sample": 100 / lam})
-        return {"val_accuracy": accuracy, "energy_uJ": 1 / lam}
+        return {"val_accuracy": accuracy, "energy_nJ": 1 / lam}
 
     config = StudyConfig(storage=url, name="s", n_trials=6, first_lambdas=(40.0, 5.0, 30.0))
     study = run_study(config, evaluate, early_stop=rule)

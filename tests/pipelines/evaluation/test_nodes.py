@@ -21,12 +21,12 @@ def test_evaluate_transfer_counts_d_as_macs_and_e_as_events(
     assert 0.8 < d["accuracy"] <= 1 and 0.3 < e["accuracy"] <= 1
     assert d["mac_per_sample"] > 0 and d["ac_per_sample"] == 0
     assert e["mac_per_sample"] == 0 and e["ac_per_sample"] > 0
-    for res in (d, e):  # per_event at 1 pJ: uJ = events * 1e-6
-        assert res["energy_uJ_by_model"]["per_event"] == pytest.approx(
-            res["events_per_sample"] * 1e-6
+    for res in (d, e):  # per_event at 1 pJ: nJ = events * 1e-3
+        assert res["energy_nJ_by_model"]["per_event"] == pytest.approx(
+            res["events_per_sample"] * 1e-3
         )
-        assert sum(res["layer_energy_uJ"]["per_event"].values()) == pytest.approx(
-            res["energy_uJ_by_model"]["per_event"]
+        assert sum(res["layer_energy_nJ"]["per_event"].values()) == pytest.approx(
+            res["energy_nJ_by_model"]["per_event"]
         )
 
 
@@ -50,11 +50,11 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
     assert [r["rate_lambda"] for r in rows] == [None, None, 0.0, 20.0]
     by = {r["variant"]: r for r in rows}
     assert by["thresholds"]["accuracy"] == evaluation["event"]["accuracy"]  # the same network
-    assert by["thresholds"]["energy_uJ"] == evaluation["event"]["energy_uJ_by_model"]["per_event"]
-    # shares of E's gain against hand-set energies: D 10 uJ, the final E 2 uJ (a gain of 8)
+    assert by["thresholds"]["energy_nJ"] == evaluation["event"]["energy_nJ_by_model"]["per_event"]
+    # shares of E's gain against hand-set energies: D 10 nJ, the final E 2 nJ (a gain of 8)
     hand = {
-        "direct": {**evaluation["direct"], "energy_uJ_by_model": {"per_event": 10.0}},
-        "event": {**evaluation["event"], "energy_uJ_by_model": {"per_event": 2.0}},
+        "direct": {**evaluation["direct"], "energy_nJ_by_model": {"per_event": 10.0}},
+        "event": {**evaluation["event"], "energy_nJ_by_model": {"per_event": 2.0}},
     }
     shares = run_ablation(
         direct_model, scaled[0], hand, digits_splits, settings,
@@ -63,7 +63,7 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
     final = next(r for r in shares if r["variant"] == "finetune_lambda")
     assert (final["energy_gain_fraction"], final["energy_reduction"]) == (1.0, 5.0)
     thresholds = next(r for r in shares if r["variant"] == "thresholds")
-    e = thresholds["energy_uJ"]  # measured: the scaled network's events at 1 pJ
+    e = thresholds["energy_nJ"]  # measured: the scaled network's events at 1 pJ
     assert thresholds["energy_gain_fraction"] == pytest.approx((10.0 - e) / 8.0)
     assert thresholds["energy_reduction"] == pytest.approx(10.0 / e)
     off = run_ablation(

@@ -36,7 +36,8 @@ def test_sweep_off_uses_the_configured_lambda(scaled, direct_model, digits_split
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )
     assert report.rate_lambda == 7.0 and report.enabled is False
-    assert report.n_trials == 0 and metrics == {} and reuse == {}
+    assert report.n_complete == 0 and metrics == {} and reuse == {}
+    assert report.chosen_by == "configured"
 
 
 def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
@@ -55,29 +56,30 @@ def test_sweep_chooses_a_first_lambda_and_hands_its_network_on(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )
     assert (
-        report.n_trials == 2
+        report.n_complete == 2
         and report.lambda0 is None
         and {t.rate_lambda for t in report.trials} == {1.5, 30.0}
     )
     assert report.study_name == settings.study_name
     by_lambda = {t.rate_lambda: t for t in report.trials}
-    assert by_lambda[30.0].energy_uJ < by_lambda[1.5].energy_uJ  # stronger penalty
-    floor = report.retention_floor * report.direct_val_accuracy
-    passing = [t for t in report.trials if t.val_accuracy >= floor]
-    if passing:  # the lowest energy over the floor (+ margin)
-        expected = min(passing, key=lambda t: t.energy_uJ)
-        assert report.floor_met and report.rate_lambda == expected.rate_lambda
+    assert by_lambda[30.0].energy_nJ < by_lambda[1.5].energy_nJ  # stronger penalty
+    required = report.retention_floor + report.retention_margin
+    passing = [t for t in report.trials if t.val_accuracy >= required * report.direct_val_accuracy]
+    if passing:  # the lowest energy over floor + margin
+        expected = min(passing, key=lambda t: t.energy_nJ)
+        assert report.validation_floor_met and report.chosen_by == "retention_floor"
     else:  # none: the most accurate, and the report says the floor was missed
-        expected = max(report.trials, key=lambda t: (t.val_accuracy, -t.energy_uJ))
-        assert report.floor_met is False and report.rate_lambda == expected.rate_lambda
-    assert metrics["tuning.rate_lambda"]["value"] == report.rate_lambda
+        expected = max(report.trials, key=lambda t: (t.val_accuracy, -t.energy_nJ))
+        assert report.validation_floor_met is False and report.chosen_by == "most_accurate"
+    assert report.rate_lambda == expected.rate_lambda
+    assert metrics["tuning.n_complete"]["value"] == 2.0
     # a margin above the floor no trial reaches: the most accurate trial, floor not met
     strict = tiny(tuning={**settings.tuning.model_dump(), "retention_margin": 0.09})
     assert strict.study_name == settings.study_name  # the same study, no new trials
     again, _, _ = tune_rate_lambda(scaled[0], direct_model, digits_splits, strict, NO_LOGITS, {})
-    best = max(report.trials, key=lambda t: (t.val_accuracy, -t.energy_uJ))
-    assert again.floor_met is False and again.rate_lambda == best.rate_lambda
-    assert again.retention_margin == 0.09 and again.n_trials == 2
+    best = max(report.trials, key=lambda t: (t.val_accuracy, -t.energy_nJ))
+    assert again.validation_floor_met is False and again.rate_lambda == best.rate_lambda
+    assert again.retention_margin == 0.09 and again.n_complete == 2
     assert reuse["rate_lambda"] == report.rate_lambda
     # the final fine-tuning takes the sweep's network instead of training it again
     event, log = finetune_event_model(
@@ -108,10 +110,10 @@ def test_lambda0_network_is_trained_once_and_reported_beside_the_trials(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, lambda0
     )
     trial, ref = report.trials[0], report.lambda0
-    assert ref.rate_lambda == 0.0 and ref.energy_uJ > trial.energy_uJ  # no penalty: busier
+    assert ref.rate_lambda == 0.0 and ref.energy_nJ > trial.energy_nJ  # no penalty: busier
     # a floor of 0.999 + 0.001: the only trial misses it and is still chosen (E at lambda = 0
     # is a reference, not a candidate: it would give up most of the energy gain)
-    assert report.floor_met is False and report.rate_lambda == 40.0
+    assert report.validation_floor_met is False and report.rate_lambda == 40.0
     assert reuse["rate_lambda"] == 40.0
     off = tiny(transfer={"ablation": {"enabled": False}})
     assert finetune_lambda0(scaled[0], direct_model, digits_splits, off, NO_LOGITS) == {}
@@ -283,7 +285,7 @@ def test_doomed_trials_stop_at_their_first_check_and_a_good_one_runs_to_the_end(
         > 1.01 * (good.user_attrs["checks"][0]["events_per_sample"])
     )
     # the report: one complete trial chosen, two stopped; a stopped trial is never chosen
-    assert report.rate_lambda == 2.0 and report.floor_met and report.n_trials == 1
+    assert report.rate_lambda == 2.0 and report.validation_floor_met and report.n_complete == 1
     assert sorted(t.rate_lambda for t in report.stopped) == [0.05, 1000.0]
     assert {t.fraction for t in report.stopped} == {0.25}
     assert metrics["tuning.n_stopped"]["value"] == 2 and reuse["rate_lambda"] == 2.0
@@ -326,8 +328,8 @@ def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine
     report, metrics, reuse = tune_rate_lambda(
         scaled[0], direct_model, digits_splits, settings, NO_LOGITS, {}
     )
-    assert report.trial_epochs == trial_epochs and report.n_trials == 2 and report.completed
-    assert metrics["tuning.n_completed"]["value"] == len(report.completed)
+    assert report.trial_epochs == trial_epochs and report.n_complete == 2 and report.completed
+    assert metrics["tuning.n_taken_on"]["value"] == len(report.completed)
     chosen = next(c for c in report.completed if c.number == report.chosen_trial)
     assert chosen.rate_lambda == report.rate_lambda == reuse["rate_lambda"]
     assert metrics["tuning.chosen_val_accuracy"]["value"] == chosen.val_accuracy
@@ -341,9 +343,9 @@ def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine
     again = measure(
         net, val, settings.event_coding, settings.device, settings.profiles(), settings.seed
     )
-    assert (chosen.val_accuracy, chosen.energy_uJ) == (
+    assert (chosen.val_accuracy, chosen.energy_nJ) == (
         again["accuracy"],
-        again["energy_uJ_by_model"][settings.transfer.energy_model],
+        again["energy_nJ_by_model"][settings.transfer.energy_model],
     )
     assert chosen.val_accuracy == history[-1]["val_accuracy"]
     for (key, a), b in zip(
@@ -354,7 +356,7 @@ def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine
         assert torch.equal(a, b), key
     # the trial's own (trial-length) result is what Optuna and the report's trials hold
     trial = next(t for t in report.trials if t.number == report.chosen_trial)
-    assert trial.val_accuracy != chosen.val_accuracy or trial.energy_uJ != chosen.energy_uJ
+    assert trial.val_accuracy != chosen.val_accuracy or trial.energy_nJ != chosen.energy_nJ
 
 
 def test_with_an_energy_target_the_weakest_penalty_reaching_it_is_taken_on(
@@ -387,11 +389,11 @@ def test_with_an_energy_target_the_weakest_penalty_reaching_it_is_taken_on(
         settings.profiles(),
         settings.seed,
     )
-    assert report.direct_val_energy_uJ == direct["energy_uJ_by_model"]["per_event"]
+    assert report.direct_val_energy_nJ == direct["energy_nJ_by_model"]["per_event"]
     assert report.energy_reduction_target == 1.01
     by_lambda = {t.rate_lambda: t for t in report.trials}
     assert sorted(by_lambda) == [1.5, 30.0] and not report.stopped  # no stop for events
-    assert by_lambda[30.0].energy_uJ < by_lambda[1.5].energy_uJ  # the stronger penalty: cheaper
-    assert report.direct_val_energy_uJ / by_lambda[1.5].energy_uJ >= 1.01  # both reach 1.01x
+    assert by_lambda[30.0].energy_nJ < by_lambda[1.5].energy_nJ  # the stronger penalty: cheaper
+    assert report.direct_val_energy_nJ / by_lambda[1.5].energy_nJ >= 1.01  # both reach 1.01x
     assert [c.rate_lambda for c in report.completed] == [1.5]
     assert report.rate_lambda == reuse["rate_lambda"] == 1.5

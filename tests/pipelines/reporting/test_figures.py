@@ -37,8 +37,8 @@ def test_each_figure_shows_its_data(scaled, calibration, measured, settings) -> 
 
 def test_tuning_figure_marks_the_choice_and_says_when_there_is_none(settings) -> None:
     trials = [
-        TrialRecord(number=0, rate_lambda=1.5, val_accuracy=0.95, energy_uJ=2.0),
-        TrialRecord(number=1, rate_lambda=5.0, val_accuracy=0.93, energy_uJ=1.0),
+        TrialRecord(number=0, rate_lambda=1.5, val_accuracy=0.95, energy_nJ=2.0),
+        TrialRecord(number=1, rate_lambda=5.0, val_accuracy=0.93, energy_nJ=1.0),
     ]
     report = TuningReport(
         rate_lambda=5.0,
@@ -46,17 +46,18 @@ def test_tuning_figure_marks_the_choice_and_says_when_there_is_none(settings) ->
         trials=trials,
         pareto=trials[::-1],
         chosen_trial=1,
-        floor_met=True,
+        validation_floor_met=True,
+        chosen_by="retention_floor",
         retention_floor=0.95,
         direct_val_accuracy=0.97,
         energy_model="per_event",
-        n_trials=2,
+        n_complete=2,
         study_name="digits-x",
     )
     fig = figures.plot_tuning(report, settings)
     assert "chosen: λ = 5" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     # trials of one epoch, the chosen one taken on: the star sits at its whole-run values
-    final = TrialRecord(number=1, rate_lambda=5.0, val_accuracy=0.945, energy_uJ=0.8)
+    final = TrialRecord(number=1, rate_lambda=5.0, val_accuracy=0.945, energy_nJ=0.8)
     short = report.model_copy(update={"trial_epochs": 1, "completed": [final]})
     fig = figures.plot_tuning(short, settings)
     ax = fig.axes[0]

@@ -13,37 +13,42 @@ from direct2event.pipelines.reporting.nodes import (
 def test_summary_ratios_and_metrics(measured, digits_splits: DataSplits, settings) -> None:
     evaluation, ablation = measured
     tuning = TuningReport(rate_lambda=5.0, enabled=False)
-    summary, metrics = build_summary(digits_splits, settings, evaluation, ablation, tuning)
+    typed, metrics = build_summary(digits_splits, settings, evaluation, ablation, tuning)
+    summary = typed.model_dump()
     d, e = summary["direct"], summary["event"]
     assert summary["dataset"] == "digits" and summary["seed"] == 0
     assert summary["input_encoding"] == "rate" and summary["timesteps"] == 4
-    assert summary["energy_reduction"] == pytest.approx(d["energy_uJ"] / e["energy_uJ"])
+    assert summary["energy_reduction"] == pytest.approx(d["energy_nJ"] / e["energy_nJ"])
     assert summary["energy_reduction_by_model"]["synops_45nm"] == pytest.approx(
-        d["energy_uJ_by_model"]["synops_45nm"] / e["energy_uJ_by_model"]["synops_45nm"]
+        d["energy_nJ_by_model"]["synops_45nm"] / e["energy_nJ_by_model"]["synops_45nm"]
     )
     assert summary["accuracy_retention"] == pytest.approx(e["accuracy"] / d["accuracy"])
     # the ceiling: D's energy over what E's input alone costs (here rate-coded digits, 1 pJ each)
-    assert e["input_energy_uJ_by_model"]["per_event"] == pytest.approx(
-        e["input_events_per_sample"] * 1e-6
+    assert e["input_energy_nJ_by_model"]["per_event"] == pytest.approx(
+        e["input_events_per_sample"] * 1e-3
     )
     assert e["input_events_per_sample"] > 0
     ceiling = summary["energy_reduction_ceiling"]
-    assert ceiling == pytest.approx(d["energy_uJ"] / (e["input_events_per_sample"] * 1e-6))
+    assert ceiling == pytest.approx(d["energy_nJ"] / (e["input_events_per_sample"] * 1e-3))
     assert ceiling > summary["energy_reduction"]
-    assert metrics["energy_reduction_ceiling"]["value"] == pytest.approx(ceiling)
+    assert metrics["headline.energy_reduction_ceiling"]["value"] == pytest.approx(ceiling, rel=1e-3)
     assert (
         summary["energy_reduction_ceiling_by_model"]["synops_45nm"]
         > summary["energy_reduction_by_model"]["synops_45nm"]
     )
     assert summary["rate_lambda"] == 5.0
     assert [r["variant"] for r in summary["ablation"]] == [r["variant"] for r in ablation]
-    assert metrics["event.test_accuracy"] == {"value": e["accuracy"], "step": 0}
-    assert metrics["ablation.naive.energy_nJ"]["value"] == 1000 * ablation[0]["energy_uJ"]
-    assert not [k for k in metrics if k.endswith("energy_uJ")]  # MLflow shows nJ
+    # the headline, under one prefix and rounded to 4 significant figures
+    assert metrics["headline.event_accuracy"] == {"value": round(e["accuracy"], 4), "step": 0}
+    assert metrics["headline.event_energy_nJ"]["value"] == float(f"{e['energy_nJ']:.4g}")
+    assert metrics["headline.energy_reduction.synops_45nm"]["value"] == float(
+        f"{summary['energy_reduction_by_model']['synops_45nm']:.4g}"
+    )
+    assert all(k.startswith("headline.") for k in metrics) and len(metrics) == 10
 
 
 def test_no_registration_without_an_mlflow_run(direct_model, settings) -> None:
     import mlflow
 
     assert mlflow.active_run() is None
-    assert register_networks(direct_model, direct_model, {}, settings) == {"registered": False}
+    assert register_networks(direct_model, direct_model, None, settings) == {"registered": False}

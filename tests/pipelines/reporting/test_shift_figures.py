@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import pytest
 
+from direct2event.glue.reports import ShiftReport
 from direct2event.pipelines.reporting import shift_figures
+
+
+def _measure(accuracy: float, events: float) -> dict:
+    return {
+        "accuracy": accuracy,
+        "events_per_sample": events,
+        "energy_nJ_by_model": {"per_event": events * 1e-3},
+    }
 
 
 def _row(shift: str, level: int, severity: float, e: float, events: float, **extra) -> dict:
@@ -13,12 +22,14 @@ def _row(shift: str, level: int, severity: float, e: float, events: float, **ext
         "d_accuracy": e + 0.01,
         "e_accuracy": e,
         "e_events_per_sample": events,
-        "adapted": {"homeostasis": {"accuracy": e + 0.05, "events_per_sample": events * 0.9}},
+        "e_energy_nJ_by_model": {"per_event": events * 1e-3},
+        "adapted": {"homeostasis": _measure(e + 0.05, events * 0.9)},
+        "retention": e / (e + 0.01),
         **extra,
     }
 
 
-REPORT = {
+RAW = {
     "enabled": True,
     "dataset": "digits",
     "samples": 100,
@@ -26,12 +37,13 @@ REPORT = {
         "d_accuracy": 0.98,
         "e_accuracy": 0.97,
         "e_events_per_sample": 1000.0,
-        "e_energy_uJ_by_model": {"per_event": 0.01},
-        "adapted": {"homeostasis": {"accuracy": 0.96, "events_per_sample": 990.0}},
+        "d_energy_nJ_by_model": {"per_event": 0.1},
+        "e_energy_nJ_by_model": {"per_event": 0.01},
+        "adapted": {"homeostasis": _measure(0.96, 990.0)},
     },
     "rows": [
         _row("noise", 1, 0.1, 0.9, 1100.0),
-        _row("noise", 2, 0.2, 0.8, 1300.0, recalibrated={"accuracy": 0.85}),
+        _row("noise", 2, 0.2, 0.8, 1300.0, recalibrated=_measure(0.85, 1000.0)),
         _row("noise", 3, 0.4, 0.6, 1600.0),
         _row("dropout", 1, 0.2, 0.95, 800.0),
     ],
@@ -44,13 +56,14 @@ REPORT = {
         "methods": {
             "none": {"sliding_accuracy": [0.9, 0.5], "positions": [10, 20],
                      "held_out_accuracy": [0.9, 0.6], "recovery_to_shift": None,
-                     "recovery_back": None},
+                     "recovery_back": None, "plateau_to_shift": 0.6, "plateau_back": 0.9},
             "homeostasis": {"sliding_accuracy": [0.9, 0.7], "positions": [10, 20],
                             "held_out_accuracy": [0.9, 0.8], "recovery_to_shift": 8,
-                            "recovery_back": None},
+                            "recovery_back": None, "plateau_to_shift": 0.8, "plateau_back": 0.9},
         },
     },
 }  # fmt: skip
+REPORT = ShiftReport.model_validate(RAW)  # the report as the stage hands it on
 
 
 def test_accuracy_panels_plot_each_shift_from_clean_on() -> None:
@@ -75,5 +88,5 @@ def test_stream_says_where_adaptation_settles_and_off_is_a_note() -> None:
     fig = shift_figures.plot_stream(REPORT)
     labels = [line.get_label() for line in fig.axes[1].get_lines()]
     assert labels == ["E", "E + homeostasis (settles in 8, back: does not settle)"]
-    off = shift_figures.plot_shift_accuracy({"enabled": False})
+    off = shift_figures.plot_shift_accuracy(ShiftReport(enabled=False))
     assert "shift.enabled: false" in off.texts[0].get_text()

@@ -21,6 +21,7 @@ from direct2event.glue.params.network import (
 from direct2event.glue.params.shift import ShiftParams
 from direct2event.glue.params.sweep import TuningParams
 from direct2event.glue.sweep.config import (
+    OBJECTIVES,
     ChoiceConfig,
     StudyConfig,
     SweepConfig,
@@ -200,6 +201,7 @@ class PipelineParams(Strict):
             "transfer": self.transfer.model_dump(exclude={"ablation"}),
             "source_model": self.source_model,
             "trial": {"epochs": self.trial_epochs, "validation": self.tuning.max_validation},
+            "objectives": list(OBJECTIVES),  # studies of another energy unit stay apart
         }
 
     def sweep_config(self) -> SweepConfig:

@@ -16,7 +16,7 @@ from direct2event.glue.sweep.early_stop import Judge
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.training import Callback, FitLoop
 
-Measure = Callable[[SpikingNet], dict[str, float]]  # val_accuracy, energy_uJ, events_per_sample
+Measure = Callable[[SpikingNet], dict[str, float]]  # val_accuracy, energy_nJ, events_per_sample
 
 
 @dataclass

@@ -17,7 +17,7 @@ from direct2event.glue.sweep.early_stop import EarlyStop
 from direct2event.glue.sweep.policy import Choice
 
 PARAM = "rate_lambda"  # the trials' Optuna parameter
-OBJECTIVES = ("val_accuracy", "energy_uJ")  # maximised, minimised
+OBJECTIVES = ("val_accuracy", "energy_nJ")  # maximised, minimised
 DEFAULT_STORAGE = "sqlite:///data/07_model_output/optuna.db"
 
 

@@ -211,7 +211,7 @@ class EarlyStop:
         if reaching := reaching_target(trials, self.direct_energy, self.energy_target):
             hi = reaching[0].rate_lambda
             target["reaching_lambda"] = hi
-            weaker = [t for t in trials if t.rate_lambda < hi and t.energy_uJ > 0]
+            weaker = [t for t in trials if t.rate_lambda < hi and t.energy_nJ > 0]
             if weaker:
                 lo = max(weaker, key=lambda t: t.rate_lambda)
                 target["weaker_lambda"] = lo.rate_lambda

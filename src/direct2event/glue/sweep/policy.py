@@ -50,7 +50,7 @@ class Choice:
 
 
 def _key_most_accurate(t: TrialRecord) -> tuple[float, float, int]:
-    return (t.val_accuracy, -t.energy_uJ, -(t.number or 0))
+    return (t.val_accuracy, -t.energy_nJ, -(t.number or 0))
 
 
 def reaching_target(
@@ -60,8 +60,8 @@ def reaching_target(
     ``target``, weakest penalty (smallest lambda) first; none without a target."""
     if target is None or direct_energy <= 0:
         return []
-    reaching = [t for t in trials if t.energy_uJ > 0 and direct_energy / t.energy_uJ >= target]
-    return sorted(reaching, key=lambda t: (t.rate_lambda, t.energy_uJ, t.number or 0))
+    reaching = [t for t in trials if t.energy_nJ > 0 and direct_energy / t.energy_nJ >= target]
+    return sorted(reaching, key=lambda t: (t.rate_lambda, t.energy_nJ, t.number or 0))
 
 
 def interpolated_lambda(
@@ -76,11 +76,11 @@ def interpolated_lambda(
     if not reaching or target is None:
         return None
     hi = reaching[0]
-    weaker = [t for t in trials if t.rate_lambda < hi.rate_lambda and t.energy_uJ > 0]
+    weaker = [t for t in trials if t.rate_lambda < hi.rate_lambda and t.energy_nJ > 0]
     if not weaker:
         return None
     lo = max(weaker, key=lambda t: t.rate_lambda)
-    r_lo, r_hi = math.log(direct_energy / lo.energy_uJ), math.log(direct_energy / hi.energy_uJ)
+    r_lo, r_hi = math.log(direct_energy / lo.energy_nJ), math.log(direct_energy / hi.energy_nJ)
     if r_hi <= r_lo:  # not increasing between them: no line to follow
         return None
     x_lo, x_hi = math.log(lo.rate_lambda), math.log(hi.rate_lambda)
@@ -99,7 +99,7 @@ def select_trial(trials: list[TrialRecord], choice: Choice) -> tuple[TrialRecord
         return best, choice.feasible(best.val_accuracy)
     passing = [t for t in trials if choice.feasible(t.val_accuracy)]
     if passing:
-        return min(passing, key=lambda t: (t.energy_uJ, -t.val_accuracy, t.number or 0)), True
+        return min(passing, key=lambda t: (t.energy_nJ, -t.val_accuracy, t.number or 0)), True
     return max(trials, key=_key_most_accurate), False
 
 
@@ -116,7 +116,7 @@ def accuracy_ties(
     p = max(trials, key=_key_most_accurate).val_accuracy
     tolerance = standard_errors * math.sqrt(max(p * (1 - p), 0.0) / max(validation_size, 1))
     ties = [t for t in trials if t.val_accuracy >= p - tolerance]
-    return sorted(ties, key=lambda t: (t.energy_uJ, -t.val_accuracy, t.number or 0))
+    return sorted(ties, key=lambda t: (t.energy_nJ, -t.val_accuracy, t.number or 0))
 
 
 def completion_order(trials: list[TrialRecord], choice: Choice) -> list[TrialRecord]:
@@ -138,7 +138,7 @@ def completion_order(trials: list[TrialRecord], choice: Choice) -> list[TrialRec
         return reaching
     if choice.energy_target is not None:
         logger.warning(
-            "No trial reaches an energy reduction of %g at trial length (D: %.4g uJ); taken on "
+            "No trial reaches an energy reduction of %g at trial length (D: %.4g nJ); taken on "
             "by retention instead",
             choice.energy_target,
             choice.direct_energy,
@@ -146,7 +146,7 @@ def completion_order(trials: list[TrialRecord], choice: Choice) -> list[TrialRec
     shortlist = choice.required if choice.candidate_at is None else choice.candidate_at
     passing = [t for t in trials if t.val_accuracy >= shortlist * choice.direct_accuracy]
     if passing:
-        return sorted(passing, key=lambda t: (t.energy_uJ, -t.val_accuracy, t.number or 0))
+        return sorted(passing, key=lambda t: (t.energy_nJ, -t.val_accuracy, t.number or 0))
     ties = accuracy_ties(trials, choice.validation_size, choice.tie_standard_errors)
     if len(ties) > 1:
         logger.info(
@@ -193,7 +193,7 @@ def take_on(trials: list[TrialRecord], choice: Choice, complete: Complete) -> Ta
         )
         res, payload = complete(lam)
         record = TrialRecord(
-            rate_lambda=lam, val_accuracy=res["val_accuracy"], energy_uJ=res["energy_uJ"]
+            rate_lambda=lam, val_accuracy=res["val_accuracy"], energy_nJ=res["energy_nJ"]
         )
         return TakenOn(record, choice.feasible(res["val_accuracy"]), [record], payload)
     done: list[TrialRecord] = []
@@ -210,7 +210,7 @@ def take_on(trials: list[TrialRecord], choice: Choice, complete: Complete) -> Ta
             TrialRecord(
                 rate_lambda=trial.rate_lambda,
                 val_accuracy=res["val_accuracy"],
-                energy_uJ=res["energy_uJ"],
+                energy_nJ=res["energy_nJ"],
                 number=trial.number,
             )
         )
@@ -224,9 +224,9 @@ def take_on(trials: list[TrialRecord], choice: Choice, complete: Complete) -> Ta
         )
     passing = [r for r in done if choice.feasible(r.val_accuracy)]
     if passing:
-        chosen = min(passing, key=lambda r: (r.energy_uJ, -r.val_accuracy))
+        chosen = min(passing, key=lambda r: (r.energy_nJ, -r.val_accuracy))
     else:
-        chosen = max(done, key=lambda r: (r.val_accuracy, -r.energy_uJ))
+        chosen = max(done, key=lambda r: (r.val_accuracy, -r.energy_nJ))
     return TakenOn(chosen, bool(passing), done, payloads[chosen.rate_lambda])
 
 
@@ -275,5 +275,5 @@ def non_dominated(scores: dict[Any, tuple[float, float]]) -> set[Any]:
 def pareto_front(trials: list[TrialRecord]) -> list[TrialRecord]:
     """The trials no other trial beats on both objectives, by increasing energy."""
     by_number = {t.number: t for t in trials}
-    front = non_dominated({n: (t.val_accuracy, t.energy_uJ) for n, t in by_number.items()})
-    return sorted((by_number[n] for n in front), key=lambda t: t.energy_uJ)
+    front = non_dominated({n: (t.val_accuracy, t.energy_nJ) for n, t in by_number.items()})
+    return sorted((by_number[n] for n in front), key=lambda t: t.energy_nJ)

@@ -49,6 +49,12 @@ def check_study(url: str, name: str, space: FloatDistribution) -> int:
     except KeyError:
         return 0
     directions = tuple(storage.get_study_directions(study_id))
+    names = storage.get_study_system_attrs(study_id).get("study:metric_names")
+    if names is not None and tuple(names) != OBJECTIVES:
+        raise TuningError(
+            f"Study '{name}' in {url} measures {list(names)}, not {list(OBJECTIVES)} (its energy "
+            "is in another unit): set tuning.study_name to a new name."
+        )
     if directions != DIRECTIONS:
         raise TuningError(
             f"Study '{name}' in {url} optimises {[d.name for d in directions]}, not "
@@ -82,7 +88,7 @@ def trial_record(trial: FrozenTrial, numbered: bool = True) -> TrialRecord:
     return TrialRecord(
         rate_lambda=float(trial.params[PARAM]),
         val_accuracy=float(trial.values[0]),
-        energy_uJ=float(trial.values[1]),
+        energy_nJ=float(trial.values[1]),
         number=trial.number if numbered else None,
     )
 
@@ -208,7 +214,7 @@ class Objective:
             raise optuna.TrialPruned(str(err)) from None
         self.keep(trial, {k: float(v) for k, v in result.items()}, judge, started)
         pause_point("trial:before_tell")  # measured, not yet told
-        return float(result["val_accuracy"]), float(result["energy_uJ"])
+        return float(result["val_accuracy"]), float(result["energy_nJ"])
 
     def refuse_surplus(self, trial: optuna.Trial) -> None:
         """Counted before any work: finished trials, and running ones that started earlier."""
@@ -256,7 +262,7 @@ def run_study(
     or stopped early (or ``timeout_s`` passes).
 
     ``evaluate(lambda, on_epoch, judge)`` fine-tunes and measures network E and returns at
-    least ``val_accuracy`` and ``energy_uJ``; everything it returns is kept as trial attributes.
+    least ``val_accuracy`` and ``energy_nJ``; everything it returns is kept as trial attributes.
     With ``early_stop``, ``judge`` checks the trial during its fine-tuning; a trial it stops is
     recorded as PRUNED (with ``stopped_reason`` and its ``checks``) and counts toward
     ``n_trials``. ``trial_run`` tracks each trial while it runs (see

@@ -16,7 +16,7 @@ from direct2event.glue.sweep.config import PARAM
 from direct2event.glue.sweep.early_stop import TrialStopped
 from direct2event.glue.sweep.storage import open_storage
 from direct2event.glue.sweep.study import TrialRun, TrialTracker
-from direct2event.glue.tracking import epoch_logger, in_nanojoules
+from direct2event.glue.tracking import epoch_logger
 
 
 def mlflow_trial_run(
@@ -33,7 +33,7 @@ def mlflow_trial_run(
 
     class MlflowTrial(TrialTracker):
         def finish(self, results: dict[str, float], seconds: float) -> None:
-            mlflow.log_metrics({**in_nanojoules(results), "trial_seconds": seconds})
+            mlflow.log_metrics({**results, "trial_seconds": seconds})
             mlflow.set_tag("state", TrialState.COMPLETE.name)
 
         def check(self, check: dict[str, float]) -> None:
@@ -55,7 +55,13 @@ def mlflow_trial_run(
             try:
                 yield MlflowTrial(epoch_logger(prefix, offset))
             except TrialStopped as err:  # the run ends FINISHED, its state tag says PRUNED
-                mlflow.set_tags({"state": TrialState.PRUNED.name, "stopped_reason": str(err)})
+                mlflow.set_tags(
+                    {
+                        "state": TrialState.PRUNED.name,
+                        "stopped_reason": str(err),
+                        "mlflow.runName": f"{dataset}-trial-{number}-stopped",
+                    }
+                )
                 mlflow.log_metric("trial_seconds", time.perf_counter() - started)
                 stopped = err
             except BaseException:
@@ -88,6 +94,9 @@ def mark_chosen(url: str, name: str, record: TrialRecord) -> None:
     for run in client.search_runs([active.info.experiment_id], query):
         set_tag_once(client, run.info.run_id, "chosen", "true")
         set_tag_once(client, run.info.run_id, "chosen_by_run", active.info.run_id)
+        name = run.data.tags.get("mlflow.runName", "")
+        if not name.endswith("-chosen"):  # the runs table names the chosen trial
+            set_tag_once(client, run.info.run_id, "mlflow.runName", f"{name}-chosen")
 
 
 def set_tag_once(client: mlflow.MlflowClient, run_id: str, key: str, value: str) -> None:

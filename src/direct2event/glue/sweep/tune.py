@@ -14,7 +14,6 @@ from direct2event.glue.sweep.early_stop import Judge
 from direct2event.glue.sweep.policy import TakenOn, pareto_front, select_trial, take_on
 from direct2event.glue.sweep.study import complete_records, run_study, stopped_record
 from direct2event.glue.sweep.tracking import mark_chosen, mlflow_trial_run
-from direct2event.glue.tracking import NJ_PER_UJ
 from direct2event.snn.training import Callback
 
 logger = logging.getLogger(__name__)
@@ -82,7 +81,8 @@ def tune(
     report = TuningReport(
         **where,
         rate_lambda=taken.chosen.rate_lambda,
-        n_trials=len(complete),
+        chosen_by=chosen_by(config, taken),
+        n_complete=len(complete),
         pareto=[t.model_copy(update={"number": None}) for t in pareto_front(complete)],
         trials=complete,
         stopped=stopped,
@@ -90,16 +90,23 @@ def tune(
         trial_epochs=config.trial_epochs,
         completed=taken.completed,
         chosen_trial=taken.chosen.number,
-        floor_met=taken.feasible,
+        validation_floor_met=taken.feasible,
         retention_floor=config.choice.retention_floor,
         retention_margin=config.choice.retention_margin,
         direct_val_accuracy=runner.direct_accuracy,
         energy_model=config.energy_model,
         energy_reduction_target=config.choice.energy_reduction_target,
-        direct_val_energy_uJ=runner.direct_energy,
+        direct_val_energy_nJ=runner.direct_energy,
     )
     mark_chosen(config.study.storage, name, taken.chosen)
     return SweepOutcome(report, tuning_metrics(report, taken.chosen), taken.payload)
+
+
+def chosen_by(config: SweepConfig, taken: TakenOn) -> str:
+    """What chose the lambda (:data:`direct2event.glue.reports.CHOSEN_BY`)."""
+    if config.choice.energy_reduction_target is not None:
+        return "energy_reduction_target"
+    return "retention_floor" if taken.feasible else "most_accurate"
 
 
 def warn_floor_missed(config: SweepConfig, chosen: TrialRecord) -> None:
@@ -120,11 +127,10 @@ def warn_floor_missed(config: SweepConfig, chosen: TrialRecord) -> None:
 def tuning_metrics(report: TuningReport, chosen: TrialRecord) -> dict[str, dict[str, float]]:
     """The sweep's MLflow metrics (energy in nJ)."""
     metrics = {
-        "tuning.rate_lambda": report.rate_lambda,
-        "tuning.n_trials": float(report.n_trials),
+        "tuning.n_complete": float(report.n_complete),
         "tuning.n_stopped": float(len(report.stopped)),
-        "tuning.n_completed": float(len(report.completed)),
+        "tuning.n_taken_on": float(len(report.completed)),
         "tuning.chosen_val_accuracy": chosen.val_accuracy,
-        "tuning.chosen_energy_nJ": chosen.energy_uJ * NJ_PER_UJ,
+        "tuning.chosen_energy_nJ": chosen.energy_nJ,
     }
     return {k: {"value": v, "step": 0} for k, v in metrics.items()}

@@ -57,12 +57,12 @@ def evaluate_transfer(
     }
     for name, res in results.items():
         logger.info(
-            "%s on %s test: accuracy %.4f, %.0f events/sample, energy %s uJ",
+            "%s on %s test: accuracy %.4f, %.0f events/sample, energy %s nJ",
             "D" if name == "direct" else "E",
             splits.name,
             res["accuracy"],
             res["events_per_sample"],
-            {k: round(v, 4) for k, v in res["energy_uJ_by_model"].items()},
+            {k: round(v, 4) for k, v in res["energy_nJ_by_model"].items()},
         )
     return results
 
@@ -121,7 +121,7 @@ def _row(variant: str, rate_lambda: float | None, res: dict[str, Any], energy_mo
         "variant": variant,
         "rate_lambda": rate_lambda,
         "accuracy": res["accuracy"],
-        "energy_uJ": res["energy_uJ_by_model"][energy_model],
+        "energy_nJ": res["energy_nJ_by_model"][energy_model],
         "events_per_sample": res["events_per_sample"],
     }
 
@@ -162,14 +162,14 @@ def run_ablation(
         for variant, net in _ttfs_variants(direct, splits, settings, chosen, logits).items():
             res = measure(net, splits.test, ttfs_coding, device, profiles, settings.seed)
             rows.append(_row(variant, lambdas.get(variant, 0.0), res, energy_model))
-    direct_energy = evaluation["direct"]["energy_uJ_by_model"][energy_model]
+    direct_energy = evaluation["direct"]["energy_nJ_by_model"][energy_model]
     final = next(row for row in rows if row["variant"] == "finetune_lambda")
-    final_saving = direct_energy - final["energy_uJ"]  # E's gain: each row's share is of this
+    final_saving = direct_energy - final["energy_nJ"]  # E's gain: each row's share is of this
     for row in rows:
-        saved = direct_energy - row["energy_uJ"]
+        saved = direct_energy - row["energy_nJ"]
         row["energy_gain_fraction"] = saved / final_saving if final_saving > 0 else float("nan")
         row["energy_reduction"] = (
-            direct_energy / row["energy_uJ"] if row["energy_uJ"] > 0 else float("inf")
+            direct_energy / row["energy_nJ"] if row["energy_nJ"] > 0 else float("inf")
         )
         logger.info(
             "ablation %s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}

@@ -101,7 +101,7 @@ def tune_rate_lambda(
     lambda0 = None
     if lambda0_event_model:
         res = runner.measured(restore(lambda0_event_model["model"]))
-        lambda0 = TrialRecord(rate_lambda=0.0, **{k: res[k] for k in ("val_accuracy", "energy_uJ")})
+        lambda0 = TrialRecord(rate_lambda=0.0, **{k: res[k] for k in ("val_accuracy", "energy_nJ")})
     outcome = tune(
         settings.sweep_config(),
         runner,

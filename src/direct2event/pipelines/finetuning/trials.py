@@ -71,7 +71,7 @@ class TrialRunner:
             settings.seed,
         )  # fmt: skip
         self.direct_accuracy = res["accuracy"]
-        self.direct_energy = res["energy_uJ_by_model"][energy_model]
+        self.direct_energy = res["energy_nJ_by_model"][energy_model]
         base = settings.finetune_config(0.0)
         self.distill = base.distill and base.fit.epochs > 0
 
@@ -89,7 +89,7 @@ class TrialRunner:
         res = measure(net, self.val, s.event_coding, s.device, s.profiles(), s.seed)
         return {
             "val_accuracy": res["accuracy"],
-            "energy_uJ": res["energy_uJ_by_model"][s.transfer.energy_model],
+            "energy_nJ": res["energy_nJ_by_model"][s.transfer.energy_model],
             "events_per_sample": res["events_per_sample"],
             "accuracy_retention": (
                 res["accuracy"] / self.direct_accuracy if self.direct_accuracy > 0 else 0.0
@@ -123,7 +123,7 @@ class TrialRunner:
         callbacks += [on_epoch] if on_epoch is not None else []
         net, history = self._finetune(self.start, lam, callbacks)
         res = epochs.final(net, trained_on=state.mid_epoch)
-        scores = (res["val_accuracy"], res["energy_uJ"])
+        scores = (res["val_accuracy"], res["energy_nJ"])
         self.trained[lam] = TrainedTrial(checkpoint(net), history, scores, copy.deepcopy(state))
         keep = non_dominated({k: entry.scores for k, entry in self.trained.items()})
         for dominated in set(self.trained) - keep:  # only a Pareto-optimal trial can be chosen

@@ -107,7 +107,7 @@ def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
     _trials(ax, report)
     _completions(ax, report, settings.transfer.finetune.epochs)
     _floor(ax, report)
-    ax.set_xlabel(f"energy per sample (µJ, {report.energy_model})")
+    ax.set_xlabel(f"energy per sample (nJ, {report.energy_model})")
     ax.set_ylabel("validation accuracy of E (%)")
     stopped = report.stopped
     if stopped:  # no final accuracy or energy to place them by: their lambdas in a corner
@@ -118,7 +118,7 @@ def plot_tuning(report: TuningReport, settings: PipelineParams) -> Figure:
     epochs = settings.transfer.finetune.epochs
     length = f"trials of {report.trial_epochs:g} of {epochs} epochs, " if report.completed else ""
     ax.set_title(
-        f"λ sweep on {settings.dataset}: {length}{report.n_trials} complete, {len(stopped)} "
+        f"λ sweep on {settings.dataset}: {length}{report.n_complete} complete, {len(stopped)} "
         f"stopped early ({report.study_name})",
         fontsize=9,
     )
@@ -131,14 +131,14 @@ def _trials(ax: Any, report: TuningReport) -> None:
     """The trials, their lambdas, the Pareto front and E at lambda = 0."""
     trials, front = report.trials, report.pareto
     ax.scatter(
-        [t.energy_uJ for t in trials],
+        [t.energy_nJ for t in trials],
         [100 * t.val_accuracy for t in trials],
         c="grey",
         alpha=0.6,
         label="trials",
     )
     ax.plot(
-        [t.energy_uJ for t in front],
+        [t.energy_nJ for t in front],
         [100 * t.val_accuracy for t in front],
         "o-",
         color="C0",
@@ -146,7 +146,7 @@ def _trials(ax: Any, report: TuningReport) -> None:
     )
     if report.lambda0 is not None:  # the accuracy the penalty trades against
         ax.scatter(
-            [report.lambda0.energy_uJ],
+            [report.lambda0.energy_nJ],
             [100 * report.lambda0.val_accuracy],
             marker="D",
             color="C2",
@@ -155,7 +155,7 @@ def _trials(ax: Any, report: TuningReport) -> None:
     for t in trials:
         ax.annotate(
             f"{t.rate_lambda:.2g}",
-            (t.energy_uJ, 100 * t.val_accuracy),
+            (t.energy_nJ, 100 * t.val_accuracy),
             fontsize=7,
             xytext=(3, 3),
             textcoords="offset points",
@@ -171,13 +171,13 @@ def _completions(ax: Any, report: TuningReport, epochs: int) -> None:
         if start is not None:
             ax.annotate(
                 "",
-                xy=(done.energy_uJ, 100 * done.val_accuracy),
-                xytext=(start.energy_uJ, 100 * start.val_accuracy),
+                xy=(done.energy_nJ, 100 * done.val_accuracy),
+                xytext=(start.energy_nJ, 100 * start.val_accuracy),
                 arrowprops={"arrowstyle": "->", "color": "C1", "lw": 1},
             )
     if report.completed:
         ax.scatter(
-            [t.energy_uJ for t in report.completed],
+            [t.energy_nJ for t in report.completed],
             [100 * t.val_accuracy for t in report.completed],
             marker="s",
             color="C1",
@@ -186,7 +186,7 @@ def _completions(ax: Any, report: TuningReport, epochs: int) -> None:
     completed = {t.number: t for t in report.completed}
     chosen = completed.get(report.chosen_trial) or by_number[report.chosen_trial]
     ax.scatter(
-        [chosen.energy_uJ],
+        [chosen.energy_nJ],
         [100 * chosen.val_accuracy],
         marker="*",
         s=260,
@@ -217,20 +217,20 @@ def _floor(ax: Any, report: TuningReport) -> None:
 def plot_energy(evaluation: dict[str, Any]) -> Figure:
     """Energy per sample of each layer, D beside E, one panel per energy model."""
     direct, event = evaluation["direct"], evaluation["event"]
-    models = list(direct["energy_uJ_by_model"])
+    models = list(direct["energy_nJ_by_model"])
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.6), squeeze=False)
     for ax, name in zip(axes[0], models, strict=True):
-        d, e = direct["layer_energy_uJ"][name], event["layer_energy_uJ"][name]
+        d, e = direct["layer_energy_nJ"][name], event["layer_energy_nJ"][name]
         layers = list(dict.fromkeys([*d, *e]))
         xs = range(len(layers))
         ax.bar([x - 0.2 for x in xs], [d.get(k, 0.0) for k in layers], 0.4, label="D (direct)")
         ax.bar([x + 0.2 for x in xs], [e.get(k, 0.0) for k in layers], 0.4, label="E (event)")
         ax.set_xticks(list(xs))
         ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("µJ per sample")
+        ax.set_ylabel("nJ per sample")
         ax.set_title(
-            f"{name}: D {direct['energy_uJ_by_model'][name]:.3f} µJ, "
-            f"E {event['energy_uJ_by_model'][name]:.3f} µJ",
+            f"{name}: D {direct['energy_nJ_by_model'][name]:.3f} nJ, "
+            f"E {event['energy_nJ_by_model'][name]:.3f} nJ",
             fontsize=9,
         )
         ax.legend(fontsize=8)
@@ -250,18 +250,18 @@ def plot_ablation(
         for r in ablation
     ]
     accs = [direct["accuracy"]] + [r["accuracy"] for r in ablation]
-    energies = [direct["energy_uJ_by_model"][energy_model]] + [r["energy_uJ"] for r in ablation]
+    energies = [direct["energy_nJ_by_model"][energy_model]] + [r["energy_nJ"] for r in ablation]
     ax_acc.bar(names, [100 * a for a in accs], color=["grey"] + ["C0"] * len(ablation))
     ax_acc.set_ylim(max(0.0, 100 * min(accs) - 5), 100)
     ax_acc.set_ylabel("test accuracy (%)")
     ax_e.bar(names, energies, color=["grey"] + ["C1"] * len(ablation))
-    ax_e.set_ylabel(f"µJ per sample ({energy_model})")
+    ax_e.set_ylabel(f"nJ per sample ({energy_model})")
     for i, r in enumerate(ablation, start=1):
         text = f"{100 * r['energy_gain_fraction']:.0f}% of gain"
         claim = PAPER_GAIN_CLAIM.get(r["variant"])
         if claim is not None:
             text += f"\n(paper: {'~' if claim < 0.7 else '>'}{100 * claim:.0f}%)"
-        ax_e.annotate(text, (i, r["energy_uJ"]), ha="center", va="bottom", fontsize=7)
+        ax_e.annotate(text, (i, r["energy_nJ"]), ha="center", va="bottom", fontsize=7)
     for ax in (ax_acc, ax_e):
         ax.tick_params(axis="x", labelrotation=25, labelsize=8)
     fig.suptitle(f"Ablation on {settings.dataset}")

@@ -4,7 +4,6 @@ and their registration in the MLflow Model Registry."""
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 from direct2event.data.splits import DataSplits
@@ -14,6 +13,7 @@ from direct2event.glue.reports import (
     AblationRow,
     NetworkResult,
     ParetoPoint,
+    ShiftReport,
     Summary,
     TuningReport,
     TuningSummary,
@@ -27,11 +27,11 @@ logger = logging.getLogger(__name__)
 def _network(res: dict[str, Any], energy_model: str) -> NetworkResult:
     return NetworkResult(
         accuracy=float(res["accuracy"]),
-        energy_uJ=float(res["energy_uJ_by_model"][energy_model]),
-        energy_uJ_by_model={k: float(v) for k, v in res["energy_uJ_by_model"].items()},
+        energy_nJ=float(res["energy_nJ_by_model"][energy_model]),
+        energy_nJ_by_model={k: float(v) for k, v in res["energy_nJ_by_model"].items()},
         events_per_sample=float(res["events_per_sample"]),
         input_events_per_sample=float(res["input_events_per_sample"]),
-        input_energy_uJ_by_model={k: float(v) for k, v in res["input_energy_uJ_by_model"].items()},
+        input_energy_nJ_by_model={k: float(v) for k, v in res["input_energy_nJ_by_model"].items()},
         synops_per_sample=float(res["synops_per_sample"]),
         ac_per_sample=float(res["ac_per_sample"]),
         mac_per_sample=float(res["mac_per_sample"]),
@@ -45,10 +45,11 @@ def _ratio(num: float, den: float) -> float | None:
 
 def _tuning(report: TuningReport) -> TuningSummary:
     return TuningSummary(
-        n_trials=report.n_trials,
+        chosen_by=report.chosen_by,
+        n_complete=report.n_complete,
         n_stopped=len(report.stopped),
-        n_completed=len(report.completed),  # trials taken on to the whole run
-        floor_met=report.floor_met,  # None: no sweep chose lambda
+        n_taken_on=len(report.completed),
+        validation_floor_met=report.validation_floor_met,
         pareto=[ParetoPoint(**t.model_dump(exclude={"number"})) for t in report.pareto],
     )
 
@@ -66,8 +67,8 @@ def build_summary(
     model = settings.transfer.energy_model
     direct, event = _network(evaluation["direct"], model), _network(evaluation["event"], model)
     ceiling = {
-        k: _ratio(direct.energy_uJ_by_model[k], v)
-        for k, v in event.input_energy_uJ_by_model.items()
+        k: _ratio(direct.energy_nJ_by_model[k], v)
+        for k, v in event.input_energy_nJ_by_model.items()
     }
     summary = Summary(
         dataset=settings.dataset,
@@ -80,9 +81,9 @@ def build_summary(
         splits=splits.sizes(),
         direct=direct,
         event=event,
-        energy_reduction=_ratio(direct.energy_uJ, event.energy_uJ),
+        energy_reduction=_ratio(direct.energy_nJ, event.energy_nJ),
         energy_reduction_by_model={
-            k: _ratio(direct.energy_uJ_by_model[k], v) for k, v in event.energy_uJ_by_model.items()
+            k: _ratio(direct.energy_nJ_by_model[k], v) for k, v in event.energy_nJ_by_model.items()
         },
         energy_reduction_ceiling=ceiling[model],
         energy_reduction_ceiling_by_model=ceiling,
@@ -98,31 +99,32 @@ ABLATION_FIELDS = tuple(AblationRow.model_fields)
 
 
 def summary_metrics(summary: Summary) -> dict[str, dict]:
-    """The summary's MLflow metrics (energy in nJ), the finite ones."""
-    d, e = summary.direct, summary.event
-    metrics = {
-        "direct.test_accuracy": d.accuracy,
-        "event.test_accuracy": e.accuracy,
-        "direct.energy_uJ": d.energy_uJ,  # logged in nJ: tracking.in_nanojoules
-        "event.energy_uJ": e.energy_uJ,
-        "direct.events_per_sample": d.events_per_sample,
-        "event.events_per_sample": e.events_per_sample,
-        "energy_reduction": summary.energy_reduction,
-        "accuracy_retention": summary.accuracy_retention,
-        "energy_reduction_ceiling": summary.energy_reduction_ceiling,
-    }
-    for model, reduction in summary.energy_reduction_by_model.items():
-        metrics[f"energy_reduction.{model}"] = reduction
-    for model, ceiling in summary.energy_reduction_ceiling_by_model.items():
-        metrics[f"energy_reduction_ceiling.{model}"] = ceiling
-    for row in summary.ablation:
-        metrics[f"ablation.{row.variant}.accuracy"] = row.accuracy
-        metrics[f"ablation.{row.variant}.energy_uJ"] = row.energy_uJ
-    return {
-        k: {"value": float(v), "step": 0}
-        for k, v in tracking.in_nanojoules(metrics).items()
-        if v is not None and math.isfinite(v)
-    }
+    """The run's MLflow metrics: its headline (``headline.*``, rounded; every figure is in
+    ``summary.json``, the ablation in the table ``tables/ablation.json``)."""
+    return {k: {"value": v, "step": 0} for k, v in tracking.headline_metrics(summary).items()}
+
+
+def result_tables(summary: Summary, shift: ShiftReport) -> tuple[list[dict], list[dict]]:
+    """The ablation and the shift benchmark as tables (MLflow shows them as tables, searchable
+    and sortable): one row per ablation step; one per shift and severity, with E adapted by each
+    method and E recalibrated."""
+    ablation = [row.model_dump() for row in summary.ablation]
+    rows = []
+    for r in shift.rows if shift.enabled else []:
+        row: dict[str, Any] = {
+            "shift": r.shift,
+            "level": r.level,
+            "severity": r.severity,
+            "direct_accuracy": r.d_accuracy,
+            "event_accuracy": r.e_accuracy,
+            "event_events_per_sample": r.e_events_per_sample,
+        }
+        for method, m in r.adapted.items():
+            row[f"{method}.event_accuracy"] = m.accuracy
+            row[f"{method}.events_per_sample"] = m.events_per_sample
+        row["recalibrated.event_accuracy"] = r.recalibrated.accuracy if r.recalibrated else None
+        rows.append(row)
+    return ablation, rows
 
 
 def export_nir(
@@ -209,7 +211,7 @@ def version_tags(
         "code_version": registry.code_version(),
         "run_id": run_id,
         "accuracy": result.accuracy,
-        "energy_uJ": result.energy_uJ,
+        "energy_nJ": result.energy_nJ,
         "events_per_sample": result.events_per_sample,
         "input_encoding": coding.encoding,
         "timesteps": coding.timesteps,
@@ -219,7 +221,8 @@ def version_tags(
             "rate_lambda": summary.rate_lambda,
             "accuracy_retention": summary.accuracy_retention,
             "energy_reduction": summary.energy_reduction,
-            "floor_met": summary.tuning.floor_met,
+            "chosen_by": summary.tuning.chosen_by,
+            "validation_floor_met": summary.tuning.validation_floor_met,
         }
         tags |= champion_eligibility(summary.accuracy_retention, settings.tuning.retention_floor)
     return tags
@@ -247,14 +250,14 @@ def version_description(network: str, summary: Summary, encoding: str) -> str:
             f"Network D for {dataset} (seed {summary.seed}): direct-coded ({encoding} input, "
             f"T = {summary.timesteps}), graded surrogate activations. Test accuracy "
             f"{res.accuracy:.2%}, {res.events_per_sample:.0f} events per sample "
-            f"({1000 * res.energy_uJ:.3f} nJ, {summary.energy_model})."
+            f"({res.energy_nJ:.3f} nJ, {summary.energy_model})."
         )
     return (
         f"Network E for {dataset} (seed {summary.seed}): event-driven ({encoding} input, "
         f"T = {summary.event_timesteps}), fine-tuned with rate penalty lambda = "
         f"{summary.rate_lambda:g}. Test accuracy {res.accuracy:.2%} (retention "
         f"{summary.accuracy_retention:.4f} of D), {res.events_per_sample:.0f} events per "
-        f"sample ({1000 * res.energy_uJ:.3f} nJ, {summary.energy_reduction:.2f}x less than D under "
+        f"sample ({res.energy_nJ:.3f} nJ, {summary.energy_reduction:.2f}x less than D under "
         f"{summary.energy_model}). Serves with mlflow.pyfunc: raw inputs in (images [batch, C, "
         "H, W] in [0, 1], or event frames), class probabilities out."
     )

@@ -18,6 +18,7 @@ from direct2event.pipelines.reporting.nodes import (
     build_summary,
     export_nir,
     register_networks,
+    result_tables,
 )
 from direct2event.pipelines.reporting.shift_figures import (
     plot_shift_accuracy,
@@ -35,6 +36,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 inputs=["splits", "settings", "evaluation", "ablation", "tuning_report"],
                 outputs=["summary", "summary_metrics"],
                 name="build_summary",
+            ),
+            Node(
+                result_tables,
+                inputs=["summary", "shift"],
+                outputs=["ablation_table", "shift_table"],
+                name="result_tables",
             ),
             Node(
                 plot_direct_training,

@@ -100,7 +100,7 @@ def plot_shift_energy(shift: ShiftReport) -> Figure:
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    models = ", ".join(f"{k} {v:.4f} µJ" for k, v in clean.e_energy_uJ_by_model.items())
+    models = ", ".join(f"{k} {v:.4g} nJ" for k, v in clean.e_energy_nJ_by_model.items())
     ax.set_ylabel("events per sample / clean E")
     ax.set_title(
         f"{shift.dataset}: E's events at the middle severity (clean E: {base:.0f} events, {models})",

@@ -65,7 +65,7 @@ def _row_measure(net: SpikingNet, data: Split, settings: PipelineParams, batch: 
     return {
         "accuracy": res["accuracy"],
         "events_per_sample": res["events_per_sample"],
-        "energy_uJ_by_model": res["energy_uJ_by_model"],
+        "energy_nJ_by_model": res["energy_nJ_by_model"],
     }
 
 
@@ -130,7 +130,7 @@ def _calibration_sizes(
         else:
             net = _convert(direct, _calibration_sample(splits, n), settings)
         res = _row_measure(net, clean, settings, None)
-        d_energy = d_clean["d_energy_uJ_by_model"]
+        d_energy = d_clean["d_energy_nJ_by_model"]
         rows.append(
             {
                 "samples": n,
@@ -138,7 +138,7 @@ def _calibration_sizes(
                 "retention": res["accuracy"] / d_clean["d_accuracy"],
                 "energy_reduction_by_model": {
                     k: d_energy[k] / v if v > 0 else None
-                    for k, v in res["energy_uJ_by_model"].items()
+                    for k, v in res["energy_nJ_by_model"].items()
                 },
             }
         )
@@ -247,10 +247,10 @@ class ShiftBench:
         d = measure(self.direct, data, s.direct_coding, s.device, s.profiles(), s.seed)
         clean = {
             "d_accuracy": d["accuracy"],
-            "d_energy_uJ_by_model": d["energy_uJ_by_model"],
+            "d_energy_nJ_by_model": d["energy_nJ_by_model"],
             "e_accuracy": e["accuracy"],
             "e_events_per_sample": e["events_per_sample"],
-            "e_energy_uJ_by_model": e["energy_uJ_by_model"],
+            "e_energy_nJ_by_model": e["energy_nJ_by_model"],
             "adapted": _adapted(self.event, self.refs, data, self.shifted("clean", 0, "extra"), s),
         }
         logger.info(
@@ -272,7 +272,7 @@ class ShiftBench:
             "d_accuracy": evaluate(self.direct, data, s.direct_coding, s.device, seed=s.seed),
             "e_accuracy": e["accuracy"],
             "e_events_per_sample": e["events_per_sample"],
-            "e_energy_uJ_by_model": e["energy_uJ_by_model"],
+            "e_energy_nJ_by_model": e["energy_nJ_by_model"],
             "adapted": _adapted(self.event, self.refs, data, self.shifted(name, level, "extra"), s),
         }
         row["retention"] = row["e_accuracy"] / row["d_accuracy"] if row["d_accuracy"] else None
