@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export KEDRO_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: run seeds test test-fast chaos bench install install-dev viz mlflow-ui optuna-dashboard reap-runs screenshots services services-stop clean
+.PHONY: run seeds results test test-fast chaos bench install install-dev viz mlflow-ui optuna-dashboard reap-runs screenshots services services-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ NAME ?= variant
 seeds: install
 	cd $(CURDIR) && $(PY) -m direct2event seeds --key $(KEY) --seeds $(SEEDS) $(if $(JOBS),--jobs $(JOBS),) $(if $(PARAMS),--params "$(PARAMS)" --name $(NAME),)
 
+# The README's results table, docs/results.md and benchmarks/results/README.md, written from the
+# result files; TAKE="mnist nmnist_sim" first takes those datasets' seed studies (make seeds).
+TAKE ?=
+results: install
+	$(PY) -m direct2event results $(if $(TAKE),--take $(TAKE),)
+
 test: install-dev
 	$(PY) -m pytest -q
 
@@ -50,7 +56,7 @@ test-fast: install-dev
 
 # 20 SIGKILL/SIGTERM at random moments (digits run, SQLite and PostgreSQL sweeps with 2 workers,
 # a seeds study), each followed by the normal command; counts what broke in
-# benchmarks/results/chaos.json (exit 1 unless all is zero and results equal an uninterrupted run).
+# benchmarks/results/chaos/<machine>.json (exit 1 unless all is zero and results equal an uninterrupted run).
 chaos: install-dev
 	$(PY) benchmarks/chaos.py $(CHAOS_ARGS)
 
@@ -65,10 +71,10 @@ viz: install
 	$(PIP) install -q -e ".[viz]"
 	$(VENV)/bin/kedro viz build
 
-# MLflow 3's UI opens in its GenAI mode unless told otherwise: this URL opens the runs.
+# MLflow 3's UI opens in its GenAI mode unless told otherwise: the printed URL opens the runs
+# in their Results view (the headline columns).
 mlflow-ui: install
-	@echo "open http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(PY) -m direct2event mlflow-ui --port 5000
 
 optuna-dashboard: install
 	$(PIP) install -q optuna-dashboard==0.21.0

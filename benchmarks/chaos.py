@@ -1,7 +1,7 @@
 """Chaos run: SIGKILL and SIGTERM at random moments, each followed by the normal command again,
 then a count of what the stops broke.
 
-    python benchmarks/chaos.py [--seed 0] [--out benchmarks/results/chaos.json]   (make chaos)
+    python benchmarks/chaos.py [--seed 0] [--out benchmarks/results/chaos/<machine>.json]   (make chaos)
 
 Twenty stops in four places, each in its own fresh project folder (a copy of conf/ with the
 digits pipeline made tiny, as the tests do):
@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import pickle
-import platform
 import random
 import re
 import shutil
@@ -53,6 +52,7 @@ from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' tiny project
+from direct2event.glue.machine import machine_name, result_path, torch_build  # noqa: E402
 from tests.conftest import tiny_project  # noqa: E402
 
 NODE = re.compile(r"Running node: (\w+)")
@@ -431,7 +431,7 @@ def seeds_study(rng: random.Random, work: Path, n: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=None, help="default: drawn and recorded")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chaos.json")
+    parser.add_argument("--out", type=Path, default=result_path("chaos"))
     parser.add_argument("--skip", nargs="*", default=[], help="places to skip (postgres, ...)")
     parser.add_argument("--deadline-factor", type=float, default=8.0)
     parser.add_argument("--deadline-min-s", type=float, default=300.0)
@@ -445,9 +445,8 @@ def main() -> None:
     partial.parent.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "command": f"python benchmarks/chaos.py --seed {seed}",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "cpu": _cpu_name(),
-        "torch": torch.__version__,
+        "machine": machine_name(),
+        "torch": torch_build(),
     }
 
     def keep(name: str, result: dict[str, Any]) -> None:
@@ -567,16 +566,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

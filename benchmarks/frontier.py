@@ -8,7 +8,7 @@ validation split (what a choice may use) and on the test split (what is reported
     .venv/bin/python benchmarks/frontier.py --key mnist --seeds 0 1 2 \
         --variant "epochs=3 rate_lambda=3" --variant "epochs=3 rate_lambda=5"
 
-Results go to ``benchmarks/results/frontier-<key>.json`` (appended, one record per variant and
+Results go to ``benchmarks/results/frontier-<key>/<machine>.json`` (appended, one record per variant and
 seed, with the machine and torch build).
 """
 
@@ -26,6 +26,7 @@ from kedro.config import OmegaConfigLoader
 
 from direct2event.data.splits import make_splits
 from direct2event.glue.datasets import MNISTDataset
+from direct2event.glue.machine import result_path
 from direct2event.glue.params import load_settings
 from direct2event.snn.evaluation import measure
 from direct2event.snn.finetuning import finetune_event_network, teacher_logits
@@ -61,7 +62,8 @@ def main() -> None:
     conf = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local")
     params = conf["parameters"]
     raw = MNISTDataset().load()
-    out = ROOT / "benchmarks/results" / f"frontier-{args.key}.json"
+    out = result_path(f"frontier-{args.key}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     records = json.loads(out.read_text()) if out.exists() else []
     for seed in args.seeds:
         base = {**(params.get(args.key) or {}), "seed": seed}

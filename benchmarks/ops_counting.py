@@ -14,7 +14,7 @@ times, on the validation samples a trial uses and the threshold-scaled E a finis
     .venv/bin/kedro run          # once: the networks
     .venv/bin/python benchmarks/ops_counting.py --key mnist [--reps 5]
 
-writes benchmarks/results/ops_counting-<key>.json.
+writes benchmarks/results/ops_counting-<key>/<machine>.json.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from direct2event.glue.machine import result_path
 from direct2event.glue.params import load_settings
 from direct2event.pipelines.data_processing.nodes import prepare_data
 from direct2event.snn.evaluation import measure
@@ -124,7 +125,8 @@ def main() -> None:
         "reductions_after_ms": round(sum(r["after_ms"] for r in layers), 2),
         "equal": all(r["value_before"] == r["value_after"] for r in layers),
     }
-    out = ROOT / "benchmarks" / "results" / f"ops_counting-{args.key}.json"
+    out = result_path(f"ops_counting-{args.key}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "layers"}, indent=1))
 

@@ -4,7 +4,7 @@ backward, against another version of the kernel source.
 
     git show d9ba06b:src/direct2event/snn/cpu_kernels.c > /tmp/cpu_kernels_before.c
     .venv/bin/python benchmarks/pooling.py --baseline /tmp/cpu_kernels_before.c \\
-        --out benchmarks/results/pooling.json
+        --out benchmarks/results/pooling/<machine>.json
 
 Both sources are compiled with the flags the package uses and called in alternating rounds in
 one process, on torch's thread count; values, winners and gradients must be identical (the run
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from sweep_cost import machine
 
+from direct2event.glue.machine import result_path
 from direct2event.snn import kernels
 
 SHAPES = {  # [T * batch, channels, H, W] of each pooling layer in a training step
@@ -51,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", required=True, help="another cpu_kernels.c")
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--out", default="benchmarks/results/pooling.json")
+    parser.add_argument("--out", default=str(result_path("pooling")))
     args = parser.parse_args()
     threads = torch.get_num_threads()
     gen = torch.Generator().manual_seed(0)
@@ -105,6 +106,7 @@ def main() -> None:
                 rows[f"{layer} {kind} {list(shape)}"] = row
                 print(layer, kind, row)
     summary = {"machine": machine(), "threads": threads, "ms_median": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
 
 

@@ -21,7 +21,7 @@ the roofline.
 
     python benchmarks/profile_training.py --keys mnist nmnist_sim [--steps 30] [--network direct]
 
-writes benchmarks/results/profile-<cpu>.json (``--network direct``: D's training step instead,
+writes benchmarks/results/profile/<machine>.json (``--network direct``: D's training step instead,
 ``profile-<cpu>-direct.json``). Inputs are random with the datasets' densities
 (time does not depend on the values: the layers are dense).
 """
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from direct2event.glue.machine import result_path
 from direct2event.glue.params import PipelineParams, load_settings
 from direct2event.snn.activity import record_activity
 from direct2event.snn.encoders import encode
@@ -284,7 +285,7 @@ def main() -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="results JSON (default benchmarks/results/profile-<arch>-<cores>cores[-direct].json)",
+        help="results JSON (default benchmarks/results/profile[-direct]/<machine>.json)",
     )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
@@ -311,9 +312,8 @@ def main() -> None:
         res["share_of_peak"] = round(res["gflops_achieved"] / peak, 3)
         results["datasets"].append(res)
         print(json.dumps(res, indent=1))
-    tag = "-direct" if args.network == "direct" else ""
-    default = f"profile-{platform.machine()}-{cores}cores{tag}.json"
-    out = args.out or ROOT / "benchmarks" / "results" / default
+    out = args.out or result_path("profile-direct" if args.network == "direct" else "profile")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"peak {peak:.0f} GFLOP/s, copy {bw:.1f} GB/s -> {out}")
 

@@ -7,7 +7,7 @@ alternating rounds in one process so that both see the same machine. Before timi
 give the same frames and event counts to the bit; the run stops otherwise.
 
     .venv/bin/python benchmarks/simulation.py --digits 4096 --rounds 3 \\
-        --baseline /tmp/nmnist_sim_before.py --out benchmarks/results/simulation-nmnist_sim.json
+        --baseline /tmp/nmnist_sim_before.py --out benchmarks/results/simulation-nmnist_sim/<machine>.json
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sweep_cost import machine
 
 from direct2event.data import nmnist_sim
 from direct2event.data.static import load_mnist
+from direct2event.glue.machine import result_path
 
 
 def _module(path: str):
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", help="another nmnist_sim.py to time against this one")
-    parser.add_argument("--out", default="benchmarks/results/simulation-nmnist_sim.json")
+    parser.add_argument("--out", default=str(result_path("simulation-nmnist_sim")))
     args = parser.parse_args()
     digits = load_mnist(None).train.x[: args.digits, 0]
     versions = {"this tree": nmnist_sim}
@@ -75,6 +76,7 @@ def main() -> None:
         summary["speedup"] = round(
             statistics.median(results["baseline"]) / statistics.median(results["this tree"]), 2
         )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 

@@ -10,7 +10,7 @@ memory is measured in a fresh process per contestant: on CUDA the allocator's pe
 memory held before the step, on the CPU the growth of the peak resident set (VmHWM, reset through
 /proc/self/clear_refs) over the resident set before the first step.
 
-Writes ``benchmarks/results/<device>.json`` (contract: ``{"device", "cases": [{"name", "batch",
+Writes ``benchmarks/results/speed/<machine>.json`` (contract: ``{"device", "cases": [{"name", "batch",
 "timesteps", "train_step_ms", "infer_ms", "peak_mem_mb"}]}``) and a markdown table beside it.
 """
 
@@ -40,7 +40,9 @@ if importlib.util.find_spec("direct2event") is None:  # a machine with only torc
     sys.path.insert(0, str(HERE.parent / "src"))
 from peers import CASES, CONTESTANTS, build, copy_weights, ours  # noqa: E402
 
-RESULTS = HERE / "results"
+from direct2event.glue.machine import machine_name, machine_slug, torch_build  # noqa: E402
+
+RESULTS = HERE / "results" / "speed"
 PEER_MODULES = {"spikingjelly": "spikingjelly", "snntorch": "snntorch"}
 DEFAULT_BATCH = {
     "cpu": {"mnist_convnet": 64, "vgg_cifar": 16, "nmnist_sim_convnet": 32},
@@ -405,8 +407,8 @@ def main() -> None:
     if missing:
         print(f"Not installed, skipped: {missing} (make bench installs them)")
     result: dict = {
-        "device": device_name(device),
-        "torch": torch.__version__,
+        "device": machine_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "torch": torch_build(),
         "threads": torch.get_num_threads(),
         "bf16": args.bf16,
         "cases": [],
@@ -451,7 +453,7 @@ def main() -> None:
     result["transfer_seconds"] = transfer_timing(device)
     result["pipeline_node_seconds"] = pipeline_node_seconds()
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = result["device"] + ("-bf16" if args.bf16 else "")
+    stem = machine_slug() + ("-bf16" if args.bf16 else "")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))

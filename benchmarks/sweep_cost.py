@@ -12,9 +12,9 @@ A one-trial sweep of whole trials costs one full fine-tuning (the final node reu
     .venv/bin/kedro run                      # once: the networks the sweep starts from
     .venv/bin/python benchmarks/sweep_cost.py --key mnist --trials 20 [--params k=v,...]
     .venv/bin/python benchmarks/sweep_cost.py --key nmnist_sim --trials 6 \
-        --params tuning.trial_epochs=0.25 --out benchmarks/results/sweep_cost-nmnist_sim.json
+        --params tuning.trial_epochs=0.25
 
-Writes ``benchmarks/results/sweep_cost-<key>.json`` (or ``--out``): the sweep's seconds (the
+Writes ``benchmarks/results/sweep_cost-<key>/<machine>.json`` (or ``--out``): the sweep's seconds (the
 trials and the chosen ones taken on to the whole fine-tuning), the full fine-tuning's seconds and
 their ratio, every trial (λ, state, seconds, where it stopped and why, its checks), the
 completions, the chosen λ, and the machine.
@@ -37,6 +37,7 @@ import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from direct2event.glue.machine import result_path
 from direct2event.glue.params import load_settings
 from direct2event.glue.reports import TuningReport
 from direct2event.pipelines.data_processing.nodes import prepare_data
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument("--key", default="mnist")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--params", default="", help="k=v,... over the key's parameters")
-    parser.add_argument("--out", help="default benchmarks/results/sweep_cost-<key>.json")
+    parser.add_argument("--out", help="default benchmarks/results/sweep_cost-<key>/<machine>.json")
     args = parser.parse_args()
     params, (raw_data, direct_model, scaled_model) = load_run(
         args.key, "raw_data", "direct_model", "scaled_model"
@@ -171,7 +172,8 @@ def main() -> None:
         "direct_val_accuracy": report.direct_val_accuracy,
         "trial_list": trials,
     }
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"sweep_cost-{args.key}.json")
+    out = Path(args.out) if args.out else result_path(f"sweep_cost-{args.key}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "trial_list"}, indent=1))
     for t in trials:

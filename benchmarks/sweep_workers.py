@@ -5,7 +5,7 @@ that trains nothing, tracked like a real one: SQLite + mlflow.db vs PostgreSQL +
 
     python benchmarks/sweep_workers.py [--workers 1 2 3] [--trials 12]
 
-Writes benchmarks/results/sweep_workers.json. Workers share this machine's cores: each gets
+Writes benchmarks/results/sweep_workers/<machine>.json. Workers share this machine's cores: each gets
 cores // N torch threads (OMP_NUM_THREADS), as `make seeds` does.
 """
 
@@ -27,6 +27,7 @@ import torch
 from optuna.trial import TrialState
 
 from direct2event.glue import services
+from direct2event.glue.machine import result_path
 from direct2event.glue.sweep.config import StudyConfig
 from direct2event.glue.sweep.study import run_study
 from direct2event.glue.sweep.tracking import mlflow_trial_run
@@ -132,7 +133,8 @@ def main() -> None:
         print(json.dumps(results["overhead_per_trial_s"]), flush=True)
     finally:
         services.stop(svc.folder)
-    out = ROOT / "benchmarks/results/sweep_workers.json"
+    out = result_path("sweep_workers")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -6,7 +6,7 @@ to the end is measured again there. Each report's completions hold both: the gai
 ``(end accuracy - trial-length accuracy) / D's validation accuracy``. Printed per completion,
 with the least-squares line in ln(lambda) over all of them and its residual spread (whether the
 gain could be predicted from lambda: on simulated N-MNIST's quarter-pass trials it could not,
-docs/measurements.md, 2026-12-02 evening).
+docs/archive/diary.md, 2026-12-02 evening).
 
     .venv/bin/python benchmarks/trial_gains.py \\
         data/08_reporting/nmnist_sim/<name>/seed_*/tuning_report.json [--out <file>.json]

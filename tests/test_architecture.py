@@ -223,11 +223,16 @@ TEXT_FILES = [
 ]
 
 
+# the module whose job is to name the machine a result ran on (from /proc/cpuinfo)
+NAMES_MACHINES = PACKAGE / "glue" / "machine.py"
+
+
 @pytest.mark.parametrize("kind", sorted(HISTORY))
 def test_no_history_in_the_code_or_its_parameters(kind: str) -> None:
     found = [
         f"{p.relative_to(PACKAGE.parents[1])}:{i}: {line.strip()}"
         for p in TEXT_FILES
+        if not (kind == "a machine" and p == NAMES_MACHINES)
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if HISTORY[kind].search(line)
     ]

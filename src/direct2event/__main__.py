@@ -13,9 +13,11 @@ from collections.abc import Callable
 
 from direct2event.commands import (
     export_nir,
+    mlflow_ui,
     params,
     reap_runs,
     registry,
+    results,
     run,
     screenshots,
     seeds,
@@ -27,9 +29,11 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "seeds": (seeds.main, "the pipeline once per seed, then mean, std and worst (make seeds)"),
     "params": (params.main, "print a dataset's effective parameters: params <key>"),
     "export-nir": (export_nir.main, "write a registered network's NIR graph: <uri> <out.nir>"),
+    "mlflow-ui": (mlflow_ui.main, "the MLflow UI, opening on the runs' Results view"),
     "registry": (registry.main, "list every registered network version"),
     "reap-runs": (reap_runs.main, "mark runs left RUNNING by gone processes FAILED"),
     "services": (services.main, "PostgreSQL + MLflow server for sweep workers: start|stop|..."),
+    "results": (results.main, "README's results table and docs/results.md from result files"),
     "screenshots": (screenshots.main, "PNGs of the MLflow UI (make screenshots)"),
 }
 

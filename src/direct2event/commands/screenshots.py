@@ -1,5 +1,6 @@
-"""Screenshots of the MLflow UI as a user sees it: the runs table, the compare view of two runs
-of different datasets, and a registered model version (headless Chromium).
+"""Screenshots of the MLflow UI as a user sees it: the runs table in its Results view, a run,
+the compare view of two runs of different datasets, the registry and E's champion version
+(headless Chromium).
 
     python -m direct2event screenshots [--out docs/img] [--port 5055]      (make screenshots)
 
@@ -13,7 +14,6 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -94,8 +94,7 @@ def pages(base: str) -> dict[str, str]:
     compare = urllib.parse.quote(json.dumps(chosen))
     mode = "?workflowType=machine_learning"  # MLflow 3's UI opens in GenAI mode otherwise
     found = {
-        "mlflow_experiment": f"{base}/#/experiments/{exp}{mode}",  # opens on the runs
-        "mlflow_runs": f"{base}/#/experiments/{exp}/runs{mode}",
+        "mlflow_runs": tracking.ui_url(base, exp),  # the saved Results view
         "mlflow_run": f"{base}/#/experiments/{exp}/runs/{chosen[0]}{mode}" if chosen else "",
         "mlflow_compare": f"{base}/#/compare-runs?runs={compare}&experiments="
         + urllib.parse.quote(json.dumps([exp])),
@@ -111,6 +110,7 @@ def pages(base: str) -> dict[str, str]:
             version = max(int(v.version) for v in versions)
         found["mlflow_model_version"] = f"{base}/#/models/{name}/versions/{version}"
         break
+    found["mlflow_models"] = f"{base}/#/models"
     return found
 
 
@@ -125,18 +125,7 @@ def main(argv: list[str]) -> int:
     browser = chromium()
     base = f"http://127.0.0.1:{args.port}"
     server = subprocess.Popen(  # noqa: S603 (this interpreter's mlflow)
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "ui",
-            "--backend-store-uri",
-            uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(args.port),
-        ],
+        tracking.ui_command(uri, args.port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

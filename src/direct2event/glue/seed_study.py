@@ -3,15 +3,11 @@ figure, the shift benchmark over the seeds, and the machine it ran on (``seeds.j
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import torch
-
+from direct2event.glue.machine import machine_name, torch_build
 from direct2event.glue.reports import (
     MethodStudy,
     SeedRun,
@@ -156,17 +152,8 @@ def shift_study(
 
 def machine_info(threads: int) -> dict[str, str]:
     """The CPU model, core and thread count, and torch build the study ran on."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     plural = "s" if threads > 1 else ""
     return {
-        "machine": f"{model}, {os.cpu_count()} cores, {threads} torch thread{plural} per seed{gpu}",
-        "torch": f"{torch.__version__}{cuda}",
+        "machine": f"{machine_name()}, {threads} torch thread{plural} per seed",
+        "torch": torch_build(),
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,12 @@ def describe_experiment(experiment_id: str, models: list[str]) -> None:
     for tag, value in wanted.items():
         if tags.get(tag) != value:
             client.set_experiment_tag(experiment_id, tag, value)
+
+
+def ui_command(uri: str, port: int) -> list[str]:
+    """``mlflow ui`` on 127.0.0.1 for the store ``uri``, with this interpreter's MLflow."""
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
 
 
 def ui_url(base: str, experiment_id: str) -> str:

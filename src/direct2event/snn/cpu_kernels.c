@@ -165,7 +165,7 @@ static void maxpool2_forward_rows(const real *restrict x, real *restrict out,
  * one stride-2 loop over the block (its rows are contiguous); (2) the two rows, one loop where
  * position e is compared with e + ow (the second half of each row pair's range reads the next
  * pair: computed and dropped). 2-3x faster on MNIST's layers; longer or odd rows (simulated
- * N-MNIST's 34 and 17 px) are as fast or faster one row at a time (docs/measurements.md).
+ * N-MNIST's 34 and 17 px) are as fast or faster one row at a time (docs/archive/diary.md).
  * Stage 2 takes the second row's winner only when it is greater or NaN, which with stage 1's
  * rule gives PyTorch's window order (the first maximum; the last NaN). */
 void maxpool2_forward(const real *restrict x, real *restrict out, uint8_t *restrict idx,
