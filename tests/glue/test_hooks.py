@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import pytest
 
 from tests.conftest import run
+
+pytestmark = pytest.mark.slow  # kedro runs
 
 
 def test_a_password_on_the_command_line_is_written_nowhere(project: Path) -> None:

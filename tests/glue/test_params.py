@@ -34,7 +34,7 @@ def validate_params(key: str, raw: dict, profiles: dict | None = None) -> Pipeli
 def test_every_shipped_parameter_file_is_valid(key: str) -> None:
     params = validate_params(key, shipped(key))
     assert params.dataset == key
-    assert set(params.profiles()) == {"per_event", "synops_45nm"}
+    assert set(params.profiles()) == {"per_event", "synops_45nm", "memory_45nm"}
 
 
 def test_defaults_live_in_one_place_and_files_hold_only_differences() -> None:
@@ -174,7 +174,7 @@ def test_unknown_energy_model_or_bad_profile() -> None:
     with pytest.raises(ParameterError, match="not a profile.*per_event"):
         validate_params("mnist", {"transfer": {"energy_model": "loihi2"}})
     broken = {**PROFILES, "mine": {"kind": "per_event"}}
-    with pytest.raises(ParameterError, match="e_event_pj > 0"):
+    with pytest.raises(ParameterError, match=r"missing \['e_event_pj'\]"):
         validate_params("mnist", {}, broken)
 
 
@@ -262,9 +262,9 @@ def test_valid_small_configurations_run_or_stop_with_a_named_error(
 ) -> None:
     from kedro.io import DataCatalog, MemoryDataset
     from kedro.runner import SequentialRunner
-    from kedro_datasets.json import JSONDataset
 
     from direct2event.data.static import load_digits
+    from direct2event.glue.datasets import ReportDataset
     from direct2event.pipeline_registry import create_dataset_pipeline
 
     storage = tmp_path_factory.mktemp("optuna") / "optuna.db"
@@ -295,7 +295,8 @@ def test_valid_small_configurations_run_or_stop_with_a_named_error(
         {
             "raw_data": MemoryDataset(data),
             "settings": MemoryDataset(params),
-            "summary": JSONDataset(filepath=str(summary_path)),  # kept after the run
+            # kept after the run, in its real format
+            "summary": ReportDataset(filepath=str(summary_path), report="Summary"),
         }
     )
     if too_small:  # stopped by the first node, before any training, naming the parameter
@@ -305,8 +306,8 @@ def test_valid_small_configurations_run_or_stop_with_a_named_error(
     make_splits(data, calibration, 0.1, 0)  # the splits this run uses are sound
     SequentialRunner().run(create_dataset_pipeline(), catalog)
     summary = catalog.load("summary")
-    assert summary["event_timesteps"] == timesteps and summary["input_encoding"] == encoding
-    assert 0 < summary["event"]["accuracy"] <= 1 and summary["energy_reduction"] > 0
+    assert summary.event_timesteps == timesteps and summary.input_encoding == encoding
+    assert 0 < summary.event.accuracy <= 1 and summary.energy_reduction > 0
 
 
 def test_command_line_parameters_must_start_with_a_parameter_name() -> None:

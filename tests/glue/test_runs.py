@@ -50,6 +50,8 @@ DIGITS_NODES = (
     "register_networks",
 )
 
+pytestmark = pytest.mark.slow  # kedro runs stopped by signals
+
 
 def test_stale_reason_names_why_a_process_is_gone() -> None:
     now, host = 10_000.0, "here"

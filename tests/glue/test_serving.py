@@ -18,6 +18,8 @@ from direct2event.snn.encoders import InputCoding
 from direct2event.snn.models import build_model, checkpoint
 from tests.conftest import run
 
+pytestmark = pytest.mark.slow  # a served model in a bare Python
+
 SERVE = """
 import json, sys
 sys.path.append(sys.argv[1])  # site-packages without its .pth files: no editable project

@@ -26,6 +26,8 @@ from direct2event.pipeline_registry import create_dataset_pipeline
 from direct2event.pipelines.evaluation.nodes import ABLATION_VARIANTS, TTFS_VARIANTS
 from tests.conftest import run
 
+pytestmark = pytest.mark.slow  # whole kedro runs
+
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path(__file__).with_name("reference_summary_digits.json")
 TINY = {
@@ -110,7 +112,7 @@ def test_dataset_pipeline_with_sequential_runner(tmp_path: Path) -> None:
     assert rows["ttfs_finetune_ce"]["accuracy"] > rows["ttfs_naive"]["accuracy"]
     for net in ("direct", "event"):
         entry = summary[net]
-        assert set(entry["energy_nJ_by_model"]) == {"per_event", "synops_45nm"}
+        assert set(entry["energy_nJ_by_model"]) == {"per_event", "synops_45nm", "memory_45nm"}
         assert entry["energy_nJ"] == entry["energy_nJ_by_model"]["per_event"]
         # per_event at 1 pJ: energy in nJ is events * 1e-3
         assert entry["energy_nJ"] == pytest.approx(entry["events_per_sample"] * 1e-3)

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import peer, run
+
+pytestmark = pytest.mark.slow  # snnTorch training and a kedro run
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from direct2event.snn.energy import EnergyProfile, load_profiles
+from direct2event.snn.energy import (
+    EnergyProfile,
+    bit_matched_bits,
+    break_even_rate,
+    load_profiles,
+)
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.neurons import LIF, LIFParameters
 from direct2event.snn.ops import conv_fanout, count_operations, input_event_count
@@ -70,13 +75,98 @@ def test_counts_and_energy_equal_hand_computation(mode: str, op: str) -> None:
     assert profiles["per_event"].energy_pj(counts) == pytest.approx(94.0)
     cost = 0.9 if op == "AC" else 4.6
     assert profiles["synops_45nm"].energy_pj(counts) == pytest.approx(cost * 472)
-    assert profiles["synops_45nm"].energy_nj_per_sample(counts) == pytest.approx(cost * 472e-6)
+    assert profiles["synops_45nm"].energy_nj_per_sample(counts) == pytest.approx(cost * 472e-3)
     layers = profiles["synops_45nm"].layer_energy_nj_per_sample(counts)
-    assert sum(layers.values()) == pytest.approx(cost * 472e-6)
+    assert sum(layers.values()) == pytest.approx(cost * 472e-3)
     # what the input alone costs: its 2 x 3 messages, or the 2 x 38 synops they drive in conv1
     assert counts.input_layer == "layers.0"
-    assert profiles["per_event"].input_energy_nj_per_sample(counts) == pytest.approx(6e-6)
-    assert profiles["synops_45nm"].input_energy_nj_per_sample(counts) == pytest.approx(cost * 76e-6)
+    assert profiles["per_event"].input_energy_nj_per_sample(counts) == pytest.approx(6e-3)
+    assert profiles["synops_45nm"].input_energy_nj_per_sample(counts) == pytest.approx(cost * 76e-3)
+    # what a dense pass would do, and each layer's weights (its weight memory)
+    # (conv1: 10 valid taps per axis, 100 per channel pair; conv2: 5 per axis at stride 2)
+    assert [c.dense for c in counts.layers.values()] == [2 * 100 * 2, 2 * 25 * 6, 2 * 48]
+    assert [c.weights for c in counts.layers.values()] == [18, 54, 48]
+    assert counts.neuron_sizes == {"layers.1": 32, "layers.3": 12} and counts.neuron_updates == 88
+
+
+MEMORY = {  # a small made-up chip: SRAM reads cost 2 pJ per 64 bits at 1 byte, 8 pJ at 1 KiB
+    "kind": "memory",
+    "e_ac_pj": 0.1,
+    "e_mac_pj": 0.3,
+    "e_leak_pj": 0.05,
+    "e_message_pj": 0.5,
+    "weight_bits": 8,
+    "membrane_bits": 16,
+    "sram_read_pj": {1: 2.0, 1024: 8.0},
+}
+
+
+def sram(size_bytes: float, bits: int) -> float:
+    """The made-up SRAM by hand: log-log between (1 B, 2 pJ) and (1 KiB, 8 pJ) is 2 * size^0.2."""
+    return 2.0 * size_bytes**0.2 * bits / 64
+
+
+@pytest.mark.parametrize(("mode", "op"), [("binary", 0.1), ("graded", 0.3)])
+def test_the_memory_aware_profile_by_hand(mode: str, op: float) -> None:
+    """Weights read per synop from an SRAM the layer's size, membranes read and written and
+    leaked per neuron and step, one address event per message; D (graded) under the same
+    rules, its synops MACs."""
+    net = tiny_net(mode)
+    x = hand_input(steps=2)
+    with torch.no_grad(), count_operations(net, input_events=mode == "binary") as counts:
+        counts.input_events += input_event_count(x, mode == "binary")
+        counts.samples, counts.timesteps = 1, 2
+        net(x)
+    profile = load_profiles({"chip": MEMORY})["chip"]
+    assert profile.sram_pj(1024, 64) == pytest.approx(8.0) == profile.sram_pj(1e6, 64)  # clamped
+    synops = (
+        2 * 38 * (op + sram(18, 8)) + 2 * 150 * (op + sram(54, 8)) + 2 * 48 * (op + sram(48, 8))
+    )
+    updates = 64 * (2 * sram(32 * 2, 16) + 0.05) + 24 * (2 * sram(12 * 2, 16) + 0.05)
+    messages = 0.5 * 2 * (3 + 32 + 12)
+    assert profile.energy_pj(counts) == pytest.approx(synops + updates + messages)
+    parts = profile.layer_energy_pj(counts)
+    assert parts["input"] == pytest.approx(0.5 * 6)
+    assert parts["layers.3"] == pytest.approx(24 * (2 * sram(24, 16) + 0.05) + 0.5 * 24)
+    # the input alone: its messages and the synops they drive
+    assert profile.input_energy_nj_per_sample(counts) == pytest.approx(
+        (0.5 * 6 + 2 * 38 * (op + sram(18, 8))) / 1e3
+    )
+
+
+def test_the_bit_matched_ann_and_where_e_breaks_even() -> None:
+    """The ANN does D's per-step operations once, as MACs of ceil(log2(T + 1)) bits (at most
+    that many accumulates); E breaks even with it at the spike rate where its spike-driven part
+    closes the gap above its fixed part."""
+    direct, event = tiny_net("graded"), tiny_net("binary")
+    x = hand_input(steps=2)
+    counted = {}
+    for name, net in (("direct", direct), ("event", event)):
+        with torch.no_grad(), count_operations(net, input_events=name == "event") as counts:
+            counts.input_events += input_event_count(x, name == "event")
+            counts.samples, counts.timesteps = 1, 2
+            net(x)
+        counted[name] = counts
+    profiles = load_profiles(
+        {
+            "per_event": {"kind": "per_event", "e_event_pj": 1.0},
+            "synops_45nm": {"kind": "synops", "e_ac_pj": 0.9, "e_mac_pj": 4.6},
+            "chip": MEMORY,
+        }
+    )
+    assert bit_matched_bits(2) == 2 and bit_matched_bits(4) == 3 and bit_matched_bits(1) == 1
+    per_event = profiles["per_event"].ann_energy_nj_per_sample(counted["direct"], 2)
+    assert per_event == pytest.approx(94 / 2 / 1e3)  # D's 94 messages over 2 steps, once
+    synops = profiles["synops_45nm"].ann_energy_nj_per_sample(counted["direct"], 2)
+    assert synops == pytest.approx(min(4.6, 2 * 0.9) * 472 / 2 / 1e3)
+    chip = profiles["chip"].ann_energy_nj_per_sample(counted["direct"], 2)
+    reads = 38 * sram(18, 8) + 150 * sram(54, 8) + 48 * sram(48, 8)
+    activations = 32 * 2 * sram(32 * 2 / 8, 2) + 12 * 2 * sram(12 * 2 / 8, 2)
+    assert chip == pytest.approx((0.2 * 236 + reads + 0.5 * 47 + activations) / 1e3)
+    # E: 94 pJ per_event, 6 of them the input's; every hidden neuron fires (rate 1.0)
+    rate = break_even_rate(profiles["per_event"], counted["event"], per_event)
+    assert rate == pytest.approx(1.0 * (47 - 6) / 88)
+    assert break_even_rate(profiles["per_event"], counted["event"], 5e-3) is None  # below input
 
 
 def test_event_counts_weigh_multiple_events() -> None:
@@ -99,3 +189,9 @@ def test_bad_energy_profiles() -> None:
         load_profiles({"x": {"kind": "per_event", "e_event_pj": 1, "e_spike": 2}})
     with pytest.raises(ValueError, match="No energy profiles"):
         load_profiles({})
+    # a memory profile missing a coefficient is refused, naming it and where profiles live
+    partial = {k: v for k, v in MEMORY.items() if k != "e_leak_pj"}
+    with pytest.raises(ValueError, match=r"missing \['e_leak_pj'\].*parameters_energy.yml"):
+        load_profiles({"chip": partial})
+    with pytest.raises(ValueError, match="sram_read_pj"):
+        load_profiles({"chip": {**MEMORY, "sram_read_pj": {}}})

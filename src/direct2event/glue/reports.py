@@ -110,6 +110,22 @@ class NetworkResult(Report):
     ac_per_sample: float
     mac_per_sample: float
     firing_rates: dict[str, float]
+    # NeuroBench's metrics (footprint_bytes, connection_sparsity, activation_sparsity,
+    # membrane_updates, effective_macs, effective_acs, dense), computed by the neurobench
+    # package; None where it is not installed
+    neurobench: dict[str, float] | None = None
+
+
+class BitMatchedAnn(Report):
+    """D's architecture as a quantised ANN with ``bits``-bit activations in one pass (the fair
+    baseline of arXiv 2409.08290): its energy under every model, E's reduction against it
+    (below 1: E costs more) and the mean hidden spike rate at which E would break even."""
+
+    bits: int
+    energy_nJ_by_model: dict[str, float]
+    event_reduction_by_model: dict[str, float | None]
+    break_even_rate_by_model: dict[str, float | None]  # None: no rate breaks even
+    event_spike_rate: float
 
 
 class ParetoPoint(Report):
@@ -165,6 +181,7 @@ class Summary(Report):
     rate_lambda: float
     tuning: TuningSummary
     ablation: list[AblationRow]
+    bit_matched_ann: BitMatchedAnn | None = None
 
 
 # --- the shift benchmark: shift.json ------------------------------------------------------
@@ -303,6 +320,10 @@ class SeedRun(Report):
     synops_per_sample: float
     rate_lambda: float
     seconds: float | None = None
+    neurobench_direct: dict[str, float] | None = None
+    neurobench_event: dict[str, float] | None = None
+    # E against the bit-matched ANN (its energy over E's) per energy model
+    ann_event_reduction_by_model: dict[str, float | None] = Field(default_factory=dict)
 
 
 class Stat(Report):

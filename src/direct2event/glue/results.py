@@ -110,16 +110,29 @@ def _pm(mean: float, std: float, scale: float = 1.0, digits: int = 2, unit: str 
     return f"{scale * mean:.{digits}f}{unit} ± {scale * std:.{digits}f}"
 
 
+ENERGY_MODELS = ("per_event", "synops_45nm", "memory_45nm")  # the table's columns, in order
+ANN_MODEL = "memory_45nm"  # the model under which E is set against the bit-matched ANN
+
+
+def _reduction(m: dict, s: dict, w: dict, field: str, model: str) -> str:
+    """``mean ± std (worst)`` of a reduction, ``-`` where the study has none."""
+    if model not in m.get(field, {}):
+        return "-"
+    worst = f" ({w[field][model]:.2f}x)" if model in w.get(field, {}) else ""
+    return f"{_pm(m[field][model], s[field][model], unit='x')}{worst}"
+
+
+def _neurobench(study: SeedStudy) -> str:
+    nb = study.mean.get("neurobench_event")
+    if not nb:
+        return "-"
+    return f"{nb['effective_acs']:,.0f} ACs, {nb['activation_sparsity']:.3f}"
+
+
 def study_row(study: SeedStudy) -> str:
     """One dataset's row: mean ± std, the worst seed in brackets."""
     m, s, w = study.mean, study.std, study.worst
-    models = m["energy_reduction_by_model"]
-    reductions = [
-        f"{_pm(models[k], s['energy_reduction_by_model'][k], digits=1, unit='x')} "
-        f"({w['energy_reduction_by_model'][k]:.1f}x)"
-        for k in ("per_event", "synops_45nm")
-        if models.get(k) is not None
-    ]
+    reductions = [_reduction(m, s, w, "energy_reduction_by_model", k) for k in ENERGY_MODELS]
     lambdas = ", ".join(f"{r.rate_lambda:.3g}" for r in study.runs)
     cells = [
         DATASET_NAMES.get(study.dataset, study.dataset),
@@ -129,6 +142,8 @@ def study_row(study: SeedStudy) -> str:
         f"{_pm(m['accuracy_retention'], s['accuracy_retention'], digits=4)} "
         f"({w['accuracy_retention']:.4f})",
         *reductions,
+        _reduction(m, s, w, "ann_event_reduction_by_model", ANN_MODEL),
+        _neurobench(study),
         lambdas,
     ]
     return "| " + " | ".join(cells) + " |"
@@ -137,8 +152,10 @@ def study_row(study: SeedStudy) -> str:
 def results_table(studies: dict[str, SeedStudy]) -> str:
     header = (
         "| dataset | seeds | D accuracy | E accuracy | retention (worst) "
-        "| energy reduction, `per_event` (worst) | `synops_45nm` (worst) | λ per seed |\n"
-        "|---|---|---|---|---|---|---|---|"
+        "| energy reduction, `per_event` (worst) | `synops_45nm` (worst) | `memory_45nm` (worst) "
+        f"| E against the bit-matched ANN, `{ANN_MODEL}` (worst) "
+        "| E per sample (NeuroBench): effective ACs, activation sparsity | λ per seed |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     return "\n".join([header, *(study_row(s) for s in studies.values())])
 
@@ -225,6 +242,55 @@ def _shift_rows(study: SeedStudy) -> str:
     return "\n".join(lines)
 
 
+def energy_section(key: str, slug: str, path: Path) -> str:
+    """A run's D and E under every energy model, against the bit-matched ANN, and NeuroBench's
+    counts beside ours (``benchmarks/energy.py``)."""
+    r = json.loads(path.read_text())
+    ann = r["bit_matched_ann"]
+    lines = [
+        f"## Energy of one {DATASET_NAMES.get(key, key)} run on `{slug}`",
+        "",
+        f"`{r['command']}`; {r['machine']}, torch {r['torch']}; {r['test_samples']} test samples.",
+        "",
+        f"| energy model | D (nJ) | E (nJ) | reduction | {ann['bits']}-bit ANN (nJ) "
+        "| E against the ANN | E breaks even at spike rate |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    d, e = (r["networks"][n]["energy_nJ_by_model"] for n in ("direct", "event"))
+    for model in e:
+        rate = ann["break_even_rate_by_model"][model]
+        lines.append(
+            f"| `{model}` | {d[model]:.4g} | {e[model]:.4g} "
+            f"| {r['energy_reduction_by_model'][model]:.2f}x | {ann['energy_nJ_by_model'][model]:.4g} "
+            f"| {ann['event_reduction_by_model'][model]:.2f}x "
+            f"| {'never' if rate is None else f'{rate:.3f}'} |"
+        )
+    lines += [
+        "",
+        f"E's mean hidden spike rate: {ann['event_spike_rate']:.4f}. NeuroBench (neurobench 2.3.0) "
+        "against our counts on the same samples, per sample:",
+        "",
+        "| network | samples | effective ACs | ours ACs | effective MACs | ours MACs | dense "
+        "| activation sparsity | membrane updates | footprint (bytes) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, net in r["networks"].items():
+        nb, ours = net["neurobench"], net["ours"]
+        lines.append(
+            f"| {name} | {net['neurobench_samples']} | {nb['effective_acs']:,.0f} "
+            f"| {ours['ac_per_sample']:,.0f} | {nb['effective_macs']:,.0f} "
+            f"| {ours['mac_per_sample']:,.0f} | {nb['dense']:,.0f} "
+            f"| {nb['activation_sparsity']:.4f} | {nb['membrane_updates']:,.0f} "
+            f"| {nb['footprint_bytes']:,.0f} |"
+        )
+    lines += [
+        "",
+        f"The evaluation node took {r['after_s']:.1f} s with NeuroBench and the ANN against "
+        f"{r['before_s']:.1f} s without (medians).",
+    ]
+    return "\n".join(lines)
+
+
 def results_page(root: Path = ROOT) -> str:
     """``docs/results.md``: every seed study per machine, then every other benchmark."""
     parts = [
@@ -248,6 +314,9 @@ def results_page(root: Path = ROOT) -> str:
             ]
             if study.shift is not None:
                 parts += ["", _shift_rows(study)]
+    for key in DATASET_NAMES:
+        for slug, path in result_files(f"energy-{key}", root).items():
+            parts += ["", energy_section(key, slug, path)]
     parts += ["", "## Benchmarks", "", index_table(root)]
     return "\n".join(parts) + "\n"
 

@@ -51,7 +51,32 @@ def run_record(seed: int, summary: Summary, seconds: float | None = None) -> See
         synops_per_sample=summary.event.synops_per_sample,
         rate_lambda=summary.rate_lambda,
         seconds=seconds,
+        neurobench_direct=summary.direct.neurobench,
+        neurobench_event=summary.event.neurobench,
+        ann_event_reduction_by_model=(
+            summary.bit_matched_ann.event_reduction_by_model if summary.bit_matched_ann else {}
+        ),
     )
+
+
+def _add_dicts(
+    mean: dict[str, Any],
+    std: dict[str, Any],
+    worst: dict[str, Any],
+    field: str,
+    runs: Sequence[SeedRun],
+    worst_is: Any = None,
+) -> None:
+    """Mean and std (and, with ``worst_is``, the worst) of a per-run mapping of figures, for
+    the keys every run has a value of."""
+    rows = [getattr(r, field) or {} for r in runs]
+    keys = [k for k in rows[0] if all(row.get(k) is not None for row in rows)]
+    if not keys:
+        return
+    mean[field] = {k: statistics.fmean(float(row[k]) for row in rows) for k in keys}
+    std[field] = {k: _spread([float(row[k]) for row in rows]) for k in keys}
+    if worst_is is not None:
+        worst[field] = {k: worst_is(float(row[k]) for row in rows) for k in keys}
 
 
 def _spread(values: list[float]) -> float:
@@ -81,6 +106,9 @@ def aggregate(
         "energy_reduction_by_model": {m: min(v) for m, v in by_model.items()},
         "event_accuracy": min(column["event_accuracy"]),
     }
+    _add_dicts(mean, std, worst, "ann_event_reduction_by_model", runs, worst_is=min)
+    for network in ("direct", "event"):
+        _add_dicts(mean, std, worst, f"neurobench_{network}", runs)
     floors = {t.retention_floor for t in tuning if t.retention_floor is not None}
     return SeedStudy(
         dataset=dataset,

@@ -170,6 +170,22 @@ def headline_metrics(summary: Summary) -> dict[str, float]:
     }
 
 
+def energy_metrics(summary: Summary) -> dict[str, float]:
+    """NeuroBench's metrics of D and E (``neurobench.<network>.<metric>``) and the bit-matched
+    ANN (``ann.energy_nJ.<model>``, E's reduction against it ``ann.event_reduction.<model>``,
+    the spike rate where E breaks even ``ann.break_even_rate.<model>``), rounded."""
+    values: dict[str, float | None] = {}
+    for network in ("direct", "event"):
+        for k, v in (getattr(summary, network).neurobench or {}).items():
+            values[f"neurobench.{network}.{k}"] = v
+    ann = summary.bit_matched_ann
+    if ann is not None:
+        for part in ("energy_nJ", "event_reduction", "break_even_rate"):
+            for model, v in getattr(ann, f"{part}_by_model").items():
+                values[f"ann.{part}.{model}"] = v
+    return {k: rounded(float(v)) for k, v in values.items() if v is not None and math.isfinite(v)}
+
+
 RESULTS_VIEW = "results"  # the runs table's saved view: ?viewStateShareKey=results
 VIEW_TAG = "mlflow.sharedViewState."  # how the MLflow UI keeps a saved runs view
 

@@ -39,6 +39,8 @@ class LayerCount:
     name: str
     synops: float = 0.0
     op: str = "AC"  # AC (binary events in) or MAC (graded / analog values in)
+    dense: float = 0.0  # synops had every input been non-zero (a dense pass's operations)
+    weights: int = 0  # the layer's weights: its weight memory, in entries
 
 
 @dataclass
@@ -50,7 +52,9 @@ class OpCounts:
     input_layer: str | None = None  # the synaptic layer the network input drives
     neuron_events: dict[str, float] = field(default_factory=dict)
     neuron_steps: dict[str, float] = field(default_factory=dict)
+    neuron_sizes: dict[str, int] = field(default_factory=dict)  # neurons per sample and step
     layers: dict[str, LayerCount] = field(default_factory=dict)
+    timesteps: int = 1  # steps per sample (a dense ANN does in one pass what a step does)
 
     def per_sample(self, value: float) -> float:
         return value / max(self.samples, 1)
@@ -67,6 +71,11 @@ class OpCounts:
     @property
     def mac(self) -> float:
         return sum(c.synops for c in self.layers.values() if c.op == "MAC")
+
+    @property
+    def neuron_updates(self) -> float:
+        """Membrane updates: every neuron at every step (leak, integrate, maybe fire)."""
+        return sum(self.neuron_steps.values())
 
     def firing_rates(self) -> dict[str, float]:
         """Mean output per neuron per step of each LIF layer (fraction of non-zero outputs)."""
@@ -147,12 +156,16 @@ def count_operations(
                 fanout = conv_fanout(module, *x.shape[-2:], device=x.device).to(weight.dtype)
                 rows = weight.reshape(-1, fanout.numel()) @ fanout.reshape(-1)
                 synops = float(rows.double().sum())
+                dense = float(fanout.double().sum()) * x.shape[0] * x.shape[1]
             else:
                 synops = float(weight.sum()) * module.out_features
+                dense = float(x.numel()) * module.out_features
             entry = counts.layers.setdefault(
-                name, LayerCount(name, op="AC" if is_events else "MAC")
+                name,
+                LayerCount(name, op="AC" if is_events else "MAC", weights=module.weight.numel()),
             )
             entry.synops += synops
+            entry.dense += dense
 
         return hook
 
@@ -165,6 +178,7 @@ def count_operations(
                 fired = float(torch.count_nonzero(out))
             counts.neuron_events[name] = counts.neuron_events.get(name, 0.0) + fired
             counts.neuron_steps[name] = counts.neuron_steps.get(name, 0.0) + float(out.numel())
+            counts.neuron_sizes[name] = out[0, 0].numel()  # [T, B, ...]: one sample, one step
 
         return hook
 

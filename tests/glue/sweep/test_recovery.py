@@ -24,6 +24,8 @@ from direct2event.glue.sweep.recovery import (
 from direct2event.glue.sweep.storage import lambda_distribution, open_storage
 from direct2event.glue.sweep.study import FINISHED
 
+pytestmark = pytest.mark.slow  # workers killed at every moment of a trial
+
 SPACE = lambda_distribution(0.5, 50.0)
 WORKER = Path(__file__).parents[1] / "sweep_worker.py"
 

@@ -79,6 +79,7 @@ def complete(url: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
 
 
+@pytest.mark.slow  # worker processes
 def test_two_workers_share_one_study(saved_networks: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     procs = [worker(saved_networks, url, 6) for _ in range(2)]
@@ -100,6 +101,7 @@ def test_two_workers_share_one_study(saved_networks: Path, tmp_path: Path) -> No
         assert t.user_attrs["events_per_sample"] == pytest.approx(t.values[1] * 1e3)
 
 
+@pytest.mark.slow  # worker processes
 def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(
     saved_networks: Path, tmp_path: Path
 ) -> None:

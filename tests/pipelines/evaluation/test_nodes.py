@@ -10,7 +10,7 @@ from direct2event.pipelines.evaluation.nodes import (
     run_ablation,
 )
 from direct2event.pipelines.finetuning.nodes import finetune_lambda0
-from tests.pipelines.conftest import NO_LOGITS, tiny
+from tests.pipelines.conftest import NO_LOGITS, PROFILES, tiny
 
 
 def test_evaluate_transfer_counts_d_as_macs_and_e_as_events(
@@ -77,3 +77,29 @@ def test_ablation_rows_in_order_with_their_lambda_and_share_of_es_gain(
         {},
     )
     assert [r["variant"] for r in off] == ["finetune_lambda"]
+
+
+def test_a_profile_added_in_yaml_alone_reaches_every_report(
+    direct_model, scaled, digits_splits: DataSplits
+) -> None:
+    """A chip's figures added to energy_profiles, no code: the evaluation, the bit-matched ANN,
+    the summary, its MLflow metrics and the registry tags all give its energy and reduction."""
+    from direct2event.glue.params import load_settings
+    from direct2event.pipelines.reporting.nodes import build_summary, version_tags
+
+    chip = {"kind": "synops", "e_ac_pj": 2.0, "e_mac_pj": 8.0, "source": "my chip's datasheet"}
+    raw = tiny().model_dump(exclude={"energy_profiles", "dataset"})
+    settings = load_settings("digits", raw, {**PROFILES, "my_chip": chip})
+    evaluation = evaluate_transfer(direct_model, scaled[0], digits_splits, settings)
+    d, e = evaluation["direct"], evaluation["event"]
+    # E's synops are ACs, D's MACs: 2 pJ and 8 pJ each
+    assert e["energy_nJ_by_model"]["my_chip"] == pytest.approx(2.0 * e["ac_per_sample"] / 1e3)
+    assert d["energy_nJ_by_model"]["my_chip"] == pytest.approx(8.0 * d["mac_per_sample"] / 1e3)
+    assert "my_chip" in evaluation["bit_matched_ann"]["energy_nJ_by_model"]
+    tuning = TuningReport(rate_lambda=5.0, enabled=False)
+    summary, metrics = build_summary(digits_splits, settings, evaluation, [], tuning)
+    reduction = summary.energy_reduction_by_model["my_chip"]
+    assert reduction == pytest.approx(d["mac_per_sample"] * 8.0 / (e["ac_per_sample"] * 2.0))
+    assert metrics["headline.energy_reduction.my_chip"]["value"] == float(f"{reduction:.4g}")
+    assert "ann.event_reduction.my_chip" in metrics
+    assert version_tags("event", summary, settings, "run")["energy_reduction.my_chip"] == reduction

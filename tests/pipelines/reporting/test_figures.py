@@ -28,7 +28,7 @@ def test_each_figure_shows_its_data(scaled, calibration, measured, settings) -> 
     )
     evaluation, ablation = measured
     energy = figures.plot_energy(evaluation)
-    assert [t.split(":")[0] for t in titles(energy)] == ["per_event", "synops_45nm"]
+    assert [t.split(":")[0] for t in titles(energy)] == ["per_event", "synops_45nm", "memory_45nm"]
     fig = figures.plot_ablation(ablation, evaluation, settings)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels[0] == "direct (D)" and labels[1] == "naive" and labels[-1].endswith("λ=5")

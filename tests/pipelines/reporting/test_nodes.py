@@ -7,6 +7,7 @@ from direct2event.glue.reports import TuningReport
 from direct2event.pipelines.reporting.nodes import (
     build_summary,
     register_networks,
+    version_tags,
 )
 
 
@@ -44,7 +45,27 @@ def test_summary_ratios_and_metrics(measured, digits_splits: DataSplits, setting
     assert metrics["headline.energy_reduction.synops_45nm"]["value"] == float(
         f"{summary['energy_reduction_by_model']['synops_45nm']:.4g}"
     )
-    assert all(k.startswith("headline.") for k in metrics) and len(metrics) == 10
+    headline = [k for k in metrics if k.startswith("headline.")]
+    models = list(summary["energy_reduction_by_model"])
+    assert len(headline) == 8 + len(models) and list(metrics)[: len(headline)] == headline
+    # NeuroBench's figures of D and E and the bit-matched ANN, under dataset-neutral names
+    assert {k.split(".")[0] for k in metrics} == {"headline", "neurobench", "ann"}
+    assert metrics["neurobench.event.effective_acs"]["value"] == float(
+        f"{e['neurobench']['effective_acs']:.4g}"
+    )
+    ann = summary["bit_matched_ann"]
+    assert ann["bits"] == 3  # E's T = 4: ceil(log2(5))
+    for model in models:  # E against the ANN: the ANN's energy over E's
+        assert ann["event_reduction_by_model"][model] == pytest.approx(
+            ann["energy_nJ_by_model"][model] / e["energy_nJ_by_model"][model]
+        )
+        assert f"ann.event_reduction.{model}" in metrics
+    assert len(metrics) <= 80
+    # the registry's E carries its energy and reduction under every model too
+    tags = version_tags("event", typed, settings, "run-id")
+    for model in models:
+        assert tags[f"energy_reduction.{model}"] == summary["energy_reduction_by_model"][model]
+        assert tags[f"energy_nJ.{model}"] == e["energy_nJ_by_model"][model]
 
 
 def test_no_registration_without_an_mlflow_run(direct_model, settings) -> None:

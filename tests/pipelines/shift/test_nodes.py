@@ -41,7 +41,7 @@ def test_every_shift_and_severity_has_its_row(benchmark):
     for r in rows:
         assert 0 <= r["e_accuracy"] <= 1 and 0 <= r["d_accuracy"] <= 1
         assert r["e_events_per_sample"] > 0
-        assert set(r["e_energy_nJ_by_model"]) == {"per_event", "synops_45nm"}
+        assert set(r["e_energy_nJ_by_model"]) == {"per_event", "synops_45nm", "memory_45nm"}
         assert set(r["adapted"]) == {"modulation", "homeostasis"}
     assert report["samples"] == 150
     # the extra (warm-up, recalibration, held-out) sample is as large as its largest use

@@ -169,6 +169,12 @@ class TransferParams(Strict):
     )
     timesteps: int = Field(3, ge=1, le=256, description="T of network E")
     energy_model: str = Field("per_event", description="a profile of energy_profiles")
+    neurobench_samples: int | None = Field(
+        2000,
+        ge=1,
+        description="test samples NeuroBench's metrics are computed on (the first ones; null: "
+        "all): its per-sample figures settle long before, and it runs each layer twice more",
+    )
     calibration: CalibrationParams = CalibrationParams()
     thresholds: ThresholdParams = ThresholdParams()
     finetune: FinetuneParams = FinetuneParams()

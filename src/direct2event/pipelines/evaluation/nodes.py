@@ -9,11 +9,12 @@ from typing import Any
 from torch import Tensor
 
 from direct2event.data.splits import DataSplits
+from direct2event.glue.neurobench import neurobench_metrics
 from direct2event.glue.params import PipelineParams
 from direct2event.glue.reports import TuningReport
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.encoders import InputCoding
-from direct2event.snn.evaluation import measure
+from direct2event.snn.evaluation import ann_reference, measure, measure_counts
 from direct2event.snn.finetuning import finetune_event_network
 from direct2event.snn.models import SpikingNet, restore, to_event_network
 
@@ -35,27 +36,22 @@ def evaluate_transfer(
     splits: DataSplits,
     settings: PipelineParams,
 ) -> dict[str, Any]:
-    """Test accuracy, counted activity and energy of D and E on the same samples."""
+    """Test accuracy, counted activity and energy of D and E on the same samples, NeuroBench's
+    metrics of each (computed by the neurobench package) and the bit-matched ANN beside them."""
     device, profiles = settings.device, settings.profiles()
-    results = {
-        "direct": measure(
-            restore(direct_model),
-            splits.test,
-            settings.direct_coding,
-            device,
-            profiles,
-            settings.seed,
-        ),
-        "event": measure(
-            restore(event_model),
-            splits.test,
-            settings.event_coding,
-            device,
-            profiles,
-            settings.seed,
-        ),
+    networks = {
+        "direct": (restore(direct_model), settings.direct_coding),
+        "event": (restore(event_model), settings.event_coding),
     }
-    for name, res in results.items():
+    results: dict[str, Any] = {}
+    counts = {}
+    for name, (net, coding) in networks.items():
+        res, counts[name] = measure_counts(
+            net, splits.test, coding, device, profiles, settings.seed
+        )
+        sample = splits.test.head(settings.transfer.neurobench_samples or len(splits.test))
+        res["neurobench"] = neurobench_metrics(net, sample, coding, device, settings.seed)
+        results[name] = res
         logger.info(
             "%s on %s test: accuracy %.4f, %.0f events/sample, energy %s nJ",
             "D" if name == "direct" else "E",
@@ -64,6 +60,7 @@ def evaluate_transfer(
             res["events_per_sample"],
             {k: round(v, 4) for k, v in res["energy_nJ_by_model"].items()},
         )
+    results["bit_matched_ann"] = ann_reference(profiles, counts["direct"], counts["event"])
     return results
 
 

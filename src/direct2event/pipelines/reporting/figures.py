@@ -215,8 +215,10 @@ def _floor(ax: Any, report: TuningReport) -> None:
 
 
 def plot_energy(evaluation: dict[str, Any]) -> Figure:
-    """Energy per sample of each layer, D beside E, one panel per energy model."""
+    """Energy per sample of each layer, D beside E, one panel per energy model, with the
+    bit-matched ANN's total in each title."""
     direct, event = evaluation["direct"], evaluation["event"]
+    ann = evaluation.get("bit_matched_ann")
     models = list(direct["energy_nJ_by_model"])
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.6), squeeze=False)
     for ax, name in zip(axes[0], models, strict=True):
@@ -228,11 +230,13 @@ def plot_energy(evaluation: dict[str, Any]) -> Figure:
         ax.set_xticks(list(xs))
         ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("nJ per sample")
-        ax.set_title(
+        title = (
             f"{name}: D {direct['energy_nJ_by_model'][name]:.3f} nJ, "
-            f"E {event['energy_nJ_by_model'][name]:.3f} nJ",
-            fontsize=9,
+            f"E {event['energy_nJ_by_model'][name]:.3f} nJ"
         )
+        if ann:
+            title += f",\n{ann['bits']}-bit ANN {ann['energy_nJ_by_model'][name]:.3f} nJ"
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

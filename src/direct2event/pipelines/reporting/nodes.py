@@ -11,6 +11,7 @@ from direct2event.glue import registry, runs, tracking
 from direct2event.glue.params import PipelineParams
 from direct2event.glue.reports import (
     AblationRow,
+    BitMatchedAnn,
     NetworkResult,
     ParetoPoint,
     ShiftReport,
@@ -36,6 +37,7 @@ def _network(res: dict[str, Any], energy_model: str) -> NetworkResult:
         ac_per_sample=float(res["ac_per_sample"]),
         mac_per_sample=float(res["mac_per_sample"]),
         firing_rates={k: float(v) for k, v in res["firing_rates"].items()},
+        neurobench=res.get("neurobench"),
     )
 
 
@@ -91,6 +93,9 @@ def build_summary(
         rate_lambda=tuning_report.rate_lambda,
         tuning=_tuning(tuning_report),
         ablation=[AblationRow(**{k: row[k] for k in ABLATION_FIELDS}) for row in ablation],
+        bit_matched_ann=BitMatchedAnn(**evaluation["bit_matched_ann"])
+        if "bit_matched_ann" in evaluation
+        else None,
     )
     return summary, summary_metrics(summary)
 
@@ -99,9 +104,11 @@ ABLATION_FIELDS = tuple(AblationRow.model_fields)
 
 
 def summary_metrics(summary: Summary) -> dict[str, dict]:
-    """The run's MLflow metrics: its headline (``headline.*``, rounded; every figure is in
-    ``summary.json``, the ablation in the table ``tables/ablation.json``)."""
-    return {k: {"value": v, "step": 0} for k, v in tracking.headline_metrics(summary).items()}
+    """The run's MLflow metrics: its headline (``headline.*``), NeuroBench's metrics and the
+    bit-matched ANN, rounded; every figure is in ``summary.json``, the ablation in the table
+    ``tables/ablation.json``."""
+    metrics = {**tracking.headline_metrics(summary), **tracking.energy_metrics(summary)}
+    return {k: {"value": v, "step": 0} for k, v in metrics.items()}
 
 
 def result_tables(summary: Summary, shift: ShiftReport) -> tuple[list[dict], list[dict]]:
@@ -212,6 +219,7 @@ def version_tags(
         "run_id": run_id,
         "accuracy": result.accuracy,
         "energy_nJ": result.energy_nJ,
+        **{f"energy_nJ.{model}": v for model, v in result.energy_nJ_by_model.items()},
         "events_per_sample": result.events_per_sample,
         "input_encoding": coding.encoding,
         "timesteps": coding.timesteps,
@@ -221,6 +229,10 @@ def version_tags(
             "rate_lambda": summary.rate_lambda,
             "accuracy_retention": summary.accuracy_retention,
             "energy_reduction": summary.energy_reduction,
+            **{
+                f"energy_reduction.{model}": value
+                for model, value in summary.energy_reduction_by_model.items()
+            },
             "chosen_by": summary.tuning.chosen_by,
             "validation_floor_met": summary.tuning.validation_floor_met,
         }
