@@ -156,7 +156,7 @@ def assert_same_as_reference(summary: dict) -> None:
     version 2), the settings it echoes and the split sizes (whatever the CPU: the networks'
     numbers differ between CPU models and torch builds, the contract and the data do not).
     ``UPDATE_REFERENCE=1`` rewrites the reference when the contract changes on purpose (raise
-    the schema version and add its upgrade in ``glue/reports.py`` first)."""
+    the schema version and add its upgrade in ``glue/report_versions.py`` first)."""
     if os.environ.get("UPDATE_REFERENCE") == "1":
         REFERENCE.write_text(json.dumps(summary, indent=2) + "\n")
     reference = json.loads(REFERENCE.read_text())

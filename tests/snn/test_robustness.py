@@ -58,6 +58,16 @@ def test_method_summary_by_hand():
     assert s["shift_events_change_by_shift"] == pytest.approx({"noise": 0.3, "dim": -0.4})
 
 
+def test_geometric_shifts_are_reported_apart_from_the_recovery():
+    rotated = [{**r, "shift": "rotation"} for r in ROWS if r["shift"] == "dim"]
+    s = method_summary("m", [*ROWS, *rotated], CLEAN, 0.02)
+    assert s["qualifying_shifts"] == ["noise", "dim", "rotation"]
+    assert s["geometric_shifts"] == ["rotation"]
+    assert s["recovered_fraction"] == pytest.approx((20 / 38 + 18 / 20) / 2)  # not rotation
+    assert s["recovered_fraction_geometric"] == pytest.approx(18 / 20)
+    assert set(s["shift_events_change_by_shift"]) == {"noise", "dim", "rotation"}  # all count
+
+
 def test_corruption_error_is_the_mean_error_over_severities():
     ce = corruption_error(ROWS)
     assert ce["noise"] == pytest.approx((0.05 + 0.40 + 0.70) / 3)

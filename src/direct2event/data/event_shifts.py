@@ -177,6 +177,43 @@ EVENT_SEVERITIES: dict[str, tuple[float, float, float]] = {
 }
 
 
+def probe_event_shift(fn: EventShift, severities: list[float], name: str) -> None:
+    """Run a user's event shift on two small recordings at each severity and refuse what the
+    stage could not use, naming the shift and what was expected: a structured array with
+    tonic's fields (x, y, t, p), on the sensor, sorted in time."""
+    sensor: SensorSize = (8, 8, 2)
+    rng = np.random.default_rng(0)
+    probes = []
+    for n in (20, 35):
+        ev = np.zeros(n, dtype=[("x", "<i8"), ("y", "<i8"), ("t", "<i8"), ("p", "<i8")])
+        ev["x"], ev["y"] = rng.integers(8, size=n), rng.integers(8, size=n)
+        ev["t"], ev["p"] = np.sort(rng.integers(0, 100_000, size=n)), rng.integers(2, size=n)
+        probes.append(ev)
+    for severity in severities:
+        for i, ev in enumerate(probes):
+            where = f"shift '{name}' at severity {severity}"
+            try:
+                out = fn(ev.copy(), severity, np.random.default_rng([0, i]), sensor)
+            except Exception as err:
+                raise ValueError(f"{where} failed on a probe recording: {err!r}") from err
+            if (
+                not isinstance(out, np.ndarray)
+                or out.dtype.names is None
+                or not {"x", "y", "t", "p"} <= set(out.dtype.names)
+            ):
+                raise ValueError(
+                    f"{where} returned {getattr(out, 'dtype', type(out).__name__)}; expected "
+                    "tonic's structured events with fields x, y, t, p."
+                )
+            if len(out) and (
+                out["x"].min() < 0 or out["x"].max() >= sensor[0]
+                or out["y"].min() < 0 or out["y"].max() >= sensor[1]
+            ):  # fmt: skip
+                raise ValueError(f"{where} returned events off the {sensor[:2]} sensor.")
+            if len(out) > 1 and bool(np.any(np.diff(out["t"]) < 0)):
+                raise ValueError(f"{where} returned events out of time order: sort by t.")
+
+
 def shift_recordings(
     recordings: EventRecordings, shift: EventShift, severity: float, seed: int
 ) -> list[np.ndarray]:

@@ -4,6 +4,7 @@ images, event shifts on raw recordings before they are binned into the dataset's
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,16 @@ from direct2event.snn.training import Split
 # shift name -> (function, severities by level); the functions of snn.shifts or
 # data.event_shifts, or a user's
 ShiftTable = dict[str, tuple[Callable[..., Any], list[Any]]]
+
+
+@dataclass(frozen=True)
+class EventBinning:
+    """How event recordings become the stage's frames: at most ``max_events_per_bin`` events
+    per cell, as the dataset's frames; ``front``, a filter of each recording before binning
+    (the clean front), used for the samples asked ``filtered``."""
+
+    max_events_per_bin: int | None = None
+    front: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class ShiftedSamples:
@@ -34,13 +45,15 @@ class ShiftedSamples:
         timesteps: int,
         images: Split | None = None,
         recordings: EventRecordings | None = None,
-        max_events_per_bin: int | None = None,
+        binning: EventBinning = EventBinning(),
     ) -> None:
         if (images is None) == (recordings is None):
             raise ValueError("ShiftedSamples needs test images or event recordings (one of them).")
         self.table, self.seed, self.timesteps = table, seed, timesteps
         self.recordings = recordings
-        self.max_events_per_bin = max_events_per_bin  # as the dataset's frames (data params)
+        self.max_events_per_bin = binning.max_events_per_bin  # as the dataset's frames
+        self.front = binning.front  # event data: a filter of each recording before binning
+        self.front_counts: dict[tuple[str, int, str], tuple[int, int]] = {}  # events in, out
         if images is not None:
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
             self.images: Split | None = Split(images.x[order], images.y[order])
@@ -55,11 +68,15 @@ class ShiftedSamples:
         }
         self._cache: dict[tuple[str, int, str], Split] = {}
 
-    def __call__(self, shift: str, level: int, part: str) -> Split:
-        """Level 0 is clean; levels 1..n the shift's severities."""
-        key = (shift if level else "clean", level, part)
+    def __call__(self, shift: str, level: int, part: str, filtered: bool = False) -> Split:
+        """Level 0 is clean; levels 1..n the shift's severities; ``filtered``: event
+        recordings through ``front`` before binning (its events in and out kept in
+        ``front_counts``)."""
+        key = (shift if level else "clean", level, part + ("+front" if filtered else ""))
         if key not in self._cache:
-            self._cache[key] = self._make(shift, level, self.parts[part])
+            if filtered and (self.front is None or self.recordings is None):
+                raise ValueError("filtered samples need event recordings and a front")
+            self._cache[key] = self._make(shift, level, self.parts[part], key if filtered else None)
         return self._cache[key]
 
     def _seed(self, shift: str, level: int, part: slice) -> int:
@@ -68,7 +85,9 @@ class ShiftedSamples:
         entropy = [self.seed, names.index(shift) if level else 0, level, part.start]
         return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
-    def _make(self, shift: str, level: int, part: slice) -> Split:
+    def _make(
+        self, shift: str, level: int, part: slice, front_key: tuple[str, int, str] | None = None
+    ) -> Split:
         if self.images is not None:
             x, y = self.images.x[part], self.images.y[part]
             if level:
@@ -85,6 +104,11 @@ class ShiftedSamples:
             events = shift_recordings(
                 sub, fn, severities[level - 1], self._seed(shift, level, part)
             )
+        if front_key is not None:
+            assert self.front is not None
+            before = sum(len(e) for e in events)
+            events = [self.front(e) for e in events]
+            self.front_counts[front_key] = (before, sum(len(e) for e in events))
         frames = np.stack(
             [
                 events_to_frames(

@@ -29,7 +29,8 @@ from direct2event.data.static import (
     load_image_folder,
     load_mnist,
 )
-from direct2event.glue.reports import REPORT_MODELS, Report, read_report
+from direct2event.glue.report_versions import REPORT_MODELS, read_report
+from direct2event.glue.reports import Report
 from direct2event.snn.nir_io import NotExported
 
 

@@ -164,6 +164,12 @@ def shift_study(
         for m in done[0].summary
     }
     recal = [r.baselines.recalibration.recovered_fraction for r in done]
+    front = None
+    if all(r.front for r in done):
+        front = {"alone": stat([r.front["recovered_fraction"] for r in done], "recovered_fraction")}
+        for m in done[0].front["recovered_fraction_by_method"]:
+            values = [r.front["recovered_fraction_by_method"].get(m) for r in done]
+            front[m] = stat(values, "recovered_fraction")
     return ShiftStudy(
         seeds=[r.seed for r in done],
         samples=done[0].samples,
@@ -175,6 +181,7 @@ def shift_study(
         },
         stage_seconds=statistics.fmean(r.seconds for r in done),
         stage_share={"mean": statistics.fmean(shares), "worst": max(shares)} if shares else None,
+        front=front,
     )
 
 

@@ -120,6 +120,36 @@ IMAGE_SEVERITIES: dict[str, tuple[float, float, float]] = {
 }
 
 
+PROBE_SHAPE = (2, 1, 16, 16)  # the two samples a user's shift is tried on before any work
+
+
+def probe_image_shift(fn: ImageShift, severities: list[float], name: str) -> None:
+    """Run a user's image shift on two samples at each severity and refuse what the stage could
+    not use, naming the shift and what was expected: a tensor of the input's shape and float
+    dtype, finite, in [0, 1]."""
+    x = torch.rand(PROBE_SHAPE, generator=torch.Generator().manual_seed(0))
+    for severity in severities:
+        where = f"shift '{name}' at severity {severity}"
+        try:
+            out = fn(x.clone(), severity, torch.Generator().manual_seed(0))
+        except Exception as err:
+            raise ValueError(f"{where} failed on 2 probe images {list(x.shape)}: {err!r}") from err
+        if not isinstance(out, Tensor):
+            raise ValueError(f"{where} returned {type(out).__name__}; expected a torch.Tensor.")
+        if tuple(out.shape) != tuple(x.shape):
+            raise ValueError(
+                f"{where} returned shape {list(out.shape)} for images {list(x.shape)}; a shift "
+                "must keep the batch's shape [N, C, H, W]."
+            )
+        if not out.dtype.is_floating_point:
+            raise ValueError(f"{where} returned dtype {out.dtype}; expected float images.")
+        if not bool(torch.isfinite(out).all()) or out.min() < 0 or out.max() > 1:
+            raise ValueError(
+                f"{where} returned values in [{float(out.min()):.3g}, {float(out.max()):.3g}] "
+                "(or NaN/Inf); images are in [0, 1]: clamp the result."
+            )
+
+
 def load_function(path: str) -> Callable:
     """The function named ``package.module:function`` (a user's own shift)."""
     module_name, sep, attr = path.partition(":")

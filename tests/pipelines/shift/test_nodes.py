@@ -9,6 +9,7 @@ from direct2event.glue.params import ParameterError
 from direct2event.glue.reports import ShiftReport
 from direct2event.pipelines.shift.bench import shifted_samples
 from direct2event.pipelines.shift.nodes import benchmark_shifts
+from direct2event.snn.adaptation import ADAPTATION_METHODS
 from direct2event.snn.models import restore
 from direct2event.snn.shifts import IMAGE_SHIFTS
 from direct2event.snn.training import evaluate
@@ -42,7 +43,7 @@ def test_every_shift_and_severity_has_its_row(benchmark):
         assert 0 <= r["e_accuracy"] <= 1 and 0 <= r["d_accuracy"] <= 1
         assert r["e_events_per_sample"] > 0
         assert set(r["e_energy_nJ_by_model"]) == {"per_event", "synops_45nm", "memory_45nm"}
-        assert set(r["adapted"]) == {"modulation", "homeostasis"}
+        assert set(r["adapted"]) == set(ADAPTATION_METHODS)
     assert report["samples"] == 150
     # the extra (warm-up, recalibration, held-out) sample is as large as its largest use
     assert report["baselines"]["recalibration"]["samples"] == 64
@@ -60,7 +61,7 @@ def test_clean_accuracy_is_es_own_on_the_same_samples(benchmark, scaled, digits_
 
 def test_summary_holds_the_target_figures_per_method(benchmark):
     (report, _), _ = benchmark
-    for method in ("modulation", "homeostasis"):
+    for method in ADAPTATION_METHODS:
         s = report["summary"][method]
         for key in (
             "recovered_fraction",
@@ -70,9 +71,15 @@ def test_summary_holds_the_target_figures_per_method(benchmark):
         ):
             assert key in s
         if s["qualifying_shifts"]:
-            assert s["recovered_fraction"] == pytest.approx(
-                sum(s["recovered_fraction_by_shift"].values()) / len(s["qualifying_shifts"])
-            )
+            statistical = {
+                k: v
+                for k, v in s["recovered_fraction_by_shift"].items()
+                if k not in s["geometric_shifts"]
+            }
+            if statistical:  # the geometric shifts are reported apart
+                assert s["recovered_fraction"] == pytest.approx(
+                    sum(statistical.values()) / len(statistical)
+                )
         assert s["recovery_samples"] is None or 0 <= s["recovery_samples"] <= 40
     sizes = [row["samples"] for row in report["baselines"]["calibration_sizes"]]
     assert sizes == [16, 64]
@@ -102,7 +109,7 @@ def test_metrics_are_a_few_dataset_neutral_figures(benchmark):
 def test_stream_runs_clean_shifted_clean(benchmark):
     (report, _), _ = benchmark
     st = report["stream"]
-    assert st["segment"] == 40 and set(st["methods"]) == {"none", "modulation", "homeostasis"}
+    assert st["segment"] == 40 and set(st["methods"]) == {"none", *ADAPTATION_METHODS}
     for res in st["methods"].values():
         assert len(res["sliding_accuracy"]) == 120
         assert res["positions"] == list(range(0, 121, 10))
@@ -132,11 +139,40 @@ def test_a_user_shift_by_import_path_runs_in_the_stage(direct_model, scaled, dig
     assert metrics["shift.clean.event_accuracy"]["value"] == round(report.clean.e_accuracy, 4)
 
 
+def test_a_shift_failing_mid_stage_is_named_and_the_rest_is_kept(
+    direct_model, scaled, digits_splits, caplog
+):
+    settings = tiny(
+        shift={
+            "max_samples": 60,
+            "skip": [n for n in IMAGE_SHIFTS if n != "contrast"],
+            "custom": {
+                "flaky": {"function": USER + ":fails_at_strong", "severities": [0.1, 0.3, 0.9]}
+            },
+            "calibration_sizes": [16],
+            "recalibration_samples": 16,
+            "stream": {"segment": 20, "held_out": 10, "checkpoint_every": 10},
+        }
+    )
+    report, _ = benchmark_shifts(direct_model, scaled[0], scaled[0], digits_splits, None, settings)
+    # contrast's three rows and flaky's two sound ones are kept; the strong one is named
+    assert [(r.shift, r.level) for r in report.rows] == [
+        ("contrast", 1), ("contrast", 2), ("contrast", 3), ("flaky", 1), ("flaky", 2)
+    ]  # fmt: skip
+    (failed,) = report.failed
+    assert (failed.shift, failed.level, failed.severity) == ("flaky", 3, 0.9)
+    assert "mat1 and mat2 shapes" in failed.error
+    assert "shift 'flaky' at severity 0.9 failed" in caplog.text
+
+
 def test_switched_off(direct_model, scaled, digits_splits):
     report, metrics = benchmark_shifts(
         direct_model, scaled[0], scaled[0], digits_splits, None, tiny(shift={"enabled": False})
     )
     assert report == ShiftReport(enabled=False) and metrics == {}
+
+
+USER = "tests.pipelines.shift.user_shift"
 
 
 @pytest.mark.parametrize(
@@ -149,6 +185,15 @@ def test_switched_off(direct_model, scaled, digits_splits):
         ({"severities": {"background_noise": [1, 2, 3]}}, "not built-in image shifts"),
         ({"calibration_sizes": [4]}, "below 16"),
         ({"stream": {"shift": "fog"}}, "not a shift of this run"),
+        (  # a user's shift is tried on 2 samples: a wrong shape, range are named
+            {"custom": {"crop": {"function": USER + ":crop", "severities": [1]}}},
+            r"shift.custom.crop: shift 'crop' at severity 1.0 returned shape \[2, 1, 15, 15\] "
+            r"for images \[2, 1, 16, 16\]",
+        ),
+        (
+            {"custom": {"bright": {"function": USER + ":overexpose", "severities": [0.5]}}},
+            r"shift 'bright' at severity 0.5 returned values in \[.*\].*clamp the result",
+        ),
     ],
 )
 def test_bad_shift_parameters_fail_before_any_work(shift, message):
@@ -191,6 +236,46 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     noisy = shifted("background_noise", 3, "eval")
     assert noisy.x.sum() > clean.x.sum()  # 20 Hz per pixel of noise events
     assert shifted("background_noise", 3, "eval") is noisy  # made once
+    # the clean front: the same samples through the filters before binning, counted
+    filtered = shifted("background_noise", 3, "eval", filtered=True)
+    assert clean.x.sum() * 0.5 < filtered.x.sum() < noisy.x.sum()
+    ins, outs = shifted.front_counts[("background_noise", 3, "eval+front")]
+    assert ins == sum(len(e) for e in shift_recordings_of(shifted, "background_noise", 3))
+    assert int(filtered.x.sum()) <= outs  # kept events, in binary frames (one per cell)
+
+    # the front as a baseline, alone and with each method, on a tiny E over these recordings
+    import torch
+
+    from direct2event.pipelines.shift.bench import ShiftBench
+    from direct2event.snn.adaptation import reference_statistics
+    from direct2event.snn.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("convnet", (2, 34, 34), 10, channels=(4, 8))
+    net = net.set_mode("binary").eval()
+    bench = ShiftBench.__new__(ShiftBench)
+    bench.event, bench.settings, bench.shifted = net, settings, shifted
+    bench.refs = reference_statistics(net, extra, settings.event_coding, settings.device)
+    e_clean = evaluate(net, clean, settings.event_coding, settings.device)
+    clean_row = {"e_accuracy": e_clean + 0.5, "e_events_per_sample": 100.0}  # E "lost" 0.5
+    row = {"shift": "background_noise", "level": 3, "e_accuracy": e_clean}
+    front = bench.front(clean_row, [row])
+    assert front["hot_pixel_hz"] == 300.0 and 0 < front["seconds_per_event"] < 1e-3
+    (f,) = front["rows"]
+    assert f["removed_fraction"] == pytest.approx(1 - outs / ins)
+    assert set(f["adapted"]) == set(ADAPTATION_METHODS)
+    assert f["recovered_fraction"] == pytest.approx((f["accuracy"] - e_clean) / 0.5)
+    assert front["recovered_fraction"] == f["recovered_fraction"]  # the only counted shift
+
+
+def shift_recordings_of(shifted, name: str, level: int) -> list:
+    """The shifted recordings of the evaluation part, as the samples made them."""
+    from direct2event.data.event_shifts import EventRecordings, shift_recordings
+
+    rec, part = shifted.recordings, shifted.parts["eval"]
+    sub = EventRecordings(rec.events[part], rec.labels[part], rec.sensor_size)
+    fn, severities = shifted.table[name]
+    return shift_recordings(sub, fn, severities[level - 1], shifted._seed(name, level, part))
 
 
 def load_settings_for_events(max_samples: int, recalibration_samples: int, held_out: int):

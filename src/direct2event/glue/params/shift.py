@@ -6,11 +6,17 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from direct2event.data.event_shifts import EVENT_SEVERITIES, EVENT_SHIFTS
+from direct2event.data.event_filters import EventFront
+from direct2event.data.event_shifts import EVENT_SEVERITIES, EVENT_SHIFTS, probe_event_shift
 from direct2event.glue.params.base import Strict, default_of
 from direct2event.snn.adaptation import ADAPTATION_METHODS, METHODS, AdaptationConfig, StreamConfig
 from direct2event.snn.calibration import MIN_CALIBRATION_SAMPLES
-from direct2event.snn.shifts import IMAGE_SEVERITIES, IMAGE_SHIFTS, load_function
+from direct2event.snn.shifts import (
+    IMAGE_SEVERITIES,
+    IMAGE_SHIFTS,
+    load_function,
+    probe_image_shift,
+)
 
 
 class AdaptationParams(Strict):
@@ -19,7 +25,8 @@ class AdaptationParams(Strict):
     methods: list[str] = Field(
         default_factory=lambda: list(ADAPTATION_METHODS),
         description="registered adaptation methods (direct2event.snn.adaptation): modulation "
-        "(current statistics), homeostasis (firing rates)",
+        "(current statistics), homeostasis (firing rates), budgeted (modulation with the "
+        "firing rates held to the calibrated ones)",
     )
     momentum: float = Field(
         default_of(AdaptationConfig, "momentum"),
@@ -37,6 +44,12 @@ class AdaptationParams(Strict):
         default_of(AdaptationConfig, "max_gain"),
         ge=1,
         description="bound of the gain / threshold factor",
+    )
+    budget_step: float = Field(
+        default_of(AdaptationConfig, "budget_step"),
+        ge=0,
+        le=1,
+        description="budgeted: share of the residual rate error corrected per sample",
     )
     batch_size: int | None = Field(
         None,
@@ -59,7 +72,27 @@ class AdaptationParams(Strict):
         return self
 
     def config(self, method: str) -> AdaptationConfig:
-        return AdaptationConfig(method, self.momentum, self.step, self.max_gain)  # type: ignore[arg-type]
+        return AdaptationConfig(method, self.momentum, self.step, self.max_gain, self.budget_step)
+
+
+class FrontParams(Strict):
+    """Event data: the clean front (hot pixels, then background activity removed before E),
+    measured as a baseline alone and with each adaptation method on the qualifying shifts."""
+
+    enabled: bool = True
+    hot_pixel_hz: float = Field(
+        default_of(EventFront, "hot_pixel_hz"),
+        gt=0,
+        description="a pixel firing above this rate over a recording is dropped",
+    )
+    filter_time_us: float = Field(
+        default_of(EventFront, "filter_time_us"),
+        gt=0,
+        description="an event is kept when a 4-neighbour fired within this time before it",
+    )
+
+    def make(self) -> EventFront:
+        return EventFront(self.hot_pixel_hz, self.filter_time_us)
 
 
 class CustomShift(Strict):
@@ -117,6 +150,7 @@ class ShiftParams(Strict):
     )
     adaptation: AdaptationParams = AdaptationParams()
     stream: StreamParams = StreamParams()
+    front: FrontParams = FrontParams()
 
     @model_validator(mode="after")
     def _sizes(self) -> ShiftParams:
@@ -159,3 +193,10 @@ class ShiftParams(Strict):
             raise ValueError(f"shift.custom {clash} reuse built-in names; rename them")
         if self.stream.shift is not None and self.stream.shift not in {*known, *self.custom}:
             raise ValueError(f"shift.stream.shift '{self.stream.shift}' is not a shift of this run")
+        if self.enabled:  # a user's shift tried on 2 samples now, not after every built-in one
+            probe = probe_event_shift if events else probe_image_shift
+            for name, custom in self.custom.items():
+                try:
+                    probe(load_function(custom.function), custom.severities, name)
+                except ValueError as err:
+                    raise ValueError(f"shift.custom.{name}: {err}") from None

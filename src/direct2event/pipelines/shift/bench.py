@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from direct2event.data.shifted import ShiftedSamples
+from direct2event.data.shifted import EventBinning, ShiftedSamples
 from direct2event.data.splits import DataSplits
 from direct2event.glue.datasets import EventSource
 from direct2event.glue.params import PipelineParams
@@ -23,6 +23,7 @@ from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.evaluation import measure
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.robustness import (
+    GEOMETRIC_SHIFTS,
     corruption_error,
     method_summary,
     qualifying_shifts,
@@ -54,7 +55,10 @@ def shifted_samples(splits: DataSplits, raw: Any, settings: PipelineParams) -> S
         n_extra,
         settings.model.timesteps,
         **where,
-        max_events_per_bin=settings.data.max_events_per_bin,
+        binning=EventBinning(
+            settings.data.max_events_per_bin,
+            p.front.make() if settings.is_event_dataset and p.front.enabled else None,
+        ),
     )
 
 
@@ -286,6 +290,25 @@ class ShiftBench:
         )
         return row
 
+    def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Every shift at every severity; one that raises is named (logged and in the report's
+        ``failed``) and the others go on, so no result already measured is lost."""
+        rows, failed = [], []
+        for name, (_, severities) in self.shifted.table.items():
+            for level, severity in enumerate(severities, start=1):
+                try:
+                    rows.append(self.row(name, level, severity))
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception as err:
+                    logger.error("shift '%s' at severity %s failed: %r", name, severity, err)
+                    failed.append(
+                        {"shift": name, "level": level, "severity": severity, "error": repr(err)}
+                    )
+        if not rows:
+            raise RuntimeError(f"every shift failed: {failed}")
+        return rows, failed
+
     def recalibration(self, clean: dict[str, Any], qualifying: list[dict[str, Any]]) -> dict:
         """E recalibrated on each qualifying shift's unlabelled samples (kept in its row), and
         the share of the loss that wins back: the upper reference of the methods."""
@@ -303,6 +326,91 @@ class ShiftBench:
             "samples": self.settings.shift.recalibration_samples,
             "recovered_fraction": statistics.fmean(recovered) if recovered else None,
         }
+
+    def front(self, clean: dict[str, Any], qualifying: list[dict[str, Any]]) -> dict | None:
+        """Event data: the clean front (hot pixels and background activity removed) as a
+        baseline, alone and with each method, on the clean samples and the qualifying shifts;
+        the events it removes and its cost per event."""
+        front = self.shifted.front
+        if front is None:
+            return None
+        s = self.settings
+
+        def measured(name: str, level: int) -> dict[str, Any]:
+            data = self.shifted(name, level, "eval", filtered=True)
+            warm = self.shifted(name, level, "extra", filtered=True)
+            res = _row_measure(self.event, data, s, None)
+            ins, outs = self.shifted.front_counts[(name if level else "clean", level, "eval+front")]
+            return {
+                **res,
+                "adapted": _adapted(self.event, self.refs, data, warm, s),
+                "removed_fraction": 1.0 - outs / ins if ins else 0.0,
+            }
+
+        out = {"hot_pixel_hz": front.hot_pixel_hz, "filter_time_us": front.filter_time_us}
+        out["clean"] = measured("clean", 0)
+        out["clean_cost_pp"] = 100 * (clean["e_accuracy"] - out["clean"]["accuracy"])
+        rows = []
+        for r in qualifying:
+            f = measured(r["shift"], r["level"])
+            base, lost = r["e_accuracy"], clean["e_accuracy"]
+            f["shift"], f["level"] = r["shift"], r["level"]
+            f["recovered_fraction"] = recovered_fraction(lost, base, f["accuracy"])
+            f["recovered_fraction_by_method"] = {
+                m: recovered_fraction(lost, base, v["accuracy"]) for m, v in f["adapted"].items()
+            }
+            f["events_change"] = f["events_per_sample"] / clean["e_events_per_sample"] - 1.0
+            rows.append(f)
+        out["rows"] = rows
+        out["seconds_per_event"] = front.seconds_per_event()
+        counted = [f for f in rows if f["shift"] not in GEOMETRIC_SHIFTS]
+        out["recovered_fraction"] = (
+            statistics.fmean(f["recovered_fraction"] for f in counted) if counted else None
+        )
+        out["recovered_fraction_by_method"] = {
+            m: statistics.fmean(f["recovered_fraction_by_method"][m] for f in counted)
+            for m in s.shift.adaptation.methods
+            if counted
+        }
+        return out
+
+    def layer_diagnostics(self, name: str, level: int) -> dict[str, Any]:
+        """Why a method works, on one shift: each LIF layer's firing rate on clean and shifted
+        samples, unadapted and adapted by each method, and the method's per-channel gains as a
+        chip would hold them (threshold factor ``theta_eff / theta``, bias), layer means."""
+        s, a = self.settings, self.settings.shift.adaptation
+        clean, data = self.shifted("clean", 0, "eval"), self.shifted(name, level, "eval")
+        warm = self.shifted(name, level, "extra")
+
+        def rates(net_data: Split) -> list[float]:
+            res = measure(self.event, net_data, s.event_coding, s.device, {}, s.seed, a.batch_size)
+            return [round(v, 5) for v in res["firing_rates"].values()]
+
+        out: dict[str, Any] = {
+            "shift": name,
+            "level": level,
+            "layers": [n for n, m in self.event.named_modules() if m in self.event.lif_layers()],
+            "reference_rate": [round(float(r.rate.mean()), 5) for r in self.refs],
+            "clean_rate": rates(clean),
+            "shifted_rate": rates(data),
+            "adapted": {},
+        }
+        for method in a.methods:
+            with OnlineAdaptation(self.event, self.refs, a.config(method)) as adaptation:
+                evaluate(self.event, warm.head(a.warmup), s.event_coding, s.device,
+                         a.batch_size, s.seed)  # fmt: skip
+                adapted_rates = rates(data)
+                held = adaptation.effective_thresholds()
+            thetas = [layer.threshold.detach().cpu().flatten() for layer in self.event.lif_layers()]
+            out["adapted"][method] = {
+                "rate": adapted_rates,
+                "threshold_factor": [
+                    round(float((t_eff / t.clamp(min=1e-6)).mean()), 4)
+                    for (t_eff, _), t in zip(held, thetas, strict=True)
+                ],
+                "bias": [round(float(b.mean()), 5) for _, b in held],
+            }
+        return out
 
     def stream(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """The stream test on ``shift.stream.shift``, by default the shift that costs E most at
@@ -322,11 +430,7 @@ class ShiftBench:
         methods = p.adaptation.methods
         clean = self.clean()
         self.lap("clean")
-        rows = [
-            self.row(name, level, severity)
-            for name, (_, severities) in self.shifted.table.items()
-            for level, severity in enumerate(severities, start=1)
-        ]
+        rows, failed = self.rows()
         self.lap("shifts")
         summary = {m: method_summary(m, rows, clean, p.qualifying_loss) for m in methods}
         qualifying = qualifying_shifts(rows, clean["e_accuracy"], p.qualifying_loss)
@@ -339,6 +443,10 @@ class ShiftBench:
         self.lap("calibration_sizes")
         stream = self.stream(rows)
         self.lap("stream")
+        front = self.front(clean, qualifying)
+        self.lap("front")
+        layers = self.layer_diagnostics(stream["shift"], stream["level"])
+        self.lap("layers")
         for m in methods:
             res = stream["methods"][m]
             done = [res["recovery_to_shift"], res["recovery_back"]]
@@ -366,5 +474,8 @@ class ShiftBench:
                 "stream": stream,
                 "seconds": time.perf_counter() - self.start,
                 "seconds_by_part": self.parts,
+                "failed": failed,
+                "front": front,
+                "layers": layers,
             }
         )

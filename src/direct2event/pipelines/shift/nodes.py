@@ -49,6 +49,8 @@ def _metrics(report: ShiftReport) -> dict[str, dict]:
     for method, s in report.summary.items():
         for key in SHIFT_METRICS:
             m[f"shift.{method}.{key}"] = getattr(s, key)
+    if report.front:  # event data: the clean front alone
+        m["shift.front.recovered_fraction"] = report.front.get("recovered_fraction")
     return {
         k: {"value": tracking.rounded(float(v)), "step": 0}
         for k, v in m.items()

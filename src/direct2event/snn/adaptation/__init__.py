@@ -6,6 +6,7 @@ decorated with :func:`register` and imported here."""
 # registered in this order: the order the stage runs them by default
 from direct2event.snn.adaptation import modulation
 from direct2event.snn.adaptation import homeostasis
+from direct2event.snn.adaptation import budgeted
 
 # isort: on
 from direct2event.snn.adaptation.core import (
@@ -37,6 +38,7 @@ __all__ = [
     "LayerReference",
     "OnlineAdaptation",
     "StreamConfig",
+    "budgeted",
     "frozen",
     "homeostasis",
     "modulation",

@@ -40,8 +40,9 @@ class AdaptationConfig:
 
     method: str
     momentum: float = 0.99  # per sample; time constant ~ 1 / (1 - momentum) samples
-    step: float = 0.005  # share of a log-rate error corrected per sample
+    step: float = 0.005  # homeostasis: share of a log-rate error corrected per sample
     max_gain: float = 4.0  # bound of a gain or threshold factor
+    budget_step: float = 0.01  # budgeted: share of a log-rate error corrected per sample
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -50,9 +51,10 @@ class AdaptationConfig:
             )
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
-        if not 0 <= self.step <= 1 or self.max_gain < 1:
+        if not 0 <= self.step <= 1 or not 0 <= self.budget_step <= 1 or self.max_gain < 1:
             raise ValueError(
-                f"step must be in [0, 1] and max_gain >= 1, got {self.step}, {self.max_gain}."
+                "step and budget_step must be in [0, 1] and max_gain >= 1, got "
+                f"{self.step}, {self.budget_step}, {self.max_gain}."
             )
 
 

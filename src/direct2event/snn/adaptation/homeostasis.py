@@ -11,6 +11,8 @@ from torch import Tensor
 
 from direct2event.snn.adaptation.core import (
     EPS,
+    SILENT_RATE,
+    AdaptationConfig,
     AdaptationMethod,
     LayerReference,
     channel_view,
@@ -18,6 +20,32 @@ from direct2event.snn.adaptation.core import (
     per_sample,
     register,
 )
+
+
+def steer_rate(
+    s: dict[str, Tensor],
+    ref: LayerReference,
+    spikes: Tensor,
+    config: AdaptationConfig,
+    step: float,
+    every_channel: bool = False,
+) -> None:
+    """One layer's threshold factor ``exp(s["log_factor"])`` moved toward the calibrated rate:
+    the running rate (momentum per sample) against ``ref.rate``, ``step`` of the log error
+    corrected per sample, compounded over the batch (a batch of B corrects 1 - (1 - step)^B of
+    it, never more than all of it, so large batches stay stable although they see the new
+    threshold only at the next batch); channels silent on clean data are left alone unless
+    ``every_channel``, which holds them at ``SILENT_RATE`` at most (a budget: a silent channel
+    that starts firing under a shift is stopped)."""
+    rates = per_sample(spikes.detach().double().cpu())
+    s["rate"] = ema(s["rate"].double(), rates, config.momentum).float()
+    target = ref.rate.clamp(min=SILENT_RATE) if every_channel else ref.rate
+    error = torch.log((s["rate"] + EPS) / (target + EPS))
+    fraction = 1.0 - (1.0 - step) ** rates.shape[0]
+    steered = ref.active | ((s["rate"] > target) if every_channel else ref.active)
+    move = fraction * torch.where(steered, error, torch.zeros_like(error))
+    limit = math.log(config.max_gain)
+    s["log_factor"] = (s["log_factor"] + move).clamp(-limit, limit)
 
 
 @register
@@ -33,17 +61,7 @@ class Homeostasis(AdaptationMethod):
         return x * channel_view(torch.exp(-self.state[i]["log_factor"]), x)  # threshold k theta
 
     def observe_output(self, i: int, spikes: Tensor) -> None:
-        s, ref, c = self.state[i], self.reference[i], self.config
-        rates = per_sample(spikes.detach().double().cpu())
-        s["rate"] = ema(s["rate"].double(), rates, c.momentum).float()
-        error = torch.log((s["rate"] + EPS) / (ref.rate + EPS))
-        # ``step`` of the error corrected per sample, compounded over the batch: a batch of B
-        # corrects 1 - (1 - step)^B of it (never more than all of it, so large batches stay
-        # stable although they see the new threshold only at the next batch)
-        fraction = 1.0 - (1.0 - c.step) ** rates.shape[0]
-        step = fraction * torch.where(ref.active, error, torch.zeros_like(error))
-        limit = math.log(c.max_gain)
-        s["log_factor"] = (s["log_factor"] + step).clamp(-limit, limit)
+        steer_rate(self.state[i], self.reference[i], spikes, self.config, self.config.step)
 
     def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
         factor = self.state[i]["log_factor"]
