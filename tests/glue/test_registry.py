@@ -103,6 +103,12 @@ def test_a_version_that_misses_its_runs_target_is_never_champion(
     assert ok == {registry.ELIGIBLE_TAG: "true"}
     assert missed[registry.ELIGIBLE_TAG] == "false"
     assert "0.99 is below this run's tuning.retention_floor 0.996" in missed[registry.WHY_NOT_TAG]
+    # the sweep warned that no lambda kept the floor on validation: never champion, and why
+    warned = champion_eligibility(0.997, 0.996, "most_accurate")
+    assert warned[registry.ELIGIBLE_TAG] == "false"
+    assert "no lambda kept retention_floor 0.996" in warned[registry.WHY_NOT_TAG]
+    # the energy target chose lambda (an information, not a warning): the test retention decides
+    assert champion_eligibility(0.997, 0.996, "energy_reduction_target") == ok
     base = {**registry.architecture_tags(DIGITS_MODEL), "accuracy": 0.9}
     registry.register(net, "digits", "event", base | ok | _e(0.997, 0.02), ANALOG4, 0)
     registry.register(net, "digits", "event", base | missed | _e(0.990, 0.01), ANALOG4, 0)

@@ -9,10 +9,12 @@ from direct2event.snn.energy import (
     bit_matched_bits,
     break_even_rate,
     load_profiles,
+    spike_costs,
 )
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.neurons import LIF, LIFParameters
 from direct2event.snn.ops import conv_fanout, count_operations, input_event_count
+from direct2event.snn.training import mean_rate
 
 
 def tiny_net(mode: str) -> SpikingNet:
@@ -167,6 +169,52 @@ def test_the_bit_matched_ann_and_where_e_breaks_even() -> None:
     rate = break_even_rate(profiles["per_event"], counted["event"], per_event)
     assert rate == pytest.approx(1.0 * (47 - 6) / 88)
     assert break_even_rate(profiles["per_event"], counted["event"], 5e-3) is None  # below input
+
+
+def test_the_energy_priced_penalty_is_the_energy_models_own_count() -> None:
+    """Each LIF layer's cost per spike (its message plus the synops it drives next, with their
+    weight reads) times its spikes sums to what the profile charges for the spikes, and the
+    penalty is that over the cost of every neuron firing once."""
+    net = tiny_net("binary")
+    x = hand_input(steps=2)
+    with torch.no_grad(), count_operations(net, input_events=True) as counts:
+        counts.input_events += input_event_count(x, True)
+        counts.samples = 1
+        net(x)
+    assert net.spike_targets() == [("layers.1", "layers.2"), ("layers.3", "layers.5")]
+    profiles = load_profiles(
+        {"synops_45nm": {"kind": "synops", "e_ac_pj": 0.9, "e_mac_pj": 4.6}, "chip": MEMORY}
+    )
+    # synops: LIF 1's 64 spikes drive conv2's 300 synops, LIF 2's 24 drive the readout's 96
+    costs = spike_costs(profiles["synops_45nm"], counts, net.spike_targets())
+    assert costs == pytest.approx([0.9 * 300 / 64, 0.9 * 96 / 24])
+    spikes = [counts.neuron_events["layers.1"], counts.neuron_events["layers.3"]]
+    spike_energy = profiles["synops_45nm"].energy_pj(counts) - 0.9 * 2 * 38  # not the input's
+    assert sum(c * s for c, s in zip(costs, spikes, strict=True)) == pytest.approx(spike_energy)
+    # memory: the message of each spike plus its synops with their weight reads
+    chip = spike_costs(profiles["chip"], counts, net.spike_targets())
+    assert chip == pytest.approx(
+        [0.5 + 300 * (0.1 + sram(54, 8)) / 64, 0.5 + 96 * (0.1 + sram(48, 8)) / 24]
+    )
+    # the penalty: every neuron fires at every step here, so priced or not it is 1.0
+    activity = [torch.ones(2, 1, 2, 4, 4), torch.ones(2, 1, 3, 2, 2)]
+    assert float(mean_rate(activity, costs)) == pytest.approx(1.0)
+    half = [activity[0] * 0.5, activity[1]]
+    priced = (costs[0] * 32 + costs[1] * 24) / (costs[0] * 64 + costs[1] * 24)
+    assert float(mean_rate(half, costs)) == pytest.approx(priced)
+    assert float(mean_rate(half)) == pytest.approx((32 + 24) / 88)  # the rate penalty
+
+
+def test_the_priced_penalty_pushes_on_costly_spikes_first() -> None:
+    """Its gradient on each layer's spikes is that layer's cost (normalised): a spike of a layer
+    costing 10x is pushed 10x harder; the rate penalty pushes every spike alike."""
+    a = torch.full((2, 4, 8), 0.5, requires_grad=True)
+    b = torch.full((2, 4, 8), 0.5, requires_grad=True)
+    mean_rate([a, b], (10.0, 1.0)).backward()
+    assert float(a.grad[0, 0, 0] / b.grad[0, 0, 0]) == pytest.approx(10.0)
+    a.grad = b.grad = None
+    mean_rate([a, b]).backward()
+    assert float(a.grad[0, 0, 0] / b.grad[0, 0, 0]) == pytest.approx(1.0)
 
 
 def test_event_counts_weigh_multiple_events() -> None:

@@ -187,6 +187,30 @@ class EnergyProfile:
         return direct.per_sample(pj) / PJ_PER_NJ
 
 
+def spike_costs(
+    profile: EnergyProfile, counts: OpCounts, order: list[tuple[str, str]]
+) -> list[float]:
+    """pJ per spike of each LIF layer under ``profile``, measured on real activity (``counts``):
+    the message a spike is (``per_event``: an event; ``memory``: an address event) plus the
+    synaptic operations its spikes drive in the next synaptic layer (``synops`` and ``memory``,
+    with their weight reads), over the layer's spikes. ``order`` pairs each LIF layer with the
+    synaptic layer its spikes reach (:func:`direct2event.snn.models.spike_targets`). A layer
+    that did not fire is priced by its fan-out (the next layer's dense operations per neuron)."""
+    costs = []
+    for lif, target in order:
+        spikes = counts.neuron_events.get(lif, 0.0)
+        cost = profile.e_event_pj if profile.kind == "per_event" else profile.e_message_pj
+        layer = counts.layers.get(target)
+        if layer is not None and profile.kind != "per_event":
+            per_op = profile.synop_pj(layer, "AC")
+            if spikes > 0:
+                cost += per_op * layer.synops / spikes
+            else:
+                cost += per_op * layer.dense / max(counts.neuron_steps.get(lif, 1.0), 1.0)
+        costs.append(cost)
+    return costs
+
+
 def bit_matched_bits(timesteps: int) -> int:
     """The activation bits an ANN needs to carry what ``timesteps`` binary steps carry."""
     return max(1, math.ceil(math.log2(timesteps + 1)))

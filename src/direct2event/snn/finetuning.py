@@ -16,10 +16,19 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from direct2event.snn.encoders import InputCoding
+from direct2event.snn.encoders import InputCoding, encodes_events
+from direct2event.snn.energy import EnergyProfile, spike_costs
 from direct2event.snn.losses import TransferLoss
 from direct2event.snn.models import SpikingNet
-from direct2event.snn.training import Callback, FitConfig, Split, fit, predict_logits
+from direct2event.snn.ops import count_operations
+from direct2event.snn.training import (
+    Callback,
+    FitConfig,
+    Split,
+    encoded_batches,
+    fit,
+    predict_logits,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,9 @@ class FinetuneConfig:
     train_thresholds: bool = False
     max_train: int | None = None
     label: str = ""  # what the progress bar names first (the dataset)
+    # the energy-priced penalty: spikes priced by this energy model, counted on the starting
+    # E (PRICE_SAMPLES training samples) when the fine-tuning starts; None: the rate penalty
+    price: EnergyProfile | None = None
 
     @property
     def desc(self) -> str:
@@ -59,6 +71,26 @@ def training_samples(train: Split, cfg: FinetuneConfig) -> Split:
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.fit.seed))
     idx = pick[:limit].sort().values
     return Split(train.x[idx], train.y[idx])
+
+
+PRICE_SAMPLES = 512  # training samples a layer's cost per spike is counted on
+
+
+@torch.no_grad()
+def spike_prices(
+    model: SpikingNet, train: Split, cfg: FinetuneConfig, device: torch.device
+) -> tuple[float, ...] | None:
+    """pJ per spike of each LIF layer of ``model`` under ``cfg.price`` (None without one),
+    counted on the first training samples: what the energy-priced penalty weighs spikes by."""
+    if cfg.price is None:
+        return None
+    coding = cfg.fit.coding
+    model.to(device).eval()
+    with count_operations(model, input_events=encodes_events(coding.encoding)) as counts:
+        for idx, x in encoded_batches(train.head(PRICE_SAMPLES), coding, device, seed=cfg.fit.seed):
+            counts.samples += len(idx)
+            model(x)
+    return tuple(spike_costs(cfg.price, counts, model.spike_targets()))
 
 
 def teacher_logits(
@@ -109,6 +141,7 @@ def finetune_event_network(
         alpha=cfg.alpha,
         temperature=cfg.temperature,
         teacher_logits=logits,
+        layer_costs=spike_prices(model, train, cfg, device),
     )
     if cfg.train_thresholds:
         for lif in model.lif_layers():

@@ -1,7 +1,8 @@
 """Loss terms of event-driven fine-tuning.
 
 - Spike-rate regularisation: ``lambda * mean spikes per neuron per step`` over all LIF layers
-  (an L1 penalty on spike counts, normalised so that lambda does not depend on network size).
+  (an L1 penalty on spike counts, normalised so that lambda does not depend on network size);
+  priced by an energy model (``layer_costs``), each layer's spikes weigh what they cost.
 - Self-knowledge distillation: ``alpha * CE + (1 - alpha) * tau^2 * KL(D || E)`` on
   temperature-scaled logits, with the frozen direct-coded network D as teacher on direct input.
   D's logits can be computed once for the whole training split (``teacher_logits``): D is frozen
@@ -37,6 +38,9 @@ class TransferLoss:
     alpha: float = 0.4
     temperature: float = 2.0
     teacher_logits: Tensor | None = None
+    # pJ per spike of each LIF layer (snn.energy.spike_costs): the penalty priced by the energy
+    # model; None: every spike costs the same (the rate penalty)
+    layer_costs: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.rate_lambda < 0:
@@ -60,7 +64,11 @@ class TransferLoss:
         x: Tensor,
         idx: Tensor | None = None,
     ) -> Tensor:
-        loss = self.rate_lambda * mean_rate(activity) if self.rate_lambda else logits.new_zeros(())
+        loss = (
+            self.rate_lambda * mean_rate(activity, self.layer_costs)
+            if self.rate_lambda
+            else logits.new_zeros(())
+        )
         if self.teacher is None and self.teacher_logits is None:
             return loss
         if self.teacher_logits is not None and idx is not None:

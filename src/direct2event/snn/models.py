@@ -71,6 +71,19 @@ class SpikingNet(nn.Module):
                 h = layer(h)
         return h if folded else _fold(h)
 
+    def spike_targets(self) -> list[tuple[str, str]]:
+        """Each LIF layer's name (forward order) with the synaptic layer (Conv2d or Linear)
+        its spikes reach next: where a spike's energy is spent."""
+        names = [
+            (n, m) for n, m in self.named_modules() if isinstance(m, LIF | nn.Conv2d | nn.Linear)
+        ]
+        pairs = []
+        for i, (name, module) in enumerate(names):
+            if isinstance(module, LIF):
+                target = next((n for n, m in names[i + 1 :] if not isinstance(m, LIF)), "")
+                pairs.append((name, target))
+        return pairs
+
     def lif_layers(self) -> list[LIF]:
         """All LIF layers in forward order."""
         return [m for m in self.modules() if isinstance(m, LIF)]

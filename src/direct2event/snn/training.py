@@ -379,13 +379,17 @@ def _step(
     return value, logits, acts, yb
 
 
-def mean_rate(activity: list[Tensor]) -> Tensor:
-    """Mean output per neuron per step over all recorded LIF layers (all neurons weigh the same)."""
+def mean_rate(activity: list[Tensor], costs: Sequence[float] | None = None) -> Tensor:
+    """Mean output per neuron per step over all recorded LIF layers (all neurons weigh the same);
+    with ``costs`` (one per layer), each layer's spikes priced by its cost and normalised by
+    the cost of every neuron firing once, so that equal costs give the mean rate back and lambda
+    keeps its scale: the energy-priced penalty."""
     if not activity:
         return torch.zeros(())
-    total = sum(a.sum() for a in activity)
-    count = sum(a.numel() for a in activity)
-    return total / count
+    if costs is None:
+        return sum(a.sum() for a in activity) / sum(a.numel() for a in activity)
+    total = sum(c * a.sum() for c, a in zip(costs, activity, strict=True))
+    return total / sum(c * a.numel() for c, a in zip(costs, activity, strict=True))
 
 
 @torch.no_grad()

@@ -241,3 +241,30 @@ def test_after_a_shortfall_a_nearly_equal_penalty_is_skipped_for_a_clearly_weake
     chosen, met, done, _ = take(trials, Choice(1.0, 0.996, 0.996, completions=2), complete)
     assert taken == [3.72, 2.0] and not met and len(done) == 2
     assert chosen.rate_lambda == 2.0 and chosen.val_accuracy == 0.9967 - 0.0010
+
+
+def test_the_noise_aware_margin_is_standard_errors_of_the_validation_retention() -> None:
+    """With margin_standard_errors the margin is that many binomial standard errors of a
+    retention at the floor on the validation samples (or retention_margin, if larger), and the
+    choice is the lowest-energy (strongest) trial clearing floor + margin."""
+    from direct2event.glue.sweep import policy as policy_module
+    from direct2event.glue.sweep.config import ChoiceConfig, StudyConfig, SweepConfig
+
+    choice = ChoiceConfig(retention_floor=0.995, retention_margin=0.001, margin_standard_errors=2)
+    p = 0.995 * 0.99  # D at 0.99: an E at the floor
+    se = math.sqrt(p * (1 - p) / 5000) / 0.99
+    assert choice.margin(0.99, 5000) == pytest.approx(2 * se)  # 0.0028 > 0.001
+    assert choice.margin(0.99, 10**7) == 0.001  # plenty of samples: the fixed margin
+    assert ChoiceConfig().margin(0.99, 5000) == 0.001  # off by default
+    config = SweepConfig(dataset="digits", study=StudyConfig(name="x"), choice=choice)
+    policy = config.policy(0.99, 10.0, 5000)
+    assert policy.required == pytest.approx(0.995 + 2 * se)
+    # retention on validation: 0.9985, 0.9975 (clears 0.995 + 0.001, not + 0.0028), 0.9955
+    trials = [
+        TrialRecord(rate_lambda=1.0, val_accuracy=0.99 * 0.9985, energy_nJ=3.0, number=0),
+        TrialRecord(rate_lambda=3.0, val_accuracy=0.99 * 0.9975, energy_nJ=2.0, number=1),
+        TrialRecord(rate_lambda=9.0, val_accuracy=0.99 * 0.9955, energy_nJ=1.0, number=2),
+    ]
+    assert policy_module.select_trial(trials, policy)[0].number == 0  # the noise-aware rule
+    fixed = SweepConfig(dataset="digits", study=StudyConfig(name="x")).policy(0.99, 10.0, 5000)
+    assert policy_module.select_trial(trials, fixed)[0].number == 1  # the fixed margin: stronger

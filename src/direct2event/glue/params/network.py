@@ -147,6 +147,12 @@ class FinetuneParams(Strict):
         default_of(FinetuneConfig, "train_thresholds"),
         description="train E's per-channel thresholds with the weights (kept positive)",
     )
+    penalty: Literal["rate", "energy"] = Field(
+        "rate",
+        description="rate: every spike costs the same; energy: each layer's spikes priced by "
+        "what transfer.energy_model charges them (their fan-out, memory traffic), normalised "
+        "so that lambda keeps its scale",
+    )
     optimizer: Literal["adam", "sgd"] = default_of(FitConfig, "optimizer")
     schedule: Literal["onecycle", "cosine", "constant"] = "cosine"  # E's own: not D's onecycle
     weight_decay: float = Field(default_of(FitConfig, "weight_decay"), ge=0)

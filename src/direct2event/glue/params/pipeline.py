@@ -186,6 +186,7 @@ class PipelineParams(Strict):
             train_thresholds=ft.train_thresholds,
             max_train=ft.max_train,
             label=self.dataset,
+            price=self.profiles()[self.transfer.energy_model] if ft.penalty == "energy" else None,
         )
 
     def setup_fingerprint(self) -> dict[str, Any]:
@@ -198,7 +199,7 @@ class PipelineParams(Strict):
             ),
             "model": self.model.model_dump(),
             "training": self.training.model_dump(exclude={"progress", "device"}),
-            "transfer": self.transfer.model_dump(exclude={"ablation"}),
+            "transfer": self.transfer.model_dump(exclude={"ablation", "neurobench_samples"}),
             "source_model": self.source_model,
             "trial": {"epochs": self.trial_epochs, "validation": self.tuning.max_validation},
             "objectives": list(OBJECTIVES),  # studies of another energy unit stay apart
@@ -226,6 +227,7 @@ class PipelineParams(Strict):
             completions=t.completions,
             tie_standard_errors=t.tie_standard_errors,
             energy_reduction_target=t.energy_reduction_target,
+            margin_standard_errors=t.margin_standard_errors,
         )
         rule = EarlyStop(
             at=tuple(stop.check_at),

@@ -77,6 +77,12 @@ class TuningParams(Strict):
         description="chosen trials must reach retention_floor + this on validation: room for "
         "the validation-to-test shift of retention",
     )
+    margin_standard_errors: float | None = Field(
+        default_of(ChoiceConfig, "margin_standard_errors"),
+        ge=0,
+        description="the margin tied to validation noise: at least this many standard errors "
+        "of a retention at the floor on the validation samples (null: retention_margin alone)",
+    )
     storage: str = Field(
         default_of(StudyConfig, "storage"),
         description="the study's database: several workers share a PostgreSQL one",

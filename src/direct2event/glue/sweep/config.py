@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -54,11 +55,25 @@ class ChoiceConfig:
     completions: int = 1  # trials at most taken on to the full fine-tuning
     tie_standard_errors: float = 1.0
     energy_reduction_target: float | None = None
+    # the margin tied to validation noise: at least this many standard errors of the
+    # retention measured at the floor on the validation samples; None: retention_margin alone
+    margin_standard_errors: float | None = None
 
     @property
     def required(self) -> float:
         """The validation retention a chosen trial must reach: floor + margin."""
         return self.retention_floor + self.retention_margin
+
+    def margin(self, direct_accuracy: float, validation_size: int) -> float:
+        """The margin over the floor: ``retention_margin``, or ``margin_standard_errors``
+        binomial standard errors of a retention at the floor measured on ``validation_size``
+        samples (``sqrt(p (1 - p) / n) / a_D`` with ``p = floor * a_D``), whichever is larger:
+        a choice that clears it holds on the test split whatever CPU drew the trials."""
+        if not self.margin_standard_errors:
+            return self.retention_margin
+        p = self.retention_floor * direct_accuracy
+        se = math.sqrt(max(p * (1 - p), 0.0) / max(validation_size, 1)) / max(direct_accuracy, 1e-9)
+        return max(self.retention_margin, self.margin_standard_errors * se)
 
 
 @dataclass(frozen=True)
@@ -81,7 +96,7 @@ class SweepConfig:
         c = self.choice
         return Choice(
             direct_accuracy=direct_accuracy,
-            required=c.required,
+            required=c.retention_floor + c.margin(direct_accuracy, validation_size),
             candidate_at=c.retention_floor,
             completions=c.completions,
             validation_size=validation_size,
@@ -90,7 +105,9 @@ class SweepConfig:
             energy_target=c.energy_reduction_target,
         )
 
-    def stop_rule(self, direct_accuracy: float, direct_energy: float) -> EarlyStop | None:
+    def stop_rule(
+        self, direct_accuracy: float, direct_energy: float, validation_size: int = 1
+    ) -> EarlyStop | None:
         """The early-stop rule with this run's references. With an energy target the weaker
         penalties are the candidates, so none stops for spending more than the lowest-energy
         feasible trial; and only trials taken on are ruled out by their lambda (whole trials
@@ -101,7 +118,8 @@ class SweepConfig:
         return replace(
             self.early_stop,
             direct_accuracy=direct_accuracy,
-            required=self.choice.required,
+            required=self.choice.retention_floor
+            + self.choice.margin(direct_accuracy, validation_size),
             events_tolerance=None if target else self.early_stop.events_tolerance,
             energy_target=target if self.short else None,
             direct_energy=direct_energy,

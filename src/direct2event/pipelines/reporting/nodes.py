@@ -236,22 +236,29 @@ def version_tags(
             "chosen_by": summary.tuning.chosen_by,
             "validation_floor_met": summary.tuning.validation_floor_met,
         }
-        tags |= champion_eligibility(summary.accuracy_retention, settings.tuning.retention_floor)
+        tags |= champion_eligibility(
+            summary.accuracy_retention, settings.tuning.retention_floor, summary.tuning.chosen_by
+        )
     return tags
 
 
-def champion_eligibility(retention: float | None, floor: float) -> dict[str, str]:
+def champion_eligibility(
+    retention: float | None, floor: float, chosen_by: str = "retention_floor"
+) -> dict[str, str]:
     """Whether this run's E may become ``champion``: only when its test accuracy retention
-    reaches the run's own ``tuning.retention_floor``; otherwise the version says why."""
-    if retention is not None and retention >= floor:
+    reaches the run's own ``tuning.retention_floor``, and not when the sweep warned that no
+    lambda kept the floor on validation (``chosen_by`` ``most_accurate``): a run never warns
+    that its floor failed while its E becomes champion. Otherwise the version says why."""
+    if chosen_by == "most_accurate":
+        why = (
+            f"no lambda kept retention_floor {floor} plus its margin on validation; the sweep "
+            "took the most accurate trial"
+        )
+    elif retention is None or retention < floor:
+        why = f"test accuracy retention {retention} is below this run's tuning.retention_floor {floor}"
+    else:
         return {registry.ELIGIBLE_TAG: "true"}
-    return {
-        registry.ELIGIBLE_TAG: "false",
-        registry.WHY_NOT_TAG: (
-            f"test accuracy retention {retention} is below this run's tuning.retention_floor "
-            f"{floor}"
-        ),
-    }
+    return {registry.ELIGIBLE_TAG: "false", registry.WHY_NOT_TAG: why}
 
 
 def version_description(network: str, summary: Summary, encoding: str) -> str:
