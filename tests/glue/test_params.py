@@ -421,3 +421,18 @@ def test_validating_parameters_imports_no_optuna_mlflow_or_sqlalchemy() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_energy_penalty_prices_by_its_own_model_or_the_runs() -> None:
+    energy = PROFILES
+    priced = load_settings(
+        "mnist",
+        {"transfer": {"finetune": {"penalty": "energy", "penalty_model": "synops_45nm"}}},
+        energy,
+    )
+    assert priced.finetune_config(2.0).price == priced.profiles()["synops_45nm"]
+    own = load_settings("mnist", {"transfer": {"finetune": {"penalty": "energy"}}}, energy)
+    assert own.finetune_config(2.0).price == own.profiles()["per_event"]  # energy_model's
+    assert load_settings("mnist", {}, energy).finetune_config(2.0).price is None  # rate
+    with pytest.raises(ParameterError, match="penalty_model is 'loihi'"):
+        load_settings("mnist", {"transfer": {"finetune": {"penalty_model": "loihi"}}}, energy)

@@ -153,6 +153,11 @@ class FinetuneParams(Strict):
         "what transfer.energy_model charges them (their fan-out, memory traffic), normalised "
         "so that lambda keeps its scale",
     )
+    penalty_model: str | None = Field(
+        None,
+        description="the energy profile the energy penalty prices spikes by (null: "
+        "transfer.energy_model)",
+    )
     optimizer: Literal["adam", "sgd"] = default_of(FitConfig, "optimizer")
     schedule: Literal["onecycle", "cosine", "constant"] = "cosine"  # E's own: not D's onecycle
     weight_decay: float = Field(default_of(FitConfig, "weight_decay"), ge=0)

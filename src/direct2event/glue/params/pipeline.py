@@ -118,6 +118,12 @@ class PipelineParams(Strict):
             profiles = load_profiles(self.energy_profiles)
         except (TypeError, ValueError) as err:
             raise ValueError(f"energy_profiles (conf/base/parameters_energy.yml): {err}") from None
+        priced = self.transfer.finetune.penalty_model
+        if priced is not None and priced not in profiles:
+            raise ValueError(
+                f"transfer.finetune.penalty_model is '{priced}', which is not a profile in "
+                f"energy_profiles; choose one of {sorted(profiles)}"
+            )
         if self.transfer.energy_model not in profiles:
             raise ValueError(
                 f"transfer.energy_model is '{self.transfer.energy_model}', which is not a "
@@ -186,7 +192,9 @@ class PipelineParams(Strict):
             train_thresholds=ft.train_thresholds,
             max_train=ft.max_train,
             label=self.dataset,
-            price=self.profiles()[self.transfer.energy_model] if ft.penalty == "energy" else None,
+            price=self.profiles()[ft.penalty_model or self.transfer.energy_model]
+            if ft.penalty == "energy"
+            else None,
         )
 
     def setup_fingerprint(self) -> dict[str, Any]:
