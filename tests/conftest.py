@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -46,23 +47,34 @@ def peer(module: str) -> Any:
 def _mlflow_store_restored() -> Iterator[None]:
     """A test that points MLflow at its own store (``set_tracking_uri``, which also exports
     ``MLFLOW_TRACKING_URI`` to child processes) leaves the next test as it found it."""
+    with mlflow_store_kept():
+        yield
+
+
+@contextmanager
+def mlflow_store_kept() -> Iterator[None]:
+    """MLflow's tracking and registry URIs (and the variables that carry them to child
+    processes) as they were before the block, whatever it set: for tests and module fixtures
+    that open their own store (a module fixture runs outside any test's own restore)."""
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     env = {k: os.environ.get(k) for k in names}
     uris = (tracking_utils._tracking_uri, registry_utils._registry_uri)
-    yield
-    import mlflow
+    try:
+        yield
+    finally:
+        import mlflow
 
-    while mlflow.active_run() is not None:  # a run a failed test left open
-        mlflow.end_run()
-    tracking_utils._tracking_uri, registry_utils._registry_uri = uris
-    for key, value in env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        while mlflow.active_run() is not None:  # a run a failed test left open
+            mlflow.end_run()
+        tracking_utils._tracking_uri, registry_utils._registry_uri = uris
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

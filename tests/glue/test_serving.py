@@ -16,7 +16,7 @@ from direct2event.data.static import load_digits
 from direct2event.glue.serving import ServedNetwork
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.models import build_model, checkpoint
-from tests.conftest import run
+from tests.conftest import mlflow_store_kept, run
 
 pytestmark = pytest.mark.slow  # a served model in a bare Python
 
@@ -89,13 +89,14 @@ def loaded(tmp_path_factory: pytest.TempPathFactory):
     from direct2event.glue import registry
 
     folder = tmp_path_factory.mktemp("served")
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    mlflow.set_experiment("serving")
-    net = build_model("convnet", (1, 8, 8), 3, channels=(4,))
-    with mlflow.start_run():
-        uri = registry.register(net, "digits", "event", {}, InputCoding("rate", 4), seed=0)
-    model = mlflow.pyfunc.load_model(uri)
+    with mlflow_store_kept():  # the store is this fixture's: restored for later modules
+        mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+        mlflow.set_registry_uri(f"sqlite:///{folder / 'mlflow.db'}")
+        mlflow.set_experiment("serving")
+        net = build_model("convnet", (1, 8, 8), 3, channels=(4,))
+        with mlflow.start_run():
+            uri = registry.register(net, "digits", "event", {}, InputCoding("rate", 4), seed=0)
+        model = mlflow.pyfunc.load_model(uri)
     images = np.random.default_rng(0).random((5, 1, 8, 8))  # float64
     return model, images
 

@@ -169,6 +169,15 @@ def assert_same_as_reference(summary: dict) -> None:
     ]
 
 
+def store(project: Path) -> mlflow.MlflowClient:
+    """A client of the project's own store, tracking and registry both (a registry URI another
+    test left in the process would otherwise answer for the registry)."""
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def runs(project: Path, trials: bool = False) -> list:
     """Pipeline runs (or, with ``trials``, the sweep's nested trial runs), oldest first."""
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
@@ -201,7 +210,7 @@ def test_kedro_run_tracks_everything_and_failed_runs_keep_previous_outputs(proje
     experiment = mlflow.get_experiment(first.info.experiment_id)
     assert "saved view **Results**" in experiment.tags["mlflow.note.content"]
     assert first.data.params["seed"] == "0" and first.data.params["dataset"] == "digits"
-    client = mlflow.MlflowClient()
+    client = store(project)
     history = client.get_metric_history(first.info.run_id, "direct.val_accuracy")
     assert [m.step for m in history] == [1, 2, 3]  # the tiny project trains D 3 epochs
     assert first.data.metrics["headline.direct_accuracy"] == round(summary["direct"]["accuracy"], 4)
@@ -418,7 +427,7 @@ def test_runs_of_two_datasets_line_up_in_mlflow(project: Path) -> None:
     assert set(digits.data.params) == set(mnist_run.data.params)
     assert digits.data.params["training.epochs"] == "3"  # each run's own values
     assert mnist_run.data.params["training.epochs"] == "1"
-    client = mlflow.MlflowClient()
+    client = store(project)
 
     def artifacts(run_id: str) -> set[str]:
         return {
@@ -456,8 +465,7 @@ def test_nir_graphs_are_written_registered_exported_and_read_back_as_d(project: 
     graph = nir.read(str(e_file / "event_model.nir"))
     assert graph.metadata["network"] == "E" and graph.metadata["timesteps"] == 4
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    client = mlflow.MlflowClient()
+    client = store(project)
     [version] = [
         v for v in client.search_model_versions("name = 'digits-event'") if str(v.version) == "2"
     ]
