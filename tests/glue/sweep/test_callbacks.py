@@ -34,20 +34,25 @@ def fine_tuning(seed: int) -> FinetuneConfig:
     return FinetuneConfig(fit_cfg, rate_lambda=3.0, train_thresholds=True)
 
 
+def finetune(start, cfg, direct, splits, callbacks=()):
+    """E fine-tuned from ``start`` on the digits splits, validated each epoch."""
+    return finetune_event_network(
+        start, direct, splits.train, cfg, torch.device("cpu"), val=splits.validation,
+        callbacks=callbacks,
+    )  # fmt: skip
+
+
 def test_a_trial_taken_on_from_where_it_stopped_equals_the_whole_fine_tuning(
     digits_splits, digits_direct_model
 ) -> None:
     """A trial runs the first epoch of three and the chosen one goes on from its state: weights,
     thresholds and the epoch history equal an uninterrupted fine-tuning, with the learning-rate
     schedule spanning all three epochs in both."""
-    cfg, cpu = fine_tuning(3), torch.device("cpu")
+    cfg = fine_tuning(3)
     event = to_event_network(digits_direct_model)
 
     def run(start, callbacks=()):
-        return finetune_event_network(
-            start, digits_direct_model, digits_splits.train, cfg, cpu,
-            val=digits_splits.validation, callbacks=callbacks,
-        )  # fmt: skip
+        return finetune(start, cfg, digits_direct_model, digits_splits, callbacks)
 
     whole, whole_history = run(event)
     state, steps = FitState(), Steps()
@@ -73,14 +78,11 @@ def test_a_trial_stopped_inside_an_epoch_goes_on_as_the_whole_fine_tuning(
     first epoch, taken on past an epoch's end and stopped inside the second, then to the end,
     E's weights and the epoch records equal an uninterrupted fine-tuning's (the epochs cut in
     two get their records, with the whole epoch's sums, when they end)."""
-    cfg, cpu = fine_tuning(5), torch.device("cpu")
+    cfg = fine_tuning(5)
     event = to_event_network(digits_direct_model)
 
     def run(start, callbacks=()):
-        return finetune_event_network(
-            start, digits_direct_model, digits_splits.train, cfg, cpu,
-            val=digits_splits.validation, callbacks=callbacks,
-        )  # fmt: skip
+        return finetune(start, cfg, digits_direct_model, digits_splits, callbacks)
 
     whole, whole_history = run(event)
     per_epoch = math.ceil(len(digits_splits.train) / 64)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 
 from direct2event.glue.sweep.config import PARAM
 from direct2event.glue.sweep.recovery import (
@@ -23,17 +23,9 @@ from direct2event.glue.sweep.recovery import (
 )
 from direct2event.glue.sweep.storage import lambda_distribution, open_storage
 from direct2event.glue.sweep.study import FINISHED
+from tests.glue.sweep.trials import WORKER, trial
 
 pytestmark = pytest.mark.slow  # workers killed at every moment of a trial
-
-SPACE = lambda_distribution(0.5, 50.0)
-WORKER = Path(__file__).parents[1] / "sweep_worker.py"
-
-
-def trial(lam: float, acc: float, energy: float, number: int) -> optuna.trial.FrozenTrial:
-    t = create_trial(params={PARAM: lam}, distributions={PARAM: SPACE}, values=[acc, energy])
-    t.number = number
-    return t
 
 
 def test_a_dead_workers_trial_on_this_host_fails_at_once(tmp_path: Path) -> None:
@@ -46,9 +38,9 @@ def test_a_dead_workers_trial_on_this_host_fails_at_once(tmp_path: Path) -> None
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     gone, live = study.ask(), study.ask()
-    for trial, pid in ((gone, dead.pid), (live, os.getpid())):
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", pid)
+    for running, pid in ((gone, dead.pid), (live, os.getpid())):
+        running.set_user_attr("host", socket.gethostname())
+        running.set_user_attr("pid", pid)
     assert fail_dead_local_trials(study) == [gone.number]
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {gone.number: TrialState.FAIL, live.number: TrialState.RUNNING}

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 
 from direct2event.glue.sweep.config import PARAM, StudyConfig, study_name
 from direct2event.glue.sweep.early_stop import EarlyStop
@@ -23,15 +23,7 @@ from direct2event.glue.sweep.policy import Choice, TuningError, interpolated_lam
 from direct2event.glue.sweep.storage import lambda_distribution, open_storage
 from direct2event.glue.sweep.study import check_study, complete_records, run_study, stopped_record
 from direct2event.snn.models import checkpoint, to_event_network
-
-SPACE = lambda_distribution(0.5, 50.0)
-WORKER = Path(__file__).parents[1] / "sweep_worker.py"
-
-
-def trial(lam: float, acc: float, energy: float, number: int) -> optuna.trial.FrozenTrial:
-    t = create_trial(params={PARAM: lam}, distributions={PARAM: SPACE}, values=[acc, energy])
-    t.number = number
-    return t
+from tests.glue.sweep.trials import SPACE, WORKER, trial
 
 
 def test_unreachable_storage_and_changed_space_are_refused(tmp_path: Path) -> None:
