@@ -61,6 +61,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         "python benchmarks/energy.py --key mnist",
         "E's and D's energy under every profile, NeuroBench's metrics beside ours",
     ),
+    "levers-mnist": Benchmark(
+        "python benchmarks/levers.py --key mnist --lambda 2 --variant ...",
+        "each lever of E's energy alone, on validation: penalty, thresholds, length, T",
+    ),
     "sweep_cost-mnist": Benchmark(
         "python benchmarks/sweep_cost.py --key mnist --trials 20",
         "what a 20-trial sweep costs in full fine-tunings",
@@ -309,6 +313,32 @@ def energy_section(key: str, slug: str, path: Path) -> str:
     return "\n".join(lines)
 
 
+def levers_section(key: str, slug: str, path: Path) -> str:
+    """What each lever of E's energy gives on validation, from one run's E at one lambda
+    (``benchmarks/levers.py``)."""
+    r = json.loads(path.read_text())
+    models = list(r["variants"][0]["reduction_by_model"])
+    lines = [
+        f"## Levers of E's energy, {DATASET_NAMES.get(key, key)} on `{slug}`",
+        "",
+        f"`{r['command']}`; {r['machine']}, torch {r['torch']}. One run's threshold-scaled E "
+        f"fine-tuned at λ = {r['rate_lambda']:g} per variant, measured on "
+        f"{r['validation_samples']} validation samples (D: {100 * r['direct_val_accuracy']:.2f} %).",
+        "",
+        "| variant | overrides | retention | "
+        + " | ".join(f"`{m}`" for m in models)
+        + " | `per_event` ceiling |",
+        "|---|---|---|" + "---|" * len(models) + "---|",
+    ]
+    for v in r["variants"]:
+        reductions = " | ".join(f"{v['reduction_by_model'][m]:.2f}x" for m in models)
+        lines.append(
+            f"| {v['variant']} | `{v['overrides'] or '-'}` | {v['retention']:.4f} | {reductions} "
+            f"| {v['ceiling_by_model'].get('per_event', 0):.1f}x |"
+        )
+    return "\n".join(lines)
+
+
 def results_page(root: Path = ROOT) -> str:
     """``docs/results.md``: every seed study per machine, then every other benchmark."""
     parts = [
@@ -335,6 +365,8 @@ def results_page(root: Path = ROOT) -> str:
     for key in DATASET_NAMES:
         for slug, path in result_files(f"energy-{key}", root).items():
             parts += ["", energy_section(key, slug, path)]
+        for slug, path in result_files(f"levers-{key}", root).items():
+            parts += ["", levers_section(key, slug, path)]
     parts += ["", "## Benchmarks", "", index_table(root)]
     return "\n".join(parts) + "\n"
 
