@@ -3,6 +3,8 @@ accuracy under a shift, and the stream test's recovery count on hand-made traces
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -18,7 +20,8 @@ from direct2event.snn.adaptation import (
     sliding_accuracy,
     stream,
 )
-from direct2event.snn.adaptation.core import channel_view, ema
+from direct2event.snn.adaptation.core import LayerReference, channel_view, ema
+from direct2event.snn.adaptation.homeostasis import steer_rate
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.evaluation import evaluate_with_counts
@@ -204,3 +207,28 @@ def test_a_new_method_is_one_registered_class(event_net, references, digits_spli
         )
     finally:
         del METHODS["halve_for_test"]
+
+
+def test_budgeted_releases_a_raised_threshold_back_to_one_at_its_release_step():
+    """A channel whose threshold was raised (factor e^0.5) fires at half its budget once the
+    shift ends: with ``release`` 0.05 the log factor falls by 0.05 * log(2) per sample and stops
+    at exactly 0 (no overshoot below the calibrated threshold); a plain integrator (no release)
+    moves at ``step`` 0.01, five times slower, for the same samples."""
+    ref = LayerReference(mean=torch.zeros(1), std=torch.ones(1), rate=torch.tensor([0.2]))
+    spikes = torch.zeros(4, 1, 1, 10)
+    spikes[:, :, :, :1] = 1.0  # 0.1 per neuron and step: half the budget
+    config = AdaptationConfig("budgeted", momentum=0.0)
+    fast = {"rate": ref.rate.clone(), "log_factor": torch.tensor([0.5])}
+    slow = {"rate": ref.rate.clone(), "log_factor": torch.tensor([0.5])}
+    steer_rate(fast, ref, spikes, config, 0.01, every_channel=True, release=0.05)
+    steer_rate(slow, ref, spikes, config, 0.01, every_channel=True)
+    drop = math.log(2.0)
+    assert float(fast["log_factor"]) == pytest.approx(0.5 - 0.05 * drop, abs=1e-6)
+    assert float(slow["log_factor"]) == pytest.approx(0.5 - 0.01 * drop, abs=1e-6)
+    for _ in range(13):
+        steer_rate(fast, ref, spikes, config, 0.01, every_channel=True, release=0.05)
+    assert float(fast["log_factor"]) == pytest.approx(0.5 - 14 * 0.05 * drop, abs=1e-5)
+    steer_rate(fast, ref, spikes, config, 0.01, every_channel=True, release=0.05)
+    assert float(fast["log_factor"]) == 0.0  # the 15th would cross: stopped at the threshold
+    steer_rate(fast, ref, spikes, config, 0.01, every_channel=True, release=0.05)
+    assert float(fast["log_factor"]) == pytest.approx(-0.01 * drop, abs=1e-6)  # then at step

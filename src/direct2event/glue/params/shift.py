@@ -51,6 +51,13 @@ class AdaptationParams(Strict):
         le=1,
         description="budgeted: share of the residual rate error corrected per sample",
     )
+    budget_release: float | None = Field(
+        default_of(AdaptationConfig, "budget_release"),
+        ge=0,
+        le=1,
+        description="budgeted: the same, back toward the calibrated threshold once under the "
+        "budget (the budget is a ceiling); null: a set point, moved both ways at budget_step",
+    )
     batch_size: int | None = Field(
         None,
         ge=1,
@@ -72,7 +79,14 @@ class AdaptationParams(Strict):
         return self
 
     def config(self, method: str) -> AdaptationConfig:
-        return AdaptationConfig(method, self.momentum, self.step, self.max_gain, self.budget_step)
+        return AdaptationConfig(
+            method,
+            self.momentum,
+            self.step,
+            self.max_gain,
+            self.budget_step,
+            self.budget_release,
+        )
 
 
 class FrontParams(Strict):

@@ -38,7 +38,7 @@ class Budgeted(Modulation):
 
     def observe_output(self, i: int, spikes: Tensor) -> None:
         s, ref, c = self.state[i], self.reference[i], self.config
-        steer_rate(s, ref, spikes, c, c.budget_step, every_channel=True)
+        steer_rate(s, ref, spikes, c, c.budget_step, every_channel=True, release=c.budget_release)
 
     def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
         gain, bias = super().gain_bias(i)

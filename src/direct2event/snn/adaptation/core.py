@@ -43,6 +43,7 @@ class AdaptationConfig:
     step: float = 0.005  # homeostasis: share of a log-rate error corrected per sample
     max_gain: float = 4.0  # bound of a gain or threshold factor
     budget_step: float = 0.01  # budgeted: share of a log-rate error corrected per sample
+    budget_release: float | None = 0.05  # budgeted: the same, back toward 1 under the budget
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -51,10 +52,15 @@ class AdaptationConfig:
             )
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
-        if not 0 <= self.step <= 1 or not 0 <= self.budget_step <= 1 or self.max_gain < 1:
+        steps = (
+            self.step,
+            self.budget_step,
+            0.0 if self.budget_release is None else self.budget_release,
+        )
+        if not all(0 <= x <= 1 for x in steps) or self.max_gain < 1:
             raise ValueError(
-                "step and budget_step must be in [0, 1] and max_gain >= 1, got "
-                f"{self.step}, {self.budget_step}, {self.max_gain}."
+                "step, budget_step and budget_release must be in [0, 1] and max_gain >= 1, got "
+                f"{self.step}, {self.budget_step}, {self.budget_release}, {self.max_gain}."
             )
 
 

@@ -29,6 +29,7 @@ def steer_rate(
     config: AdaptationConfig,
     step: float,
     every_channel: bool = False,
+    release: float | None = None,
 ) -> None:
     """One layer's threshold factor ``exp(s["log_factor"])`` moved toward the calibrated rate:
     the running rate (momentum per sample) against ``ref.rate``, ``step`` of the log error
@@ -36,16 +37,27 @@ def steer_rate(
     it, never more than all of it, so large batches stay stable although they see the new
     threshold only at the next batch); channels silent on clean data are left alone unless
     ``every_channel``, which holds them at ``SILENT_RATE`` at most (a budget: a silent channel
-    that starts firing under a shift is stopped)."""
+    that starts firing under a shift is stopped).
+
+    With ``release``, a correction that moves the factor back toward 1 runs at ``release`` per
+    sample (and stops at 1), one that moves it away at ``step``: a plain integrator holds the
+    thresholds it raised under a shift until the rates have been too low for long enough to unwind
+    them, and accuracy collapses meanwhile (the stream test's return to clean data)."""
     rates = per_sample(spikes.detach().double().cpu())
     s["rate"] = ema(s["rate"].double(), rates, config.momentum).float()
     target = ref.rate.clamp(min=SILENT_RATE) if every_channel else ref.rate
     error = torch.log((s["rate"] + EPS) / (target + EPS))
-    fraction = 1.0 - (1.0 - step) ** rates.shape[0]
     steered = ref.active | ((s["rate"] > target) if every_channel else ref.active)
-    move = fraction * torch.where(steered, error, torch.zeros_like(error))
+    before = s["log_factor"]
+    back = (error * before < 0) if release is not None else torch.zeros_like(steered)
+    per_channel = torch.where(
+        back, torch.full_like(error, release or 0.0), torch.full_like(error, step)
+    )
+    fraction = 1.0 - (1.0 - per_channel) ** rates.shape[0]
+    after = before + fraction * torch.where(steered, error, torch.zeros_like(error))
+    after = torch.where(back & (after * before < 0), torch.zeros_like(after), after)  # stop at 1
     limit = math.log(config.max_gain)
-    s["log_factor"] = (s["log_factor"] + move).clamp(-limit, limit)
+    s["log_factor"] = after.clamp(-limit, limit)
 
 
 @register
