@@ -122,6 +122,34 @@ def test_a_study_of_too_few_seeds_or_none_is_refused_with_the_command(project: P
         results.take_seed_study("mnist", project)
 
 
+def test_a_candidate_default_sits_beside_the_default_and_keeps_its_overrides(
+    project: Path,
+) -> None:
+    results.take_seed_study("mnist", project)
+    runs = [seed_run(0, 0.997, 12.0), seed_run(1, 0.995, 14.0), seed_run(2, 0.996, 13.0)]
+    study = aggregate("mnist", runs, {"machine": "Test CPU (AVX2), 2 cores", "torch": "2.13.0"})
+    folder = project / "data" / "08_reporting" / "mnist" / "longer"
+    folder.mkdir(parents=True)
+    (folder / "seeds.json").write_text(study.model_dump_json())
+    with pytest.raises(FileNotFoundError, match='PARAMS="mnist.x=1" NAME=other'):
+        results.take_candidate("mnist", "other", "mnist.x=1", project)
+    target = results.take_candidate("mnist", "longer", "mnist.transfer.finetune.epochs=5", project)
+    assert target == result_path("candidates-mnist", project / "benchmarks" / "results")
+    results.write_pages(project)
+    page = (project / "docs" / "results.md").read_text()
+    section = page.split("## Candidate defaults, MNIST")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| default") or
+            line.startswith("| longer")]  # fmt: skip
+    assert rows == [
+        "| default | `-` | 0.9970 ± 0.0010 (0.9960) | 11.00x ± 1.00 (10.00x) "
+        "| 22.00x ± 2.00 (20.00x) | - | 1.5, 2.5, 3.5 |",
+        "| longer | `mnist.transfer.finetune.epochs=5` | 0.9960 ± 0.0010 (0.9950) "
+        "| 13.00x ± 1.00 (12.00x) | 26.00x ± 2.00 (24.00x) | - | 1.5, 2.5, 3.5 |",
+    ]
+    # the README's table stays the default's
+    assert "13.00x" not in (project / "README.md").read_text()
+
+
 def test_a_readme_without_its_markers_is_named() -> None:
     with pytest.raises(ValueError, match="markers"):
         results.with_block("# a README\n", "table")

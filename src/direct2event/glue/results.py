@@ -49,6 +49,14 @@ BENCHMARKS: dict[str, Benchmark] = {
         )
         for key, name in DATASET_NAMES.items()
     },
+    **{
+        f"candidates-{key}": Benchmark(
+            f'make seeds KEY={key} PARAMS="..." NAME=<name> && '
+            f'python -m direct2event results --candidate {key} <name> "..."',
+            f"{name}: candidate defaults, each on seeds 0, 1, 2 (its overrides in the file)",
+        )
+        for key, name in DATASET_NAMES.items()
+    },
     "speed": Benchmark(
         "make bench",
         "a training step, inference and peak memory against SpikingJelly and snnTorch",
@@ -78,22 +86,40 @@ def result_files(benchmark: str, root: Path = ROOT) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.json"))}
 
 
-def take_seed_study(key: str, root: Path = ROOT) -> Path:
-    """Copy ``key``'s seed study (and its figure) into the results tree for this machine."""
-    source = root / "data" / "08_reporting" / key / "seeds.json"
+def _three_seeds(source: Path, command: str) -> SeedStudy:
+    """The seed study at ``source``, refused when missing or with fewer than 3 seeds."""
     if not source.exists():
-        raise FileNotFoundError(
-            f"{source} does not exist: run `make seeds KEY={key}` first (three seeds)."
-        )
+        raise FileNotFoundError(f"{source} does not exist: run `{command}` first (three seeds).")
     study = read_report(SeedStudy, source)
     if len(study.seeds) < 3:
         raise ValueError(f"{source} holds {len(study.seeds)} seed(s); the results need >= 3.")
+    return study
+
+
+def take_seed_study(key: str, root: Path = ROOT) -> Path:
+    """Copy ``key``'s seed study (and its figure) into the results tree for this machine."""
+    source = root / "data" / "08_reporting" / key / "seeds.json"
+    study = _three_seeds(source, f"make seeds KEY={key}")
     target = root / "benchmarks" / "results" / f"seeds-{key}" / f"{machine_slug()}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(study.model_dump_json(indent=2) + "\n")
     figure = source.with_suffix(".png")
     if figure.exists():
         shutil.copyfile(figure, root / "docs" / "img" / f"{key}_seeds.png")
+    return target
+
+
+def take_candidate(key: str, name: str, params: str, root: Path = ROOT) -> Path:
+    """Add the seed study of the variant ``name`` (``make seeds KEY=<key> PARAMS=<params>
+    NAME=<name>``) to this machine's candidate defaults for ``key``: a default changes only when
+    its candidate's study meets the dataset's targets, and the ones that did not stay on record."""
+    source = root / "data" / "08_reporting" / key / name / "seeds.json"
+    study = _three_seeds(source, f'make seeds KEY={key} PARAMS="{params}" NAME={name}')
+    target = root / "benchmarks" / "results" / f"candidates-{key}" / f"{machine_slug()}.json"
+    found = json.loads(target.read_text()) if target.exists() else {}
+    found[name] = {"params": params, "study": json.loads(study.model_dump_json())}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(found, indent=2) + "\n")
     return target
 
 
@@ -234,16 +260,17 @@ def _shift_rows(study: SeedStudy) -> str:
         f"Shift benchmark ({shift.samples} test samples per shift and severity, middle "
         "severity, the shifts where E loses 2 points or more, geometric ones apart): share of "
         "E's accuracy loss won back, mean ± std (worst seed); E's events under the qualifying "
-        "shift that moves them most (input events included); samples to recover in the stream "
-        "test.",
+        "shift that moves them most (input events included); samples until the stream test's "
+        "accuracy settles, per seed (the later of the change to the shift and back).",
         "",
         "| method | recovered share | clean cost (pp) | events under shift | recovery (samples) |",
         "|---|---|---|---|---|",
     ]
     for name, method in shift.methods.items():
         rec, cost, ev = method.recovered_fraction, method.clean_cost_pp, method.shift_events_change
-        steps = method.recovery_samples
-        recovery = "never" if steps.mean is None else f"{steps.mean:.0f} (worst {steps.worst:.0f})"
+        recovery = ", ".join(
+            "never" if v is None else f"{v:.0f}" for v in method.recovery_samples.values
+        )
         recovered = "-" if rec.mean is None else f"{rec.mean:.2f} ± {rec.std:.2f} ({rec.worst:.2f})"
         events = (
             "-" if ev.mean is None else f"{100 * ev.mean:+.0f} % (worst {100 * ev.worst:+.0f} %)"
@@ -339,6 +366,36 @@ def levers_section(key: str, slug: str, path: Path) -> str:
     return "\n".join(lines)
 
 
+def candidates_section(key: str, slug: str, path: Path, default: SeedStudy | None) -> str:
+    """The candidate defaults of ``key`` on ``slug`` beside the default's own study."""
+    rows = [("default", "-", default)] if default is not None else []
+    rows += [(n, c["params"], SeedStudy.model_validate(c["study"])) for n, c in
+             json.loads(path.read_text()).items()]  # fmt: skip
+    lines = [
+        f"## Candidate defaults, {DATASET_NAMES.get(key, key)} on `{slug}`",
+        "",
+        "Each a study of seeds 0, 1, 2 with the overrides shown; a default changes only when its "
+        "candidate meets the dataset's targets. Mean ± std (worst seed).",
+        "",
+        "| candidate | overrides | retention (worst) | "
+        + " | ".join(f"`{m}` (worst)" for m in ENERGY_MODELS)
+        + " | λ per seed |",
+        "|---|---|---|" + "---|" * len(ENERGY_MODELS) + "---|",
+    ]
+    for name, params, study in rows:
+        m, sd, w = study.mean, study.std, study.worst
+        reductions = " | ".join(
+            _reduction(m, sd, w, "energy_reduction_by_model", k) for k in ENERGY_MODELS
+        )
+        lambdas = ", ".join(f"{r.rate_lambda:.3g}" for r in study.runs)
+        lines.append(
+            f"| {name} | `{params}` | "
+            f"{_pm(m['accuracy_retention'], sd['accuracy_retention'], digits=4)} "
+            f"({w['accuracy_retention']:.4f}) | {reductions} | {lambdas} |"
+        )
+    return "\n".join(lines)
+
+
 def results_page(root: Path = ROOT) -> str:
     """``docs/results.md``: every seed study per machine, then every other benchmark."""
     parts = [
@@ -362,7 +419,11 @@ def results_page(root: Path = ROOT) -> str:
             ]
             if study.shift is not None:
                 parts += ["", _shift_rows(study)]
+    studies = seed_studies(root)
     for key in DATASET_NAMES:
+        for slug, path in result_files(f"candidates-{key}", root).items():
+            default = studies.get(slug, {}).get(key)
+            parts += ["", candidates_section(key, slug, path, default)]
         for slug, path in result_files(f"energy-{key}", root).items():
             parts += ["", energy_section(key, slug, path)]
         for slug, path in result_files(f"levers-{key}", root).items():
