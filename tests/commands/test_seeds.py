@@ -60,6 +60,12 @@ def test_seed_study_on_digits(project: Path) -> None:
     assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
     assert all(r.info.status == "FINISHED" for r in [parent, *children])
     assert parent.data.metrics["worst.accuracy_retention"] == min(retention)
+    # the Results view's columns show the study's mean, as a run's headline
+    mean_retention = parent.data.metrics["headline.accuracy_retention"]
+    assert mean_retention == pytest.approx(statistics.fmean(retention), rel=1e-3)
+    assert parent.data.metrics["headline.energy_reduction.per_event"] == pytest.approx(
+        statistics.fmean(reduction), rel=1e-3
+    )
 
     # a stage run afterwards on the finished seeds: seeds.json rebuilt from their reports
     assert written["shift"] is None  # the tiny project runs no shift benchmark
