@@ -49,7 +49,7 @@ def wait_for(url: str, timeout_s: float = 60) -> None:
     raise SystemExit(f"The MLflow UI did not answer at {url} within {timeout_s:.0f} s.")
 
 
-def shoot(browser: str, url: str, out: Path, size: str = "1600,1000") -> Path:
+def shoot(browser: str, url: str, out: Path, size: str = "2200,1100") -> Path:
     """One page, rendered for a while (the UI is a single-page app that loads data)."""
     subprocess.run(  # noqa: S603 (fixed arguments)
         [
@@ -120,6 +120,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     parser.add_argument("--port", type=int, default=5055)
+    parser.add_argument(
+        "--size", default="2200,1100", help="window WIDTH,HEIGHT (the result columns need width)"
+    )
     args = parser.parse_args(argv)
     uri = tracking.use_configured_store()
     browser = chromium()
@@ -135,7 +138,7 @@ def main(argv: list[str]) -> int:
         for name, url in pages(base).items():
             if not url:
                 continue
-            path = shoot(browser, url, args.out / f"{name}.png")
+            path = shoot(browser, url, args.out / f"{name}.png", args.size)
             print(f"{path}  <- {url}")
     finally:
         server.terminate()
