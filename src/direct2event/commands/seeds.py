@@ -42,7 +42,7 @@ from direct2event.glue.runs import (
     process_tags,
 )
 from direct2event.glue.seed_study import aggregate, machine_info, run_record, shift_study
-from direct2event.glue.tracking import HEADLINE, prepare_store, rounded
+from direct2event.glue.tracking import as_headline, prepare_store
 
 logger = logging.getLogger(__name__)
 
@@ -211,19 +211,14 @@ def study_headline(study: SeedStudy) -> dict[str, float]:
     """The study's mean over seeds under a run's own headline names, so the Results view's
     columns show the study's row as they show a run's."""
     m = study.mean
-    values = {
-        k: m[k]
+    values: dict[str, float | None] = {
+        k: m.get(k)
         for k in ("direct_accuracy", "event_accuracy", "accuracy_retention", "rate_lambda")
-        if m.get(k) is not None
     }
     values["event_events_per_sample"] = m.get("events_per_sample")
     for model, reduction in (m.get("energy_reduction_by_model") or {}).items():
         values[f"energy_reduction.{model}"] = reduction
-    return {
-        HEADLINE + k: rounded(float(v))
-        for k, v in values.items()
-        if v is not None and math.isfinite(v)
-    }
+    return as_headline(values)
 
 
 def log_study(study: SeedStudy, seeds: list[int], jobs: int, params: str) -> None:

@@ -163,6 +163,11 @@ def headline_metrics(summary: Summary) -> dict[str, float]:
     }
     for model, reduction in summary.energy_reduction_by_model.items():
         values[f"energy_reduction.{model}"] = reduction
+    return as_headline(values)
+
+
+def as_headline(values: dict[str, float | None]) -> dict[str, float]:
+    """``values`` under ``headline.``, rounded, the missing and non-finite left out."""
     return {
         HEADLINE + k: rounded(float(v))
         for k, v in values.items()
