@@ -13,10 +13,13 @@ from direct2event.snn.adaptation import (
     AdaptationConfig,
     AdaptationMethod,
     OnlineAdaptation,
+    frozen,
+    input_statistics,
     plateau,
     recovery_samples,
     reference_statistics,
     register,
+    settle_tolerance,
     sliding_accuracy,
     stream,
 )
@@ -25,7 +28,7 @@ from direct2event.snn.adaptation.homeostasis import steer_rate
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.encoders import InputCoding
 from direct2event.snn.evaluation import evaluate_with_counts
-from direct2event.snn.shifts import blur, contrast
+from direct2event.snn.shifts import blur, brightness, contrast
 from direct2event.snn.training import Split, evaluate
 
 CPU = torch.device("cpu")
@@ -232,3 +235,75 @@ def test_budgeted_releases_a_raised_threshold_back_to_one_at_its_release_step():
     assert float(fast["log_factor"]) == 0.0  # the 15th would cross: stopped at the threshold
     steer_rate(fast, ref, spikes, config, 0.01, every_channel=True, release=0.05)
     assert float(fast["log_factor"]) == pytest.approx(-0.01 * drop, abs=1e-6)  # then at step
+
+
+def test_the_relative_error_holds_a_noisy_rate_to_its_budget_where_the_log_error_does_not():
+    """A channel whose true rate equals its budget, read through a short noisy average (half
+    the samples fire at 0.05, half at 0.35: mean 0.2 = the budget): the log error is biased
+    low (Jensen), so its controller lowers the threshold and lets E fire above the budget; the
+    relative error is unbiased and keeps the factor at 1 on average."""
+    ref = LayerReference(mean=torch.zeros(1), std=torch.ones(1), rate=torch.tensor([0.2]))
+    config = AdaptationConfig("budgeted", momentum=0.0)
+    low, high = torch.zeros(1, 1, 1, 20), torch.zeros(1, 1, 1, 20)
+    low[..., :1], high[..., :7] = 1.0, 1.0  # 0.05 and 0.35 per neuron and step
+    states = {r: {"rate": ref.rate.clone(), "log_factor": torch.zeros(1)} for r in (False, True)}
+    for k in range(200):
+        for relative, s in states.items():
+            steer_rate(s, ref, high if k % 2 else low, config, 0.01, True, relative=relative)
+    assert float(states[True]["log_factor"]) == pytest.approx(0.0, abs=0.01)
+    assert float(states[False]["log_factor"]) < -0.2  # thresholds lowered: over the budget
+
+
+def test_the_encoder_is_left_alone_on_clean_data_and_held_to_its_events_under_brightness(
+    event_net, references, digits_splits
+):
+    """E encodes intensities, so its encoder's events are part of the budget. On clean data
+    the budgeted encoder stays the identity: intensities within 0.02, events within 10 %
+    (digits' intensities are sixteenths, and at 8 steps a sixteenth is exactly half a spike:
+    the encoder's rounding flips there on the smallest change; measured -7 %). A
+    brightness offset of 0.3 lights the dark background and doubles E's input events, and the
+    budgeted method brings them back within 15 % of clean while winning back accuracy
+    (measured: input events +66 % unadapted, -3 % adapted; accuracy 0.655 -> 0.930 of 0.944)."""
+    inputs = input_statistics(digits_splits.train.head(400), EVENT)
+    assert (
+        inputs is not None
+        and input_statistics(digits_splits.train, InputCoding("frames", 4)) is None
+    )
+    test = digits_splits.test
+    bright = Split(brightness(test.x.float(), 0.3, torch.Generator()), test.y)
+    warm = Split(brightness(digits_splits.train.x[:300].float(), 0.3, torch.Generator()),
+                 digits_splits.train.y[:300])  # fmt: skip
+
+    def run(data: Split, coding: InputCoding) -> tuple[float, float]:
+        accuracy, counts = evaluate_with_counts(event_net, data, coding, CPU, batch_size=16)
+        return accuracy, counts.summary()["input_events_per_sample"]
+
+    (clean_acc, clean_in), (bright_acc, bright_in) = run(test, EVENT), run(bright, EVENT)
+    config = AdaptationConfig("budgeted")
+    clean = Split(digits_splits.train.x[400:800], digits_splits.train.y[400:800])
+    with OnlineAdaptation(event_net, references, config, inputs) as adapt:
+        coding = adapt.coding(EVENT)
+        evaluate(event_net, clean, coding, CPU, batch_size=16)
+        x = test.x.float()[:64]
+        with frozen(adapt):
+            assert (coding.adapter(x) - x).abs().max() < 0.02
+        assert abs(run(test, coding)[1] / clean_in - 1) < 0.1
+    with OnlineAdaptation(event_net, references, config, inputs) as adapt:
+        coding = adapt.coding(EVENT)
+        evaluate(event_net, warm, coding, CPU, batch_size=16)
+        acc, events = run(bright, coding)
+        gain, bias = adapt.method.input_gain_bias()
+    print(f"clean {clean_acc:.3f}/{clean_in:.0f}, bright {bright_acc:.3f}/{bright_in:.0f}, "
+          f"adapted {acc:.3f}/{events:.0f}, encoder gain {gain} bias {bias}")  # fmt: skip
+    assert bright_in > 1.5 * clean_in  # the shift spends events
+    assert abs(events / clean_in - 1) <= 0.15  # within the budget
+    assert acc >= bright_acc and float(bias.mean()) < 0  # the offset is taken back
+
+
+def test_settled_means_within_the_tolerance_or_the_held_out_standard_error():
+    assert settle_tolerance(0.99, 150, 0.01) == 0.01  # SE 0.008: the tolerance
+    assert settle_tolerance(0.9, 150, 0.01) == pytest.approx(math.sqrt(0.09 / 150))
+    assert settle_tolerance(0.9, 10_000, 0.01) == 0.01
+    positions, trace = [0, 25, 50, 75, 100], [0.2, 0.85, 0.92, 0.88, 0.9]
+    assert recovery_samples(positions, trace, 0.9, 0.01) == 100
+    assert recovery_samples(positions, trace, 0.9, settle_tolerance(0.9, 150, 0.01)) == 50

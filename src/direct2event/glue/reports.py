@@ -268,6 +268,9 @@ class StreamMethod(Report):
     recovery_to_shift: int | None
     plateau_back: float
     recovery_back: int | None
+    # how close to the plateau counts as settled (tolerance or the held-out standard error)
+    tolerance_to_shift: float | None = None
+    tolerance_back: float | None = None
 
 
 class StreamResult(Report):

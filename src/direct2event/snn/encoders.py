@@ -20,7 +20,8 @@ Every encoder also says whether its output is events (counted as accumulates) or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -39,6 +40,12 @@ class InputCoding:
 
     encoding: Encoding
     timesteps: int
+    # The encoder's own online adaptation (``OnlineAdaptation.coding``): intensities in, the
+    # intensities the encoder is driven by out, before encoding; None for a fixed encoder.
+    adapter: Callable[[Tensor], Tensor] | None = field(default=None, compare=False, repr=False)
+
+
+INTENSITY_ENCODINGS: tuple[str, ...] = ("rate", "regular", "ttfs")  # encoders fed intensities
 
 
 def encodes_events(encoding: Encoding) -> bool:

@@ -135,6 +135,8 @@ def encoded_batches(
     for idx in batches(len(data), size):
         safe_point()
         xb = as_float(data.x[idx]).to(device)
+        if coding.adapter is not None:
+            xb = coding.adapter(xb)
         yield (
             idx,
             encode(xb, coding.encoding, coding.timesteps, gen if device.type == "cpu" else None),

@@ -246,8 +246,8 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     # the front as a baseline, alone and with each method, on a tiny E over these recordings
     import torch
 
-    from direct2event.pipelines.shift.bench import ShiftBench
-    from direct2event.snn.adaptation import reference_statistics
+    from direct2event.pipelines.shift.bench import References, ShiftBench
+    from direct2event.snn.adaptation import input_statistics, reference_statistics
     from direct2event.snn.models import build_model
 
     torch.manual_seed(0)
@@ -255,7 +255,11 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     net = net.set_mode("binary").eval()
     bench = ShiftBench.__new__(ShiftBench)
     bench.event, bench.settings, bench.shifted = net, settings, shifted
-    bench.refs = reference_statistics(net, extra, settings.event_coding, settings.device)
+    bench.refs = References(
+        reference_statistics(net, extra, settings.event_coding, settings.device),
+        input_statistics(extra, settings.event_coding),
+    )
+    assert bench.refs.inputs is None  # a sensor's events: the encoder is not adapted
     e_clean = evaluate(net, clean, settings.event_coding, settings.device)
     clean_row = {"e_accuracy": e_clean + 0.5, "e_events_per_sample": 100.0}  # E "lost" 0.5
     row = {"shift": "background_noise", "level": 3, "e_accuracy": e_clean}

@@ -58,6 +58,13 @@ class AdaptationParams(Strict):
         description="budgeted: the same, back toward the calibrated threshold once under the "
         "budget (the budget is a ceiling); null: a set point, moved both ways at budget_step",
     )
+    budget_momentum: float = Field(
+        default_of(AdaptationConfig, "budget_momentum"),
+        ge=0,
+        lt=1,
+        description="budgeted: momentum per sample of the rate its controller reads (a short "
+        "lag keeps the controller from overshooting)",
+    )
     batch_size: int | None = Field(
         None,
         ge=1,
@@ -86,6 +93,7 @@ class AdaptationParams(Strict):
             self.max_gain,
             self.budget_step,
             self.budget_release,
+            self.budget_momentum,
         )
 
 
@@ -133,7 +141,8 @@ class StreamParams(Strict):
     tolerance: float = Field(
         default_of(StreamConfig, "tolerance"),
         gt=0,
-        description="recovered: within this of the plateau",
+        description="recovered: within this of the plateau, or within the plateau's binomial "
+        "standard error on the held-out samples where that is wider",
     )
 
     def config(self, seed: int) -> StreamConfig:

@@ -9,6 +9,7 @@ import logging
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,8 +19,15 @@ from direct2event.data.splits import DataSplits
 from direct2event.glue.datasets import EventSource
 from direct2event.glue.params import PipelineParams
 from direct2event.glue.reports import ShiftReport
-from direct2event.snn.adaptation import OnlineAdaptation, reference_statistics, stream_test
+from direct2event.snn.adaptation import (
+    LayerReference,
+    OnlineAdaptation,
+    input_statistics,
+    reference_statistics,
+    stream_test,
+)
 from direct2event.snn.conversion import build_event_network, calibrate
+from direct2event.snn.encoders import InputCoding
 from direct2event.snn.evaluation import measure
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.robustness import (
@@ -62,9 +70,21 @@ def shifted_samples(splits: DataSplits, raw: Any, settings: PipelineParams) -> S
     )
 
 
-def _row_measure(net: SpikingNet, data: Split, settings: PipelineParams, batch: int | None) -> dict:
+def _row_measure(
+    net: SpikingNet,
+    data: Split,
+    settings: PipelineParams,
+    batch: int | None,
+    coding: InputCoding | None = None,
+) -> dict:
     res = measure(
-        net, data, settings.event_coding, settings.device, settings.profiles(), settings.seed, batch
+        net,
+        data,
+        coding or settings.event_coding,
+        settings.device,
+        settings.profiles(),
+        settings.seed,
+        batch,
     )
     return {
         "accuracy": res["accuracy"],
@@ -73,8 +93,26 @@ def _row_measure(net: SpikingNet, data: Split, settings: PipelineParams, batch: 
     }
 
 
+@dataclass(frozen=True)
+class References:
+    """What the adaptation methods steer back to: each LIF layer's statistics and (where E
+    encodes intensities) the encoder's, on the clean calibration sample."""
+
+    layers: list[LayerReference]
+    inputs: LayerReference | None
+
+    def adaptation(
+        self, event: SpikingNet, settings: PipelineParams, method: str
+    ) -> tuple[OnlineAdaptation, InputCoding]:
+        """E adapted online by ``method`` (a context manager) and the coding to run it with."""
+        online = OnlineAdaptation(
+            event, self.layers, settings.shift.adaptation.config(method), self.inputs
+        )
+        return online, online.coding(settings.event_coding)
+
+
 def _adapted(
-    event: SpikingNet, refs: list, data: Split, warm: Split, settings: PipelineParams
+    event: SpikingNet, refs: References, data: Split, warm: Split, settings: PipelineParams
 ) -> dict:
     """E with each adaptation method: from the calibrated state, adapted online on ``warm``
     (unlabelled samples of the same distribution, ``shift.adaptation.warmup`` of them), then
@@ -82,22 +120,18 @@ def _adapted(
     a = settings.shift.adaptation
     out = {}
     for method in a.methods:
-        with OnlineAdaptation(event, refs, a.config(method)):
+        online, coding = refs.adaptation(event, settings, method)
+        with online:
             if a.warmup:
                 evaluate(
-                    event,
-                    warm.head(a.warmup),
-                    settings.event_coding,
-                    settings.device,
-                    a.batch_size,
-                    settings.seed,
+                    event, warm.head(a.warmup), coding, settings.device, a.batch_size, settings.seed
                 )
-            out[method] = _row_measure(event, data, settings, a.batch_size)
+            out[method] = _row_measure(event, data, settings, a.batch_size, coding)
     return out
 
 
 def _recalibrated(
-    event: SpikingNet, refs: list, data: Split, settings: PipelineParams
+    event: SpikingNet, refs: References, data: Split, settings: PipelineParams
 ) -> SpikingNet:
     """E with its thresholds scaled again on unlabelled shifted data, to the per-channel rates it
     had on clean calibration data (the project's threshold scaling; the upper reference)."""
@@ -108,7 +142,7 @@ def _recalibrated(
         settings.event_coding,
         settings.device,
         ThresholdConfig("isotonic", iterations=settings.transfer.thresholds.iterations),
-        targets=[r.rate for r in refs],
+        targets=[r.rate for r in refs.layers],
         starts=[layer.threshold.detach().cpu().flatten().clone() for layer in net.lif_layers()],
         seed=settings.seed,
     )
@@ -185,7 +219,7 @@ def _convert(direct: SpikingNet, data: Split, settings: PipelineParams) -> Spiki
 
 def _stream_test(
     event: SpikingNet,
-    refs: list,
+    refs: References,
     shifted: ShiftedSamples,
     name: str,
     level: int,
@@ -204,12 +238,13 @@ def _stream_test(
     ]
     result = stream_test(
         event,
-        refs,
+        refs.layers,
         segments,
         {"none": None, **{m: a.config(m) for m in a.methods}},
         settings.event_coding,
         settings.device,
         p.config(settings.seed),
+        refs.inputs,
     )
     return {"shift": name, "level": level, "held_out": held, **result}
 
@@ -230,12 +265,12 @@ class ShiftBench:
         self.direct, self.scaled, self.event = direct, scaled, event
         self.splits, self.settings = splits, settings
         self.shifted = shifted_samples(splits, raw, settings)
-        self.refs = reference_statistics(
-            event,
-            splits.calibration.head(settings.transfer.calibration.max_samples),
-            settings.event_coding,
-            settings.device,
-            settings.seed,
+        calibration = splits.calibration.head(settings.transfer.calibration.max_samples)
+        self.refs = References(
+            reference_statistics(
+                event, calibration, settings.event_coding, settings.device, settings.seed
+            ),
+            input_statistics(calibration, settings.event_coding),
         )
         self.start = time.perf_counter()
         self.parts: dict[str, float] = {}
@@ -382,25 +417,26 @@ class ShiftBench:
         clean, data = self.shifted("clean", 0, "eval"), self.shifted(name, level, "eval")
         warm = self.shifted(name, level, "extra")
 
-        def rates(net_data: Split) -> list[float]:
-            res = measure(self.event, net_data, s.event_coding, s.device, {}, s.seed, a.batch_size)
+        def rates(net_data: Split, coding: InputCoding = s.event_coding) -> list[float]:
+            res = measure(self.event, net_data, coding, s.device, {}, s.seed, a.batch_size)
             return [round(v, 5) for v in res["firing_rates"].values()]
 
         out: dict[str, Any] = {
             "shift": name,
             "level": level,
             "layers": [n for n, m in self.event.named_modules() if m in self.event.lif_layers()],
-            "reference_rate": [round(float(r.rate.mean()), 5) for r in self.refs],
+            "reference_rate": [round(float(r.rate.mean()), 5) for r in self.refs.layers],
             "clean_rate": rates(clean),
             "shifted_rate": rates(data),
             "adapted": {},
         }
         for method in a.methods:
-            with OnlineAdaptation(self.event, self.refs, a.config(method)) as adaptation:
-                evaluate(self.event, warm.head(a.warmup), s.event_coding, s.device,
-                         a.batch_size, s.seed)  # fmt: skip
-                adapted_rates = rates(data)
+            online, coding = self.refs.adaptation(self.event, s, method)
+            with online as adaptation:
+                evaluate(self.event, warm.head(a.warmup), coding, s.device, a.batch_size, s.seed)
+                adapted_rates = rates(data, coding)
                 held = adaptation.effective_thresholds()
+                encoder = adaptation.method.input_gain_bias()
             thetas = [layer.threshold.detach().cpu().flatten() for layer in self.event.lif_layers()]
             out["adapted"][method] = {
                 "rate": adapted_rates,
@@ -410,6 +446,12 @@ class ShiftBench:
                 ],
                 "bias": [round(float(b.mean()), 5) for _, b in held],
             }
+            if encoder is not None:  # the encoder's threshold factor 1 / g and bias b / g
+                gain, bias = encoder
+                out["adapted"][method]["encoder"] = {
+                    "threshold_factor": round(float((1.0 / gain).mean()), 4),
+                    "bias": round(float((bias / gain).mean()), 5),
+                }
         return out
 
     def stream(self, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,10 +6,21 @@ Why both: renormalising a channel's current to its clean mean and standard devia
 what the next layer reads, but not how often it fires: a shift such as noise changes the
 *shape* of the current's distribution (more mass near the threshold), so the same mean and
 spread fire more. The rate controller closes that gap, and only that gap: it starts at factor 1
-and moves with the residual rate error after modulation, ``budget_step`` of its log per sample
-(faster than ``homeostasis``, which must do all the work alone). On the calibration
+and moves with the residual rate error after modulation, ``budget_step`` of the relative error
+per sample (faster than ``homeostasis``, which must do all the work alone), read from a short
+running rate (``budget_momentum``: a controller that reads a rate as slow as itself swings) and
+as a relative error (the log of a short, noisy average is biased low and would settle over the
+budget; :func:`~direct2event.snn.adaptation.homeostasis.steer_rate`). On the calibration
 distribution both parts stay at the identity. The adapted layer is still one threshold and one
 bias per channel: ``theta * k / g`` and ``b / g`` (:meth:`effective_thresholds`).
+
+Where E encodes intensities (images), the encoder's events are part of the budget, and often
+the part a shift moves most: a brighter image turns its dark background into events at every
+step. The encoder, an integrate-and-fire unit per pixel, gets the same two parts per input
+channel (:meth:`adapt_input`): its intensities brought back to their clean mean and spread,
+then held to their clean event rate, and clipped to [0, 1] (an encoder fires at most once a
+step and never below zero). For the encoder that is a threshold ``k / g`` and a bias ``b / g``
+(:meth:`input_gain_bias`). Event sensors' input is left as it comes (the clean front filters it).
 """
 
 from __future__ import annotations
@@ -17,9 +28,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from direct2event.snn.adaptation.core import LayerReference, register
+from direct2event.snn.adaptation.core import LayerReference, channel_view, register
 from direct2event.snn.adaptation.homeostasis import steer_rate
-from direct2event.snn.adaptation.modulation import Modulation
+from direct2event.snn.adaptation.modulation import Modulation, moment_gain_bias, track_moments
 
 
 @register
@@ -28,6 +39,7 @@ class Budgeted(Modulation):
     factor per channel."""
 
     name = "budgeted"
+    adapts_input = True
 
     def initial(self, ref: LayerReference) -> dict[str, Tensor]:
         return {
@@ -37,10 +49,46 @@ class Budgeted(Modulation):
         }
 
     def observe_output(self, i: int, spikes: Tensor) -> None:
-        s, ref, c = self.state[i], self.reference[i], self.config
-        steer_rate(s, ref, spikes, c, c.budget_step, every_channel=True, release=c.budget_release)
+        self._steer(self.state[i], self.reference[i], spikes)
+
+    def _steer(self, s: dict[str, Tensor], ref: LayerReference, spikes: Tensor) -> None:
+        """One rate controller step (a layer's or the encoder's), every channel budgeted."""
+        c = self.config
+        steer_rate(
+            s,
+            ref,
+            spikes,
+            c,
+            c.budget_step,
+            every_channel=True,
+            release=c.budget_release,
+            momentum=c.budget_momentum,
+            relative=True,
+        )
 
     def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
         gain, bias = super().gain_bias(i)
         factor = torch.exp(self.state[i]["log_factor"])
         return gain / factor, bias / factor
+
+    def input_gain_bias(self) -> tuple[Tensor, Tensor] | None:
+        if self.input_reference is None:
+            return None
+        s = self.input_state
+        gain, bias = moment_gain_bias(s, self.input_reference, self.config)
+        factor = torch.exp(s["log_factor"])
+        return gain / factor, bias / factor
+
+    def adapt_input(self, x: Tensor, frozen: bool) -> Tensor:
+        """The encoder's intensities: moments, then event rate, back to the clean ones."""
+        if self.input_reference is None:
+            return x
+        s, ref, c = self.input_state, self.input_reference, self.config
+        steps = x.unsqueeze(0)  # the intensities as one step: [1, B, C, ...]
+        if not frozen:
+            track_moments(s, steps, c.momentum)
+        gain, bias = self.input_gain_bias() or (torch.ones(()), torch.zeros(()))
+        out = (steps * channel_view(gain, steps) + channel_view(bias, steps)).clamp(0.0, 1.0)
+        if not frozen:
+            self._steer(s, ref, out)
+        return out[0]

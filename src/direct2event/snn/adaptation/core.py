@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from direct2event.snn.encoders import InputCoding
+from direct2event.snn.encoders import INTENSITY_ENCODINGS, InputCoding
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.neurons import LIF
-from direct2event.snn.training import Split, encoded_batches
+from direct2event.snn.training import Split, as_float, encoded_batches
 
 EPS = 1e-6
 SILENT_RATE = 1e-4  # channels that (almost) never fire on clean data are not steered
@@ -44,14 +44,16 @@ class AdaptationConfig:
     max_gain: float = 4.0  # bound of a gain or threshold factor
     budget_step: float = 0.01  # budgeted: share of a log-rate error corrected per sample
     budget_release: float | None = 0.05  # budgeted: the same, back toward 1 under the budget
+    budget_momentum: float = 0.95  # budgeted: per sample, of the rate its controller reads
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(
                 f"Unknown adaptation method '{self.method}'; use one of {sorted(METHODS)}."
             )
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
+        for name in ("momentum", "budget_momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         steps = (
             self.step,
             self.budget_step,
@@ -138,6 +140,19 @@ def reference_statistics(
     return refs
 
 
+def input_statistics(data: Split, coding: InputCoding) -> LayerReference | None:
+    """Per input channel, the mean and std of the intensities an encoder turns into events on
+    ``data`` (the clean calibration sample), and their mean as the rate (expected events per
+    position and step): what a method that adapts the encoder steers back to. None where the
+    input is not encoded from intensities (analog input, or events from a sensor)."""
+    if coding.encoding not in INTENSITY_ENCODINGS or len(data) == 0:
+        return None
+    x = as_float(data.x).double().unsqueeze(0)  # one step: [1, B, C, ...]
+    mean = per_sample(x).mean(0)
+    std = torch.sqrt(torch.clamp(per_sample(x * x).mean(0) - mean * mean, min=0.0))
+    return LayerReference(mean.float(), std.float(), mean.float())
+
+
 class AdaptationMethod:
     """One label-free, gradient-free adaptation method: per-layer state started at the clean
     reference, what it does to a layer's input current before the LIF (:meth:`pre`: a gain and
@@ -147,14 +162,32 @@ class AdaptationMethod:
     :func:`register`."""
 
     name: ClassVar[str] = ""
+    adapts_input: ClassVar[bool] = False  # whether it also steers the input encoder
 
-    def __init__(self, reference: list[LayerReference], config: AdaptationConfig) -> None:
+    def __init__(
+        self,
+        reference: list[LayerReference],
+        config: AdaptationConfig,
+        input_reference: LayerReference | None = None,
+    ) -> None:
         self.reference, self.config = reference, config
+        self.input_reference = input_reference if self.adapts_input else None
         self.reset()
 
     def reset(self) -> None:
         """Back to the calibrated state."""
         self.state: list[dict[str, Tensor]] = [self.initial(ref) for ref in self.reference]
+        ref = self.input_reference
+        self.input_state: dict[str, Tensor] = {} if ref is None else self.initial(ref)
+
+    def adapt_input(self, x: Tensor, frozen: bool) -> Tensor:
+        """The intensities ``[B, C, ...]`` the encoder is driven by (identity by default)."""
+        return x
+
+    def input_gain_bias(self) -> tuple[Tensor, Tensor] | None:
+        """The encoder's gain and bias now (an integrate-and-fire encoder's threshold
+        ``1 / gain`` and bias ``bias / gain``); None when the method leaves it alone."""
+        return None
 
     def initial(self, ref: LayerReference) -> dict[str, Tensor]:
         """One layer's state on the calibration distribution."""
@@ -192,10 +225,11 @@ class AdaptationMethod:
         return out
 
     def snapshot(self) -> list[dict[str, Tensor]]:
-        return [{k: v.clone() for k, v in s.items()} for s in self.state]
+        return [{k: v.clone() for k, v in s.items()} for s in [*self.state, self.input_state]]
 
     def restore(self, snap: list[dict[str, Tensor]]) -> None:
-        self.state = [{k: v.clone() for k, v in s.items()} for s in snap]
+        *layers, inputs = [{k: v.clone() for k, v in s.items()} for s in snap]
+        self.state, self.input_state = layers, inputs
 
 
 METHODS: dict[str, type[AdaptationMethod]] = {}
@@ -213,10 +247,16 @@ class OnlineAdaptation:
     """Adapts E's LIF layers with one method while E runs inside ``with OnlineAdaptation(...)``.
 
     ``frozen = True`` keeps the current state without updating it (to evaluate a snapshot).
+    With ``input_reference`` (:func:`input_statistics`), a method that adapts the encoder does so
+    through :meth:`coding`, the input coding to run E with.
     """
 
     def __init__(
-        self, model: SpikingNet, reference: list[LayerReference], config: AdaptationConfig
+        self,
+        model: SpikingNet,
+        reference: list[LayerReference],
+        config: AdaptationConfig,
+        input_reference: LayerReference | None = None,
     ) -> None:
         self.model, self.reference, self.config = model, reference, config
         self.layers = model.lif_layers()
@@ -225,7 +265,7 @@ class OnlineAdaptation:
                 f"The reference holds {len(reference)} layers but the network has "
                 f"{len(self.layers)} LIF layers: record it on this network."
             )
-        self.method = METHODS[config.method](reference, config)
+        self.method = METHODS[config.method](reference, config, input_reference)
         self.frozen = False
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -242,6 +282,16 @@ class OnlineAdaptation:
         """Per layer: the thresholds and bias currents a chip would hold (see the method)."""
         thetas = [layer.threshold.detach().cpu().flatten() for layer in self.layers]
         return self.method.effective_thresholds(thetas)
+
+    def coding(self, coding: InputCoding) -> InputCoding:
+        """``coding`` with the method's encoder adaptation (unchanged when it has none)."""
+        if self.method.input_reference is None or coding.encoding not in INTENSITY_ENCODINGS:
+            return coding
+
+        def adapter(x: Tensor) -> Tensor:
+            return self.method.adapt_input(x, self.frozen)
+
+        return InputCoding(coding.encoding, coding.timesteps, adapter)
 
     def _pre(self, i: int) -> Callable[[LIF, tuple[Tensor, ...]], tuple[Tensor]]:
         def hook(_m: LIF, inp: tuple[Tensor, ...]) -> tuple[Tensor]:

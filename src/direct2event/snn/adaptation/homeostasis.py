@@ -30,6 +30,8 @@ def steer_rate(
     step: float,
     every_channel: bool = False,
     release: float | None = None,
+    momentum: float | None = None,
+    relative: bool = False,
 ) -> None:
     """One layer's threshold factor ``exp(s["log_factor"])`` moved toward the calibrated rate:
     the running rate (momentum per sample) against ``ref.rate``, ``step`` of the log error
@@ -42,11 +44,22 @@ def steer_rate(
     With ``release``, a correction that moves the factor back toward 1 runs at ``release`` per
     sample (and stops at 1), one that moves it away at ``step``: a plain integrator holds the
     thresholds it raised under a shift until the rates have been too low for long enough to unwind
-    them, and accuracy collapses meanwhile (the stream test's return to clean data)."""
+    them, and accuracy collapses meanwhile (the stream test's return to clean data).
+
+    ``momentum`` (default ``config.momentum``) is that of the running rate the controller reads:
+    an integrator that reads a rate averaged over ~1 / (1 - momentum) samples acts on old news,
+    and with a lag as long as its own time constant it overshoots and swings. A short average
+    is noisy, and the log of a noisy rate is biased low (Jensen): a controller on it settles
+    above its budget. ``relative`` uses the relative error ``(r - r_ref) / r_ref`` (clipped to
+    +-1) instead, unbiased, for such a short average."""
     rates = per_sample(spikes.detach().double().cpu())
-    s["rate"] = ema(s["rate"].double(), rates, config.momentum).float()
+    m = config.momentum if momentum is None else momentum
+    s["rate"] = ema(s["rate"].double(), rates, m).float()
     target = ref.rate.clamp(min=SILENT_RATE) if every_channel else ref.rate
-    error = torch.log((s["rate"] + EPS) / (target + EPS))
+    if relative:
+        error = ((s["rate"] - target) / (target + EPS)).clamp(-1.0, 1.0)
+    else:
+        error = torch.log((s["rate"] + EPS) / (target + EPS))
     steered = ref.active | ((s["rate"] > target) if every_channel else ref.active)
     before = s["log_factor"]
     back = (error * before < 0) if release is not None else torch.zeros_like(steered)

@@ -12,12 +12,30 @@ from torch import Tensor
 
 from direct2event.snn.adaptation.core import (
     EPS,
+    AdaptationConfig,
     AdaptationMethod,
     LayerReference,
     ema,
     per_sample,
     register,
 )
+
+
+def track_moments(s: dict[str, Tensor], x: Tensor, momentum: float) -> None:
+    """Running per-channel mean and mean square of a current ``[T, B, C, ...]``."""
+    xd = x.detach().double().cpu()
+    s["mean"] = ema(s["mean"].double(), per_sample(xd), momentum).float()
+    s["square"] = ema(s["square"].double(), per_sample(xd * xd), momentum).float()
+
+
+def moment_gain_bias(
+    s: dict[str, Tensor], ref: LayerReference, config: AdaptationConfig
+) -> tuple[Tensor, Tensor]:
+    """The gain and bias that bring the running moments back to the reference's."""
+    std = torch.sqrt(torch.clamp(s["square"] - s["mean"] ** 2, min=0.0))
+    gain = (ref.std / std.clamp(min=EPS)).clamp(1.0 / config.max_gain, config.max_gain)
+    gain = torch.where(ref.std > EPS, gain, torch.ones_like(gain))
+    return gain, ref.mean - gain * s["mean"]
 
 
 @register
@@ -30,14 +48,7 @@ class Modulation(AdaptationMethod):
         return {"mean": ref.mean.clone(), "square": ref.std**2 + ref.mean**2}
 
     def observe_input(self, i: int, x: Tensor) -> None:
-        s, m = self.state[i], self.config.momentum
-        xd = x.detach().double().cpu()
-        s["mean"] = ema(s["mean"].double(), per_sample(xd), m).float()
-        s["square"] = ema(s["square"].double(), per_sample(xd * xd), m).float()
+        track_moments(self.state[i], x, self.config.momentum)
 
     def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
-        s, ref, c = self.state[i], self.reference[i], self.config
-        std = torch.sqrt(torch.clamp(s["square"] - s["mean"] ** 2, min=0.0))
-        gain = (ref.std / std.clamp(min=EPS)).clamp(1.0 / c.max_gain, c.max_gain)
-        gain = torch.where(ref.std > EPS, gain, torch.ones_like(gain))
-        return gain, ref.mean - gain * s["mean"]
+        return moment_gain_bias(self.state[i], self.reference[i], self.config)

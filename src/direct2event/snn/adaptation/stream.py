@@ -3,6 +3,7 @@ how fast each method settles after each change, and where."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,17 @@ def plateau(accuracy: list[float], fraction: float = 1.0 / 3.0) -> float:
         raise ValueError("plateau of an empty trace.")
     n = max(1, round(len(accuracy) * fraction))
     return float(sum(accuracy[-n:]) / n)
+
+
+def settle_tolerance(plateau_accuracy: float, held_out: int, tolerance: float) -> float:
+    """How close to its plateau a held-out curve must stay to count as settled: ``tolerance``, or
+    the plateau's binomial standard error ``sqrt(p (1 - p) / n)`` on the ``held_out`` samples
+    where that is wider. A state that adapts on every sample moves a little with each one; a
+    held-out score cannot tell moves smaller than its standard error from a settled state (at
+    p = 0.9 on 150 samples that is 0.024, 3.7 samples), and a tolerance below it would call
+    every adapting method unsettled however well it holds."""
+    p = min(max(plateau_accuracy, 0.0), 1.0)
+    return max(tolerance, math.sqrt(p * (1.0 - p) / max(held_out, 1)))
 
 
 def recovery_samples(
@@ -112,7 +124,8 @@ def stream(
 class StreamConfig:
     """How the stream test measures: the held-out score every ``checkpoint_every`` samples, the
     online accuracy over a sliding ``window``, and "settled" as within ``tolerance`` of the
-    plateau; ``seed`` of the input encoding."""
+    plateau, or within the plateau's binomial standard error on the held-out samples where that
+    is wider (:func:`settle_tolerance`); ``seed`` of the input encoding."""
 
     checkpoint_every: int = 25
     window: int = 50
@@ -128,11 +141,14 @@ def stream_test(
     coding: InputCoding,
     device: torch.device,
     cfg: StreamConfig = StreamConfig(),
+    input_reference: LayerReference | None = None,
 ) -> dict[str, Any]:
     """The stream test: :func:`stream` over three equal segments (clean, shifted, clean) for E
-    unadapted (a method of config None) and with each method. Per method: the sliding-window
+    unadapted (a method of config None) and with each method (its encoder adapted too where it
+    does that and ``input_reference`` is given). Per method: the sliding-window
     accuracy, the held-out curve, and for the change to the shift (segment 1) and back (2) the
-    plateau and the samples until the curve stays within ``cfg.tolerance`` of it."""
+    plateau and the samples until the curve stays within :func:`settle_tolerance` of it (the
+    tolerance used is in the result)."""
     checkpoint_every, window, tolerance, seed = (
         cfg.checkpoint_every,
         cfg.window,
@@ -145,8 +161,10 @@ def stream_test(
         if config is None:
             trace = stream(model, segments, coding, device, None, checkpoint_every, seed)
         else:
-            with OnlineAdaptation(model, refs, config) as adapt:
-                trace = stream(model, segments, coding, device, adapt, checkpoint_every, seed)
+            with OnlineAdaptation(model, refs, config, input_reference) as adapt:
+                trace = stream(
+                    model, segments, adapt.coding(coding), device, adapt, checkpoint_every, seed
+                )
         result: dict[str, Any] = {
             "sliding_accuracy": sliding_accuracy(trace["correct"], window),
             "positions": trace["positions"],
@@ -159,8 +177,11 @@ def stream_test(
             pos = [q - seg * n for q, _, s in points if s == seg]
             acc = [v for _, v, s in points if s == seg]
             result[f"plateau_{label}"] = plateau(acc)
+            result[f"tolerance_{label}"] = settle_tolerance(
+                result[f"plateau_{label}"], len(segments[seg][1]), tolerance
+            )
             result[f"recovery_{label}"] = recovery_samples(
-                pos, acc, result[f"plateau_{label}"], tolerance
+                pos, acc, result[f"plateau_{label}"], result[f"tolerance_{label}"]
             )
         out["methods"][method] = result
     return out
