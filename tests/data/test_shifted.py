@@ -22,6 +22,12 @@ def test_parts_are_disjoint_shuffled_and_sized(digits_splits) -> None:
     # fewer samples than asked: the evaluation part keeps at least half
     small = ShiftedSamples(TABLE, 0, 300, 300, 4, images=digits_splits.test)
     assert len(small("clean", 0, "eval")) == len(digits_splits.test) // 2
+    # the stream test's own samples come after the others, as many as are left
+    streamed = ShiftedSamples(TABLE, 0, 100, 40, 4, images=digits_splits.test, n_stream=90)
+    assert torch.equal(streamed("clean", 0, "stream").y, digits_splits.test.y[order[140:230]])
+    assert len(small("clean", 0, "stream")) == 0  # none asked, none left
+    short = ShiftedSamples(TABLE, 0, 100, 40, 4, images=digits_splits.test, n_stream=10_000)
+    assert len(short("clean", 0, "stream")) == len(digits_splits.test) - 140
 
 
 def test_a_shift_is_the_same_whatever_was_asked_before(digits_splits) -> None:

@@ -46,6 +46,7 @@ class ShiftedSamples:
         images: Split | None = None,
         recordings: EventRecordings | None = None,
         binning: EventBinning = EventBinning(),
+        n_stream: int = 0,
     ) -> None:
         if (images is None) == (recordings is None):
             raise ValueError("ShiftedSamples needs test images or event recordings (one of them).")
@@ -65,6 +66,8 @@ class ShiftedSamples:
         self.parts = {
             "eval": slice(0, n_eval),
             "extra": slice(n_eval, min(total, n_eval + n_extra)),
+            # the stream test's own samples, after the others (as many as are left)
+            "stream": slice(min(total, n_eval + n_extra), min(total, n_eval + n_extra + n_stream)),
         }
         self._cache: dict[tuple[str, int, str], Split] = {}
 

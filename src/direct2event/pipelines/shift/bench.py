@@ -45,7 +45,9 @@ logger = logging.getLogger(__name__)
 
 def shifted_samples(splits: DataSplits, raw: Any, settings: PipelineParams) -> ShiftedSamples:
     """The stage's clean and shifted test samples: the test split's images, or (event data)
-    raw test recordings from the dataset's event source, as many as the stage uses."""
+    raw test recordings from the dataset's event source, as many as the stage uses. Images
+    also give the stream test its own three segments (``stream``); event data, whose
+    recordings cost more to load and shift, run it on the table's samples."""
     p = settings.shift
     n_extra = max(p.recalibration_samples, p.stream.held_out, p.adaptation.warmup)
     where: dict[str, Any] = {}
@@ -67,6 +69,7 @@ def shifted_samples(splits: DataSplits, raw: Any, settings: PipelineParams) -> S
             settings.data.max_events_per_bin,
             p.front.make() if settings.is_event_dataset and p.front.enabled else None,
         ),
+        n_stream=0 if settings.is_event_dataset else 3 * p.stream.segment,
     )
 
 
@@ -227,8 +230,10 @@ def _stream_test(
 ) -> dict[str, Any]:
     """Clean -> shifted -> clean, one sample at a time, for E alone and each method."""
     p, a = settings.shift.stream, settings.shift.adaptation
-    data, extra = shifted("clean", 0, "eval"), shifted("clean", 0, "extra")
-    sdata, sextra = shifted(name, level, "eval"), shifted(name, level, "extra")
+    own = shifted.parts["stream"].stop - shifted.parts["stream"].start >= 3 * p.segment
+    part = "stream" if own else "eval"  # its own samples where the data have them
+    data, extra = shifted("clean", 0, part), shifted("clean", 0, "extra")
+    sdata, sextra = shifted(name, level, part), shifted(name, level, "extra")
     n = min(p.segment, len(data) // 3)
     held = min(p.held_out, len(extra))
     segments = [
