@@ -307,3 +307,19 @@ def test_settled_means_within_the_tolerance_or_the_held_out_standard_error():
     positions, trace = [0, 25, 50, 75, 100], [0.2, 0.85, 0.92, 0.88, 0.9]
     assert recovery_samples(positions, trace, 0.9, 0.01) == 100
     assert recovery_samples(positions, trace, 0.9, settle_tolerance(0.9, 150, 0.01)) == 50
+
+
+def test_a_large_batch_corrects_at_most_half_of_a_rate_error_in_one_update():
+    """A batch sees its new thresholds only at the next batch: 85 samples at release 0.05 would
+    correct 99 % of the error at once (and cycle); one update corrects at most half of it. One
+    sample corrects its ``step``, as before."""
+    ref = LayerReference(mean=torch.zeros(1), std=torch.ones(1), rate=torch.tensor([0.2]))
+    config = AdaptationConfig("budgeted", momentum=0.0)
+    spikes = torch.zeros(1, 85, 1, 10)
+    spikes[..., :1] = 1.0  # 0.1: half the budget, relative error -0.5
+    state = {"rate": ref.rate.clone(), "log_factor": torch.tensor([0.5])}
+    steer_rate(state, ref, spikes, config, 0.01, True, release=0.05, relative=True)
+    assert float(state["log_factor"]) == pytest.approx(0.5 - 0.5 * 0.5, abs=1e-5)
+    one = {"rate": ref.rate.clone(), "log_factor": torch.tensor([0.5])}
+    steer_rate(one, ref, spikes[:, :1], config, 0.01, True, release=0.05, relative=True)
+    assert float(one["log_factor"]) == pytest.approx(0.5 - 0.05 * 0.5, abs=1e-5)

@@ -21,6 +21,12 @@ from direct2event.snn.adaptation.core import (
     register,
 )
 
+# The most of a rate error one update corrects. A batch sees its new thresholds only at the next
+# batch, and a channel's rate moves several times as much as its threshold: a batch of 85 that
+# corrected 1 - 0.95^85 = 99 % of an error in one go (the release) overshot, was released back,
+# and cycled, ending 20 % over its budget under noise. A single sample corrects far less.
+MAX_BATCH_CORRECTION = 0.5
+
 
 def steer_rate(
     s: dict[str, Tensor],
@@ -36,8 +42,8 @@ def steer_rate(
     """One layer's threshold factor ``exp(s["log_factor"])`` moved toward the calibrated rate:
     the running rate (momentum per sample) against ``ref.rate``, ``step`` of the log error
     corrected per sample, compounded over the batch (a batch of B corrects 1 - (1 - step)^B of
-    it, never more than all of it, so large batches stay stable although they see the new
-    threshold only at the next batch); channels silent on clean data are left alone unless
+    it, never more than ``MAX_BATCH_CORRECTION``, so large batches stay stable although they
+    see the new threshold only at the next batch); channels silent on clean data are left alone unless
     ``every_channel``, which holds them at ``SILENT_RATE`` at most (a budget: a silent channel
     that starts firing under a shift is stopped).
 
@@ -66,7 +72,7 @@ def steer_rate(
     per_channel = torch.where(
         back, torch.full_like(error, release or 0.0), torch.full_like(error, step)
     )
-    fraction = 1.0 - (1.0 - per_channel) ** rates.shape[0]
+    fraction = (1.0 - (1.0 - per_channel) ** rates.shape[0]).clamp(max=MAX_BATCH_CORRECTION)
     after = before + fraction * torch.where(steered, error, torch.zeros_like(error))
     after = torch.where(back & (after * before < 0), torch.zeros_like(after), after)  # stop at 1
     limit = math.log(config.max_gain)
