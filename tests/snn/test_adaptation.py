@@ -26,13 +26,18 @@ from direct2event.snn.adaptation import (
 from direct2event.snn.adaptation.core import LayerReference, channel_view, ema
 from direct2event.snn.adaptation.homeostasis import steer_rate
 from direct2event.snn.conversion import build_event_network, calibrate
-from direct2event.snn.encoders import InputCoding
+from direct2event.snn.encoders import InputCoding, encode
 from direct2event.snn.evaluation import evaluate_with_counts
 from direct2event.snn.shifts import blur, brightness, contrast
 from direct2event.snn.training import Split, evaluate
 
 CPU = torch.device("cpu")
 EVENT = InputCoding("regular", 8)
+
+
+def encode_one(x: torch.Tensor) -> torch.Tensor:
+    """One sample, encoded as E sees it."""
+    return encode(x.float().unsqueeze(0), EVENT.encoding, EVENT.timesteps)
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +174,17 @@ def test_the_stream_checkpoints_every_segment_from_its_start(event_net, referenc
     assert trace["positions"] == [0, 10, 20, 30, 40, 50, 60]
     assert trace["checkpoint_segment"] == [0, 0, 0, 1, 1, 1, 1]
     assert len(trace["correct"]) == 60 and set(trace["correct"]) <= {0, 1}
+    # unadapted E runs in batches: the same trace as one sample at a time
+    alone = stream(event_net, seg, EVENT, CPU, None, checkpoint_every=10)
+    one_by_one = [
+        int(event_net(encode_one(x)).argmax(1)[0] == y)
+        for part, _ in seg
+        for x, y in zip(part.x, part.y, strict=True)
+    ]
+    assert alone["correct"] == one_by_one and alone["positions"] == trace["positions"]
+    assert alone["checkpoint_segment"] == trace["checkpoint_segment"]
+    held = [evaluate(event_net, test.head(40), EVENT, CPU)] * 7
+    assert alone["held_out_accuracy"] == pytest.approx(held)
 
 
 def test_bad_settings_are_named():

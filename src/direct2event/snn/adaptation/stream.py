@@ -94,17 +94,26 @@ def stream(
     }
     seen = 0
     for k, (part, held_out) in enumerate(segments):
+        if adaptation is None:  # nothing adapts: one sample at a time is the same as a batch
+            first = _accuracy(model, held_out, coding, device, seed)
+            for idx, inputs in encoded_batches(part, coding, device, seed=seed + k):
+                hits = model(inputs).argmax(1).cpu() == part.y[idx]
+                out["correct"] += [int(h) for h in hits]
+            out["segment"] += [k] * len(part)
+            for i in range(0, len(part), checkpoint_every):
+                out["positions"].append(seen + i)
+                out["checkpoint_segment"].append(k)
+                out["held_out_accuracy"].append(first)
+            seen += len(part)
+            continue
         for i, (idx, inputs) in enumerate(
             encoded_batches(part, coding, device, batch_size=1, seed=seed + k)
         ):
             if i % checkpoint_every == 0:
-                if adaptation is None and i > 0:  # nothing adapts: the segment's first score holds
-                    out["held_out_accuracy"].append(out["held_out_accuracy"][-1])
-                else:
-                    with frozen(adaptation):
-                        out["held_out_accuracy"].append(
-                            _accuracy(model, held_out, coding, device, seed)
-                        )
+                with frozen(adaptation):
+                    out["held_out_accuracy"].append(
+                        _accuracy(model, held_out, coding, device, seed)
+                    )
                 out["positions"].append(seen)
                 out["checkpoint_segment"].append(k)
             out["correct"].append(int(model(inputs).argmax(1).cpu()[0] == part.y[idx][0]))
