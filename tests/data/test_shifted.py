@@ -12,7 +12,7 @@ TABLE = {"gaussian_noise": (gaussian_noise, [0.1, 0.2, 0.3]), "contrast": (contr
 
 
 def test_parts_are_disjoint_shuffled_and_sized(digits_splits) -> None:
-    samples = ShiftedSamples(TABLE, 0, 100, 40, 4, images=digits_splits.test)
+    samples = ShiftedSamples(TABLE, 0, 100, 40, images=digits_splits.test)
     clean, extra = samples("clean", 0, "eval"), samples("clean", 0, "extra")
     assert (len(clean), len(extra)) == (100, 40)
     assert not torch.equal(clean.x, digits_splits.test.x[:100])  # shuffled with the seed
@@ -20,21 +20,21 @@ def test_parts_are_disjoint_shuffled_and_sized(digits_splits) -> None:
     assert torch.equal(clean.y, digits_splits.test.y[order[:100]])
     assert torch.equal(extra.y, digits_splits.test.y[order[100:140]])
     # fewer samples than asked: the evaluation part keeps at least half
-    small = ShiftedSamples(TABLE, 0, 300, 300, 4, images=digits_splits.test)
+    small = ShiftedSamples(TABLE, 0, 300, 300, images=digits_splits.test)
     assert len(small("clean", 0, "eval")) == len(digits_splits.test) // 2
     # the stream test's own samples come after the others, as many as are left
-    streamed = ShiftedSamples(TABLE, 0, 100, 40, 4, images=digits_splits.test, n_stream=90)
+    streamed = ShiftedSamples(TABLE, 0, 100, 40, images=digits_splits.test, n_stream=90)
     assert torch.equal(streamed("clean", 0, "stream").y, digits_splits.test.y[order[140:230]])
     assert len(small("clean", 0, "stream")) == 0  # none asked, none left
-    short = ShiftedSamples(TABLE, 0, 100, 40, 4, images=digits_splits.test, n_stream=10_000)
+    short = ShiftedSamples(TABLE, 0, 100, 40, images=digits_splits.test, n_stream=10_000)
     assert len(short("clean", 0, "stream")) == len(digits_splits.test) - 140
 
 
 def test_a_shift_is_the_same_whatever_was_asked_before(digits_splits) -> None:
-    first = ShiftedSamples(TABLE, 3, 80, 20, 4, images=digits_splits.test)
+    first = ShiftedSamples(TABLE, 3, 80, 20, images=digits_splits.test)
     noisy = first("gaussian_noise", 2, "eval")
     assert first("gaussian_noise", 2, "eval") is noisy  # made once, then cached
-    other = ShiftedSamples(TABLE, 3, 80, 20, 4, images=digits_splits.test)
+    other = ShiftedSamples(TABLE, 3, 80, 20, images=digits_splits.test)
     other("contrast", 1, "extra")
     other("gaussian_noise", 1, "eval")
     assert torch.equal(other("gaussian_noise", 2, "eval").x, noisy.x)
@@ -45,4 +45,4 @@ def test_a_shift_is_the_same_whatever_was_asked_before(digits_splits) -> None:
 
 def test_it_needs_images_or_recordings_not_both(digits_splits) -> None:
     with pytest.raises(ValueError, match="images or event recordings"):
-        ShiftedSamples(TABLE, 0, 10, 5, 4)
+        ShiftedSamples(TABLE, 0, 10, 5)

@@ -24,7 +24,7 @@ from direct2event.snn.adaptation import (
     stream,
 )
 from direct2event.snn.adaptation.core import LayerReference, channel_view, ema
-from direct2event.snn.adaptation.homeostasis import steer_rate
+from direct2event.snn.adaptation.homeostasis import Steering, steer_rate
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.encoders import InputCoding, encode
 from direct2event.snn.evaluation import evaluate_with_counts
@@ -239,17 +239,17 @@ def test_budgeted_releases_a_raised_threshold_back_to_one_at_its_release_step():
     config = AdaptationConfig("budgeted", momentum=0.0)
     fast = {"rate": ref.rate.clone(), "log_factor": torch.tensor([0.5])}
     slow = {"rate": ref.rate.clone(), "log_factor": torch.tensor([0.5])}
-    steer_rate(fast, ref, spikes, config, 0.01, every_channel=True, release=0.05)
-    steer_rate(slow, ref, spikes, config, 0.01, every_channel=True)
+    steer_rate(fast, ref, spikes, config, Steering(0.01, every_channel=True, release=0.05))
+    steer_rate(slow, ref, spikes, config, Steering(0.01, every_channel=True))
     drop = math.log(2.0)
     assert float(fast["log_factor"]) == pytest.approx(0.5 - 0.05 * drop, abs=1e-6)
     assert float(slow["log_factor"]) == pytest.approx(0.5 - 0.01 * drop, abs=1e-6)
     for _ in range(13):
-        steer_rate(fast, ref, spikes, config, 0.01, every_channel=True, release=0.05)
+        steer_rate(fast, ref, spikes, config, Steering(0.01, every_channel=True, release=0.05))
     assert float(fast["log_factor"]) == pytest.approx(0.5 - 14 * 0.05 * drop, abs=1e-5)
-    steer_rate(fast, ref, spikes, config, 0.01, every_channel=True, release=0.05)
+    steer_rate(fast, ref, spikes, config, Steering(0.01, every_channel=True, release=0.05))
     assert float(fast["log_factor"]) == 0.0  # the 15th would cross: stopped at the threshold
-    steer_rate(fast, ref, spikes, config, 0.01, every_channel=True, release=0.05)
+    steer_rate(fast, ref, spikes, config, Steering(0.01, every_channel=True, release=0.05))
     assert float(fast["log_factor"]) == pytest.approx(-0.01 * drop, abs=1e-6)  # then at step
 
 
@@ -265,7 +265,9 @@ def test_the_relative_error_holds_a_noisy_rate_to_its_budget_where_the_log_error
     states = {r: {"rate": ref.rate.clone(), "log_factor": torch.zeros(1)} for r in (False, True)}
     for k in range(200):
         for relative, s in states.items():
-            steer_rate(s, ref, high if k % 2 else low, config, 0.01, True, relative=relative)
+            steer_rate(
+                s, ref, high if k % 2 else low, config, Steering(0.01, True, relative=relative)
+            )
     assert float(states[True]["log_factor"]) == pytest.approx(0.0, abs=0.01)
     assert float(states[False]["log_factor"]) < -0.2  # thresholds lowered: over the budget
 
@@ -334,8 +336,8 @@ def test_a_large_batch_corrects_at_most_half_of_a_rate_error_in_one_update():
     spikes = torch.zeros(1, 85, 1, 10)
     spikes[..., :1] = 1.0  # 0.1: half the budget, relative error -0.5
     state = {"rate": ref.rate.clone(), "log_factor": torch.tensor([0.5])}
-    steer_rate(state, ref, spikes, config, 0.01, True, release=0.05, relative=True)
+    steer_rate(state, ref, spikes, config, Steering(0.01, True, release=0.05, relative=True))
     assert float(state["log_factor"]) == pytest.approx(0.5 - 0.5 * 0.5, abs=1e-5)
     one = {"rate": ref.rate.clone(), "log_factor": torch.tensor([0.5])}
-    steer_rate(one, ref, spikes[:, :1], config, 0.01, True, release=0.05, relative=True)
+    steer_rate(one, ref, spikes[:, :1], config, Steering(0.01, True, release=0.05, relative=True))
     assert float(one["log_factor"]) == pytest.approx(0.5 - 0.05 * 0.5, abs=1e-5)

@@ -23,17 +23,19 @@ ShiftTable = dict[str, tuple[Callable[..., Any], list[Any]]]
 class EventBinning:
     """How event recordings become the stage's frames: at most ``max_events_per_bin`` events
     per cell, as the dataset's frames; ``front``, a filter of each recording before binning
-    (the clean front), used for the samples asked ``filtered``."""
+    (the clean front), used for the samples asked ``filtered``; ``timesteps``, the frames each
+    recording is binned into."""
 
     max_events_per_bin: int | None = None
     front: Callable[[np.ndarray], np.ndarray] | None = None
+    timesteps: int = 1
 
 
 class ShiftedSamples:
     """An evaluation sample (``eval``) and an extra sample (``extra``: unlabelled uses such as
     recalibration, warm-up and held-out curves), disjoint, each shifted on demand and cached.
     Static data: ``images`` (the test split, shuffled with ``seed``); event data: ``recordings``
-    (raw test recordings), binned into ``timesteps`` frames after shifting, with at most
+    (raw test recordings), binned into ``binning.timesteps`` frames after shifting, with at most
     ``max_events_per_bin`` events per cell as the dataset's frames."""
 
     def __init__(
@@ -42,7 +44,6 @@ class ShiftedSamples:
         seed: int,
         max_samples: int,
         n_extra: int,
-        timesteps: int,
         images: Split | None = None,
         recordings: EventRecordings | None = None,
         binning: EventBinning = EventBinning(),
@@ -50,7 +51,7 @@ class ShiftedSamples:
     ) -> None:
         if (images is None) == (recordings is None):
             raise ValueError("ShiftedSamples needs test images or event recordings (one of them).")
-        self.table, self.seed, self.timesteps = table, seed, timesteps
+        self.table, self.seed, self.timesteps = table, seed, binning.timesteps
         self.recordings = recordings
         self.max_events_per_bin = binning.max_events_per_bin  # as the dataset's frames
         self.front = binning.front  # event data: a filter of each recording before binning

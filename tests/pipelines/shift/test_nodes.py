@@ -7,8 +7,8 @@ import pytest
 
 from direct2event.glue.params import ParameterError
 from direct2event.glue.reports import ShiftReport
-from direct2event.pipelines.shift.bench import shifted_samples
 from direct2event.pipelines.shift.nodes import benchmark_shifts
+from direct2event.pipelines.shift.samples import shifted_samples
 from direct2event.snn.adaptation import ADAPTATION_METHODS
 from direct2event.snn.models import restore
 from direct2event.snn.shifts import IMAGE_SHIFTS
@@ -246,7 +246,8 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     # the front as a baseline, alone and with each method, on a tiny E over these recordings
     import torch
 
-    from direct2event.pipelines.shift.bench import References, ShiftBench
+    from direct2event.pipelines.shift.bench import ShiftBench
+    from direct2event.pipelines.shift.samples import References
     from direct2event.snn.adaptation import input_statistics, reference_statistics
     from direct2event.snn.models import build_model
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from direct2event.snn.adaptation.core import LayerReference, channel_view, register
-from direct2event.snn.adaptation.homeostasis import steer_rate
+from direct2event.snn.adaptation.homeostasis import Steering, steer_rate
 from direct2event.snn.adaptation.modulation import Modulation, moment_gain_bias, track_moments
 
 
@@ -54,17 +54,14 @@ class Budgeted(Modulation):
     def _steer(self, s: dict[str, Tensor], ref: LayerReference, spikes: Tensor) -> None:
         """One rate controller step (a layer's or the encoder's), every channel budgeted."""
         c = self.config
-        steer_rate(
-            s,
-            ref,
-            spikes,
-            c,
+        steering = Steering(
             c.budget_step,
             every_channel=True,
             release=c.budget_release,
             momentum=c.budget_momentum,
             relative=True,
         )
+        steer_rate(s, ref, spikes, c, steering)
 
     def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
         gain, bias = super().gain_bias(i)

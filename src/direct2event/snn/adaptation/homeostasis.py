@@ -5,6 +5,7 @@ threshold ``k * theta``. It keeps E's events (and energy) near their budget."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -28,16 +29,25 @@ from direct2event.snn.adaptation.core import (
 MAX_BATCH_CORRECTION = 0.5
 
 
+@dataclass(frozen=True)
+class Steering:
+    """How :func:`steer_rate` moves a threshold factor (see there): ``step`` per sample, every
+    channel or only those active on clean data, a faster ``release`` back toward 1, the
+    ``momentum`` of the rate it reads (default the config's), a ``relative`` error."""
+
+    step: float
+    every_channel: bool = False
+    release: float | None = None
+    momentum: float | None = None
+    relative: bool = False
+
+
 def steer_rate(
     s: dict[str, Tensor],
     ref: LayerReference,
     spikes: Tensor,
     config: AdaptationConfig,
-    step: float,
-    every_channel: bool = False,
-    release: float | None = None,
-    momentum: float | None = None,
-    relative: bool = False,
+    steering: Steering,
 ) -> None:
     """One layer's threshold factor ``exp(s["log_factor"])`` moved toward the calibrated rate:
     the running rate (momentum per sample) against ``ref.rate``, ``step`` of the log error
@@ -58,6 +68,8 @@ def steer_rate(
     is noisy, and the log of a noisy rate is biased low (Jensen): a controller on it settles
     above its budget. ``relative`` uses the relative error ``(r - r_ref) / r_ref`` (clipped to
     +-1) instead, unbiased, for such a short average."""
+    step, every_channel, release = steering.step, steering.every_channel, steering.release
+    momentum, relative = steering.momentum, steering.relative
     rates = per_sample(spikes.detach().double().cpu())
     m = config.momentum if momentum is None else momentum
     s["rate"] = ema(s["rate"].double(), rates, m).float()
@@ -92,7 +104,9 @@ class Homeostasis(AdaptationMethod):
         return x * channel_view(torch.exp(-self.state[i]["log_factor"]), x)  # threshold k theta
 
     def observe_output(self, i: int, spikes: Tensor) -> None:
-        steer_rate(self.state[i], self.reference[i], spikes, self.config, self.config.step)
+        steer_rate(
+            self.state[i], self.reference[i], spikes, self.config, Steering(self.config.step)
+        )
 
     def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
         factor = self.state[i]["log_factor"]
