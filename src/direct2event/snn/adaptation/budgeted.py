@@ -25,6 +25,8 @@ step and never below zero). For the encoder that is a threshold ``k / g`` and a 
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 from torch import Tensor
 
@@ -53,15 +55,18 @@ class Budgeted(Modulation):
 
     def _steer(self, s: dict[str, Tensor], ref: LayerReference, spikes: Tensor) -> None:
         """One rate controller step (a layer's or the encoder's), every channel budgeted."""
+        steer_rate(s, ref, spikes, self.config, self._steering)
+
+    @cached_property
+    def _steering(self) -> Steering:
         c = self.config
-        steering = Steering(
+        return Steering(
             c.budget_step,
             every_channel=True,
             release=c.budget_release,
             momentum=c.budget_momentum,
             relative=True,
         )
-        steer_rate(s, ref, spikes, c, steering)
 
     def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
         gain, bias = super().gain_bias(i)
@@ -71,8 +76,11 @@ class Budgeted(Modulation):
     def input_gain_bias(self) -> tuple[Tensor, Tensor] | None:
         if self.input_reference is None:
             return None
+        return self._encoder_gain_bias(self.input_reference)
+
+    def _encoder_gain_bias(self, ref: LayerReference) -> tuple[Tensor, Tensor]:
         s = self.input_state
-        gain, bias = moment_gain_bias(s, self.input_reference, self.config)
+        gain, bias = moment_gain_bias(s, ref, self.config)
         factor = torch.exp(s["log_factor"])
         return gain / factor, bias / factor
 
@@ -84,7 +92,7 @@ class Budgeted(Modulation):
         steps = x.unsqueeze(0)  # the intensities as one step: [1, B, C, ...]
         if not frozen:
             track_moments(s, steps, c.momentum)
-        gain, bias = self.input_gain_bias() or (torch.ones(()), torch.zeros(()))
+        gain, bias = self._encoder_gain_bias(ref)
         out = (steps * channel_view(gain, steps) + channel_view(bias, steps)).clamp(0.0, 1.0)
         if not frozen:
             self._steer(s, ref, out)
