@@ -139,7 +139,9 @@ def export_nir(
 ) -> tuple[Any, Any]:
     """NIR graphs of D and E (for sinabs, snnTorch, Norse and neuromorphic chips), with the
     input encoding and T each is meant to be fed; for a network NIR cannot express (max-pooling:
-    set ``model.pooling: avg``) a :class:`NotExported` with the reason, and a warning."""
+    set ``model.pooling: avg``) a :class:`NotExported` with the reason, logged: as a warning for
+    E (the network meant for hardware), as information for D (whose default max-pooling NIR
+    cannot express; every default run would warn)."""
     graphs = []
     for saved, coding, network in (
         (direct_model, settings.direct_coding, "D"),
@@ -148,7 +150,8 @@ def export_nir(
         try:
             graphs.append(to_nir(restore(saved), coding.timesteps, coding.encoding, network))
         except NIRError as err:
-            logger.warning("No NIR graph of %s for %s: %s", network, settings.dataset, err)
+            log = logger.warning if network == "E" else logger.info
+            log("No NIR graph of %s for %s: %s", network, settings.dataset, err)
             graphs.append(NotExported(str(err)))
     return graphs[0], graphs[1]
 
