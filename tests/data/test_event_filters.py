@@ -73,3 +73,53 @@ def test_the_front_counts_what_it_removes(recordings):
     assert front.seconds_per_event() > 0
     clean = EventFront(hot_pixel_hz=300.0, filter_time_us=10_000.0)
     assert len(clean(recordings[0])) > 0.9 * len(recordings[0])  # a clean digit keeps 90 %
+
+
+def _noisy(recordings: list[np.ndarray], n: int, hz: float, seed: int) -> list[np.ndarray]:
+    """``n`` recordings cycling over the digits, each with its own background activity."""
+    rng = np.random.default_rng(seed)
+    shift = EVENT_SHIFTS["background_noise"]
+    return [shift(recordings[i % len(recordings)], hz, rng, SENSOR_SIZE) for i in range(n)]
+
+
+def test_the_event_budget_holds_a_noisy_sensor_and_leaves_a_clean_one_alone(recordings):
+    """Calibrated on clean digits, the front keeps its full window (and every event the fixed
+    front keeps) on clean recordings; under background activity that doubles what the fixed
+    front passes, it narrows its window until it passes about the budget; back on clean
+    recordings it widens again, toward the full window."""
+    front = EventFront(hot_pixel_hz=300.0, filter_time_us=10_000.0, budget_tolerance=0.15)
+    budget = front.calibrate(recordings)
+    fixed = EventFront(hot_pixel_hz=300.0, filter_time_us=10_000.0, budget_tolerance=None)
+    assert budget == pytest.approx(np.mean([len(fixed(e)) for e in recordings]))
+    assert fixed.window_us == 10_000.0 and not fixed.budgeted
+    clean = [recordings[i % len(recordings)] for i in range(30)]
+    for e in clean:
+        assert np.array_equal(front(e), denoise(drop_hot_pixels(e, 300.0), 10_000.0))
+    assert front.window_us == 10_000.0
+    noisy = _noisy(recordings, 60, 10.0, 0)
+    passed_fixed = np.mean([len(fixed(e)) for e in noisy[-20:]])
+    assert passed_fixed > 1.3 * budget  # the fixed window lets the noise through
+    passed = [len(front(e)) for e in noisy]
+    narrowed = front.window_us
+    assert front.min_filter_time_us <= narrowed < 5_000.0
+    assert np.mean(passed[-20:]) < 1.3 * budget  # held near the budget (within the tolerance
+    assert np.mean(passed[-20:]) > 0.8 * budget  # and the running count's noise), not starved
+    for e in clean * 2:
+        front(e)
+    # released: widening slows as the count nears the budget (about 0.87 of the full window
+    # after 60 clean recordings, from 0.45)
+    assert front.window_us > max(8_000.0, 1.5 * narrowed)
+    front.window_us = 2_000.0
+    front.reset()
+    assert front.window_us == 10_000.0
+
+
+def test_a_front_without_budget_or_with_a_bad_window_is_refused_plainly(recordings):
+    with pytest.raises(ValueError, match="min_filter_time_us"):
+        EventFront(filter_time_us=1_000.0, min_filter_time_us=2_000.0)
+    with pytest.raises(ValueError, match="at least one clean recording"):
+        EventFront().calibrate([])
+    front = EventFront()
+    assert not front.budgeted  # no budget until calibrated: a fixed window
+    out = front(recordings[0])
+    assert front.window_us == 10_000.0 and len(out) > 0

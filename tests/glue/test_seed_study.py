@@ -89,3 +89,27 @@ def test_shift_study_mean_std_and_worst_against_the_targets() -> None:
     never = seed_study.shift_study([shift_report(0, 0.6, 0.1, None)], [300.0])
     assert never.methods["modulation"].recovery_samples.mean is None
     assert seed_study.shift_study([ShiftReport(enabled=False)], [1.0]) is None
+
+
+def test_the_front_over_seeds_alone_and_with_each_method() -> None:
+    """Event data: the front's recovered share, worst events change and clean cost, alone and
+    with each method, over the seeds (worst: least recovered, largest change, most cost)."""
+    reports = []
+    for seed, (rec, ev, cost) in enumerate([(0.8, 0.12, 1.0), (0.6, -0.14, 0.2)]):
+        front = {
+            "recovered_fraction": rec / 2,
+            "events_change": 2 * ev,
+            "clean_cost_pp": 0.2,
+            "recovered_fraction_by_method": {"modulation": rec},
+            "events_change_by_method": {"modulation": ev},
+            "clean_cost_pp_by_method": {"modulation": cost},
+        }
+        reports.append(shift_report(seed, 0.5, 0.1, 100).model_copy(update={"front": front}))
+    study = seed_study.shift_study(reports, [300.0, 270.0])
+    assert study.front["modulation"].mean == pytest.approx(0.7)
+    assert study.front["modulation"].worst == 0.6 and study.front["alone"].worst == 0.3
+    assert study.front_events_change["modulation"].worst == pytest.approx(-0.14)
+    assert study.front_events_change["alone"].worst == pytest.approx(-0.28)
+    assert study.front_clean_cost_pp["modulation"].mean == pytest.approx(0.6)
+    assert study.front_clean_cost_pp["modulation"].worst == 1.0
+    assert study.front_clean_cost_pp["alone"].std == 0.0

@@ -11,11 +11,22 @@ DVS Gesture example).
   Python (a few µs per event, the stage's slowest part on noisy recordings); :func:`denoise` is
   the same rule vectorised with NumPy, to the event (``tests/data/test_event_filters.py``
   compares both on shifted recordings), many times faster.
+- The event budget: where the front knows what a clean recording passes (``calibrate``), it
+  holds the events it lets through to that budget. Added background activity raises the count
+  a recording passes; the front then narrows its window, recording by recording, until the
+  count is back within ``budget_tolerance`` of the budget, and widens it again (never past
+  ``filter_time_us``) when the count falls below. A fixed window cannot do both: wide, it lets a
+  noisy sensor double E's input events; narrow, it strips a clean digit's edges. Shifts that move
+  events rather than add them (jitter) or remove them (dropout, occlusion) keep the count, and
+  the window stays wide. This is the input's part of ``budgeted`` adaptation (which holds each
+  layer's rates) for event sensors, whose input E cannot rescale.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,21 +77,82 @@ def drop_hot_pixels(events: np.ndarray, hot_pixel_hz: float) -> np.ndarray:
 @dataclass
 class EventFront:
     """The front as one step: hot pixels dropped, then background activity; counts what it
-    removes and what it costs."""
+    removes and what it costs. With a budget (:meth:`calibrate`) and ``budget_tolerance``, the
+    background-activity window follows the events it passes (see the module's docstring):
+    ``window_us`` is the window now, between ``min_filter_time_us`` and ``filter_time_us``.
+
+    The controller reads a running count (``budget_momentum`` per recording: about ten
+    recordings, so one large digit does not move it, and faster than the controller itself,
+    which would swing on older news) and moves the log window by ``budget_step``
+    of the relative excess over ``budget * (1 + budget_tolerance)``, or of the relative shortfall
+    below the budget; in between it holds (a clean stream's count wanders inside the band)."""
 
     hot_pixel_hz: float = 300.0
     filter_time_us: float = 10_000.0
+    budget_tolerance: float | None = 0.15
+    min_filter_time_us: float = 1_000.0
+    budget_step: float = 0.3
+    budget_momentum: float = 0.9
+    budget: float | None = field(default=None, init=False)  # events per clean recording
+    window_us: float = field(default=0.0, init=False)
     events_in: int = field(default=0, init=False)
     events_out: int = field(default=0, init=False)
     seconds: float = field(default=0.0, init=False)
+    _running: float = field(default=0.0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_filter_time_us <= self.filter_time_us:
+            raise ValueError(
+                f"min_filter_time_us ({self.min_filter_time_us}) must be in (0, filter_time_us "
+                f"= {self.filter_time_us}]"
+            )
+        self.window_us = self.filter_time_us
+
+    def calibrate(self, clean: Iterable[np.ndarray]) -> float:
+        """The budget: the mean events a clean recording passes at the full window (the
+        calibration recordings; nothing is counted in ``events_in``/``events_out``)."""
+        counts = [
+            len(denoise(drop_hot_pixels(e, self.hot_pixel_hz), self.filter_time_us)) for e in clean
+        ]
+        if not counts:
+            raise ValueError("calibrate the front on at least one clean recording")
+        self.budget = float(np.mean(counts))
+        self.reset()
+        return self.budget
+
+    def reset(self) -> None:
+        """Back to the full window, the running count at the budget (a new deployment)."""
+        self.window_us = self.filter_time_us
+        self._running = self.budget or 0.0
+
+    @property
+    def budgeted(self) -> bool:
+        return self.budget is not None and self.budget > 0 and self.budget_tolerance is not None
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        out = denoise(drop_hot_pixels(events, self.hot_pixel_hz), self.filter_time_us)
+        out = denoise(drop_hot_pixels(events, self.hot_pixel_hz), self.window_us)
+        if self.budgeted:
+            self._steer(len(out))
         self.seconds += time.perf_counter() - start
         self.events_in += len(events)
         self.events_out += len(out)
         return out
+
+    def _steer(self, passed: int) -> None:
+        """One controller step after a recording that passed ``passed`` events."""
+        assert self.budget is not None and self.budget_tolerance is not None
+        m = self.budget_momentum
+        self._running = m * self._running + (1.0 - m) * passed
+        ratio = self._running / self.budget
+        if ratio > 1.0 + self.budget_tolerance:
+            move = -min(ratio - 1.0 - self.budget_tolerance, 1.0)
+        elif ratio < 1.0:
+            move = 1.0 - ratio
+        else:
+            return
+        window = self.window_us * math.exp(self.budget_step * move)
+        self.window_us = min(max(window, self.min_filter_time_us), self.filter_time_us)
 
     def removed_fraction(self) -> float:
         return 1.0 - self.events_out / self.events_in if self.events_in else 0.0

@@ -371,6 +371,8 @@ class ShiftStudy(Report):
     stage_seconds: float
     stage_share: dict[str, float] | None
     front: dict[str, Stat] | None = None  # event data: the clean front alone and with methods
+    front_events_change: dict[str, Stat] | None = None  # worst events change, front and method
+    front_clean_cost_pp: dict[str, Stat] | None = None  # on clean data, front and method
 
 
 class SeedStudy(Report):

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from direct2event.glue.machine import ROOT, machine_slug
 from direct2event.glue.report_versions import read_report
-from direct2event.glue.reports import SeedStudy
+from direct2event.glue.reports import SeedStudy, ShiftStudy, Stat
 
 README_START = "<!-- results: written by `make results` from benchmarks/results; do not edit -->"
 README_END = "<!-- /results -->"
@@ -280,15 +281,35 @@ def _shift_rows(study: SeedStudy) -> str:
             f"| {recovery} |"
         )
     if shift.front and shift.front["alone"].mean is not None:
-        alone = shift.front["alone"]
-        lines += [
-            "",
-            "The clean front (hot pixels and background activity removed before E) wins back "
-            f"{alone.mean:.2f} ± {alone.std:.2f} of the loss alone (worst {alone.worst:.2f}); "
-            + ", ".join(f"with `{m}` {v.mean:.2f}" for m, v in shift.front.items() if m != "alone")
-            + ".",
-        ]
+        lines += ["", *_front_rows(shift)]
     return "\n".join(lines)
+
+
+def _or_dash(value: Stat | None, text: Callable[[Stat], str]) -> str:
+    return "-" if value is None or value.mean is None else text(value)
+
+
+def _front_rows(shift: ShiftStudy) -> list[str]:
+    """Event data: the clean front before E, alone and with each method."""
+    assert shift.front is not None
+    events, costs = shift.front_events_change or {}, shift.front_clean_cost_pp or {}
+    lines = [
+        "With the clean front (hot pixels, then background activity removed before E, its "
+        "window narrowed to hold the events it passes to a clean recording's; events against "
+        "clean E without the front):",
+        "",
+        "| front and | recovered share | clean cost (pp) | events under shift |",
+        "|---|---|---|---|",
+    ]
+    for m, rec in shift.front.items():
+        name = "nothing" if m == "alone" else f"`{m}`"
+        ev, cost = events.get(m), costs.get(m)
+        lines.append(
+            f"| {name} | {rec.mean:.2f} ± {rec.std:.2f} ({rec.worst:.2f}) "
+            f"| {_or_dash(cost, lambda c: f'{c.mean:+.2f} ± {c.std:.2f}')} "
+            f"| {_or_dash(ev, lambda e: f'{100 * e.mean:+.0f} % (worst {100 * e.worst:+.0f} %)')} |"
+        )
+    return lines
 
 
 def energy_section(key: str, slug: str, path: Path) -> str:

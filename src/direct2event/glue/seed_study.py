@@ -164,12 +164,20 @@ def shift_study(
         for m in done[0].summary
     }
     recal = [r.baselines.recalibration.recovered_fraction for r in done]
-    front = None
+    front = front_events = front_cost = None
     if all(r.front for r in done):
         front = {"alone": stat([r.front["recovered_fraction"] for r in done], "recovered_fraction")}
+        front_events = {
+            "alone": stat([r.front.get("events_change") for r in done], "events_change")
+        }
+        front_cost = {"alone": stat([r.front["clean_cost_pp"] for r in done], "clean_cost_pp")}
         for m in done[0].front["recovered_fraction_by_method"]:
             values = [r.front["recovered_fraction_by_method"].get(m) for r in done]
             front[m] = stat(values, "recovered_fraction")
+            by_method = [r.front.get("events_change_by_method", {}).get(m) for r in done]
+            front_events[m] = stat(by_method, "events_change")
+            costs = [r.front.get("clean_cost_pp_by_method", {}).get(m) for r in done]
+            front_cost[m] = stat(costs, "clean_cost_pp")
     return ShiftStudy(
         seeds=[r.seed for r in done],
         samples=done[0].samples,
@@ -182,6 +190,8 @@ def shift_study(
         stage_seconds=statistics.fmean(r.seconds for r in done),
         stage_share={"mean": statistics.fmean(shares), "worst": max(shares)} if shares else None,
         front=front,
+        front_events_change=front_events,
+        front_clean_cost_pp=front_cost,
     )
 
 

@@ -271,6 +271,19 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     assert set(f["adapted"]) == set(ADAPTATION_METHODS)
     assert f["recovered_fraction"] == pytest.approx((f["accuracy"] - e_clean) / 0.5)
     assert front["recovered_fraction"] == f["recovered_fraction"]  # the only counted shift
+    # the event budget: what a clean extra recording passes at the full window
+    from direct2event.data.event_filters import denoise, drop_hot_pixels
+
+    passed = [len(denoise(drop_hot_pixels(e, 300.0), 10_000.0)) for e in events[20:36]]
+    assert front["budget_events"] == pytest.approx(np.mean(passed))
+    assert front["clean"]["window_us"] == 10_000.0  # clean data keep the full window
+    assert front["filter_time_us"] == 10_000.0 and front["budget_tolerance"] == 0.15
+    for m, v in f["adapted"].items():
+        assert v["events_change"] == pytest.approx(v["events_per_sample"] / 100.0 - 1.0)
+        assert front["events_change_by_method"][m] == v["events_change"]  # one shift: its own
+    assert front["clean_cost_pp_by_method"]["budgeted"] == pytest.approx(
+        100 * (e_clean + 0.5 - front["clean"]["adapted"]["budgeted"]["accuracy"])
+    )
 
 
 def shift_recordings_of(shifted, name: str, level: int) -> list:

@@ -113,8 +113,35 @@ class FrontParams(Strict):
         description="an event is kept when a 4-neighbour fired within this time before it",
     )
 
+    budget_tolerance: float | None = Field(
+        default_of(EventFront, "budget_tolerance"),
+        ge=0,
+        description="the front holds the events it passes within this share above what a clean "
+        "recording passes, narrowing its window under added activity (never below "
+        "min_filter_time_us); null: a fixed window",
+    )
+    min_filter_time_us: float = Field(
+        default_of(EventFront, "min_filter_time_us"),
+        gt=0,
+        description="the narrowest window the event budget may set",
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> FrontParams:
+        if self.min_filter_time_us > self.filter_time_us:
+            raise ValueError(
+                f"shift.front.min_filter_time_us ({self.min_filter_time_us}) must not exceed "
+                f"shift.front.filter_time_us ({self.filter_time_us})"
+            )
+        return self
+
     def make(self) -> EventFront:
-        return EventFront(self.hot_pixel_hz, self.filter_time_us)
+        return EventFront(
+            self.hot_pixel_hz,
+            self.filter_time_us,
+            self.budget_tolerance,
+            self.min_filter_time_us,
+        )
 
 
 class CustomShift(Strict):

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from direct2event.data.event_filters import EventFront
 from direct2event.data.shifted import ShiftedSamples
 from direct2event.data.splits import DataSplits
 from direct2event.glue.params import PipelineParams
@@ -320,25 +321,41 @@ class ShiftBench:
         """Event data: the clean front (hot pixels and background activity removed) as a
         baseline, alone and with each method, on the clean samples and the qualifying shifts;
         the events it removes and its cost per event."""
-        front = self.shifted.front
-        if front is None:
+        front, shifted = self.shifted.front, self.shifted
+        if not isinstance(front, EventFront):
             return None
         s = self.settings
+        if front.budget_tolerance is not None:
+            assert shifted.recordings is not None
+            front.calibrate(shifted.recordings.events[shifted.parts["extra"]])
 
         def measured(name: str, level: int) -> dict[str, Any]:
-            data = self.shifted(name, level, "eval", filtered=True)
-            warm = self.shifted(name, level, "extra", filtered=True)
+            # each row a deployment of its own: the front from its full window, warmed up on
+            # the extra recordings, then on the evaluated ones (its window goes on adapting)
+            front.reset()
+            warm = shifted(name, level, "extra", filtered=True)
+            data = shifted(name, level, "eval", filtered=True)
+            window = front.window_us
             res = _row_measure(self.event, data, s, None)
-            ins, outs = self.shifted.front_counts[(name if level else "clean", level, "eval+front")]
+            ins, outs = shifted.front_counts[(name if level else "clean", level, "eval+front")]
+            adapted = _adapted(self.event, self.refs, data, warm, s)
+            for v in adapted.values():
+                v["events_change"] = v["events_per_sample"] / clean["e_events_per_sample"] - 1.0
             return {
                 **res,
-                "adapted": _adapted(self.event, self.refs, data, warm, s),
+                "adapted": adapted,
                 "removed_fraction": 1.0 - outs / ins if ins else 0.0,
+                "window_us": window,
             }
 
-        out = {"hot_pixel_hz": front.hot_pixel_hz, "filter_time_us": front.filter_time_us}
+        out: dict[str, Any] = {"hot_pixel_hz": front.hot_pixel_hz, "budget_events": front.budget}
+        out |= {"filter_time_us": front.filter_time_us, "budget_tolerance": front.budget_tolerance}
         out["clean"] = measured("clean", 0)
         out["clean_cost_pp"] = 100 * (clean["e_accuracy"] - out["clean"]["accuracy"])
+        out["clean_cost_pp_by_method"] = {
+            m: 100 * (clean["e_accuracy"] - v["accuracy"])
+            for m, v in out["clean"]["adapted"].items()
+        }
         rows = []
         for r in qualifying:
             f = measured(r["shift"], r["level"])
@@ -360,6 +377,12 @@ class ShiftBench:
             m: statistics.fmean(f["recovered_fraction_by_method"][m] for f in counted)
             for m in s.shift.adaptation.methods
             if counted
+        }
+        # the events change furthest from clean E's under any shift, geometric ones included
+        out["events_change"] = max((f["events_change"] for f in rows), key=abs, default=None)
+        out["events_change_by_method"] = {
+            m: max((f["adapted"][m]["events_change"] for f in rows), key=abs, default=None)
+            for m in s.shift.adaptation.methods
         }
         return out
 
