@@ -18,7 +18,7 @@ from direct2event.snn.adaptation.core import (
     LayerReference,
     channel_view,
     ema,
-    per_sample,
+    per_sample_double,
     register,
 )
 
@@ -70,7 +70,7 @@ def steer_rate(
     +-1) instead, unbiased, for such a short average."""
     step, every_channel, release = steering.step, steering.every_channel, steering.release
     momentum, relative = steering.momentum, steering.relative
-    rates = per_sample(spikes.detach().double().cpu())
+    rates = per_sample_double(spikes)
     m = config.momentum if momentum is None else momentum
     s["rate"] = ema(s["rate"].double(), rates, m).float()
     target = ref.rate.clamp(min=SILENT_RATE) if every_channel else ref.rate

@@ -16,16 +16,15 @@ from direct2event.snn.adaptation.core import (
     AdaptationMethod,
     LayerReference,
     ema,
-    per_sample,
+    per_sample_double,
     register,
 )
 
 
 def track_moments(s: dict[str, Tensor], x: Tensor, momentum: float) -> None:
     """Running per-channel mean and mean square of a current ``[T, B, C, ...]``."""
-    xd = x.detach().double().cpu()
-    s["mean"] = ema(s["mean"].double(), per_sample(xd), momentum).float()
-    s["square"] = ema(s["square"].double(), per_sample(xd * xd), momentum).float()
+    s["mean"] = ema(s["mean"].double(), per_sample_double(x), momentum).float()
+    s["square"] = ema(s["square"].double(), per_sample_double(x * x), momentum).float()
 
 
 def moment_gain_bias(
