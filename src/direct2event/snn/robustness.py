@@ -104,3 +104,26 @@ def method_summary(
         # the worst shift, not a mean: +30 % on one shift and -30 % on another keep no budget
         out["shift_events_change"] = max(out["shift_events_change_by_shift"].values(), key=abs)
     return out
+
+
+def front_summary(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
+    """The clean front over its qualifying rows (each with ``recovered_fraction``,
+    ``recovered_fraction_by_method``, ``events_change`` and per method ``adapted[m]
+    ["events_change"]``): the mean recovered share alone and with each method (geometric shifts
+    left out, as in :func:`method_summary`), and the events change furthest from clean E's under
+    any row, alone and with each method (geometric ones included: the budget holds for all)."""
+    counted = [f for f in rows if f["shift"] not in GEOMETRIC_SHIFTS]
+    mean = statistics.fmean
+    return {
+        "recovered_fraction": mean(f["recovered_fraction"] for f in counted) if counted else None,
+        "recovered_fraction_by_method": {
+            m: mean(f["recovered_fraction_by_method"][m] for f in counted)
+            for m in methods
+            if counted
+        },
+        "events_change": max((f["events_change"] for f in rows), key=abs, default=None),
+        "events_change_by_method": {
+            m: max((f["adapted"][m]["events_change"] for f in rows), key=abs, default=None)
+            for m in methods
+        },
+    }

@@ -29,8 +29,8 @@ from direct2event.snn.encoders import InputCoding
 from direct2event.snn.evaluation import measure
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.robustness import (
-    GEOMETRIC_SHIFTS,
     corruption_error,
+    front_summary,
     method_summary,
     qualifying_shifts,
     recovered_fraction,
@@ -369,21 +369,7 @@ class ShiftBench:
             rows.append(f)
         out["rows"] = rows
         out["seconds_per_event"] = front.seconds_per_event()
-        counted = [f for f in rows if f["shift"] not in GEOMETRIC_SHIFTS]
-        out["recovered_fraction"] = (
-            statistics.fmean(f["recovered_fraction"] for f in counted) if counted else None
-        )
-        out["recovered_fraction_by_method"] = {
-            m: statistics.fmean(f["recovered_fraction_by_method"][m] for f in counted)
-            for m in s.shift.adaptation.methods
-            if counted
-        }
-        # the events change furthest from clean E's under any shift, geometric ones included
-        out["events_change"] = max((f["events_change"] for f in rows), key=abs, default=None)
-        out["events_change_by_method"] = {
-            m: max((f["adapted"][m]["events_change"] for f in rows), key=abs, default=None)
-            for m in s.shift.adaptation.methods
-        }
+        out |= front_summary(rows, s.shift.adaptation.methods)
         return out
 
     def layer_diagnostics(self, name: str, level: int) -> dict[str, Any]:
