@@ -111,9 +111,7 @@ class EventFront:
     def calibrate(self, clean: Iterable[np.ndarray]) -> float:
         """The budget: the mean events a clean recording passes at the full window (the
         calibration recordings; nothing is counted in ``events_in``/``events_out``)."""
-        counts = [
-            len(denoise(drop_hot_pixels(e, self.hot_pixel_hz), self.filter_time_us)) for e in clean
-        ]
+        counts = [len(self._filter(e, self.filter_time_us)) for e in clean]
         if not counts:
             raise ValueError("calibrate the front on at least one clean recording")
         self.budget = float(np.mean(counts))
@@ -131,13 +129,16 @@ class EventFront:
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        out = denoise(drop_hot_pixels(events, self.hot_pixel_hz), self.window_us)
+        out = self._filter(events, self.window_us)
         if self.budgeted:
             self._steer(len(out))
         self.seconds += time.perf_counter() - start
         self.events_in += len(events)
         self.events_out += len(out)
         return out
+
+    def _filter(self, events: np.ndarray, window_us: float) -> np.ndarray:
+        return denoise(drop_hot_pixels(events, self.hot_pixel_hz), window_us)
 
     def _steer(self, passed: int) -> None:
         """One controller step after a recording that passed ``passed`` events."""

@@ -141,6 +141,19 @@ def stat(values: list[Any], field: str) -> Stat:
     return Stat(mean=statistics.fmean(v), std=_spread(v), worst=_worst(field, v), values=v)
 
 
+# the front's figures over seeds: each alone (its key) and with each method (``<key>_by_method``)
+FRONT_FIELDS = ("recovered_fraction", "events_change", "clean_cost_pp")
+
+
+def _front_stats(reports: Sequence[ShiftReport], field: str) -> dict[str, Stat]:
+    """One figure of the clean front over the seeds, alone and with each method (None where a
+    seed's report predates the figure)."""
+    out = {"alone": stat([r.front.get(field) for r in reports], field)}
+    for m in reports[0].front["recovered_fraction_by_method"]:
+        out[m] = stat([r.front.get(f"{field}_by_method", {}).get(m) for r in reports], field)
+    return out
+
+
 def shift_study(
     reports: Sequence[ShiftReport], run_seconds: Sequence[float | None], stage_inside: bool = True
 ) -> ShiftStudy | None:
@@ -166,18 +179,7 @@ def shift_study(
     recal = [r.baselines.recalibration.recovered_fraction for r in done]
     front = front_events = front_cost = None
     if all(r.front for r in done):
-        front = {"alone": stat([r.front["recovered_fraction"] for r in done], "recovered_fraction")}
-        front_events = {
-            "alone": stat([r.front.get("events_change") for r in done], "events_change")
-        }
-        front_cost = {"alone": stat([r.front["clean_cost_pp"] for r in done], "clean_cost_pp")}
-        for m in done[0].front["recovered_fraction_by_method"]:
-            values = [r.front["recovered_fraction_by_method"].get(m) for r in done]
-            front[m] = stat(values, "recovered_fraction")
-            by_method = [r.front.get("events_change_by_method", {}).get(m) for r in done]
-            front_events[m] = stat(by_method, "events_change")
-            costs = [r.front.get("clean_cost_pp_by_method", {}).get(m) for r in done]
-            front_cost[m] = stat(costs, "clean_cost_pp")
+        front, front_events, front_cost = (_front_stats(done, field) for field in FRONT_FIELDS)
     return ShiftStudy(
         seeds=[r.seed for r in done],
         samples=done[0].samples,
