@@ -132,3 +132,40 @@ def test_events_off_the_sensor_name_the_file_field_and_sensor(tmp_path: Path) ->
     message = str(err.value)
     assert "00003.bin: 1 event(s) with x outside 0..33 (e.g. 40)" in message
     assert "the sensor is 34 x 34 with 2 polarities" in message
+
+
+def _tonic_frames(events: np.ndarray, sensor_size: tuple[int, int, int], t: int) -> np.ndarray:
+    """What the project bins as, by tonic itself: ``ToFrame`` clipped into 2 uint8 channels."""
+    from tonic.transforms import ToFrame
+
+    out = np.zeros((t, 2, sensor_size[1], sensor_size[0]), dtype=np.uint8)
+    if len(events):
+        frames = ToFrame(sensor_size=sensor_size, n_time_bins=t)(events.copy())
+        out[: len(frames)] = np.clip(frames, 0, 255)
+    return out
+
+
+@pytest.mark.parametrize("case", ["random", "repeats", "one_time", "short", "one_polarity"])
+def test_binning_equals_tonic_to_frame(case: str) -> None:
+    """The vectorised binning counts every event into the cell tonic's ``ToFrame`` does: random
+    recordings whose duration leaves a remainder (dropped), 300 repeats of a few cells (clipped
+    at 255), all events at one time (a zero window: empty frames), fewer microseconds than bins,
+    and a single-polarity sensor."""
+    rng = np.random.default_rng(0)
+    dtype = [("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)]
+    size, n = ((34, 34, 2), 5000) if case != "one_polarity" else ((34, 34, 1), 3000)
+    events = np.zeros(n, dtype=dtype)
+    events["x"], events["y"] = rng.integers(0, 34, n), rng.integers(0, 34, n)
+    events["p"] = rng.integers(0, size[2], n)
+    events["t"] = np.sort(rng.integers(0, 300_001, n))
+    if case == "repeats":
+        events["x"], events["y"] = rng.integers(0, 2, n), 3
+    elif case == "one_time":
+        events["t"] = 1234
+    elif case == "short":
+        events["t"] = np.sort(rng.integers(100, 106, n))
+    for t in (1, 4, 7):
+        ours = events_to_frames(events, size, t)
+        assert ours.dtype == np.uint8 and np.array_equal(ours, _tonic_frames(events, size, t))
+    if case == "random":
+        assert 0 < events_to_frames(events, size, 7).sum() <= n  # the remainder is dropped

@@ -23,7 +23,7 @@ from direct2event.snn.adaptation import (
     sliding_accuracy,
     stream,
 )
-from direct2event.snn.adaptation.core import LayerReference, channel_view, ema
+from direct2event.snn.adaptation.core import LayerReference, channel_view, ema, within_noise
 from direct2event.snn.adaptation.homeostasis import Steering, steer_rate
 from direct2event.snn.conversion import build_event_network, calibrate
 from direct2event.snn.encoders import InputCoding, encode
@@ -124,8 +124,10 @@ def test_budgeted_recovers_accuracy_with_the_events_held_to_their_budget(
     event_net, references, digits_splits
 ):
     """Under blur E loses accuracy and a fifth of its spikes; modulation wins some accuracy
-    back and fires fewer still; budgeted wins back as much with its hidden events within 15 %
-    of clean E's (measured: 0.28 of the loss at +1 %, modulation 0.27 at -24 %)."""
+    back and fires fewer still; budgeted wins some back with its hidden events within 15 % of
+    clean E's (measured: 0.17 of the loss at -4 %, modulation 0.27 at -24 %). Its noise band
+    costs it here (0.24 without): on 400 reference digits a blurred second layer moves its
+    currents by only about 3 standard errors, and the band takes 2 of them as noise."""
     test = digits_splits.test
     blurred = Split(blur(test.x.float(), 1.0, torch.Generator()), test.y)
 
@@ -144,7 +146,7 @@ def test_budgeted_recovers_accuracy_with_the_events_held_to_their_budget(
     print(f"clean {clean_acc:.3f}/{clean_ev:.0f}, blur {blur_acc:.3f}/{blur_ev:.0f}, {adapted}")
     assert clean_acc - blur_acc > 0.1 and blur_ev < 0.85 * clean_ev  # the shift hurts E
     acc, events = adapted["budgeted"]
-    assert acc - blur_acc >= 0.2 * (clean_acc - blur_acc)  # wins back a fifth at least
+    assert acc - blur_acc >= 0.15 * (clean_acc - blur_acc)  # wins back a part
     assert abs(events / clean_ev - 1) <= 0.15  # within the budget
     assert abs(adapted["modulation"][1] / clean_ev - 1) > 0.15  # modulation is not
 
@@ -319,12 +321,18 @@ def test_the_encoder_is_left_alone_on_clean_data_and_held_to_its_events_under_br
 
 
 def test_settled_means_within_the_tolerance_or_the_held_out_standard_error():
-    assert settle_tolerance(0.99, 150, 0.01) == 0.01  # SE 0.008: the tolerance
-    assert settle_tolerance(0.9, 150, 0.01) == pytest.approx(math.sqrt(0.09 / 150))
-    assert settle_tolerance(0.9, 10_000, 0.01) == 0.01
+    assert settle_tolerance(0.999, 150, 0.01) == 0.01  # 2 SE 0.005: the tolerance
+    assert settle_tolerance(0.9, 150, 0.01) == pytest.approx(2 * math.sqrt(0.09 / 150))
+    assert settle_tolerance(0.9, 40_000, 0.01) == 0.01
     positions, trace = [0, 25, 50, 75, 100], [0.2, 0.85, 0.92, 0.88, 0.9]
     assert recovery_samples(positions, trace, 0.9, 0.01) == 100
     assert recovery_samples(positions, trace, 0.9, settle_tolerance(0.9, 150, 0.01)) == 50
+    # the case that asked for two: a settled curve jittering by one standard error each way
+    jitter, plateau_level = [0.28, 0.6, 0.453, 0.5, 0.507, 0.587, 0.5], 0.5435
+    tol = settle_tolerance(plateau_level, 150, 0.01)  # 0.081
+    assert recovery_samples(list(range(0, 175, 25)), jitter, plateau_level, tol) == 75
+    one_se = math.sqrt(plateau_level * (1 - plateau_level) / 150)
+    assert recovery_samples(list(range(0, 175, 25)), jitter, plateau_level, one_se) is None
 
 
 def test_a_large_batch_corrects_at_most_half_of_a_rate_error_in_one_update():
@@ -341,3 +349,71 @@ def test_a_large_batch_corrects_at_most_half_of_a_rate_error_in_one_update():
     one = {"rate": ref.rate.clone(), "log_factor": torch.tensor([0.5])}
     steer_rate(one, ref, spikes[:, :1], config, Steering(0.01, True, release=0.05, relative=True))
     assert float(one["log_factor"]) == pytest.approx(0.5 - 0.05 * 0.5, abs=1e-5)
+
+
+def test_a_running_statistic_s_noise_and_the_band_that_reads_it_as_none():
+    """The standard error of a running average against the reference's mean is the spread
+    times sqrt((1 - m) / (1 + m) + 1 / samples); ``within_noise`` takes ``band`` of them off a
+    deviation's size and leaves 0 inside."""
+    ref = LayerReference(
+        torch.zeros(2), torch.ones(2), torch.full((2,), 0.2),
+        rate_spread=torch.tensor([0.1, 0.4]), samples=100,
+    )  # fmt: skip
+    expected = torch.tensor([0.1, 0.4]) * math.sqrt(0.05 / 1.95 + 0.01)
+    assert torch.allclose(ref.noise(ref.rate_spread, 0.95), expected)
+    assert ref.noise(None, 0.95) == 0.0  # no recorded spread: no band
+    noise = torch.tensor([0.1, 0.1, 0.1])
+    assert torch.allclose(
+        within_noise(torch.tensor([0.15, -0.5, 0.3]), noise, 2.0), torch.tensor([0.0, -0.3, 0.1])
+    )
+    assert torch.equal(within_noise(torch.tensor([0.15]), 0.1, 0.0), torch.tensor([0.15]))
+
+
+def test_the_reference_records_how_much_a_clean_sample_varies(digits_splits):
+    """Per channel, the std over samples of each sample's mean intensity, by hand."""
+    data = digits_splits.train.head(300)
+    ref = input_statistics(data, EVENT)
+    per_sample_mean = data.x.float().mean(dim=(2, 3))  # [B, C]
+    assert ref.samples == 300
+    assert torch.allclose(ref.mean_spread, per_sample_mean.std(0, unbiased=False), atol=1e-5)
+    assert torch.allclose(ref.rate_spread, ref.mean_spread)  # the encoder's rate is its mean
+
+
+def test_the_band_holds_a_rate_within_its_noise_and_steps_past_it():
+    """A channel whose running rate sits 1 standard error over its budget (noise) keeps its
+    threshold with a band of 2; 5 standard errors over, it corrects the error less the band."""
+    spread, m = 0.01, 0.0
+    ref = LayerReference(
+        torch.zeros(1), torch.ones(1), torch.tensor([0.2]),
+        rate_spread=torch.tensor([spread]), samples=100,
+    )  # fmt: skip
+    se = float(ref.noise(ref.rate_spread, m))  # 0.01 * sqrt(1 + 0.01)
+    config = AdaptationConfig("budgeted", momentum=0.0)
+    steering = Steering(0.1, True, release=0.05, momentum=m, relative=True, band=2.0)
+    for k, expected in ((1, 0.0), (5, 0.1 * (0.25 - 2 * se / 0.2))):
+        spikes = torch.zeros(1, 1, 1, 1000)
+        spikes[..., : round((0.2 + k * se) * 1000)] = 1.0  # 0.21 and 0.25 per neuron and step
+        state = {"rate": ref.rate.clone(), "log_factor": torch.zeros(1)}
+        steer_rate(state, ref, spikes, config, steering)
+        assert float(state["log_factor"]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_band_leaves_a_clean_e_as_it_was_chosen(event_net, references, digits_splits):
+    """Fed clean samples it was not calibrated on, budgeted with its band (2 standard errors)
+    keeps most channels' thresholds exactly as calibrated and E's accuracy where it was;
+    without a band every channel wanders."""
+    clean = Split(digits_splits.train.x[400:800], digits_splits.train.y[400:800])
+    base = evaluate(event_net, digits_splits.test, EVENT, CPU)
+    untouched = {}
+    for band in (0.0, 2.0):
+        config = AdaptationConfig("budgeted", noise_band=band)
+        with OnlineAdaptation(event_net, references, config) as adapt:
+            evaluate(event_net, clean, EVENT, CPU, batch_size=16)
+            thetas = [layer.threshold.detach().flatten() for layer in event_net.lif_layers()]
+            pairs = list(zip(adapt.effective_thresholds(), thetas, strict=True))
+            same = torch.cat([(t == theta) & (b == 0) for (t, b), theta in pairs])
+            untouched[band] = float(same.float().mean())
+            if band:
+                assert evaluate(event_net, digits_splits.test, EVENT, CPU, batch_size=16) == base
+    print(f"channels left as calibrated: {untouched}")
+    assert untouched[0.0] < 0.05 and untouched[2.0] > 0.5

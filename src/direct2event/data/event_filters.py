@@ -4,8 +4,8 @@ DVS Gesture example).
 
 - Hot pixels: a pixel whose event rate over the recording exceeds ``hot_pixel_hz`` is dropped,
   found from the recording's own rates (no labels, no clean reference), recording by recording
-  as they arrive. tonic's ``DropPixel(hot_pixel_frequency=...)`` does it with a histogram, fast
-  enough, so it is used as is.
+  as they arrive: tonic's ``DropPixel(hot_pixel_frequency=...)`` rule, counted with one
+  ``bincount`` (:func:`drop_hot_pixels`).
 - Background activity: an event is kept when one of its 4 neighbours fired within
   ``filter_time_us`` before it (tonic's ``Denoise``). tonic's version loops over the events in
   Python (a few µs per event, the stage's slowest part on noisy recordings); :func:`denoise` is
@@ -45,33 +45,40 @@ def denoise(events: np.ndarray, filter_time_us: float) -> np.ndarray:
         return events
     x, y, t = (events[k].astype(np.int64) for k in ("x", "y", "t"))
     width, height = int(x.max()) + 1, int(y.max()) + 1
-    pixel = x * height + y
-    # events grouped by pixel, in stream order within each: the last earlier event of a pixel
-    # is one binary search away
-    order = np.lexsort((np.arange(n), pixel))
-    key = pixel[order] * n + order
+    # events grouped by pixel, in stream order within each (a stable sort): the last earlier
+    # event of a pixel is one binary search away
+    order = np.argsort(x * height + y, kind="stable")
+    x, y, t = x[order], y[order], t[order]
+    key = (x * height + y) * n + order
     keep = np.zeros(n, dtype=bool)
     for dx, dy in NEIGHBOURS:
-        nx, ny = x + dx, y + dy
-        inside = (nx >= 0) & (nx < width) & (ny >= 0) & (ny < height)
-        target = (nx * height + ny) * n + np.arange(n)
+        inside = (x + dx >= 0) & (x + dx < width) & (y + dy >= 0) & (y + dy < height)
+        # each event's neighbour pixel and own place in the stream; a neighbour is the pixel
+        # moved by one constant, so these are sorted as the keys are, and the search runs as
+        # a merge (several times faster than searching them in stream order)
+        target = key + (dx * height + dy) * n
         pos = np.searchsorted(key, target) - 1  # last key below: an earlier event there?
         found = inside & (pos >= 0)
-        found[found] &= key[pos[found]] // n == (nx * height + ny)[found]
+        found[found] &= key[pos[found]] // n == target[found] // n
         last = np.zeros(n, dtype=np.int64)
-        last[found] = t[order[pos[found]]]
-        keep |= inside & (last + filter_time_us > t)
+        last[found] = t[pos[found]]
+        keep[order[inside & (last + filter_time_us > t)]] = True
     return events[keep]
 
 
 def drop_hot_pixels(events: np.ndarray, hot_pixel_hz: float) -> np.ndarray:
-    """Events of pixels firing above ``hot_pixel_hz`` over the recording removed (tonic's
-    ``DropPixel``, which finds them with a histogram of the recording)."""
+    """Events of pixels firing above ``hot_pixel_hz`` over the recording removed: tonic's
+    ``DropPixel(hot_pixel_frequency=...)`` (its ``identify_hot_pixel`` rule: a pixel's count
+    over ``(t_last - t_first)`` seconds), counted with one ``bincount`` and dropped with one
+    mask instead of its 2-D histogram and a mask per hot pixel (a third of the front's time);
+    equal to tonic's event for event (``tests/data/test_event_filters.py``)."""
     if len(events) < 2:
         return events
-    from tonic.transforms import DropPixel
-
-    return DropPixel(hot_pixel_frequency=hot_pixel_hz)(events)
+    x, y = events["x"].astype(np.int64), events["y"].astype(np.int64)
+    pixel = x * (int(y.max()) + 1) + y
+    limit = hot_pixel_hz * (events["t"][-1] - events["t"][0]) * 1e-6
+    hot = np.bincount(pixel) > limit
+    return events[~hot[pixel]]
 
 
 @dataclass

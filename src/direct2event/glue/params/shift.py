@@ -65,6 +65,13 @@ class AdaptationParams(Strict):
         description="budgeted: momentum per sample of the rate its controller reads (a short "
         "lag keeps the controller from overshooting)",
     )
+    noise_band: float = Field(
+        default_of(AdaptationConfig, "noise_band"),
+        ge=0,
+        description="budgeted: a running statistic within this many standard errors of its "
+        "calibrated value (its noise on clean data) is left uncorrected, so a clean E stays as "
+        "it was chosen; 0: every deviation corrected",
+    )
     batch_size: int | None = Field(
         None,
         ge=1,
@@ -94,6 +101,7 @@ class AdaptationParams(Strict):
             self.budget_step,
             self.budget_release,
             self.budget_momentum,
+            self.noise_band,
         )
 
 

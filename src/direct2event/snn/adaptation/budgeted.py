@@ -51,14 +51,11 @@ class Budgeted(Modulation):
         }
 
     def observe_output(self, i: int, spikes: Tensor) -> None:
-        self._steer(self.state[i], self.reference[i], spikes)
-
-    def _steer(self, s: dict[str, Tensor], ref: LayerReference, spikes: Tensor) -> None:
-        """One rate controller step (a layer's or the encoder's), every channel budgeted."""
-        steer_rate(s, ref, spikes, self.config, self._steering)
+        steer_rate(self.state[i], self.reference[i], spikes, self.config, self._steering)
 
     @cached_property
     def _steering(self) -> Steering:
+        """The rate controller of a layer and of the encoder, every channel budgeted."""
         c = self.config
         return Steering(
             c.budget_step,
@@ -66,10 +63,13 @@ class Budgeted(Modulation):
             release=c.budget_release,
             momentum=c.budget_momentum,
             relative=True,
+            band=c.noise_band,
         )
 
     def gain_bias(self, i: int) -> tuple[Tensor, Tensor]:
-        gain, bias = super().gain_bias(i)
+        gain, bias = moment_gain_bias(
+            self.state[i], self.reference[i], self.config, self.config.noise_band
+        )
         factor = torch.exp(self.state[i]["log_factor"])
         return gain / factor, bias / factor
 
@@ -80,7 +80,7 @@ class Budgeted(Modulation):
 
     def _encoder_gain_bias(self, ref: LayerReference) -> tuple[Tensor, Tensor]:
         s = self.input_state
-        gain, bias = moment_gain_bias(s, ref, self.config)
+        gain, bias = moment_gain_bias(s, ref, self.config, self.config.noise_band)
         factor = torch.exp(s["log_factor"])
         return gain / factor, bias / factor
 
@@ -95,5 +95,5 @@ class Budgeted(Modulation):
         gain, bias = self._encoder_gain_bias(ref)
         out = (steps * channel_view(gain, steps) + channel_view(bias, steps)).clamp(0.0, 1.0)
         if not frozen:
-            self._steer(s, ref, out)
+            steer_rate(s, ref, out, c, self._steering)
         return out[0]

@@ -45,12 +45,15 @@ class AdaptationConfig:
     budget_step: float = 0.01  # budgeted: share of a log-rate error corrected per sample
     budget_release: float | None = 0.05  # budgeted: the same, back toward 1 under the budget
     budget_momentum: float = 0.95  # budgeted: per sample, of the rate its controller reads
+    noise_band: float = 2.0  # budgeted: deviations within this many standard errors are noise
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(
                 f"Unknown adaptation method '{self.method}'; use one of {sorted(METHODS)}."
             )
+        if self.noise_band < 0:
+            raise ValueError(f"noise_band must be >= 0 standard errors, got {self.noise_band}.")
         for name in ("momentum", "budget_momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
@@ -73,11 +76,36 @@ class LayerReference:
     mean: Tensor  # input current, over steps, samples and positions
     std: Tensor
     rate: Tensor  # spikes per neuron and step
+    # How much one clean sample's per-channel mean current, mean square current and rate vary
+    # from sample to sample (their std over the calibration samples), and how many samples the
+    # reference holds: what tells a running statistic's noise from a shift (:meth:`noise`).
+    mean_spread: Tensor | None = None
+    square_spread: Tensor | None = None
+    rate_spread: Tensor | None = None
+    samples: int = 0
 
     @property
     def active(self) -> Tensor:
         """Channels that fire on clean data (the others are not steered)."""
         return self.rate > SILENT_RATE
+
+    def noise(self, spread: Tensor | None, momentum: float) -> Tensor | float:
+        """The standard error of a running average (``momentum`` per sample) of a per-sample
+        statistic with sample-to-sample ``spread``, set against this reference's mean of the
+        same statistic on clean data: ``spread * sqrt((1 - m) / (1 + m) + 1 / samples)`` (the
+        running average's variance and the reference's own). 0 without a recorded spread."""
+        if spread is None or self.samples < 2:
+            return 0.0
+        return spread * ((1.0 - momentum) / (1.0 + momentum) + 1.0 / self.samples) ** 0.5
+
+
+def within_noise(deviation: Tensor, noise: Tensor | float, band: float) -> Tensor:
+    """``deviation`` with ``band`` standard errors (``noise``) taken off its size, 0 within
+    them: a clean stream's running statistics wander from the reference by their noise, and a
+    method that corrects that wandering changes a clean E for nothing (soft thresholding)."""
+    if band == 0:
+        return deviation
+    return torch.sign(deviation) * torch.clamp(deviation.abs() - band * noise, min=0.0)
 
 
 def per_sample(x: Tensor) -> Tensor:
@@ -117,18 +145,18 @@ def reference_statistics(
     ``data`` (the clean calibration sample): what the adaptation steers back to."""
     model.to(device).eval()
     layers = model.lif_layers()
-    sums = [[0.0, 0.0, 0.0, 0] for _ in layers]
+    sums = [_Moments() for _ in layers]
     handles = []
     for i, layer in enumerate(layers):
 
         def pre(_m: LIF, inp: tuple[Tensor, ...], i: int = i) -> None:
             x = inp[0].double()
-            sums[i][0] = sums[i][0] + per_sample(x).sum(0)
-            sums[i][1] = sums[i][1] + per_sample(x * x).sum(0)
-            sums[i][3] += x.shape[1]
+            sums[i].add("mean", per_sample(x))
+            sums[i].add("square", per_sample(x * x))
+            sums[i].n += x.shape[1]
 
         def post(_m: LIF, _inp: tuple[Tensor, ...], out: Tensor, i: int = i) -> None:
-            sums[i][2] = sums[i][2] + per_sample(out.double()).sum(0)
+            sums[i].add("rate", per_sample(out.double()))
 
         handles += [layer.register_forward_pre_hook(pre), layer.register_forward_hook(post)]
     try:
@@ -137,14 +165,37 @@ def reference_statistics(
     finally:
         for h in handles:
             h.remove()
-    refs = []
-    for s1, s2, rate, n in sums:
-        if n == 0:
-            raise ValueError("reference_statistics needs at least one calibration sample.")
-        mean = s1 / n
-        std = torch.sqrt(torch.clamp(s2 / n - mean * mean, min=0.0))
-        refs.append(LayerReference(mean.float().cpu(), std.float().cpu(), (rate / n).float().cpu()))
-    return refs
+    if sums and sums[0].n == 0:
+        raise ValueError("reference_statistics needs at least one calibration sample.")
+    return [m.reference() for m in sums]
+
+
+class _Moments:
+    """Per channel, the sums over samples of per-sample statistics and of their squares."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.squares: dict[str, Tensor] = {}
+        self.n = 0
+
+    def add(self, name: str, per_sample_values: Tensor) -> None:
+        v = per_sample_values.double()
+        self.sums[name] = self.sums.get(name, 0.0) + v.sum(0)
+        self.squares[name] = self.squares.get(name, 0.0) + (v * v).sum(0)
+
+    def average(self, name: str) -> Tensor:
+        return self.sums[name] / self.n
+
+    def spread(self, name: str) -> Tensor:
+        mean = self.average(name)
+        return torch.sqrt(torch.clamp(self.squares[name] / self.n - mean * mean, min=0.0))
+
+    def reference(self, rate: str = "rate") -> LayerReference:
+        mean = self.average("mean")
+        std = torch.sqrt(torch.clamp(self.average("square") - mean * mean, min=0.0))
+        per_channel = [mean, std, self.average(rate)]
+        spreads = [self.spread("mean"), self.spread("square"), self.spread(rate)]
+        return LayerReference(*(t.float().cpu() for t in per_channel + spreads), samples=self.n)
 
 
 def input_statistics(data: Split, coding: InputCoding) -> LayerReference | None:
@@ -155,9 +206,11 @@ def input_statistics(data: Split, coding: InputCoding) -> LayerReference | None:
     if coding.encoding not in INTENSITY_ENCODINGS or len(data) == 0:
         return None
     x = as_float(data.x).double().unsqueeze(0)  # one step: [1, B, C, ...]
-    mean = per_sample(x).mean(0)
-    std = torch.sqrt(torch.clamp(per_sample(x * x).mean(0) - mean * mean, min=0.0))
-    return LayerReference(mean.float(), std.float(), mean.float())
+    moments = _Moments()
+    moments.add("mean", per_sample(x))
+    moments.add("square", per_sample(x * x))
+    moments.n = x.shape[1]
+    return moments.reference(rate="mean")
 
 
 class AdaptationMethod:
@@ -215,7 +268,7 @@ class AdaptationMethod:
         if not frozen:
             self.observe_input(i, x)
         gain, bias = self.gain_bias(i)
-        return x * channel_view(gain, x) + channel_view(bias, x)
+        return torch.addcmul(channel_view(bias, x), x, channel_view(gain, x))  # one pass
 
     def post(self, i: int, spikes: Tensor, frozen: bool) -> None:
         if not frozen:

@@ -20,6 +20,7 @@ from direct2event.snn.adaptation.core import (
     ema,
     per_sample_double,
     register,
+    within_noise,
 )
 
 # The most of a rate error one update corrects. A batch sees its new thresholds only at the next
@@ -33,13 +34,15 @@ MAX_BATCH_CORRECTION = 0.5
 class Steering:
     """How :func:`steer_rate` moves a threshold factor (see there): ``step`` per sample, every
     channel or only those active on clean data, a faster ``release`` back toward 1, the
-    ``momentum`` of the rate it reads (default the config's), a ``relative`` error."""
+    ``momentum`` of the rate it reads (default the config's), a ``relative`` error, and a
+    ``band`` of standard errors of that rate within which it does not move away from 1."""
 
     step: float
     every_channel: bool = False
     release: float | None = None
     momentum: float | None = None
     relative: bool = False
+    band: float = 0.0
 
 
 def steer_rate(
@@ -67,7 +70,12 @@ def steer_rate(
     and with a lag as long as its own time constant it overshoots and swings. A short average
     is noisy, and the log of a noisy rate is biased low (Jensen): a controller on it settles
     above its budget. ``relative`` uses the relative error ``(r - r_ref) / r_ref`` (clipped to
-    +-1) instead, unbiased, for such a short average."""
+    +-1) instead, unbiased, for such a short average.
+
+    ``band``: a rate within ``band`` standard errors of its budget (the running rate's noise on
+    clean data, :meth:`LayerReference.noise`) does not move the factor away from 1; a clean
+    stream's own wandering then leaves E's thresholds alone. The release reads the whole error,
+    so a factor raised under a shift still comes back all the way."""
     step, every_channel, release = steering.step, steering.every_channel, steering.release
     momentum, relative = steering.momentum, steering.relative
     rates = per_sample_double(spikes)
@@ -81,6 +89,9 @@ def steer_rate(
     steered = ref.active | ((s["rate"] > target) if every_channel else ref.active)
     before = s["log_factor"]
     back = (error * before < 0) if release is not None else torch.zeros_like(steered)
+    if steering.band:
+        noise = ref.noise(ref.rate_spread, m) / (target + EPS)  # relative, or d log r
+        error = torch.where(back, error, within_noise(error, noise, steering.band))
     per_channel = torch.where(
         back, torch.full_like(error, release or 0.0), torch.full_like(error, step)
     )

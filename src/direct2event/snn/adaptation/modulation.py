@@ -18,6 +18,7 @@ from direct2event.snn.adaptation.core import (
     ema,
     per_sample_double,
     register,
+    within_noise,
 )
 
 
@@ -28,13 +29,27 @@ def track_moments(s: dict[str, Tensor], x: Tensor, momentum: float) -> None:
 
 
 def moment_gain_bias(
-    s: dict[str, Tensor], ref: LayerReference, config: AdaptationConfig
+    s: dict[str, Tensor], ref: LayerReference, config: AdaptationConfig, band: float = 0.0
 ) -> tuple[Tensor, Tensor]:
-    """The gain and bias that bring the running moments back to the reference's."""
-    std = torch.sqrt(torch.clamp(s["square"] - s["mean"] ** 2, min=0.0))
+    """The gain and bias that bring the running moments back to the reference's; with
+    ``band``, a moment within ``band`` standard errors of the reference's counts as the
+    reference's (:func:`~direct2event.snn.adaptation.core.within_noise`)."""
+    mean = s["mean"]
+    std = torch.sqrt(torch.clamp(s["square"] - mean**2, min=0.0))
+    if band:
+        m = config.momentum
+        mean_noise = ref.noise(ref.mean_spread, m)
+        # the std's standard error from those of the mean square and the mean (delta method,
+        # their covariance left out: a wider band, never a narrower one)
+        square_noise = ref.noise(ref.square_spread, m)
+        std_noise = (square_noise**2 + (2 * ref.mean * mean_noise) ** 2) ** 0.5 / (
+            2 * ref.std.clamp(min=EPS)
+        )
+        mean = ref.mean + within_noise(mean - ref.mean, mean_noise, band)
+        std = ref.std + within_noise(std - ref.std, std_noise, band)
     gain = (ref.std / std.clamp(min=EPS)).clamp(1.0 / config.max_gain, config.max_gain)
     gain = torch.where(ref.std > EPS, gain, torch.ones_like(gain))
-    return gain, ref.mean - gain * s["mean"]
+    return gain, ref.mean - gain * mean
 
 
 @register
