@@ -2,9 +2,9 @@
 
 The files are found in tonic's layout and read with tonic's own readers, dtypes and sensor sizes,
 then binned as tonic's ``ToFrame`` bins them (:func:`events_to_frames`; after tonic's
-``Downsample`` when a smaller sensor is asked for). We never construct tonic's dataset classes directly: they start a download whenever their
-file-count check fails, and a run here must never try a silent download. A missing folder is a
-clear error that names the expected layout instead.
+``Downsample`` when a smaller sensor is asked for). We never construct tonic's dataset classes
+directly: they start a download whenever their file-count check fails, and a run here must never
+try a silent download. A missing folder is a clear error that names the expected layout instead.
 """
 
 from __future__ import annotations
@@ -187,12 +187,12 @@ def events_to_frames(
     window = (times[-1] - times[0]) // timesteps
     starts = np.searchsorted(times, np.arange(timesteps) * window + times[0])
     ends = np.searchsorted(times, np.arange(timesteps) * window + times[0] + window)
-    bins = np.repeat(np.arange(timesteps), ends - starts)
-    chosen = np.arange(starts[0], ends[-1])  # the windows abut: one end is the next start
-    if len(chosen) == 0:
+    binned = events[starts[0] : ends[-1]]  # the windows abut: one ends where the next starts
+    if len(binned) == 0:
         return out
-    p = 0 if polarities == 1 else events["p"][chosen].astype(np.int64)
-    y, x = events["y"][chosen].astype(np.int64), events["x"][chosen].astype(np.int64)
+    bins = np.repeat(np.arange(timesteps), ends - starts)
+    p = 0 if polarities == 1 else binned["p"].astype(np.int64)
+    y, x = binned["y"].astype(np.int64), binned["x"].astype(np.int64)
     cells = ((bins * polarities + p) * height + y) * width + x
     counts = np.bincount(cells, minlength=timesteps * polarities * height * width)
     frames = counts.reshape(timesteps, polarities, height, width)

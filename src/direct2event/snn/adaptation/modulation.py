@@ -39,8 +39,8 @@ def moment_gain_bias(
     if band:
         m = config.momentum
         mean_noise = ref.noise(ref.mean_spread, m)
-        # the std's standard error from those of the mean square and the mean (delta method,
-        # their covariance left out: a wider band, never a narrower one)
+        # the std's standard error from those of the mean square and the mean (delta method;
+        # their covariance, which the reference does not record, left out)
         square_noise = ref.noise(ref.square_spread, m)
         std_noise = (square_noise**2 + (2 * ref.mean * mean_noise) ** 2) ** 0.5 / (
             2 * ref.std.clamp(min=EPS)
