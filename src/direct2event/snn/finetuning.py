@@ -49,6 +49,10 @@ class FinetuneConfig:
     # the energy-priced penalty: spikes priced by this energy model, counted on the starting
     # E (PRICE_SAMPLES training samples) when the fine-tuning starts; None: the rate penalty
     price: EnergyProfile | None = None
+    # those prices (pJ per spike, per LIF layer) when already counted: a fine-tuning taken on
+    # from where it stopped must go on with the prices it started with, not count them again on
+    # the network it stopped at, or it would not end as the uninterrupted one
+    prices: tuple[float, ...] | None = None
 
     @property
     def desc(self) -> str:
@@ -141,7 +145,9 @@ def finetune_event_network(
         alpha=cfg.alpha,
         temperature=cfg.temperature,
         teacher_logits=logits,
-        layer_costs=spike_prices(model, train, cfg, device),
+        layer_costs=cfg.prices
+        if cfg.prices is not None
+        else spike_prices(model, train, cfg, device),
     )
     if cfg.train_thresholds:
         for lif in model.lif_layers():

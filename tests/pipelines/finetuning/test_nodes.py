@@ -304,16 +304,20 @@ def test_doomed_trials_stop_at_their_first_check_and_a_good_one_runs_to_the_end(
     assert states[1000.0].data.metrics["check.accuracy_retention"] == first["accuracy_retention"]
 
 
-@pytest.mark.parametrize("trial_epochs", [1, 0.5])
+@pytest.mark.parametrize(
+    ("trial_epochs", "penalty"), [(1, "rate"), (0.5, "rate"), (1, "energy"), (0.5, "energy")]
+)
 def test_trials_run_the_first_epoch_and_the_chosen_one_goes_on_to_the_whole_fine_tuning(
-    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path, trial_epochs: float
+    scaled, direct_model, digits_splits: DataSplits, tmp_path: Path, trial_epochs, penalty
 ) -> None:
     """Trials of one epoch of three (tuning.trial_epochs = 1), or of half the first epoch (0.5,
     measured where they stop): the chosen trial is taken on from where it stopped, and the
     network the sweep hands on equals the whole three-epoch fine-tuning at its lambda trained
-    from scratch (weights and epoch history)."""
+    from scratch (weights and epoch history). With the energy-priced penalty too: its prices
+    are counted once on the starting E and carried into the taken-on part (counted again on the
+    stopped trial's E, the two ended with different weights)."""
     settings = tiny(
-        transfer={"finetune": {"epochs": 3}},
+        transfer={"finetune": {"epochs": 3, "penalty": penalty, "penalty_model": "synops_45nm"}},
         tuning={
             "enabled": True,
             "n_trials": 2,

@@ -17,7 +17,12 @@ from direct2event.glue.sweep.callbacks import Checks, FitState, MeasureEpochs, R
 from direct2event.glue.sweep.early_stop import Judge
 from direct2event.glue.sweep.policy import non_dominated
 from direct2event.snn.evaluation import measure
-from direct2event.snn.finetuning import finetune_event_network, teacher_logits
+from direct2event.snn.finetuning import (
+    finetune_event_network,
+    spike_prices,
+    teacher_logits,
+    training_samples,
+)
 from direct2event.snn.models import SpikingNet, checkpoint, restore
 from direct2event.snn.training import Callback, Split
 
@@ -96,18 +101,30 @@ class TrialRunner:
             ),
         }
 
+    @functools.cached_property
+    def prices(self) -> tuple[float, ...] | None:
+        """The energy-priced penalty's pJ per spike of each layer, counted once on the E every
+        trial starts from, as the final fine-tuning counts them (None: the rate penalty). Every
+        fine-tuning of the run, a trial or one taken on from where its trial stopped, uses
+        these: counted again on the stopped trial's E they would differ, and the network taken
+        on would not be the one a fine-tuning from the start at its lambda ends with."""
+        cfg = self.settings.finetune_config(0.0)
+        train = training_samples(self.splits.train, cfg)
+        return spike_prices(copy.deepcopy(self.start), train, cfg, self.settings.device)
+
     def _finetune(
         self, start: SpikingNet, lam: float, callbacks: list[Callback]
     ) -> tuple[SpikingNet, list[dict[str, float]]]:
-        """E fine-tuned from ``start`` at ``lam`` as every trial is; the epochs' validation is
-        on the whole split unless a :class:`MeasureEpochs` among ``callbacks`` measures it."""
+        """E fine-tuned from ``start`` at ``lam`` as every trial is, with the run's spike
+        :attr:`prices`; the epochs' validation is on the whole split unless a
+        :class:`MeasureEpochs` among ``callbacks`` measures it."""
         s = self.settings
         val = None if self.whole else self.splits.validation
         logits = self.shared_logits if self.distill else None
+        cfg = s.finetune_config(lam).with_changes(prices=self.prices)
         return finetune_event_network(
-            start, self.direct, self.splits.train, s.finetune_config(lam), s.device, logits,
-            val, callbacks,
-        )  # fmt: skip
+            start, self.direct, self.splits.train, cfg, s.device, logits, val, callbacks
+        )
 
     def evaluate(
         self, lam: float, on_epoch: Callback | None = None, judge: Judge | None = None
