@@ -1,5 +1,5 @@
 """Project hooks: a password given on the command line never reaches the tracking store, the log
-or any file the run writes."""
+or any file the run writes; a run reads back the versioned files it saved, not another run's."""
 
 from __future__ import annotations
 
@@ -7,12 +7,41 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from kedro.io import DataCatalog, Version
+from kedro_datasets.pickle import PickleDataset
 
+from direct2event.glue.hooks import ProjectHooks
 from tests.conftest import run
 
-pytestmark = pytest.mark.slow  # kedro runs
+
+def test_a_run_reads_back_its_own_version_when_another_run_saved_a_newer_one(
+    tmp_path: Path,
+) -> None:
+    """Two sweep workers in one folder: worker B started later (its version is newer) but saves
+    its network first; worker A then saves its own and reads it back. Kedro alone reads the
+    newest version on disk, B's (and warns); with the hook, A reads A's."""
+    versions = {"A": "2026-01-01T00.00.00.000Z", "B": "2026-01-01T00.00.01.000Z"}
+
+    def worker(name: str, hooked: bool) -> DataCatalog:
+        path = str(tmp_path / ("hooked" if hooked else "plain") / "scaled_model.pkl")
+        dataset = PickleDataset(filepath=path, version=Version(None, versions[name]))
+        catalog = DataCatalog({"digits.scaled_model": dataset})
+        if hooked:
+            hooks = ProjectHooks()
+            hooks.after_catalog_created(catalog)
+            hooks.before_dataset_saved("digits.scaled_model")
+        catalog.save("digits.scaled_model", {"network": name})
+        return catalog
+
+    worker("B", hooked=True)
+    assert worker("A", hooked=True).load("digits.scaled_model") == {"network": "A"}
+    worker("B", hooked=False)
+    with pytest.warns(UserWarning, match="did not match load version"):
+        unhooked = worker("A", hooked=False)
+    assert unhooked.load("digits.scaled_model") == {"network": "B"}
 
 
+@pytest.mark.slow  # a kedro run
 def test_a_password_on_the_command_line_is_written_nowhere(project: Path) -> None:
     secret = "S3cret-PW-do-not-log"
     url = f"postgresql+psycopg2://alice:{secret}@127.0.0.1:1/optuna"
@@ -32,6 +61,7 @@ def test_a_password_on_the_command_line_is_written_nowhere(project: Path) -> Non
     assert "alice:***@127.0.0.1:1" in failed.data.tags["runtime_params"]
 
 
+@pytest.mark.slow  # a kedro run
 def test_a_parameter_without_its_dataset_key_stops_the_run_before_any_node(project: Path) -> None:
     done = run(project, "tuning.n_trials=6")  # meant: digits.tuning.n_trials=6
     out = done.stdout + done.stderr

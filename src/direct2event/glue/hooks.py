@@ -11,7 +11,7 @@ from typing import Any
 
 import mlflow
 from kedro.framework.hooks import hook_impl
-from kedro.io import AbstractVersionedDataset, DataCatalog
+from kedro.io import AbstractVersionedDataset, DataCatalog, Version
 from kedro.pipeline import Node, Pipeline
 from mlflow.entities import RunStatus
 
@@ -184,6 +184,18 @@ class ProjectHooks:
     @hook_impl
     def after_catalog_created(self, catalog: DataCatalog) -> None:
         self._catalog = catalog
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name: str) -> None:
+        """A versioned file this run saves is read back from this run's version. Kedro reads the
+        newest version on disk, which is another run's when two runs share the folder (sweep
+        workers on one machine): that run's network, or its file still half-written."""
+        if self._catalog is None:
+            return
+        dataset = self._catalog.get(dataset_name)
+        if isinstance(dataset, AbstractVersionedDataset) and dataset._version:
+            save = dataset.resolve_save_version()
+            dataset._version = Version(load=save, save=save)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str) -> None:
