@@ -17,7 +17,7 @@ from tests.pipelines.conftest import tiny
 
 SMALL = {
     "max_samples": 150,
-    "calibration_sizes": [16, 64],
+    "calibration_sizes": [16, 64, 100_000],
     "recalibration_samples": 64,
     "stream": {"segment": 40, "held_out": 50, "checkpoint_every": 10},
 }
@@ -59,8 +59,8 @@ def test_clean_accuracy_is_es_own_on_the_same_samples(benchmark, scaled, digits_
     assert report["clean"]["e_accuracy"] == own
 
 
-def test_summary_holds_the_target_figures_per_method(benchmark):
-    (report, _), _ = benchmark
+def test_summary_holds_the_target_figures_per_method(benchmark, scaled, digits_splits):
+    (report, _), settings = benchmark
     for method in ADAPTATION_METHODS:
         s = report["summary"][method]
         for key in (
@@ -82,7 +82,13 @@ def test_summary_holds_the_target_figures_per_method(benchmark):
                 )
         assert s["recovery_samples"] is None or 0 <= s["recovery_samples"] <= 40
     sizes = [row["samples"] for row in report["baselines"]["calibration_sizes"]]
-    assert sizes == [16, 64]
+    own = min(settings.transfer.calibration.max_samples, len(digits_splits.calibration))
+    assert 64 < own < 100_000 and sizes == [16, 64, own]  # the largest: the run's own E
+    clean = shifted_samples(digits_splits, None, settings)("clean", 0, "eval")
+    own_e = evaluate(
+        restore(scaled[0]), clean, settings.event_coding, settings.device, seed=settings.seed
+    )
+    assert report["baselines"]["calibration_sizes"][-1]["accuracy"] == own_e
     for row in report["baselines"]["calibration_sizes"]:
         assert 0 < row["retention"] <= 1.2 and row["energy_reduction_by_model"]["per_event"] > 0
     qualifying = report["summary"]["modulation"]["qualifying_shifts"]

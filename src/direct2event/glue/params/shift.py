@@ -206,7 +206,8 @@ class ShiftParams(Strict):
     )
     calibration_sizes: list[int] = Field(
         default_factory=lambda: [16, 64, 256, 1024],
-        description="clean calibration-set sizes of the conversion baseline",
+        description="clean calibration-set sizes of the conversion baseline (a size at or "
+        "above the run's own calibration set is the run's own conversion)",
     )
     recalibration_samples: int = Field(
         128, ge=MIN_CALIBRATION_SAMPLES, description="unlabelled shifted samples to recalibrate"
