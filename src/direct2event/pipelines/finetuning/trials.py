@@ -109,6 +109,8 @@ class TrialRunner:
         these: counted again on the stopped trial's E they would differ, and the network taken
         on would not be the one a fine-tuning from the start at its lambda ends with."""
         cfg = self.settings.finetune_config(0.0)
+        if cfg.price is None:  # nothing to count: no copy of E or of the training samples
+            return None
         train = training_samples(self.splits.train, cfg)
         return spike_prices(copy.deepcopy(self.start), train, cfg, self.settings.device)
 
