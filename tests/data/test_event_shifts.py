@@ -36,6 +36,9 @@ def test_each_event_shift_repeats_under_its_seed(name, recordings):
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert any(not np.array_equal(x, y) for x, y in zip(a, c)) or name == "motion_speed"
     assert np.array_equal(np.random.get_state()[1], state)  # NumPy's global state left alone
+    for i, ev in enumerate(recordings.events):  # as one recording at a time, the state kept once
+        one = EVENT_SHIFTS[name](ev, severity, np.random.default_rng([7, i]), SENSOR_SIZE)
+        assert np.array_equal(one, a[i])
     for ev in a:  # still on the sensor, with tonic's fields
         assert ev.dtype.names == ("x", "y", "t", "p")
         assert ev["x"].min() >= 0 and ev["x"].max() < SENSOR_SIZE[0]

@@ -71,17 +71,29 @@ class ShiftedSamples:
             "stream": slice(min(total, n_eval + n_extra), min(total, n_eval + n_extra + n_stream)),
         }
         self._cache: dict[tuple[str, int, str], Split] = {}
+        # shifted recordings kept for the filtered samples of the same part (see ``keep``)
+        self._kept: dict[tuple[str, int, str], list[np.ndarray]] = {}
 
-    def __call__(self, shift: str, level: int, part: str, filtered: bool = False) -> Split:
+    def __call__(
+        self, shift: str, level: int, part: str, filtered: bool = False, keep: bool = False
+    ) -> Split:
         """Level 0 is clean; levels 1..n the shift's severities; ``filtered``: event
         recordings through ``front`` before binning (its events in and out kept in
-        ``front_counts``)."""
+        ``front_counts``). ``keep``: event data keep the shifted recordings they make, for the
+        filtered samples of the same part to take instead of shifting them again, until
+        :meth:`drop_kept` (one part's recordings: a row's, not the whole table's)."""
         key = (shift if level else "clean", level, part + ("+front" if filtered else ""))
         if key not in self._cache:
             if filtered and (self.front is None or self.recordings is None):
                 raise ValueError("filtered samples need event recordings and a front")
-            self._cache[key] = self._make(shift, level, self.parts[part], key if filtered else None)
+            self._cache[key] = self._make(
+                shift, level, part, key if filtered else None, keep and not filtered
+            )
         return self._cache[key]
+
+    def drop_kept(self) -> None:
+        """Forget the shifted recordings kept for filtering."""
+        self._kept.clear()
 
     def _seed(self, shift: str, level: int, part: slice) -> int:
         """One seed per shift, severity and sample part (independent of the order of calls)."""
@@ -90,8 +102,14 @@ class ShiftedSamples:
         return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
     def _make(
-        self, shift: str, level: int, part: slice, front_key: tuple[str, int, str] | None = None
+        self,
+        shift: str,
+        level: int,
+        name: str,
+        front_key: tuple[str, int, str] | None = None,
+        keep: bool = False,
     ) -> Split:
+        part = self.parts[name]
         if self.images is not None:
             x, y = self.images.x[part], self.images.y[part]
             if level:
@@ -103,11 +121,16 @@ class ShiftedSamples:
         assert rec is not None
         sub = type(rec)(rec.events[part], rec.labels[part], rec.sensor_size, rec.target_size)
         events = sub.events
-        if level:
+        kept = self._kept.pop((shift, level, name), None) if front_key is not None else None
+        if kept is not None:
+            events = kept
+        elif level:
             fn, severities = self.table[shift]
             events = shift_recordings(
                 sub, fn, severities[level - 1], self._seed(shift, level, part)
             )
+        if keep:
+            self._kept[(shift, level, name)] = events
         if front_key is not None:
             assert self.front is not None
             before = sum(len(e) for e in events)

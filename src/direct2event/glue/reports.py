@@ -216,6 +216,8 @@ class ShiftRow(Report):
     adapted: dict[str, ShiftMeasure]
     retention: float | None
     recalibrated: ShiftMeasure | None = None  # on the qualifying shifts
+    # the shift left every sample E sees as it was: the row holds the clean results
+    input_unchanged: bool = False
 
 
 class MethodSummary(Report):

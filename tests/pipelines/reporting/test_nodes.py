@@ -7,6 +7,7 @@ from direct2event.glue.reports import TuningReport
 from direct2event.pipelines.reporting.nodes import (
     build_summary,
     register_networks,
+    result_tables,
     version_tags,
 )
 
@@ -73,3 +74,24 @@ def test_no_registration_without_an_mlflow_run(direct_model, settings) -> None:
 
     assert mlflow.active_run() is None
     assert register_networks(direct_model, direct_model, None, settings) == {"registered": False}
+
+
+def test_the_shift_table_has_every_method_column_on_every_row(
+    measured, digits_splits: DataSplits, settings
+) -> None:
+    """A method that ran at the middle severity only (``shift.adaptation.scope: middle``) has
+    empty cells elsewhere, so the table keeps one set of columns."""
+    from direct2event.glue.reports import ShiftReport
+    from tests.pipelines.reporting.test_shift_figures import RAW
+
+    raw = {**RAW, "rows": [dict(r) for r in RAW["rows"]]}
+    raw["rows"][0]["adapted"] = {}
+    evaluation, ablation = measured
+    summary, _ = build_summary(
+        digits_splits, settings, evaluation, ablation, TuningReport(rate_lambda=5.0, enabled=False)
+    )
+    _, rows = result_tables(summary, ShiftReport.model_validate(raw))
+    assert len({tuple(r) for r in rows}) == 1  # the same columns on every row
+    assert rows[0]["homeostasis.event_accuracy"] is None
+    assert rows[1]["homeostasis.event_accuracy"] == pytest.approx(0.85)
+    assert rows[1]["recalibrated.event_accuracy"] == pytest.approx(0.85)

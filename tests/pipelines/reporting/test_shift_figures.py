@@ -90,3 +90,17 @@ def test_stream_says_where_adaptation_settles_and_off_is_a_note() -> None:
     assert labels == ["E", "E + homeostasis (settles in 8, back: does not settle)"]
     off = shift_figures.plot_shift_accuracy(ShiftReport(enabled=False))
     assert "shift.enabled: false" in off.texts[0].get_text()
+
+
+def test_a_method_run_at_the_middle_severity_only_is_plotted_where_it_ran() -> None:
+    """``shift.adaptation.scope: middle``: the off-middle rows hold no method."""
+    raw = {**RAW, "rows": [dict(r) for r in RAW["rows"]]}
+    for r in raw["rows"]:
+        if r["level"] != 2:
+            r["adapted"] = {}
+    fig = shift_figures.plot_shift_accuracy(ShiftReport.model_validate(raw))
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    lines = {line.get_label(): line for line in panels["noise"].get_lines()}
+    assert list(lines["E + homeostasis"].get_xdata()) == [0, 2]  # clean and the middle one
+    assert list(lines["E + homeostasis"].get_ydata()) == pytest.approx([96.0, 85.0])
+    assert list(lines["E"].get_xdata()) == [0, 1, 2, 3]

@@ -171,6 +171,82 @@ def test_a_shift_failing_mid_stage_is_named_and_the_rest_is_kept(
     assert "shift 'flaky' at severity 0.9 failed" in caplog.text
 
 
+def test_the_layer_diagnostics_are_the_rows_own_passes(benchmark, scaled, digits_splits):
+    """The rates and gains of the layer diagnostics, taken from the rows, equal E measured
+    again on the shift's samples: unadapted, and with each method warmed up then adapting."""
+    from direct2event.pipelines.shift.bench import ShiftBench
+    from direct2event.snn.evaluation import measure
+
+    (report, _), s = benchmark
+    layers, e = report["layers"], restore(scaled[0])
+    bench = ShiftBench(e, e, e, digits_splits, None, s)
+    data = bench.shifted(layers["shift"], layers["level"], "eval")
+    warm = bench.shifted(layers["shift"], layers["level"], "extra").head(s.shift.adaptation.warmup)
+
+    def rates(samples, coding=s.event_coding):
+        res = measure(e, samples, coding, s.device, {}, s.seed)
+        return [round(v, 5) for v in res["firing_rates"].values()]
+
+    assert layers["clean_rate"] == rates(bench.shifted("clean", 0, "eval"))
+    assert layers["shifted_rate"] == rates(data)
+    for method in ADAPTATION_METHODS:
+        online, coding = bench.refs.adaptation(e, s, method)
+        with online as adaptation:
+            evaluate(e, warm, coding, s.device, seed=s.seed)
+            assert layers["adapted"][method]["rate"] == rates(data, coding)
+            held = adaptation.effective_thresholds()
+        factors = [
+            round(float((t_eff / layer.threshold.detach().flatten()).mean()), 4)
+            for (t_eff, _), layer in zip(held, e.lif_layers(), strict=True)
+        ]
+        assert layers["adapted"][method]["threshold_factor"] == factors
+
+
+def test_methods_at_the_middle_severity_and_a_shift_e_cannot_see(
+    benchmark, direct_model, scaled, digits_splits
+):
+    """``adaptation.scope: middle`` runs the methods at each shift's middle severity only, with
+    the same figures there as at every severity; a shift that leaves every sample as it was
+    gets the clean row's results, marked, at every severity."""
+    (full, _), _ = benchmark
+    settings = tiny(
+        shift={
+            **SMALL,
+            "custom": {"unseen": {"function": USER + ":unchanged", "severities": [1, 2, 3]}},
+            "adaptation": {"scope": "middle"},
+        }
+    )
+    report, _ = benchmark_shifts(direct_model, scaled[0], scaled[0], digits_splits, None, settings)
+    rows = {(r.shift, r.level): r for r in report.rows}
+    for (name, level), r in rows.items():
+        if name == "unseen":
+            assert r.input_unchanged
+            assert (r.e_accuracy, r.d_accuracy) == (
+                report.clean.e_accuracy,
+                report.clean.d_accuracy,
+            )
+            assert r.adapted == report.clean.adapted  # free: the clean row's passes
+            continue
+        assert not r.input_unchanged
+        if level == 2:
+            assert set(r.adapted) == set(ADAPTATION_METHODS)
+        else:
+            assert r.adapted == {}
+    for f in full["rows"]:  # the same passes as with every severity
+        r = rows[(f["shift"], f["level"])]
+        assert r.e_accuracy == f["e_accuracy"] and r.d_accuracy == f["d_accuracy"]
+        if f["level"] == 2:
+            for m, v in r.adapted.items():
+                assert v.accuracy == f["adapted"][m]["accuracy"]
+                assert v.events_per_sample == f["adapted"][m]["events_per_sample"]
+    # no method's corruption error over one severity beside E's over three
+    assert set(report.mean_corruption_error) == {"event", "direct"}
+    assert report.summary["budgeted"].recovered_fraction == pytest.approx(
+        full["summary"]["budgeted"]["recovered_fraction"]
+    )
+    assert "unseen" not in report.summary["budgeted"].qualifying_shifts
+
+
 def test_switched_off(direct_model, scaled, digits_splits):
     report, metrics = benchmark_shifts(
         direct_model, scaled[0], scaled[0], digits_splits, None, tiny(shift={"enabled": False})
@@ -211,6 +287,7 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     """For an event dataset the stage asks the source for raw test recordings, shifts the events
     (tonic) and bins them as the dataset's frames; the evaluation and extra samples are disjoint."""
     import numpy as np
+    import torch
 
     from direct2event.data.event_shifts import EventRecordings
     from direct2event.data.events import events_to_frames
@@ -248,10 +325,16 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     ins, outs = shifted.front_counts[("background_noise", 3, "eval+front")]
     assert ins == sum(len(e) for e in shift_recordings_of(shifted, "background_noise", 3))
     assert int(filtered.x.sum()) <= outs  # kept events, in binary frames (one per cell)
+    # a row's shifted recordings kept for its filtered samples give the same ones, counted alike
+    again = shifted_samples(None, source, settings)  # type: ignore[arg-type]
+    assert torch.equal(again("background_noise", 3, "eval", keep=True).x, noisy.x)
+    assert torch.equal(again("background_noise", 3, "eval", filtered=True).x, filtered.x)
+    assert again.front_counts == shifted.front_counts
+    again("background_noise", 2, "eval", keep=True)
+    again.drop_kept()
+    assert again._kept == {}  # one row's recordings at most, then forgotten
 
     # the front as a baseline, alone and with each method, on a tiny E over these recordings
-    import torch
-
     from direct2event.pipelines.shift.bench import ShiftBench
     from direct2event.pipelines.shift.samples import References
     from direct2event.snn.adaptation import input_statistics, reference_statistics
@@ -262,6 +345,7 @@ def test_event_data_are_shifted_as_recordings_then_binned():
     net = net.set_mode("binary").eval()
     bench = ShiftBench.__new__(ShiftBench)
     bench.event, bench.settings, bench.shifted = net, settings, shifted
+    bench.front_samples = {}
     bench.refs = References(
         reference_statistics(net, extra, settings.event_coding, settings.device),
         input_statistics(extra, settings.event_coding),

@@ -28,3 +28,8 @@ def fails_at_strong(x: torch.Tensor, severity: float, generator: torch.Generator
     if severity > 0.5 and x.shape[-1] != 16:
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
     return x * (1.0 - severity)
+
+
+def unchanged(x: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
+    """A shift E cannot see (as a uniform slow-down is to frames spanning each recording)."""
+    return x.clone()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -80,6 +80,12 @@ class AdaptationParams(Strict):
     )
     warmup: int = Field(
         100, ge=0, description="unlabelled shifted samples adapted on before the table's samples"
+    )
+    scope: Literal["all", "middle"] = Field(
+        "all",
+        description="the severities the methods run at: all (their severity curves and "
+        "corruption errors) or each shift's middle one, where their targets are measured (the "
+        "methods are most of the table's network passes: middle runs a third of them)",
     )
 
     @model_validator(mode="after")

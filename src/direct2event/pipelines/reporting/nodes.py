@@ -126,9 +126,10 @@ def result_tables(summary: Summary, shift: ShiftReport) -> tuple[list[dict], lis
             "event_accuracy": r.e_accuracy,
             "event_events_per_sample": r.e_events_per_sample,
         }
-        for method, m in r.adapted.items():
-            row[f"{method}.event_accuracy"] = m.accuracy
-            row[f"{method}.events_per_sample"] = m.events_per_sample
+        for method in shift.clean.adapted:  # None where it did not run (scope middle)
+            m = r.adapted.get(method)
+            row[f"{method}.event_accuracy"] = m.accuracy if m else None
+            row[f"{method}.events_per_sample"] = m.events_per_sample if m else None
         row["recalibrated.event_accuracy"] = r.recalibrated.accuracy if r.recalibrated else None
         rows.append(row)
     return ablation, rows

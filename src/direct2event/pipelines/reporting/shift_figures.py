@@ -19,7 +19,8 @@ def _by_shift(report: ShiftReport) -> dict[str, list[ShiftRow]]:
 
 def plot_shift_accuracy(shift: ShiftReport) -> Figure:
     """Accuracy against severity, one panel per shift: D, E, E with each adaptation method
-    (and E recalibrated on shifted data at the middle severity, where it ran)."""
+    (at the severities it ran at) and E recalibrated on shifted data at the middle severity,
+    where it ran."""
     if not shift.enabled:
         return note_figure("shift benchmark off (shift.enabled: false)")
     groups = _by_shift(shift)
@@ -42,10 +43,11 @@ def plot_shift_accuracy(shift: ShiftReport) -> Figure:
             label="E",
         )
         for method in clean.adapted:
+            ran = [r for r in rows if method in r.adapted]  # scope middle: one severity
             ax.plot(
-                levels,
+                [0] + [r.level for r in ran],
                 [100 * clean.adapted[method].accuracy]
-                + [100 * r.adapted[method].accuracy for r in rows],
+                + [100 * r.adapted[method].accuracy for r in ran],
                 "s-",
                 ms=3,
                 label=f"E + {method}",

@@ -11,6 +11,8 @@ import statistics
 import time
 from typing import Any
 
+import torch
+
 from direct2event.data.event_filters import EventFront
 from direct2event.data.shifted import ShiftedSamples
 from direct2event.data.splits import DataSplits
@@ -18,6 +20,7 @@ from direct2event.glue.params import PipelineParams
 from direct2event.glue.reports import ShiftReport
 from direct2event.pipelines.shift.samples import References, shifted_samples
 from direct2event.snn.adaptation import (
+    OnlineAdaptation,
     input_statistics,
     reference_statistics,
     stream_test,
@@ -46,6 +49,18 @@ def _row_measure(
     batch: int | None,
     coding: InputCoding | None = None,
 ) -> dict:
+    return _measured(net, data, settings, batch, coding)[0]
+
+
+def _measured(
+    net: SpikingNet,
+    data: Split,
+    settings: PipelineParams,
+    batch: int | None,
+    coding: InputCoding | None = None,
+) -> tuple[dict, list[float]]:
+    """A row's measure of ``net`` on ``data`` and each LIF layer's firing rate on the same
+    passes (for the layer diagnostics, which need not run them again)."""
     res = measure(
         net,
         data,
@@ -55,30 +70,56 @@ def _row_measure(
         settings.seed,
         batch,
     )
-    return {
+    kept = {
         "accuracy": res["accuracy"],
         "events_per_sample": res["events_per_sample"],
         "energy_nJ_by_model": res["energy_nJ_by_model"],
     }
+    return kept, [round(v, 5) for v in res["firing_rates"].values()]
+
+
+def _held(adaptation: OnlineAdaptation, event: SpikingNet) -> dict[str, Any]:
+    """The method's per-channel gains as a chip would hold them, layer means: the threshold
+    factor ``theta_eff / theta`` and the bias, and the encoder's where it adapts it."""
+    held = adaptation.effective_thresholds()
+    thetas = [layer.threshold.detach().cpu().flatten() for layer in event.lif_layers()]
+    out: dict[str, Any] = {
+        "threshold_factor": [
+            round(float((t_eff / t.clamp(min=1e-6)).mean()), 4)
+            for (t_eff, _), t in zip(held, thetas, strict=True)
+        ],
+        "bias": [round(float(b.mean()), 5) for _, b in held],
+    }
+    encoder = adaptation.method.input_gain_bias()
+    if encoder is not None:  # the encoder's threshold factor 1 / g and bias b / g
+        gain, bias = encoder
+        out["encoder"] = {
+            "threshold_factor": round(float((1.0 / gain).mean()), 4),
+            "bias": round(float((bias / gain).mean()), 5),
+        }
+    return out
 
 
 def _adapted(
     event: SpikingNet, refs: References, data: Split, warm: Split, settings: PipelineParams
-) -> dict:
+) -> tuple[dict, dict]:
     """E with each adaptation method: from the calibrated state, adapted online on ``warm``
     (unlabelled samples of the same distribution, ``shift.adaptation.warmup`` of them), then
-    measured while it goes on adapting over ``data`` (the transient: the stream test)."""
+    measured while it goes on adapting over ``data`` (the transient: the stream test). Also,
+    per method, each layer's firing rate on those passes and the gains it ended with (the
+    layer diagnostics)."""
     a = settings.shift.adaptation
-    out = {}
+    out, layers = {}, {}
     for method in a.methods:
         online, coding = refs.adaptation(event, settings, method)
-        with online:
+        with online as adaptation:
             if a.warmup:
                 evaluate(
                     event, warm.head(a.warmup), coding, settings.device, a.batch_size, settings.seed
                 )
-            out[method] = _row_measure(event, data, settings, a.batch_size, coding)
-    return out
+            out[method], rates = _measured(event, data, settings, a.batch_size, coding)
+            layers[method] = {"rate": rates, **_held(adaptation, event)}
+    return out, layers
 
 
 def _recalibrated(
@@ -221,6 +262,11 @@ class ShiftBench:
         )
         self.start = time.perf_counter()
         self.parts: dict[str, float] = {}
+        # (shift, level) -> E's layer rates and each method's rates and gains, from the rows
+        self.diagnostics: dict[tuple[str, int], dict[str, Any]] = {}
+        # (shift, level) -> the clean front's warm-up and evaluated samples, and its window
+        self.front_samples: dict[tuple[str, int], tuple[Split, Split, float]] = {}
+        self.calibrate_front()  # its budget, before a row filters
 
     def lap(self, part: str) -> None:
         """Time the part just done."""
@@ -229,15 +275,19 @@ class ShiftBench:
     def clean(self) -> dict[str, Any]:
         """D and E on the clean samples, E with each method (adapted on clean warm-up data)."""
         s, data = self.settings, self.shifted("clean", 0, "eval")
-        e = _row_measure(self.event, data, s, None)
+        e, rates = _measured(self.event, data, s, None)
         d = measure(self.direct, data, s.direct_coding, s.device, s.profiles(), s.seed)
+        adapted, layers = _adapted(
+            self.event, self.refs, data, self.shifted("clean", 0, "extra"), s
+        )
+        self.diagnostics[("clean", 0)] = {"rate": rates, "adapted": layers}
         clean = {
             "d_accuracy": d["accuracy"],
             "d_energy_nJ_by_model": d["energy_nJ_by_model"],
             "e_accuracy": e["accuracy"],
             "e_events_per_sample": e["events_per_sample"],
             "e_energy_nJ_by_model": e["energy_nJ_by_model"],
-            "adapted": _adapted(self.event, self.refs, data, self.shifted("clean", 0, "extra"), s),
+            "adapted": adapted,
         }
         logger.info(
             "Shift benchmark of %s on %d test samples: clean E %.4f",
@@ -247,20 +297,73 @@ class ShiftBench:
         )
         return clean
 
-    def row(self, name: str, level: int, severity: float) -> dict[str, Any]:
-        """D, E and E with each method under one shift at one severity."""
-        s, data = self.settings, self.shifted(name, level, "eval")
-        e = _row_measure(self.event, data, s, None)
-        row = {
-            "shift": name,
-            "level": level,
-            "severity": severity,
-            "d_accuracy": evaluate(self.direct, data, s.direct_coding, s.device, seed=s.seed),
-            "e_accuracy": e["accuracy"],
-            "e_events_per_sample": e["events_per_sample"],
-            "e_energy_nJ_by_model": e["energy_nJ_by_model"],
-            "adapted": _adapted(self.event, self.refs, data, self.shifted(name, level, "extra"), s),
-        }
+    def unchanged(self, name: str, level: int) -> bool:
+        """Whether the shift leaves E's input as it was: every evaluated and warm-up sample
+        equal to the clean one (on event data binned into frames that span each recording, a
+        uniform slow-down changes no frame)."""
+        return all(
+            torch.equal(self.shifted(name, level, part).x, self.shifted("clean", 0, part).x)
+            for part in ("eval", "extra")
+        )
+
+    def row(
+        self, name: str, level: int, severity: float, clean: dict[str, Any], middle_level: int
+    ) -> dict[str, Any]:
+        """D, E and E with each method under one shift at one severity (the methods at the
+        middle severity only where ``shift.adaptation.scope`` is ``middle``). A shift that
+        leaves E's input unchanged gets the clean results (the same passes on the same samples
+        would give them again), marked ``input_unchanged``."""
+        # the clean front may measure a middle row: its recordings are kept to filter them
+        ahead = level == middle_level and isinstance(self.shifted.front, EventFront)
+        try:
+            row = self._row(name, level, severity, clean, middle_level, ahead)
+            lost = clean["e_accuracy"] - row["e_accuracy"]
+            if (
+                ahead
+                and not row.get("input_unchanged")
+                and lost >= self.settings.shift.qualifying_loss
+            ):
+                self.filtered(name, level)  # from the kept recordings, not shifted again
+        finally:
+            self.shifted.drop_kept()
+        return row
+
+    def _row(
+        self,
+        name: str,
+        level: int,
+        severity: float,
+        clean: dict[str, Any],
+        middle_level: int,
+        keep: bool,
+    ) -> dict[str, Any]:
+        s, data = self.settings, self.shifted(name, level, "eval", keep=keep)
+        row: dict[str, Any] = {"shift": name, "level": level, "severity": severity}
+        if self.unchanged(name, level):
+            self.diagnostics[(name, level)] = self.diagnostics[("clean", 0)]
+            row |= {
+                "d_accuracy": clean["d_accuracy"],
+                "e_accuracy": clean["e_accuracy"],
+                "e_events_per_sample": clean["e_events_per_sample"],
+                "e_energy_nJ_by_model": clean["e_energy_nJ_by_model"],
+                "adapted": copy.deepcopy(clean["adapted"]),
+                "input_unchanged": True,
+            }
+            logger.info("shift %s %s leaves E's input unchanged: clean results", name, severity)
+        else:
+            e, rates = _measured(self.event, data, s, None)
+            adapted, layers = {}, {}
+            if s.shift.adaptation.scope == "all" or level == middle_level:
+                warm = self.shifted(name, level, "extra", keep=keep)
+                adapted, layers = _adapted(self.event, self.refs, data, warm, s)
+            self.diagnostics[(name, level)] = {"rate": rates, "adapted": layers}
+            row |= {
+                "d_accuracy": evaluate(self.direct, data, s.direct_coding, s.device, seed=s.seed),
+                "e_accuracy": e["accuracy"],
+                "e_events_per_sample": e["events_per_sample"],
+                "e_energy_nJ_by_model": e["energy_nJ_by_model"],
+                "adapted": adapted,
+            }
         row["retention"] = row["e_accuracy"] / row["d_accuracy"] if row["d_accuracy"] else None
         logger.info(
             "shift %s %s: D %.4f, E %.4f, adapted %s",
@@ -272,14 +375,15 @@ class ShiftBench:
         )
         return row
 
-    def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def rows(self, clean: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Every shift at every severity; one that raises is named (logged and in the report's
         ``failed``) and the others go on, so no result already measured is lost."""
         rows, failed = [], []
         for name, (_, severities) in self.shifted.table.items():
+            middle_level = len(severities) // 2 + 1  # robustness.middle's
             for level, severity in enumerate(severities, start=1):
                 try:
-                    rows.append(self.row(name, level, severity))
+                    rows.append(self.row(name, level, severity, clean, middle_level))
                 except (KeyboardInterrupt, MemoryError):
                     raise
                 except Exception as err:
@@ -317,20 +421,13 @@ class ShiftBench:
         if not isinstance(front, EventFront):
             return None
         s = self.settings
-        if front.budget_tolerance is not None:
-            assert shifted.recordings is not None
-            front.calibrate(shifted.recordings.events[shifted.parts["extra"]])
+        self.calibrate_front()
 
         def measured(name: str, level: int) -> dict[str, Any]:
-            # each row a deployment of its own: the front from its full window, warmed up on
-            # the extra recordings, then on the evaluated ones (its window goes on adapting)
-            front.reset()
-            warm = shifted(name, level, "extra", filtered=True)
-            data = shifted(name, level, "eval", filtered=True)
-            window = front.window_us
+            warm, data, window = self.filtered(name, level)
             res = _row_measure(self.event, data, s, None)
             ins, outs = shifted.front_counts[(name if level else "clean", level, "eval+front")]
-            adapted = _adapted(self.event, self.refs, data, warm, s)
+            adapted, _ = _adapted(self.event, self.refs, data, warm, s)
             for v in adapted.values():
                 v["events_change"] = v["events_per_sample"] / clean["e_events_per_sample"] - 1.0
             return {
@@ -364,50 +461,42 @@ class ShiftBench:
         out |= front_summary(rows, s.shift.adaptation.methods)
         return out
 
+    def calibrate_front(self) -> None:
+        """Event data: the clean front's budget, from the clean extra recordings (once)."""
+        front = self.shifted.front
+        if isinstance(front, EventFront) and front.budget_tolerance is not None:
+            if front.budget is None:
+                assert self.shifted.recordings is not None
+                front.calibrate(self.shifted.recordings.events[self.shifted.parts["extra"]])
+
+    def filtered(self, name: str, level: int) -> tuple[Split, Split, float]:
+        """The clean front's samples of a shift: each row a deployment of its own, the front
+        from its full window, warmed up on the extra recordings, then on the evaluated ones
+        (its window goes on adapting); with the window it ended at."""
+        if (name, level) not in self.front_samples:
+            front = self.shifted.front
+            assert isinstance(front, EventFront)
+            front.reset()
+            warm = self.shifted(name, level, "extra", filtered=True)
+            data = self.shifted(name, level, "eval", filtered=True)
+            self.front_samples[(name, level)] = (warm, data, front.window_us)
+        return self.front_samples[(name, level)]
+
     def layer_diagnostics(self, name: str, level: int) -> dict[str, Any]:
         """Why a method works, on one shift: each LIF layer's firing rate on clean and shifted
         samples, unadapted and adapted by each method, and the method's per-channel gains as a
-        chip would hold them (threshold factor ``theta_eff / theta``, bias), layer means."""
-        s, a = self.settings, self.settings.shift.adaptation
-        clean, data = self.shifted("clean", 0, "eval"), self.shifted(name, level, "eval")
-        warm = self.shifted(name, level, "extra")
-
-        def rates(net_data: Split, coding: InputCoding = s.event_coding) -> list[float]:
-            res = measure(self.event, net_data, coding, s.device, {}, s.seed, a.batch_size)
-            return [round(v, 5) for v in res["firing_rates"].values()]
-
-        out: dict[str, Any] = {
+        chip would hold them (threshold factor ``theta_eff / theta``, bias), layer means; all
+        from the passes of the clean row and the shift's row."""
+        clean, shifted = self.diagnostics[("clean", 0)], self.diagnostics[(name, level)]
+        return {
             "shift": name,
             "level": level,
             "layers": [n for n, m in self.event.named_modules() if m in self.event.lif_layers()],
             "reference_rate": [round(float(r.rate.mean()), 5) for r in self.refs.layers],
-            "clean_rate": rates(clean),
-            "shifted_rate": rates(data),
-            "adapted": {},
+            "clean_rate": clean["rate"],
+            "shifted_rate": shifted["rate"],
+            "adapted": shifted["adapted"],
         }
-        for method in a.methods:
-            online, coding = self.refs.adaptation(self.event, s, method)
-            with online as adaptation:
-                evaluate(self.event, warm.head(a.warmup), coding, s.device, a.batch_size, s.seed)
-                adapted_rates = rates(data, coding)
-                held = adaptation.effective_thresholds()
-                encoder = adaptation.method.input_gain_bias()
-            thetas = [layer.threshold.detach().cpu().flatten() for layer in self.event.lif_layers()]
-            out["adapted"][method] = {
-                "rate": adapted_rates,
-                "threshold_factor": [
-                    round(float((t_eff / t.clamp(min=1e-6)).mean()), 4)
-                    for (t_eff, _), t in zip(held, thetas, strict=True)
-                ],
-                "bias": [round(float(b.mean()), 5) for _, b in held],
-            }
-            if encoder is not None:  # the encoder's threshold factor 1 / g and bias b / g
-                gain, bias = encoder
-                out["adapted"][method]["encoder"] = {
-                    "threshold_factor": round(float((1.0 / gain).mean()), 4),
-                    "bias": round(float((bias / gain).mean()), 5),
-                }
-        return out
 
     def stream(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """The stream test on ``shift.stream.shift``, by default the shift that costs E most at
@@ -427,7 +516,7 @@ class ShiftBench:
         methods = p.adaptation.methods
         clean = self.clean()
         self.lap("clean")
-        rows, failed = self.rows()
+        rows, failed = self.rows(clean)
         self.lap("shifts")
         summary = {m: method_summary(m, rows, clean, p.qualifying_loss) for m in methods}
         qualifying = qualifying_shifts(rows, clean["e_accuracy"], p.qualifying_loss)
@@ -452,7 +541,12 @@ class ShiftBench:
         ce = {
             "event": corruption_error(rows),
             "direct": corruption_error(rows, "d_accuracy"),
-            **{m: corruption_error(rows, f"adapted/{m}/accuracy") for m in methods},
+            # a method's, where it ran at every severity (``shift.adaptation.scope: all``)
+            **{
+                m: corruption_error(rows, f"adapted/{m}/accuracy")
+                for m in methods
+                if all(m in r["adapted"] for r in rows)
+            },
         }
         return ShiftReport.model_validate(
             {
