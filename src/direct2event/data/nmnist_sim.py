@@ -121,8 +121,13 @@ def signed_counts(
 
 def _polarities(signed: torch.Tensor) -> torch.Tensor:
     """``[..., B]`` signed counts to ``[B, ..., 2]``-ordered uint8 counts (channel 0 OFF, 1 ON)."""
-    counts = torch.stack((signed.neg().clamp_(min=0), signed.clamp(min=0)), dim=1)
-    return counts.movedim(-1, 0).to(torch.uint8).contiguous()
+    signed = signed.movedim(-1, 0)
+    counts = torch.empty(
+        (signed.shape[0], signed.shape[1], 2, *signed.shape[2:]), dtype=torch.uint8
+    )
+    counts[:, :, 0] = signed.neg().clamp_(min=0)  # written in place: no stacked int8 copy
+    counts[:, :, 1] = signed.clamp(min=0)
+    return counts
 
 
 def simulate_counts(
@@ -134,9 +139,10 @@ def simulate_counts(
 
 def counts_to_events(counts: torch.Tensor | np.ndarray, step_us: int = 1000) -> np.ndarray:
     """One sample's counts ``[steps, 2, H, W]`` to a time-sorted tonic event array."""
-    c = np.asarray(counts)
-    step, pol, y, x = np.nonzero(c)
-    reps = c[step, pol, y, x].astype(np.int64)
+    c = np.ascontiguousarray(counts)
+    flat = np.flatnonzero(c)  # twice as fast as a 4-d nonzero, the same events in the same order
+    step, pol, y, x = np.unravel_index(flat, c.shape)
+    reps = c.reshape(-1)[flat].astype(np.int64)
     events = np.empty(int(reps.sum()), dtype=EVENT_DTYPE)
     events["t"] = np.repeat(step.astype(np.int64) * step_us + step_us, reps)
     events["p"] = np.repeat(pol, reps)

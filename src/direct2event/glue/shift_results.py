@@ -38,6 +38,13 @@ def shift_rows(study: SeedStudy) -> str:
         )
     if shift.front and shift.front["alone"].mean is not None:
         lines += ["", *_front_rows(shift)]
+    if shift.stage_share is not None:
+        share = shift.stage_share
+        lines += [
+            "",
+            f"The stage took {shift.stage_seconds:.0f} s a seed on average: "
+            f"{100 * share['mean']:.1f} % of the run (worst seed {100 * share['worst']:.1f} %).",
+        ]
     return "\n".join(lines)
 
 

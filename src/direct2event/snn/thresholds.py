@@ -83,18 +83,25 @@ def bisect_thresholds(
     """Per-channel thresholds whose firing rate matches ``targets`` (bisection in log theta)."""
     lo = torch.log(torch.clamp(start / span, THRESHOLD_MIN, THRESHOLD_MAX))
     hi = torch.log(torch.clamp(start * span, THRESHOLD_MIN, THRESHOLD_MAX))
+    # each end's rates, kept from the step that moved it there (a channel's rate depends on
+    # its own threshold only): the final choice then needs no pass of its own
+    nan = torch.full_like(targets, float("nan"))
+    rate_lo, rate_hi = nan.clone(), nan.clone()
     for _ in range(iterations):
         mid = (lo + hi) / 2
         rates = channel_rates(layer, currents, torch.exp(mid))
         too_many = rates > targets  # firing too much: raise the threshold
-        lo = torch.where(too_many, mid, lo)
-        hi = torch.where(too_many, hi, mid)
+        lo, rate_lo = torch.where(too_many, mid, lo), torch.where(too_many, rates, rate_lo)
+        hi, rate_hi = torch.where(too_many, hi, mid), torch.where(too_many, rate_hi, rates)
     # The rate is a step function of theta (inputs are discrete, e.g. every background pixel
     # drives a channel with the same current), so the bracket can close on a jump: take the end
     # of the bracket whose rate is closer to the target.
     theta_lo, theta_hi = torch.exp(lo), torch.exp(hi)
-    err_lo = (channel_rates(layer, currents, theta_lo) - targets).abs()
-    err_hi = (channel_rates(layer, currents, theta_hi) - targets).abs()
+    for theta_end, rate in ((theta_lo, rate_lo), (theta_hi, rate_hi)):
+        unset = rate.isnan()  # an end never moved: its start bound, measured now
+        if unset.any():
+            rate.copy_(torch.where(unset, channel_rates(layer, currents, theta_end), rate))
+    err_lo, err_hi = (rate_lo - targets).abs(), (rate_hi - targets).abs()
     theta = torch.where(err_lo < err_hi, theta_lo, theta_hi)
     silent = targets <= 0  # D never activates this channel: keep E silent too
     return torch.where(silent, torch.full_like(theta, THRESHOLD_MAX), theta)
