@@ -1,4 +1,4 @@
-"""The results page's shift tables, from the committed seed studies."""
+"""The results page's shift tables, from the committed seed studies (benchmarks/results)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("key", ["mnist", "nmnist_sim"])
 def test_each_method_has_its_row_and_the_stage_its_share(key: str) -> None:
-    study = SeedStudy.model_validate_json(
-        (ROOT / f"data/08_reporting/{key}/seeds.json").read_text()
-    )
+    files = sorted((ROOT / "benchmarks" / "results" / f"seeds-{key}").glob("*.json"))
+    assert files, f"no committed seed study of {key}"
+    study = SeedStudy.model_validate_json(files[0].read_text())
     assert study.shift is not None and study.shift.stage_share is not None
     text = shift_rows(study)
     for method, figures in study.shift.methods.items():

@@ -1,5 +1,6 @@
-"""The shift benchmark's parts: D and E on clean and shifted samples, E with each online
-adaptation method, the recalibration and calibration-size baselines, and the stream test.
+"""The shift benchmark's parts, in order: D and E on clean and shifted samples, E with each
+online adaptation method, the recalibration and calibration-size baselines, the stream test,
+the clean front and the layer diagnostics (the measurements themselves: ``measures``).
 Evaluation only: no network is trained or saved here."""
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ from typing import Any
 import torch
 
 from direct2event.data.event_filters import EventFront
-from direct2event.data.shifted import ShiftedSamples
 from direct2event.data.splits import DataSplits
 from direct2event.glue.params import PipelineParams
 from direct2event.glue.reports import ShiftReport
-from direct2event.pipelines.shift.samples import References, shifted_samples
-from direct2event.snn.adaptation import (
-    OnlineAdaptation,
-    input_statistics,
-    reference_statistics,
-    stream_test,
+from direct2event.pipelines.shift.measures import (
+    adapt_and_measure,
+    calibration_sizes,
+    measured,
+    recalibrated,
+    row_measure,
+    shift_stream_test,
 )
-from direct2event.snn.conversion import build_event_network, calibrate
-from direct2event.snn.encoders import InputCoding
+from direct2event.pipelines.shift.samples import References, shifted_samples
+from direct2event.snn.adaptation import input_statistics, reference_statistics
 from direct2event.snn.evaluation import measure
 from direct2event.snn.models import SpikingNet
 from direct2event.snn.robustness import (
@@ -36,205 +37,9 @@ from direct2event.snn.robustness import (
     qualifying_shifts,
     recovered_fraction,
 )
-from direct2event.snn.thresholds import ThresholdConfig, scale_thresholds
 from direct2event.snn.training import Split, evaluate
 
 logger = logging.getLogger(__name__)
-
-
-def _row_measure(
-    net: SpikingNet,
-    data: Split,
-    settings: PipelineParams,
-    batch: int | None,
-    coding: InputCoding | None = None,
-) -> dict:
-    return _measured(net, data, settings, batch, coding)[0]
-
-
-def _measured(
-    net: SpikingNet,
-    data: Split,
-    settings: PipelineParams,
-    batch: int | None,
-    coding: InputCoding | None = None,
-) -> tuple[dict, list[float]]:
-    """A row's measure of ``net`` on ``data`` and each LIF layer's firing rate on the same
-    passes (for the layer diagnostics, which need not run them again)."""
-    res = measure(
-        net,
-        data,
-        coding or settings.event_coding,
-        settings.device,
-        settings.profiles(),
-        settings.seed,
-        batch,
-    )
-    kept = {
-        "accuracy": res["accuracy"],
-        "events_per_sample": res["events_per_sample"],
-        "energy_nJ_by_model": res["energy_nJ_by_model"],
-    }
-    return kept, [round(v, 5) for v in res["firing_rates"].values()]
-
-
-def _held(adaptation: OnlineAdaptation, event: SpikingNet) -> dict[str, Any]:
-    """The method's per-channel gains as a chip would hold them, layer means: the threshold
-    factor ``theta_eff / theta`` and the bias, and the encoder's where it adapts it."""
-    held = adaptation.effective_thresholds()
-    thetas = [layer.threshold.detach().cpu().flatten() for layer in event.lif_layers()]
-    out: dict[str, Any] = {
-        "threshold_factor": [
-            round(float((t_eff / t.clamp(min=1e-6)).mean()), 4)
-            for (t_eff, _), t in zip(held, thetas, strict=True)
-        ],
-        "bias": [round(float(b.mean()), 5) for _, b in held],
-    }
-    encoder = adaptation.method.input_gain_bias()
-    if encoder is not None:  # the encoder's threshold factor 1 / g and bias b / g
-        gain, bias = encoder
-        out["encoder"] = {
-            "threshold_factor": round(float((1.0 / gain).mean()), 4),
-            "bias": round(float((bias / gain).mean()), 5),
-        }
-    return out
-
-
-def _adapted(
-    event: SpikingNet, refs: References, data: Split, warm: Split, settings: PipelineParams
-) -> tuple[dict, dict]:
-    """E with each adaptation method: from the calibrated state, adapted online on ``warm``
-    (unlabelled samples of the same distribution, ``shift.adaptation.warmup`` of them), then
-    measured while it goes on adapting over ``data`` (the transient: the stream test). Also,
-    per method, each layer's firing rate on those passes and the gains it ended with (the
-    layer diagnostics)."""
-    a = settings.shift.adaptation
-    out, layers = {}, {}
-    for method in a.methods:
-        online, coding = refs.adaptation(event, settings, method)
-        with online as adaptation:
-            if a.warmup:
-                evaluate(
-                    event, warm.head(a.warmup), coding, settings.device, a.batch_size, settings.seed
-                )
-            out[method], rates = _measured(event, data, settings, a.batch_size, coding)
-            layers[method] = {"rate": rates, **_held(adaptation, event)}
-    return out, layers
-
-
-def _recalibrated(
-    event: SpikingNet, refs: References, data: Split, settings: PipelineParams
-) -> SpikingNet:
-    """E with its thresholds scaled again on unlabelled shifted data, to the per-channel rates it
-    had on clean calibration data (the project's threshold scaling; the upper reference)."""
-    net = copy.deepcopy(event)
-    scale_thresholds(
-        net,
-        data,
-        settings.event_coding,
-        settings.device,
-        ThresholdConfig("isotonic", iterations=settings.transfer.thresholds.iterations),
-        targets=[r.rate for r in refs.layers],
-        starts=[layer.threshold.detach().cpu().flatten().clone() for layer in net.lif_layers()],
-        seed=settings.seed,
-    )
-    return net
-
-
-def _calibration_sizes(
-    direct: SpikingNet,
-    scaled: SpikingNet,
-    clean: Split,
-    d_clean: dict[str, Any],
-    splits: DataSplits,
-    settings: PipelineParams,
-) -> list[dict]:
-    """Conversion (calibration + threshold scaling, no fine-tuning) from clean calibration sets
-    of each size: how many samples E's thresholds need, with retention and energy reduction
-    against D on the same clean samples. A size at or above the run's own calibration set is
-    the run's own conversion, reported once with its sample count (converting again from that
-    set topped up with a few training samples took the longest of the sizes and told nothing)."""
-    rows = []
-    cal = settings.transfer.calibration
-    own = min(cal.max_samples, len(splits.calibration))
-    sizes = sorted({min(n, own) for n in settings.shift.calibration_sizes})
-    for n in sizes:
-        if n == own:
-            net = scaled  # the run's own conversion used exactly these samples
-        else:
-            net = _convert(direct, splits.calibration.head(n), settings)
-        res = _row_measure(net, clean, settings, None)
-        d_energy = d_clean["d_energy_nJ_by_model"]
-        rows.append(
-            {
-                "samples": n,
-                **res,
-                "retention": res["accuracy"] / d_clean["d_accuracy"],
-                "energy_reduction_by_model": {
-                    k: d_energy[k] / v if v > 0 else None
-                    for k, v in res["energy_nJ_by_model"].items()
-                },
-            }
-        )
-    return rows
-
-
-def _convert(direct: SpikingNet, data: Split, settings: PipelineParams) -> SpikingNet:
-    """Calibration and threshold scaling of D on ``data``, as the conversion stage does."""
-    th, cal = settings.transfer.thresholds, settings.transfer.calibration
-    _, stats = calibrate(
-        direct,
-        data,
-        settings.direct_coding,
-        settings.event_coding,
-        settings.device,
-        cal.max_points,
-        settings.seed,
-    )
-    net, _ = build_event_network(
-        direct,
-        stats,
-        data,
-        settings.event_coding,
-        settings.device,
-        th.config(),
-        settings.seed,
-    )
-    return net
-
-
-def _stream_test(
-    event: SpikingNet,
-    refs: References,
-    shifted: ShiftedSamples,
-    name: str,
-    level: int,
-    settings: PipelineParams,
-) -> dict[str, Any]:
-    """Clean -> shifted -> clean, one sample at a time, for E alone and each method."""
-    p, a = settings.shift.stream, settings.shift.adaptation
-    own = shifted.parts["stream"].stop - shifted.parts["stream"].start >= 3 * p.segment
-    part = "stream" if own else "eval"  # its own samples where the data have them
-    data, extra = shifted("clean", 0, part), shifted("clean", 0, "extra")
-    sdata, sextra = shifted(name, level, part), shifted(name, level, "extra")
-    n = min(p.segment, len(data) // 3)
-    held = min(p.held_out, len(extra))
-    segments = [
-        (Split(data.x[:n], data.y[:n]), extra.head(held)),
-        (Split(sdata.x[n : 2 * n], sdata.y[n : 2 * n]), sextra.head(held)),
-        (Split(data.x[2 * n : 3 * n], data.y[2 * n : 3 * n]), extra.head(held)),
-    ]
-    result = stream_test(
-        event,
-        refs.layers,
-        segments,
-        {"none": None, **{m: a.config(m) for m in a.methods}},
-        settings.event_coding,
-        settings.device,
-        p.config(settings.seed),
-        refs.inputs,
-    )
-    return {"shift": name, "level": level, "held_out": held, **result}
 
 
 class ShiftBench:
@@ -275,9 +80,9 @@ class ShiftBench:
     def clean(self) -> dict[str, Any]:
         """D and E on the clean samples, E with each method (adapted on clean warm-up data)."""
         s, data = self.settings, self.shifted("clean", 0, "eval")
-        e, rates = _measured(self.event, data, s, None)
+        e, rates = measured(self.event, data, s, None)
         d = measure(self.direct, data, s.direct_coding, s.device, s.profiles(), s.seed)
-        adapted, layers = _adapted(
+        adapted, layers = adapt_and_measure(
             self.event, self.refs, data, self.shifted("clean", 0, "extra"), s
         )
         self.diagnostics[("clean", 0)] = {"rate": rates, "adapted": layers}
@@ -351,11 +156,11 @@ class ShiftBench:
             }
             logger.info("shift %s %s leaves E's input unchanged: clean results", name, severity)
         else:
-            e, rates = _measured(self.event, data, s, None)
+            e, rates = measured(self.event, data, s, None)
             adapted, layers = {}, {}
             if s.shift.adaptation.scope == "all" or level == middle_level:
                 warm = self.shifted(name, level, "extra", keep=keep)
-                adapted, layers = _adapted(self.event, self.refs, data, warm, s)
+                adapted, layers = adapt_and_measure(self.event, self.refs, data, warm, s)
             self.diagnostics[(name, level)] = {"rate": rates, "adapted": layers}
             row |= {
                 "d_accuracy": evaluate(self.direct, data, s.direct_coding, s.device, seed=s.seed),
@@ -399,11 +204,11 @@ class ShiftBench:
         """E recalibrated on each qualifying shift's unlabelled samples (kept in its row), and
         the share of the loss that wins back: the upper reference of the methods."""
         for r in qualifying:
-            net = _recalibrated(
+            net = recalibrated(
                 self.event, self.refs, self.shifted(r["shift"], r["level"], "extra"), self.settings
             )
             eval_data = self.shifted(r["shift"], r["level"], "eval")
-            r["recalibrated"] = _row_measure(net, eval_data, self.settings, None)
+            r["recalibrated"] = row_measure(net, eval_data, self.settings, None)
         recovered = [
             recovered_fraction(clean["e_accuracy"], r["e_accuracy"], r["recalibrated"]["accuracy"])
             for r in qualifying
@@ -425,9 +230,9 @@ class ShiftBench:
 
         def measured(name: str, level: int) -> dict[str, Any]:
             warm, data, window = self.filtered(name, level)
-            res = _row_measure(self.event, data, s, None)
+            res = row_measure(self.event, data, s, None)
             ins, outs = shifted.front_counts[(name if level else "clean", level, "eval+front")]
-            adapted, _ = _adapted(self.event, self.refs, data, warm, s)
+            adapted, _ = adapt_and_measure(self.event, self.refs, data, warm, s)
             for v in adapted.values():
                 v["events_change"] = v["events_per_sample"] / clean["e_events_per_sample"] - 1.0
             return {
@@ -506,7 +311,7 @@ class ShiftBench:
             self.settings.shift.stream.shift
             or min(mids.values(), key=lambda r: r["e_accuracy"])["shift"]
         )
-        return _stream_test(
+        return shift_stream_test(
             self.event, self.refs, self.shifted, name, mids[name]["level"], self.settings
         )
 
@@ -523,7 +328,7 @@ class ShiftBench:
         recalibration = self.recalibration(clean, qualifying)
         self.lap("recalibration")
         clean_data = self.shifted("clean", 0, "eval")
-        sizes = _calibration_sizes(
+        sizes = calibration_sizes(
             self.direct, self.scaled, clean_data, clean, self.splits, self.settings
         )
         self.lap("calibration_sizes")
