@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pytest
 
 from direct2event.glue.reports import ShiftReport
@@ -104,3 +105,4 @@ def test_a_method_run_at_the_middle_severity_only_is_plotted_where_it_ran() -> N
     assert list(lines["E + homeostasis"].get_xdata()) == [0, 2]  # clean and the middle one
     assert list(lines["E + homeostasis"].get_ydata()) == pytest.approx([96.0, 85.0])
     assert list(lines["E"].get_xdata()) == [0, 1, 2, 3]
+    plt.close(fig)
