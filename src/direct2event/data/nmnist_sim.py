@@ -120,7 +120,8 @@ def signed_counts(
 
 
 def _polarities(signed: torch.Tensor) -> torch.Tensor:
-    """``[..., B]`` signed counts to ``[B, ..., 2]``-ordered uint8 counts (channel 0 OFF, 1 ON)."""
+    """``[steps, H, W, B]`` signed counts to ``[B, steps, 2, H, W]`` uint8 counts (channel 0
+    OFF, 1 ON)."""
     signed = signed.movedim(-1, 0)
     counts = torch.empty(
         (signed.shape[0], signed.shape[1], 2, *signed.shape[2:]), dtype=torch.uint8
