@@ -122,11 +122,11 @@ class ShiftBench:
         ahead = level == middle_level and isinstance(self.shifted.front, EventFront)
         try:
             row = self._row(name, level, severity, clean, middle_level, ahead)
-            lost = clean["e_accuracy"] - row["e_accuracy"]
+            loss = self.settings.shift.qualifying_loss
             if (
                 ahead
                 and not row.get("input_unchanged")
-                and lost >= self.settings.shift.qualifying_loss
+                and qualifying_shifts([row], clean["e_accuracy"], loss)  # the front's rule
             ):
                 self.filtered(name, level)  # from the kept recordings, not shifted again
         finally:
